@@ -1,0 +1,171 @@
+"""The LLM block: bottleneck feature map -> tokens -> Linear(C->H) -> one LLM decoder layer -> Linear(H->C).
+
+Works for 2D and 3D maps and any token count. Position and attention options are documented in
+the README; the defaults reproduce the authors' reference code.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+from .spec import LLMSpec
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def hf_config(config: dict) -> PretrainedConfig:
+    """A transformers config from a plain dict (as stored in plans), with SDPA attention."""
+    d = dict(config)
+    model_type = d.pop("model_type", None)
+    if model_type is None:
+        raise ValueError(f"LLM config has no 'model_type' (keys: {sorted(config)}); store the model's config.json.")
+    cfg = AutoConfig.for_model(model_type, **d)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def _base_model_on_meta(config: PretrainedConfig) -> nn.Module:
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    if not hasattr(model, "layers"):
+        raise ValueError(f"{type(model).__name__} keeps no `layers` list of decoder layers; only decoder LLMs "
+                         f"in the Llama/Qwen2/Mistral/Gemma family layout are supported.")
+    return model
+
+
+def build_decoder_layer(config: PretrainedConfig, layer: int) -> nn.Module:
+    """A freshly initialised decoder layer of the model's own class (found without allocating the model)."""
+    layer_cls = type(_base_model_on_meta(config).layers[layer])
+    return layer_cls(config, layer_idx=layer)
+
+
+def build_rotary(config: PretrainedConfig) -> nn.Module:
+    return type(_base_model_on_meta(config).rotary_emb)(config)
+
+
+def head_dim(config: PretrainedConfig) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def rope_theta(config: PretrainedConfig) -> float:
+    params = getattr(config, "rope_parameters", None) or {}
+    return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def axial_rotation(spatial: tuple[int, ...], dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """N-D RoPE: the head's rotary pairs are split across the spatial axes, each rotated by its coordinate."""
+    pairs = dim // 2
+    sizes = [pairs // len(spatial) + (1 if a < pairs % len(spatial) else 0) for a in range(len(spatial))]
+    coords = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in spatial], indexing="ij"),
+                         dim=-1).reshape(-1, len(spatial))
+    angles = []
+    for axis, m in enumerate(sizes):
+        inv_freq = 1.0 / theta ** (torch.arange(m, dtype=torch.float32) / max(m, 1))
+        angles.append(coords[:, axis:axis + 1] * inv_freq)
+    freqs = torch.cat(angles, dim=-1)
+    emb = torch.cat((freqs, freqs), dim=-1)[None]
+    return emb.cos(), emb.sin()
+
+
+class LLMBlock(nn.Module):
+    """Linear(C->H) -> one pretrained LLM decoder layer -> Linear(H->C) over the flattened feature map.
+
+    A frozen layer keeps ``requires_grad=False``, stays in eval mode and runs outside autocast in its
+    own dtype (fp32 or bf16), so nnU-Net's fp16 autocast cannot overflow it.
+    """
+
+    def __init__(self, channels: int, spec: LLMSpec):
+        super().__init__()
+        if spec.config is None:
+            raise ValueError(f"LLM spec for {spec.source!r} carries no model config; resolve it first "
+                             f"(nnunetv2_llm.resolve_spec) so the structure can be built without a download.")
+        self.spec = spec
+        self.config = hf_config(spec.config)
+        hidden = self.config.hidden_size
+        self.proj_in = nn.Linear(channels, hidden)
+        self.layer = build_decoder_layer(self.config, spec.layer)
+        self.proj_out = nn.Linear(hidden, channels)
+        self.rotary = build_rotary(self.config) if spec.positions == "rope" else None
+        if spec.init == "random":
+            self.reset_layer_parameters()
+        self.layer.to(_DTYPES[spec.dtype])
+        self.layer.requires_grad_(spec.trainable)
+
+    @property
+    def frozen(self) -> bool:
+        return not self.spec.trainable
+
+    def reset_layer_parameters(self) -> None:
+        """'+Transformer' init: Xavier-uniform linears, zero biases, norms at their constructor values.
+
+        The reference code left RMSNorm gains pretrained; a freshly built layer re-initialises them too.
+        """
+        fresh = build_decoder_layer(self.config, self.spec.layer)
+        for m in fresh.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.layer.load_state_dict(fresh.state_dict())
+
+    def load_pretrained(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy one layer's checkpoint tensors in, naming any missing, extra or misshapen tensor."""
+        own = self.layer.state_dict()
+        missing = sorted(set(own) - set(tensors))
+        extra = sorted(set(tensors) - set(own))
+        bad = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs config {tuple(own[k].shape)}"
+               for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
+        if missing or extra or bad:
+            raise ValueError(
+                f"the weights of layer {self.spec.layer} of {self.spec.source!r} do not fit the structure its "
+                f"config describes (missing {missing}, unexpected {extra}, shape mismatches {bad}). The config "
+                f"and the weights come from different models: store the checkpoint's own config.json.")
+        with torch.no_grad():
+            for k, v in own.items():
+                v.copy_(tensors[k].to(v.dtype))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.layer.eval()
+        return self
+
+    def _positions(self, spatial, hidden, position_ids):
+        t = position_ids[0].to(torch.float32)[None, :, None]
+        if self.spec.positions == "reference":
+            # The reference passed [sin, cos] where HF unpacks (cos, sin): reproduce that exactly.
+            return torch.sin(t).to(hidden.dtype), torch.cos(t).to(hidden.dtype)
+        if self.spec.positions == "none":
+            return torch.ones_like(t, dtype=hidden.dtype), torch.zeros_like(t, dtype=hidden.dtype)
+        if self.spec.positions == "rope":
+            return self.rotary(hidden, position_ids)
+        cos, sin = axial_rotation(tuple(spatial), head_dim(self.config), rope_theta(self.config))
+        return cos.to(hidden.device, hidden.dtype), sin.to(hidden.device, hidden.dtype)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, channels, *spatial = features.shape
+        tokens = math.prod(spatial)
+        llm_dtype = next(self.layer.parameters()).dtype
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            x = features.float().flatten(2).transpose(1, 2)
+            hidden = self.proj_in(x.to(self.proj_in.weight.dtype)).to(llm_dtype)
+            position_ids = torch.arange(tokens, device=features.device)[None]
+            position_embeddings = self._positions(spatial, hidden, position_ids)
+            out = self.layer(hidden, attention_mask=None, position_ids=position_ids,
+                             position_embeddings=position_embeddings,
+                             is_causal=self.spec.attention == "causal")
+            if isinstance(out, tuple):
+                out = out[0]
+            y = self.proj_out(out.to(self.proj_out.weight.dtype))
+            y = y.transpose(1, 2).reshape(batch, channels, *spatial)
+            if self.spec.residual:
+                y = y + features.float()
+        return y.to(features.dtype)
+
+    def parameter_counts(self) -> dict[str, int]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        return {"trainable": trainable, "frozen": frozen}

