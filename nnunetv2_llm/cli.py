@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -64,6 +65,17 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_dice(args) -> int:
+    from .evaluate import dice_per_case, format_dice
+    scores = dice_per_case(args.gt, args.pred, args.dataset_json)
+    print(format_dice(scores))
+    return 0
+
+
+# Modules that add their own subcommands through ``register(subparsers)``.
+COMMAND_MODULES = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunetv2-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_arguments(p)
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("dice", help="per-case and mean Dice of a prediction folder against ground truth")
+    p.add_argument("--gt", required=True, help="folder of ground-truth segmentations")
+    p.add_argument("--pred", required=True, help="folder of predicted segmentations")
+    p.add_argument("--dataset-json", required=True, help="the dataset's dataset.json")
+    p.set_defaults(func=cmd_dice)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
     return parser
 
 
