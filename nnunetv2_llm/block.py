@@ -113,6 +113,8 @@ class LLMBlock(nn.Module):
 
     def load_pretrained(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy one layer's checkpoint tensors in, naming any missing, extra or misshapen tensor."""
+        # Older exports saved the rotary buffer; it is recomputed from the config, never a weight.
+        tensors = {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
         own = self.layer.state_dict()
         missing = sorted(set(own) - set(tensors))
         extra = sorted(set(tensors) - set(own))
@@ -133,7 +135,8 @@ class LLMBlock(nn.Module):
             self.layer.eval()
         return self
 
-    def _positions(self, spatial, hidden, position_ids):
+    def position_embeddings(self, spatial, hidden, position_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (cos, sin) pair the decoder layer rotates q/k with, for raster positions ``position_ids``."""
         t = position_ids[0].to(torch.float32)[None, :, None]
         if self.spec.positions == "reference":
             # The reference passed [sin, cos] where HF unpacks (cos, sin): reproduce that exactly.
@@ -153,9 +156,9 @@ class LLMBlock(nn.Module):
             x = features.float().flatten(2).transpose(1, 2)
             hidden = self.proj_in(x.to(self.proj_in.weight.dtype)).to(llm_dtype)
             position_ids = torch.arange(tokens, device=features.device)[None]
-            position_embeddings = self._positions(spatial, hidden, position_ids)
+            cos_sin = self.position_embeddings(spatial, hidden, position_ids)
             out = self.layer(hidden, attention_mask=None, position_ids=position_ids,
-                             position_embeddings=position_embeddings,
+                             position_embeddings=cos_sin,
                              is_causal=self.spec.attention == "causal")
             if isinstance(out, tuple):
                 out = out[0]

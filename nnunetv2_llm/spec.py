@@ -157,10 +157,16 @@ class LLMSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LLMSpec":
-        known = {f.name for f in dataclasses.fields(cls)}
+        fields = dataclasses.fields(cls)
+        known = {f.name for f in fields}
         unknown = set(d) - known
         if unknown:
             raise LLMSpecError(f"unknown LLM spec keys {sorted(unknown)}; accepted keys are {sorted(known)}.")
+        required = {f.name for f in fields
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        if required - set(d):
+            raise LLMSpecError(f"LLM spec {d} lacks the required keys {sorted(required - set(d))}; "
+                               f"write the spec with LLMSpec.to_dict().")
         return cls(**d)
 
     def replace(self, **changes) -> "LLMSpec":

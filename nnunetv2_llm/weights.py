@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .spec import LLMSpec
 
 EXTRACT_FORMAT = "nnunetv2-llm-layer"
+_EXTRACT_KEYS = ("sha256", "layer", "source", "config")
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -112,12 +113,22 @@ def local_source_path(source: str) -> Path | None:
 
 # ---------------------------------------------------------------- hub access
 
+class HubUnreachableError(LLMWeightsError):
+    """A hub file is neither in the local cache nor fetchable (offline, no network)."""
+
+
 def _hub_download(repo_id: str, filename: str, revision: str | None, optional: bool = False) -> str | None:
+    """A local path of one file of a hub repo; None if ``optional`` and the repo has no such file."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
     try:
         return hf_hub_download(repo_id, filename, revision=revision)
+    except LocalEntryNotFoundError:
+        # Caught before EntryNotFoundError, its base class: "not cached and offline" is not "absent".
+        raise HubUnreachableError(
+            f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
+            f"(offline, HF_HUB_OFFLINE=1, or no network). {_OFFLINE_FIX}") from None
     except EntryNotFoundError:
         if optional:
             return None
@@ -133,10 +144,6 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, optional: b
     except RevisionNotFoundError:
         raise LLMWeightsError(f"hub model {repo_id!r} has no revision {revision!r}; "
                               f"pass an existing branch, tag or commit.") from None
-    except LocalEntryNotFoundError:
-        raise LLMWeightsError(
-            f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
-            f"(offline, HF_HUB_OFFLINE=1, or no network). {_OFFLINE_FIX}") from None
     except OSError as e:
         raise LLMWeightsError(f"hub model {repo_id!r}: could not fetch {filename!r} ({e}). {_OFFLINE_FIX}") from None
 
@@ -144,12 +151,20 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, optional: b
 # ---------------------------------------------------------------- config
 
 def _read_extracted_metadata(path: Path) -> dict:
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise LLMWeightsError(f"{path} is not a readable safetensors file ({e}): it is truncated or damaged. "
+                              f"Extract the layer again (`nnunetv2-llm extract`).") from None
     if meta.get("format") != EXTRACT_FORMAT:
         raise LLMWeightsError(
             f"{path} is a safetensors file but not a single-layer file from `nnunetv2-llm extract`; "
             f"pass the checkpoint folder holding it (with its config.json) instead.")
+    missing = [k for k in _EXTRACT_KEYS if k not in meta]
+    if missing:
+        raise LLMWeightsError(f"{path} records no {', '.join(missing)} in its metadata, so it cannot be verified. "
+                              f"Extract the layer again (`nnunetv2-llm extract`).")
     return meta
 
 
@@ -206,7 +221,12 @@ def _read_tensors(key_to_file: dict[str, str], prefix: str) -> tuple[dict, list[
 
 def _load_safetensors_checkpoint(spec: LLMSpec, fetch) -> tuple[dict, list[str]]:
     """``fetch(name, optional)`` returns a local path of a file of the checkpoint (or None if absent)."""
-    index_path = fetch(INDEX_NAME, True)
+    try:
+        index_path = fetch(INDEX_NAME, True)
+        index_unreachable = None
+    except HubUnreachableError as e:
+        # Offline, an unsharded model's index is never cached: look for its single file before giving up.
+        index_path, index_unreachable = None, e
     if index_path is not None:
         weight_map = json.loads(Path(index_path).read_text())["weight_map"]
         prefix = _layer_prefix(weight_map, spec.layer, f"checkpoint {spec.source!r}")
@@ -219,6 +239,8 @@ def _load_safetensors_checkpoint(spec: LLMSpec, fetch) -> tuple[dict, list[str]]
                                   f"{spec.layer} are missing. Re-download the checkpoint (or those files).")
         return _read_tensors({k: paths[weight_map[k]] for k in keys}, prefix)
     single = fetch(SINGLE_NAME, True)
+    if single is None and index_unreachable is not None:
+        raise index_unreachable
     if single is None:
         raise LLMWeightsError(f"checkpoint {spec.source!r} has neither {INDEX_NAME} nor {SINGLE_NAME}: only "
                               f"safetensors checkpoints are read. Convert it with transformers' "
@@ -273,8 +295,10 @@ def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]
             w = _undo_llama_cpp_permute(w, config["num_key_value_heads"])
         tensors[f"{_GGUF_NAMES[stem]}.{kind}"] = w
     if not tensors:
-        raise LLMWeightsError(f"{path} holds no tensors of decoder layer {spec.layer} "
-                              f"(valid: 0..{config.get('num_hidden_layers', '?') - 1}).")
+        present = sorted({int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")})
+        have = f"layers {present[0]}..{present[-1]}" if present else "no decoder layers"
+        raise LLMWeightsError(f"{path} holds no tensors of decoder layer {spec.layer} ({have}). "
+                              f"Pick a layer in that range.")
     return tensors, [str(path)]
 
 
