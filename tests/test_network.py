@@ -124,3 +124,14 @@ def test_initialize_keeps_frozen_weights_out_of_the_optimizer(in_process_env, da
     net.train()
     assert net.training and not net.llm.layer.training
     assert trainer.plans_manager.plans["configurations"]["2d"]["llm"]["sha256"]
+
+
+@pytest.mark.parametrize("positions", ["reference", "axial"])
+def test_block_traces_as_one_graph_for_torch_compile(positions):
+    """nnU-Net compiles the net on CUDA; the block must trace without graph breaks (checked on CPU)."""
+    from nnunetv2_llm.block import LLMBlock
+    from nnunetv2_llm.spec import LLMSpec
+    block = LLMBlock(16, LLMSpec("tiny", 1, positions=positions, config=TINY_LLAMA)).eval()
+    x = torch.randn(2, 16, 4, 4)
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), block(x))
