@@ -1,0 +1,168 @@
+"""Dice on the synthetic 2D task: plain nnU-Net vs + SmolLM2 frozen vs + SmolLM2-shaped random init vs + trainable.
+
+Everything runs through the stock CLIs in a temporary nnU-Net environment: nnunetv2-llm synth,
+nnUNetv2_plan_and_preprocess, nnUNetv2_train (fold 0) and nnUNetv2_predict on held-out test cases,
+scored with nnunetv2_llm.evaluate.dice_per_case. All trainers of one seed share the dataset, the
+plans and the schedule. nnU-Net has no seed option, so a "seed" here is the synthetic dataset's
+seed: each seed is a different dataset, and training itself is not seeded (runs are not
+bit-reproducible). Whatever comes out is reported as is.
+
+    python benchmarks/quality.py             # quick: 2 seeds x 4 trainers, 10 epochs of 20 iterations
+    python benchmarks/quality.py --full      # 5 seeds, 20 epochs of 25 iterations
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+TRAINERS = {  # label -> trainer base name (a length suffix is appended)
+    "plain nnU-Net": "nnUNetTrainer",
+    "+SmolLM2 frozen": "nnUNetTrainerSmolLM2",
+    "+SmolLM2-shaped random init (trained)": "nnUNetTrainerSmolLM2Transformer",
+    "+SmolLM2 trainable": "nnUNetTrainerSmolLM2Trainable",
+}
+MODES = {"quick": {"seeds": 2, "length": "_10epochs_20its"}, "full": {"seeds": 5, "length": "_20epochs_25its"}}
+FIRST_DATASET_ID = 650
+BIN = Path(sys.executable).parent
+
+
+class Env:
+    """An isolated nnU-Net environment whose CLIs find our trainers; every command's output goes to a log."""
+
+    def __init__(self, root: Path):
+        import nnunetv2_llm
+        self.root = root
+        self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
+        for p in (self.raw, self.preprocessed, self.results, root / "logs"):
+            p.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
+                    "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(nnunetv2_llm.trainers_folder()),
+                    "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+    def run(self, log_name: str, *args, extra_env: dict | None = None) -> float:
+        log = self.root / "logs" / f"{log_name}.log"
+        start = time.perf_counter()
+        with open(log, "w") as f:
+            proc = subprocess.run([str(BIN / args[0]), *map(str, args[1:])], env={**self.env, **(extra_env or {})},
+                                  stdout=f, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            tail = log.read_text()[-4000:]
+            raise RuntimeError(f"{' '.join(map(str, args))} exited {proc.returncode}; log {log}:\n{tail}")
+        return time.perf_counter() - start
+
+
+def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, num_test: int) -> dict:
+    from nnunetv2_llm.evaluate import dice_per_case
+    dataset_id = FIRST_DATASET_ID + seed
+    env.run(f"synth-{seed}", "nnunetv2-llm", "synth", "-d", dataset_id, "--dim", "2", "--num-train", num_train,
+            "--num-test", num_test, "--seed", seed)
+    env.run(f"plan-{seed}", "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "2d", "-np", "1")
+    folder = next(env.raw.glob(f"Dataset{dataset_id:03d}_*"))
+    out = {}
+    for label, base in trainers.items():
+        trainer = base + length
+        train_s = env.run(f"train-{seed}-{trainer}", "nnUNetv2_train", dataset_id, "2d", "0", "-tr", trainer,
+                          "-device", "cpu", extra_env={"nnUNet_n_proc_DA": "0"})
+        pred = env.root / "predictions" / f"{dataset_id}-{trainer}"
+        env.run(f"predict-{seed}-{trainer}", "nnUNetv2_predict", "-i", folder / "imagesTs", "-o", pred,
+                "-d", dataset_id, "-c", "2d", "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0")
+        scores = dice_per_case(folder / "labelsTs", pred, folder / "dataset.json")
+        fold = next(env.results.glob(f"Dataset{dataset_id:03d}_*")) / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+        val = json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
+        out[label] = {"trainer": trainer, "test_dice": scores["mean"], "test_dice_per_case": scores["per_case"],
+                      "validation_dice": val, "train_seconds": train_s,
+                      "checkpoint_final_bytes": (fold / "checkpoint_final.pth").stat().st_size}
+        print(f"  seed {seed} {label:<40} test Dice {scores['mean']:.4f}  (fold-0 validation {val:.4f}, "
+              f"train {train_s:.0f}s)", flush=True)
+    return out
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.mean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def report(results: dict) -> None:
+    seeds = list(results["seeds"])
+    labels = list(results["trainers"])
+    rows = []
+    for label in labels:
+        dice = [results["seeds"][s][label]["test_dice"] for s in seeds]
+        plain = [results["seeds"][s]["plain nnU-Net"]["test_dice"] for s in seeds] if "plain nnU-Net" in labels else None
+        diff = spread([d - p for d, p in zip(dice, plain)]) if plain and label != "plain nnU-Net" else "-"
+        train = statistics.median(results["seeds"][s][label]["train_seconds"] for s in seeds)
+        ckpt = statistics.median(results["seeds"][s][label]["checkpoint_final_bytes"] for s in seeds)
+        rows.append([label, results["trainers"][label] + results["length"],
+                     " ".join(f"{d:.3f}" for d in dice), spread(dice), diff, f"{train:.0f}", common.mib(ckpt)])
+    print(f"\nTest Dice on held-out synthetic 2D cases ({results['num_test']} per seed; seeds = dataset seeds "
+          f"{seeds}; mean ± sample std over seeds)")
+    print(common.table(["variant", "trainer", "Dice per seed", "mean ± std", "minus plain (paired)",
+                        "train s (median)", "checkpoint MiB"], rows))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="2 seeds, 10 epochs of 20 iterations (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full",
+                      help="5 seeds, 20 epochs of 25 iterations")
+    parser.add_argument("--seeds", type=int, help="number of dataset seeds (0..N-1)")
+    parser.add_argument("--length", help="trainer length suffix, e.g. _2epochs_5its, _10epochs_20its, _100epochs")
+    parser.add_argument("--trainers", nargs="+", choices=sorted(TRAINERS.values()),
+                        help="subset of trainer bases (default: all four)")
+    parser.add_argument("--num-train", type=int, default=20, help="training cases per dataset (default 20)")
+    parser.add_argument("--num-test", type=int, default=10, help="held-out test cases per dataset (default 10)")
+    parser.add_argument("--work-dir", type=Path, help="keep the nnU-Net folders here (default: a temp dir, removed)")
+    parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/quality-<mode>.json)")
+    args = parser.parse_args(argv)
+    args.mode = args.mode or "quick"
+    seeds = args.seeds or MODES[args.mode]["seeds"]
+    length = args.length if args.length is not None else MODES[args.mode]["length"]
+    trainers = {k: v for k, v in TRAINERS.items() if not args.trainers or v in args.trainers}
+
+    from nnunetv2_llm import trainers as our_trainers
+    unknown = [b + length for b in trainers.values() if b + length not in our_trainers.__all__]
+    if unknown:
+        parser.error(f"--length {length!r}: no trainers {unknown}; choose one of {sorted(our_trainers.LENGTHS)}")
+    machine = common.machine("cpu")
+    print(common.describe_machine(machine))
+    print(f"mode --{args.mode}: {seeds} dataset seeds x {len(trainers)} trainers, length {length}, "
+          f"{args.num_train} training cases (fold 0: 80% train / 20% validation), {args.num_test} test cases, 64x64")
+    if args.work_dir:
+        if args.work_dir.exists() and any(args.work_dir.iterdir()):
+            parser.error(f"--work-dir {args.work_dir} is not empty; pass a new or empty folder")
+        root, cleanup = args.work_dir, False
+    else:
+        root, cleanup = Path(tempfile.mkdtemp(prefix="nnunetv2-llm-quality-")), True
+    try:
+        env = Env(root)
+        results = {"mode": args.mode, "machine": machine, "length": length, "trainers": trainers,
+                   "num_train": args.num_train, "num_test": args.num_test, "seeds": {}}
+        for seed in range(seeds):
+            results["seeds"][seed] = run_seed(env, seed, trainers, length, args.num_train, args.num_test)
+    finally:
+        if cleanup:
+            shutil.rmtree(root, ignore_errors=True)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report(results)
+    out = common.write_json(results, args.out or common.default_out("quality", args.mode))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
