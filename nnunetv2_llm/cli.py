@@ -28,15 +28,18 @@ def spec_from_args(args) -> LLMSpec:
     return resolve_spec(LLMSpec(source=args.llm, **options))
 
 
-def add_spec_arguments(p: argparse.ArgumentParser, layer_type=int) -> None:
+def add_spec_arguments(p: argparse.ArgumentParser, layer_type=int,
+                       layer_help: str = "0-based decoder layer index (default: the preset's)") -> None:
     p.add_argument("--llm", default="smollm2-135m",
                    help=f"preset ({', '.join(sorted(PRESETS))}), hub id, checkpoint folder, .gguf or extracted file")
-    p.add_argument("--layer", type=layer_type, help="0-based decoder layer index (default: the preset's)")
+    p.add_argument("--layer", type=layer_type, help=layer_help)
     p.add_argument("--positions", choices=["reference", "rope", "axial", "none"])
     p.add_argument("--attention", choices=["causal", "bidirectional"])
     p.add_argument("--init", choices=["pretrained", "random"])
-    p.add_argument("--trainable", action="store_true", help="fine-tune the LLM layer (paper '(T)')")
-    p.add_argument("--residual", action="store_true", help="add the block's input to its output")
+    p.add_argument("--trainable", action=argparse.BooleanOptionalAction,
+                   help="fine-tune the LLM layer (paper '(T)'); --no-trainable keeps it frozen")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction,
+                   help="add the block's input to its output (--no-residual: the reference's plain block)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"])
     p.add_argument("--stage", type=int, help="encoder stage the block acts on (default -1, the bottleneck)")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
@@ -73,7 +76,7 @@ def cmd_dice(args) -> int:
 
 
 # Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("planning",)
 
 
 def build_parser() -> argparse.ArgumentParser:

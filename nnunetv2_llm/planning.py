@@ -1,0 +1,335 @@
+"""nnunetv2-llm plan: LLM plans derived from any nnU-Net plans, for ablations and layer sweeps without new code.
+
+A derived plans file is a copy of the source plans (nnUNetPlans, nnUNetResEncUNet{M,L,XL}Plans, ...)
+with its own plans_name and the LLM spec in every configuration that defines a network
+(configurations[c]['llm']; configurations that inherit, like 3d_cascade_fullres, inherit it).
+Every data_identifier stays, so nnU-Net trains on the data it already preprocessed:
+
+    nnunetv2-llm plan -d 501 --llm llama-3.2-1b --layer 0-15
+    nnUNetv2_train 501 2d 0 -tr nnUNetTrainerLLM -p nnUNetPlans_LLM_llama-3.2-1b_L07
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.resources
+import json
+import os
+import pydoc
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import PRESETS, LLMSpec, LLMSpecError
+
+# trainers.PLANS_KEY, not imported: that pulls in torch and nnU-Net's trainer for every `nnunetv2-llm` call.
+PLANS_KEY = "llm"
+SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision")
+PRESET_KEYS = ("description", "llm", "layer", "hidden_size", *SPEC_OPTIONS)
+# Plans names nnU-Net writes itself (plus the files that share the folder): never ours to replace.
+NNUNET_NAMES = re.compile(r"^(nnUNetPlans|nnUNetResEncUNet[A-Z]*Plans|dataset|dataset_fingerprint|splits_final)$")
+PLANS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")
+
+
+class PlanningError(ValueError):
+    """Bad input to ``plan``; the message names the value, what is accepted and the fix."""
+
+
+# ---------------------------------------------------------------- presets
+
+def presets_folder() -> Path:
+    """The presets shipped with the package (the repository's ``plans/`` folder)."""
+    return Path(str(importlib.resources.files("nnunetv2_llm.plan_presets")))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in presets_folder().glob("*.json"))
+
+
+def load_preset(name_or_path: str) -> dict:
+    """Spec options from a preset name (a file stem in ``plans/``) or a JSON file."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = presets_folder() / f"{name_or_path}.json"
+    if not path.is_file():
+        raise PlanningError(f"--preset {name_or_path!r} is neither a file nor a known preset; known presets are "
+                            f"{', '.join(preset_names())} (in {presets_folder()}).")
+    try:
+        preset = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PlanningError(f"preset file {path} is not valid JSON ({e}); fix the file.") from None
+    if not isinstance(preset, dict):
+        raise PlanningError(f"preset file {path} must hold a JSON object with keys from {', '.join(PRESET_KEYS)}.")
+    unknown = sorted(set(preset) - set(PRESET_KEYS))
+    if unknown:
+        raise PlanningError(f"preset file {path} has unknown keys {unknown}; accepted keys are "
+                            f"{', '.join(PRESET_KEYS)}.")
+    return preset
+
+
+# ---------------------------------------------------------------- layers
+
+def parse_layers(text) -> list[int]:
+    """``14``, ``0-15``, ``0,3,7`` or ``0-2,9`` -> sorted distinct layer indices."""
+    layers = set()
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if m is None:
+            raise argparse.ArgumentTypeError(
+                f"layer {text!r} is not understood; write an index (14), a range (0-15) or a comma list (0,3,7-9).")
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+        if last < first:
+            raise argparse.ArgumentTypeError(f"layer range {part.strip()!r} runs backwards; write {last}-{first}.")
+        layers.update(range(first, last + 1))
+    return sorted(layers)
+
+
+# ---------------------------------------------------------------- the dataset's plans
+
+def dataset_folder(dataset: str) -> Path:
+    """``nnUNet_preprocessed/DatasetXXX_Name`` for an id (501) or a full name."""
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root or not Path(root).is_dir():
+        raise PlanningError(f"nnUNet_preprocessed={root!r} is not a folder; export nnUNet_preprocessed and run "
+                            f"nnUNetv2_plan_and_preprocess for the dataset first.")
+    root = Path(root)
+    if re.fullmatch(r"\d+", dataset):
+        found = sorted(root.glob(f"Dataset{int(dataset):03d}_*"))
+    else:
+        found = [root / dataset] if (root / dataset).is_dir() and dataset.startswith("Dataset") else []
+    if len(found) != 1:
+        known = sorted(p.name for p in root.glob("Dataset*") if p.is_dir())
+        what = "several folders match" if found else "no preprocessed dataset matches"
+        raise PlanningError(f"-d {dataset}: {what} in {root} (found: {', '.join(known) or 'none'}); run "
+                            f"nnUNetv2_plan_and_preprocess -d {dataset} first, or pass an id or name listed there.")
+    return found[0]
+
+
+def is_plans(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()).get("configurations"), dict)
+    except (json.JSONDecodeError, AttributeError, OSError):
+        return False
+
+
+def load_source_plans(folder: Path, name: str) -> dict:
+    path = folder / f"{name}.json"
+    if not (path.is_file() and is_plans(path)):
+        available = sorted(p.stem for p in folder.glob("*.json") if is_plans(p))
+        raise PlanningError(
+            f"-p {name}: there are no such plans in {folder} (available: {', '.join(available) or 'none'}). Create "
+            f"them with nnUNetv2_plan_experiment -d {folder.name} [-pl nnUNetPlannerResEncM|L|XL], or pick one of those.")
+    return json.loads(path.read_text())
+
+
+def _architecture_check(plans: dict, spec: LLMSpec) -> list[str]:
+    """Names of the configurations that define a network; each must be one the LLM block can wrap."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+    names = []
+    for name, conf in plans["configurations"].items():
+        arch = conf.get("architecture")
+        if arch is None:
+            continue
+        cls = pydoc.locate(arch["network_class_name"])
+        if not (isinstance(cls, type) and issubclass(cls, (PlainConvUNet, ResidualEncoderUNet))):
+            raise PlanningError(
+                f"configuration {name!r} uses the network {arch['network_class_name']}; the LLM block wraps "
+                f"PlainConvUNet and ResidualEncoderUNet (and subclasses). Plan from nnUNetPlans or a ResEnc preset.")
+        n_stages = arch["arch_kwargs"]["n_stages"]
+        if not -n_stages <= spec.stage < n_stages:
+            raise PlanningError(f"--stage {spec.stage} is out of range for configuration {name!r}: its net has "
+                                f"{n_stages} encoder stages, valid values are {-n_stages}..{n_stages - 1} "
+                                f"(-1 is the bottleneck).")
+        names.append(name)
+    if not names:
+        raise PlanningError(f"the plans {plans.get('plans_name')!r} define no network in any configuration; "
+                            f"plan from nnUNetPlans or a ResEnc preset.")
+    return names
+
+
+def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
+    """The source plans renamed, with the spec in every configuration that defines a network."""
+    plans = copy.deepcopy(source)
+    plans["plans_name"] = name
+    for conf in _architecture_check(plans, spec):
+        plans["configurations"][conf][PLANS_KEY] = spec.to_dict()
+    return plans
+
+
+# ---------------------------------------------------------------- specs and names
+
+def _model(llm: str, revision: str | None) -> tuple[str, dict]:
+    """Source and model config of ``--llm``; built-in presets carry their config (no download)."""
+    if llm in PRESETS:
+        return PRESETS[llm].source, copy.deepcopy(PRESETS[llm].config)
+    from .weights import read_config
+    return llm, read_config(llm, revision)
+
+
+def model_tag(llm: str) -> str:
+    """A short, name-safe label of the model: the preset name or the last part of the source."""
+    stem = re.sub(r"\.(gguf|safetensors)$", "", re.split(r"[/:\\]", llm.rstrip("/\\"))[-1])
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip("-.") or "model"
+
+
+def variant_tag(spec: LLMSpec) -> str:
+    """Suffixes for every option that differs from the paper's frozen reference wiring."""
+    parts = []
+    if spec.init == "random":
+        parts.append("rand")
+    if spec.trainable:
+        parts.append("T")
+    if spec.positions != "reference":
+        parts.append("nopos" if spec.positions == "none" else spec.positions)
+    if spec.attention == "bidirectional":
+        parts.append("bidir")
+    if spec.residual:
+        parts.append("res")
+    if spec.dtype == "bfloat16":
+        parts.append("bf16")
+    if spec.stage != -1:
+        parts.append(f"stage{spec.stage}")
+    return "".join(f"-{p}" for p in parts)
+
+
+@dataclass
+class PlanRequest:
+    """What to write: the specs (one per layer) and the plans name of each."""
+
+    specs: list[LLMSpec]
+    names: list[str]
+
+
+def resolve_request(args) -> PlanRequest:
+    """Preset options, overridden by command-line flags, into one spec and plans name per layer."""
+    preset = load_preset(args.preset) if args.preset else {}
+    llm = args.llm or preset.get("llm") or args.default_llm
+    options = {k: preset[k] for k in SPEC_OPTIONS if k in preset}
+    options.update({k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k) is not None})
+    source, config = _model(llm, options.get("revision"))
+    hidden = config.get("hidden_size")
+    if "hidden_size" in preset and preset["hidden_size"] != hidden:
+        fitting = [n for n in preset_names() if load_preset(n).get("llm") == llm]
+        raise PlanningError(
+            f"preset {args.preset!r} is written for a model of hidden size {preset['hidden_size']}, but --llm {llm} "
+            f"has hidden size {hidden}. Drop --llm to use the preset's own model ({preset.get('llm')}), or use "
+            f"{'a preset for ' + llm + ' (' + ', '.join(fitting) + ')' if fitting else 'flags instead of a preset'}.")
+
+    n_layers = config.get("num_hidden_layers")
+    if args.layer is not None:
+        layers = args.layer
+    elif "layer" in preset:
+        try:
+            layers = parse_layers(preset["layer"])
+        except argparse.ArgumentTypeError as e:
+            raise PlanningError(f"preset {args.preset!r}: {e}") from None
+    elif llm in PRESETS:
+        layers = [PRESETS[llm].layer]
+    else:
+        raise PlanningError(f"--llm {llm!r} is not a built-in preset ({', '.join(sorted(PRESETS))}), so --layer is "
+                            f"required" + (f": 0..{n_layers - 1}." if n_layers else "."))
+    outside = [i for i in layers if n_layers is not None and not 0 <= i < n_layers]
+    if outside:
+        raise PlanningError(
+            f"{'layers' if len(outside) > 1 else 'layer'} {', '.join(map(str, outside))} out of range for {llm}: "
+            f"it has {n_layers} decoder layers, "
+            f"valid indices are 0..{n_layers - 1} (0-based; the paper's 'k-th' layer is index k-1). "
+            f"Pass --layer within that range.")
+    specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
+
+    width = max(2, len(str((n_layers or max(layers) + 1) - 1)))
+    if args.output:
+        base = args.output.removesuffix(".json")
+        names = [base] if len(layers) == 1 else [f"{base}_L{i:0{width}d}" for i in layers]
+    else:
+        tag = f"{args.plans}_LLM_{model_tag(llm)}{variant_tag(specs[0])}"
+        names = [f"{tag}_L{i:0{width}d}" for i in layers]
+    return PlanRequest(specs, names)
+
+
+def check_name(folder: Path, name: str, source_name: str, overwrite: bool) -> Path:
+    """The target file of a new plans name, refusing names that are not ours to write."""
+    if not PLANS_NAME.fullmatch(name):
+        raise PlanningError(
+            f"plans name {name!r} is not usable: use letters, digits, '.', '-' and single '_' (nnU-Net splits "
+            f"results folders {{trainer}}__{{plans}}__{{configuration}} on '__'), e.g. {source_name}_LLM_mine.")
+    if NNUNET_NAMES.fullmatch(name) or name == source_name:
+        raise PlanningError(
+            f"plans name {name!r} belongs to nnU-Net (its own plans, the source plans or its dataset files) and "
+            f"would be overwritten; pick another -o NAME, e.g. {source_name}_LLM_mine.")
+    path = folder / f"{name}.json"
+    if path.exists():
+        existing = json.loads(path.read_text()) if is_plans(path) else {}
+        ours = any(PLANS_KEY in c for c in existing.get("configurations", {}).values())
+        if not ours:
+            raise PlanningError(f"{path} exists and holds no LLM plans; it is not ours to replace. Pick another "
+                                f"-o NAME.")
+        if not overwrite:
+            raise PlanningError(f"{path} exists; pass --overwrite to replace it, or pick another -o NAME.")
+    return path
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=4)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_plans(args) -> list[Path]:
+    """Validate everything first, then write one plans file per layer."""
+    folder = dataset_folder(str(args.dataset))
+    source = load_source_plans(folder, args.plans)
+    request = resolve_request(args)
+    if len(set(request.names)) != len(request.names):
+        raise PlanningError(f"plans names {request.names} repeat; give -o a distinct name per layer.")
+    targets = [check_name(folder, name, args.plans, args.overwrite) for name in request.names]
+    plans = [llm_plans(source, name, spec) for name, spec in zip(request.names, request.specs)]
+    for path, p in zip(targets, plans):
+        write_json_atomically(path, p)
+    return targets
+
+
+def cmd_plan(args) -> int:
+    targets = write_plans(args)
+    for path in targets:
+        plans = json.loads(path.read_text())
+        with_llm = [c for c, conf in plans["configurations"].items() if PLANS_KEY in conf]
+        spec = LLMSpec.from_dict(plans["configurations"][with_llm[0]][PLANS_KEY])
+        print(f"wrote {path}: {spec.source} layer {spec.layer} (init={spec.init}, trainable={spec.trainable}, "
+              f"positions={spec.positions}, attention={spec.attention}, residual={spec.residual}) "
+              f"in {', '.join(with_llm)}")
+    dataset_id = int(targets[0].parent.name[len("Dataset"):len("Dataset") + 3])
+    name = targets[0].stem if len(targets) == 1 else "NAME  (each plans name above)"
+    print(f"train with: nnUNetv2_train {dataset_id} {with_llm[0]} FOLD -tr nnUNetTrainerLLM -p {name}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plan", help="write LLM plans next to existing nnU-Net plans (layer sweeps, ablations)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", "--dataset", required=True, help="dataset id (501) or name (Dataset501_Synth2D)")
+    p.add_argument("-p", "--plans", default="nnUNetPlans",
+                   help="source plans, e.g. nnUNetPlans or nnUNetResEncUNetMPlans (default: nnUNetPlans)")
+    from .cli import add_spec_arguments
+    add_spec_arguments(p, layer_type=parse_layers,
+                       layer_help="0-based decoder layer: 14, a range 0-15 or a list 0,3,7-9 (one plans file per "
+                                  "layer; default: the preset's)")
+    p.set_defaults(default_llm=p.get_default("llm"), llm=None)
+    p.add_argument("--preset", help=f"spec options from plans/NAME.json or a JSON file; flags override them "
+                                    f"(presets: {', '.join(preset_names())})")
+    p.add_argument("-o", "--output", help="plans name (default: <source>_LLM_<model>[-options]_L<layer>); with "
+                                          "several layers, _L<layer> is appended")
+    p.add_argument("--overwrite", action="store_true", help="replace LLM plans of the same name")
+    p.set_defaults(func=cmd_plan)
+
+
+__all__ = ["PlanningError", "load_preset", "parse_layers", "preset_names", "presets_folder", "register",
+           "write_plans"]
