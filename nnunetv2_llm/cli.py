@@ -76,7 +76,7 @@ def cmd_dice(args) -> int:
 
 
 # Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES = ("planning", "demo", "doctor", "info")
+COMMAND_MODULES = ("planning", "demo", "doctor", "info", "analysis")
 
 
 def build_parser() -> argparse.ArgumentParser:
