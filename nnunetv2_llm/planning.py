@@ -27,6 +27,7 @@ from .spec import PRESETS, LLMSpec, LLMSpecError
 PLANS_KEY = "llm"
 SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision")
 PRESET_KEYS = ("description", "llm", "layer", "hidden_size", *SPEC_OPTIONS)
+PRESET_TYPES = {"layer": (int, str), "hidden_size": (int,), "stage": (int,), "residual": (bool,), "trainable": (bool,)}
 # Plans names nnU-Net writes itself (plus the files that share the folder): never ours to replace.
 NNUNET_NAMES = re.compile(r"^(nnUNetPlans|nnUNetResEncUNet[A-Z]*Plans|dataset|dataset_fingerprint|splits_final)$")
 PLANS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")
@@ -65,6 +66,11 @@ def load_preset(name_or_path: str) -> dict:
     if unknown:
         raise PlanningError(f"preset file {path} has unknown keys {unknown}; accepted keys are "
                             f"{', '.join(PRESET_KEYS)}.")
+    for key, value in preset.items():
+        kinds = PRESET_TYPES.get(key, (str,))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise PlanningError(f"preset file {path}: {key}={value!r} must be of type "
+                                f"{' or '.join(k.__name__ for k in kinds)}; fix the file.")
     return preset
 
 
@@ -152,8 +158,10 @@ def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
     """The source plans renamed, with the spec in every configuration that defines a network."""
     plans = copy.deepcopy(source)
     plans["plans_name"] = name
-    for conf in _architecture_check(plans, spec):
-        plans["configurations"][conf][PLANS_KEY] = spec.to_dict()
+    with_network = _architecture_check(plans, spec)
+    for conf_name, conf in plans["configurations"].items():
+        if conf_name in with_network or PLANS_KEY in conf:  # an inheriting entry's own spec would shadow the new one
+            conf[PLANS_KEY] = spec.to_dict()
     return plans
 
 

