@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import PRESETS, LLMSpec, LLMSpecError
+from .spec import PRESETS, LLMSpec
 
 # trainers.PLANS_KEY, not imported: that pulls in torch and nnU-Net's trainer for every `nnunetv2-llm` call.
 PLANS_KEY = "llm"

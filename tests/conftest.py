@@ -65,6 +65,17 @@ class NNUNetEnv:
         extra = {"nnUNet_n_proc_DA": "0", **kw.pop("extra_env", {})}
         return self.run("nnUNetv2_train", *args, "-device", "cpu", extra_env=extra, **kw)
 
+    def results_folder(self, dataset_id: int, trainer: str, configuration: str = "2d",
+                       plans: str = "nnUNetPlans") -> Path:
+        return self.results / self.dataset_folder(dataset_id).name / f"{trainer}__{plans}__{configuration}"
+
+    def trained(self, dataset_id: int, trainer: str, configuration: str = "2d") -> Path:
+        """Fold 0 of a short run, trained once per session and shared by the tests that read it."""
+        out = self.results_folder(dataset_id, trainer, configuration)
+        if not (out / "fold_0" / "checkpoint_final.pth").is_file():
+            self.train(dataset_id, configuration, "0", "-tr", trainer)
+        return out
+
     def dataset_folder(self, dataset_id: int) -> Path:
         return next(self.raw.glob(f"Dataset{dataset_id:03d}_*"))
 

@@ -80,16 +80,6 @@ def test_crop_or_pad_keeps_the_foreground_in_the_patch():
     assert np.array_equal(padded[0, 1:11], image[0, :, 4:10]) and not padded[0, 0].any()
 
 
-def _results(env, dataset_id, trainer):
-    return env.results / env.dataset_folder(dataset_id).name / f"{trainer}__nnUNetPlans__2d"
-
-
-def _trained(env, dataset_id, trainer):
-    if not (_results(env, dataset_id, trainer) / "fold_0" / "checkpoint_final.pth").is_file():
-        env.train(dataset_id, "2d", "0", "-tr", trainer)
-    return _results(env, dataset_id, trainer)
-
-
 def _entropy_rank_and_lsvr(matrix):
     s = np.linalg.svd(matrix.reshape(matrix.shape[0], -1).astype(np.float64), compute_uv=False)
     p = s / s.sum()
@@ -109,7 +99,7 @@ def _check_png(path, min_colours=50):
 
 @pytest.mark.slow
 def test_analyze_compare_llm_and_plain_folds(nnunet_env, dataset_2d, smollm2_gguf, tmp_path):
-    smol, plain = _trained(nnunet_env, dataset_2d, SMOL), _trained(nnunet_env, dataset_2d, PLAIN)
+    smol, plain = nnunet_env.trained(dataset_2d, SMOL), nnunet_env.trained(dataset_2d, PLAIN)
     out = tmp_path / "analysis"
     proc = nnunet_env.run("nnunetv2-llm", "analyze", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
                           "--compare", PLAIN, "-o", out, "--device", "cpu")

