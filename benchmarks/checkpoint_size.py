@@ -29,15 +29,24 @@ MODELS = ("llama-3.2-1b", "smollm2-135m")
 DTYPES = ("float32", "bfloat16")
 
 
-def tensor_bytes(obj) -> int:
-    """Bytes of all tensors inside nested dicts/lists (what torch.save stores as storage)."""
+def tensor_bytes(obj, seen: set | None = None) -> int:
+    """Bytes of the distinct tensor storages inside nested dicts/lists, as torch.save stores them.
+
+    Shared storages count once: nnU-Net's decoder holds a reference to the encoder, so its state
+    dict lists every encoder tensor twice under two names.
+    """
     import torch
+    seen = set() if seen is None else seen
     if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
+        storage = obj.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
     if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
+        return sum(tensor_bytes(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
+        return sum(tensor_bytes(v, seen) for v in obj)
     return 0
 
 
