@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path, write_json
+
 THRESHOLD = 0.4
 DEFINITIONS = {
     "activation_map": "A = mean over channels of |F| (C x *spatial feature map), upsampled to the patch "
@@ -118,19 +120,6 @@ def lsvr(sv: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- files
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 def _json_value(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
@@ -342,7 +331,7 @@ def analyse_run(run: Run, dataset_name: str, keys: list[str], out: Path, device,
         arrays = {"before": features.before, "image": case.image, "mask": case.mask}
         if features.after is not None:
             arrays["after"] = features.after
-        with _atomic(out / "features" / run.label / f"{case.identifier}.npz") as tmp:
+        with atomic_path(out / "features" / run.label / f"{case.identifier}.npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
     llm = None
@@ -395,7 +384,7 @@ def save_case_figure(path: Path, case_id: str, rows: list[tuple[str, Case, np.nd
         ax_row[0].set_ylabel(label, fontsize=7)
     fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="activation (min-max)")
     fig.suptitle(f"{case_id}: green = ground truth, dashed = activation >= {threshold:g}", fontsize=9)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
 
@@ -433,7 +422,7 @@ def save_distributions(path: Path, runs: list[dict], threshold: float) -> None:
     for ax in (ax_er, ax_lsvr, ax_iou):
         ax.set_yticks(rows, labels, fontsize=8)
         ax.set_ylim(len(runs) - 0.5, -0.5)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
 
@@ -492,8 +481,7 @@ def analyse(dataset: str, configuration: str, trainers: list[tuple[str, str]], f
     save_distributions(out / "distributions.png", entries, threshold)
     result = {"dataset": name, "configuration": configuration, "fold": fold, "threshold": threshold,
               "definitions": DEFINITIONS, "validation_cases": keys, "runs": entries}
-    with _atomic(out / "analysis.json") as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=2))
+    write_json(out / "analysis.json", result, indent=2)
     echo(format_summary(entries))
     echo(f"wrote {out / 'analysis.json'}, {out / 'distributions.png'} and {len(keys)} case figures in {out / 'cases'}")
     return result

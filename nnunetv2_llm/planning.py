@@ -17,10 +17,10 @@ import json
 import os
 import pydoc
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import write_json
 from .spec import PRESETS, LLMSpec
 
 # trainers.PLANS_KEY, not imported: that pulls in torch and nnU-Net's trainer for every `nnunetv2-llm` call.
@@ -278,18 +278,6 @@ def check_name(folder: Path, name: str, source_name: str, overwrite: bool) -> Pa
     return path
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=4)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_plans(args) -> list[Path]:
     """Validate everything first, then write one plans file per layer."""
     folder = dataset_folder(str(args.dataset))
@@ -300,7 +288,7 @@ def write_plans(args) -> list[Path]:
     targets = [check_name(folder, name, args.plans, args.overwrite) for name in request.names]
     plans = [llm_plans(source, name, spec) for name, spec in zip(request.names, request.specs)]
     for path, p in zip(targets, plans):
-        write_json_atomically(path, p)
+        write_json(path, p)
     return targets
 
 

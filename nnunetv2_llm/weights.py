@@ -15,7 +15,6 @@ import importlib.metadata
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .files import atomic_path
 from .spec import LLMSpec
 
 EXTRACT_FORMAT = "nnunetv2-llm-layer"
@@ -356,12 +356,6 @@ def extract_layer(spec: LLMSpec, out_path: str | os.PathLike) -> Path:
         "sha256": weights.sha256,
         "config": json.dumps(weights.config),
     }
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors.tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         save_file({k: v.contiguous() for k, v in weights.tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out_path

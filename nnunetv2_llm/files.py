@@ -1,0 +1,31 @@
+"""Writing files so that a reader never sees a half-written one."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, data, indent: int = 4) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=indent)
+            f.write("\n")
+    return Path(path)
