@@ -44,6 +44,7 @@ class Bench:
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         from nnunetv2_llm import LLMSpec
+        from nnunetv2_llm.network import unwrap
         from nnunetv2_llm.trainers import nnUNetTrainerLLM
 
         self.device = torch.device(device)
@@ -73,6 +74,11 @@ class Bench:
         self.case_shape = case
         self.tiles = len(self.predictor._internal_get_sliding_window_slicers(tuple(self.case.shape[1:])))
         self.mirrors = 2 ** len(self.patch) if mirroring else 1
+        net = unwrap(self.network)
+        self.block = getattr(net, "llm", None)
+        if self.block is not None:
+            grid = net.token_grid(self.patch)
+            self.block_input = torch.randn((1, self.block.proj_in.in_features, *grid), generator=g).to(self.device)
 
     def _loss(self, cm, n_classes):
         import numpy as np
@@ -113,6 +119,13 @@ class Bench:
         with torch.no_grad():
             self.predictor.predict_sliding_window_return_logits(self.case)
         self.network.decoder.deep_supervision = True
+
+    def block_forward(self) -> None:
+        """The LLM block alone, as called once per tile at inference (batch 1)."""
+        import torch
+        self.block.eval()
+        with torch.no_grad():
+            self.block(self.block_input)
 
     def flops(self) -> dict:
         """FLOPs of one training step and of one prediction (patch forward x tiles x mirrorings): load-independent."""
@@ -176,14 +189,16 @@ def memory_worker(plans, configuration, spec_dict, device, batch, case_factor, m
 
 def time_interleaved(benches: dict, reps: int) -> dict:
     """Alternate the variants every repetition (order swapped each time); the first repetition warms up."""
-    times = {name: {"train": [], "predict": []} for name in benches}
+    times = {name: {"train": [], "predict": [], "block": []} for name in benches}
     names = list(benches)
     for rep in range(reps + 1):
         order = names if rep % 2 == 0 else names[::-1]
-        for phase in ("train", "predict"):
+        for phase, method in (("train", "train_step"), ("predict", "predict"), ("block", "block_forward")):
             for name in order:
+                if phase == "block" and benches[name].block is None:
+                    continue
                 with common.Stopwatch(benches[name].device) as sw:
-                    getattr(benches[name], "train_step" if phase == "train" else "predict")()
+                    getattr(benches[name], method)()
                 if rep > 0:
                     times[name][phase].append(sw.seconds)
         print(f"  rep {rep}{' (warm-up)' if rep == 0 else ''}: " + ", ".join(
@@ -200,6 +215,7 @@ def summarise(times: dict, plain: str, llm: str) -> dict:
                       "llm_median_s": common.median(times[llm][phase]),
                       "median_ratio": common.median(ratios), "ratios": ratios,
                       "plain_s": times[plain][phase], "llm_s": times[llm][phase]}
+    out["llm_block_forward"] = {"median_s": common.median(times[llm]["block"]), "s": times[llm]["block"]}
     return out
 
 
@@ -282,6 +298,13 @@ def report(results: dict) -> None:
     print(f"\nTime (median of {results['reps']} interleaved repetitions; ratio = median of per-repetition LLM/plain)")
     print(common.table(["scenario", "patch", "batch", "tokens", "train plain s", "train +LLM s", "train ratio",
                         "predict plain s", "predict +LLM s", "predict ratio"], rows))
+    for name, e in results["scenarios"].items():
+        t = e["timing"]
+        block_s = t["llm_block_forward"]["median_s"]
+        calls = e["tiles"] * e["mirrorings"]
+        print(f"[{name}] the LLM block alone, one batch-1 call: {block_s:.3f}s; x {calls} calls per case = "
+              f"{block_s * calls:.2f}s, measured prediction difference "
+              f"{t['predict']['llm_median_s'] - t['predict']['plain_median_s']:.2f}s")
     rows = []
     for name, e in results["scenarios"].items():
         m = e["memory"]
