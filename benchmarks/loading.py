@@ -4,7 +4,8 @@ Checkpoints are generated once, locally, with each model's exact config and rand
 (the hub ships bf16), written tensor by tensor into safetensors shards so no second copy is held.
 Three ways to a ready block, each repetition in a fresh process (order rotated per repetition):
 
-  ours       load_layer(spec) on the checkpoint folder + LLMBlock(...).load_pretrained
+  ours       load_layer(spec) on the checkpoint folder + LLMBlock(...).load_pretrained (its three phases,
+             read / build the block / copy the weights in, are reported too)
   reference  AutoModelForCausalLM.from_pretrained(folder, dtype=float32), keep model.model.layers[i], drop
              the model (what the paper's public code does); the gc.collect() that then frees it is timed
              separately and not counted, which favours the reference
@@ -132,7 +133,7 @@ def worker(approach: str, source: str, layer: int) -> dict:
     rss_imports = common.rss_bytes()
     common.reset_peak_rss()
     start = time.perf_counter()
-    gc_seconds = 0.0
+    gc_seconds, phases = 0.0, {}
     if approach == "reference":
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         ready = model.model.layers[layer]
@@ -144,13 +145,16 @@ def worker(approach: str, source: str, layer: int) -> dict:
     else:
         spec = resolve_spec(LLMSpec(source=source, layer=layer))
         weights = load_layer(spec)
+        phases["read"] = time.perf_counter() - start
         block = LLMBlock(CHANNELS, spec)
+        phases["build_block"] = time.perf_counter() - start - phases["read"]
         block.load_pretrained(weights.tensors)
         del weights
         ready = block.layer
         seconds = time.perf_counter() - start
+        phases["copy_in"] = seconds - phases["read"] - phases["build_block"]
     peak = common.peak_rss_bytes()
-    return {"seconds": seconds, "gc_seconds": gc_seconds, "peak_rss": peak, "rss_after_imports": rss_imports,
+    return {"seconds": seconds, "phases": phases, "gc_seconds": gc_seconds, "peak_rss": peak, "rss_after_imports": rss_imports,
             "peak_above_imports": peak - rss_imports, "rss_ready": common.rss_bytes(),
             "layer_dtype": str(next(ready.parameters()).dtype),
             "layer_sha256": tensors_sha256({k: v.float() for k, v in ready.state_dict().items()})}
@@ -190,7 +194,8 @@ def measure(model: str, cache: Path, reps: int, max_reference_gb: float) -> dict
         for a in order:
             r = common.in_fresh_process(worker, a, sources[a], preset.layer)
             runs[a].append(r)
-            gc_note = f" (+{r['gc_seconds']:.2f}s gc, not counted)" if a == "reference" else ""
+            gc_note = (f" (+{r['gc_seconds']:.2f}s gc, not counted)" if a == "reference" else
+                       " (" + ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items()) + ")")
             print(f"  rep {rep + 1} {a:<9} {r['seconds']:7.2f}s{gc_note}  peak RSS {common.mib(r['peak_rss'])} MiB "
                   f"({common.mib(r['peak_above_imports'])} above imports)", flush=True)
     shas = {a: {r["layer_sha256"] for r in rs} for a, rs in runs.items()}

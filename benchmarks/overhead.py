@@ -28,7 +28,7 @@ from nnunet_plans import DATASET_JSON, SCENARIOS, build_network, managers, plans
 
 # Per mode: scenario -> (batch size or None for the planned one, case edge as a multiple of the patch, mirroring)
 MODES = {
-    "quick": {"reps": 3, "scenarios": {"2d-256": (2, 1.5, False), "3d-64": (1, 1.0, False)}},
+    "quick": {"reps": 5, "scenarios": {"2d-256": (2, 1.5, False), "3d-64": (1, 1.0, False)}},
     "full": {"reps": 7, "scenarios": {"2d-256": (None, 2.0, True), "2d-512": (None, 2.0, True),
                                       "3d-128": (None, 2.0, True)}},
 }
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="small batch, CPU-friendly (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the issue's sizes, planned batch sizes")
     parser.add_argument("--llm", default="llama-3.2-1b", help="preset whose layer shapes are used (default llama-3.2-1b)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per variant (default: 3 quick, 7 full)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per variant (default: 5 quick, 7 full)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS),
                         help="subset of the mode's scenarios to run")
