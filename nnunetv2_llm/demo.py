@@ -63,19 +63,29 @@ class DemoPaths:
     def __init__(self, root: Path, trainer: str):
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
-        self.logs, self.predictions, self.cache = root / "logs", root / "predictions", root / "cache"
+        self.logs, self.cache = root / "logs", root / "cache"
+        self.predictions = root / "predictions" / trainer
         self.dataset = self.raw / f"Dataset{DATASET_ID:03d}_Synth2D"
         self.plans = self.preprocessed / self.dataset.name / "nnUNetPlans.json"
         self.data = self.preprocessed / self.dataset.name / f"nnUNetPlans_{CONFIGURATION}"
         self.checkpoint = (self.results / self.dataset.name / f"{trainer}__nnUNetPlans__{CONFIGURATION}"
                            / f"fold_{FOLD}" / "checkpoint_final.pth")
 
+    def predictions_current(self) -> bool:
+        """Predictions are moved into place when complete; they count if the checkpoint is not newer."""
+        return (self.predictions.is_dir() and self.checkpoint.is_file()
+                and self.predictions.stat().st_mtime >= self.checkpoint.stat().st_mtime)
+
     def preprocessed_complete(self) -> bool:
         return self.plans.is_file() and self.data.is_dir() and len(list(self.data.glob("*.pkl"))) == NUM_TRAIN
 
 
-def demo_env(paths: DemoPaths) -> dict:
-    """The environment of the CLI subprocesses: our folders, our trainers, no hub, caches inside the folder."""
+def demo_env(paths: DemoPaths, device: str) -> dict:
+    """The environment of the CLI subprocesses: our folders, our trainers, no hub, caches inside the folder.
+
+    On CPU, OpenMP threads that spin while waiting make nnU-Net's training (which uses every core) up to
+    15x slower as soon as another process wants a core; passive waiting avoids that (unless the user
+    chose a policy)."""
     from . import trainers_folder
     ours = str(trainers_folder())
     others = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip() and p != ours]
@@ -86,6 +96,8 @@ def demo_env(paths: DemoPaths) -> dict:
         "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": str(paths.cache / "matplotlib"),
     })
+    if device == "cpu":
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
@@ -101,7 +113,7 @@ class StepRunner:
         task = self.progress.add_task(description, total=total)
         start = time.monotonic()
         tail = deque(maxlen=40)
-        with open(log_path, "w") as log, subprocess.Popen(
+        with open(log_path, "w", buffering=1) as log, subprocess.Popen(
                 cmd, env={**self.env, **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, bufsize=1) as proc:
             log.write("$ " + " ".join(cmd) + "\n")
@@ -131,7 +143,6 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
 
     from .evaluate import dice_per_case, format_dice
     from .synthetic import make_dataset
-
     from .trainers import LENGTHS
     if length not in LENGTHS:
         raise DemoError(f"--length {length!r} is not a trainer length; choose one of {', '.join(LENGTHS)}.")
@@ -141,7 +152,7 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
     paths = DemoPaths(folder, trainer)
     for p in (paths.raw, paths.preprocessed, paths.results, paths.logs, paths.cache):
         p.mkdir(parents=True, exist_ok=True)
-    env = demo_env(paths)
+    env = demo_env(paths, device)
     console.print(f"nnunetv2-llm demo in [bold]{folder}[/]: trainer {trainer}, device {device}")
     start = time.monotonic()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -167,11 +178,17 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
                       [_cli("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,
                        "-device", device], total=epochs,
                       extra_env={"nnUNet_n_proc_DA": "0"} if device == "cpu" else None)
-        shutil.rmtree(paths.predictions, ignore_errors=True)
-        steps.run("predict", f"predict {NUM_TEST} held-out cases",
-                  [_cli("nnUNetv2_predict"), "-i", str(paths.dataset / "imagesTs"), "-o", str(paths.predictions),
-                   "-d", str(DATASET_ID), "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", device,
-                   "-npp", "0", "-nps", "0", "--disable_progress_bar"])
+        if paths.predictions_current():
+            console.print(f"[cyan]reusing[/] predictions {paths.predictions}")
+        else:
+            partial = paths.predictions.with_name(paths.predictions.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            steps.run("predict", f"predict {NUM_TEST} held-out cases",
+                      [_cli("nnUNetv2_predict"), "-i", str(paths.dataset / "imagesTs"), "-o", str(partial),
+                       "-d", str(DATASET_ID), "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", device,
+                       "-npp", "0", "-nps", "0", "--disable_progress_bar"])
+            shutil.rmtree(paths.predictions, ignore_errors=True)
+            os.replace(partial, paths.predictions)
     with contextlib.redirect_stdout(io.StringIO()):
         scores = dice_per_case(paths.dataset / "labelsTs", paths.predictions, paths.dataset / "dataset.json")
     console.print(f"\nDice of {trainer} on the held-out cases (nnU-Net's metric code; "

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -12,11 +13,12 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import nnunetv2_llm
-from nnunetv2_llm import cli, trainers
+from nnunetv2_llm import cli
 from nnunetv2_llm.demo import NUM_TEST
 from nnunetv2_llm.evaluate import dice_per_case
 from nnunetv2_llm.spec import PRESETS
 
+TRAINER = "nnUNetTrainerSmolLM2"
 DICE_LINE = re.compile(r"^(\S+)\s+Dice (\d\.\d{4})$", re.M)
 
 
@@ -39,22 +41,22 @@ def test_demo_prints_the_dice_of_its_predictions_and_reuses_its_folder(tmp_path,
     proc = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     printed = _printed_dice(proc.stdout)
-    dataset = folder / "raw" / "Dataset501_Synth2D"
+    dataset, predictions = folder / "raw" / "Dataset501_Synth2D", folder / "predictions" / f"{TRAINER}_2epochs_5its"
     cases = sorted(p.name[: -len("_0000.png")] for p in (dataset / "imagesTs").iterdir())
     assert len(cases) == NUM_TEST and sorted(set(printed) - {"mean"}) == cases
     for case in cases:
-        prediction = np.asarray(Image.open(folder / "predictions" / f"{case}.png"))
+        prediction = np.asarray(Image.open(predictions / f"{case}.png"))
         truth = np.asarray(Image.open(dataset / "labelsTs" / f"{case}.png"))
         assert printed[case] == pytest.approx(dice(prediction, truth), abs=5e-5)
     assert printed["mean"] == pytest.approx(np.mean([printed[c] for c in cases]), abs=1e-4)
     assert printed["mean"] == pytest.approx(
-        dice_per_case(dataset / "labelsTs", folder / "predictions", dataset / "dataset.json")["mean"], abs=5e-5)
+        dice_per_case(dataset / "labelsTs", predictions, dataset / "dataset.json")["mean"], abs=5e-5)
     assert (folder / "logs" / "train.log").read_text().count("Epoch time") == 2
     assert not elsewhere.exists(), "the demo wrote outside its folder"
 
     again = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "reusing trained model" in again.stdout and "reusing dataset" in again.stdout
+    assert all(f"reusing {step}" in again.stdout for step in ("dataset", "plans", "trained model", "predictions"))
     assert _printed_dice(again.stdout) == printed
 
 
@@ -74,8 +76,18 @@ def _planned_2d_net(env, dataset_id) -> dict:
     return json.loads(plans_file.read_text())["configurations"]["2d"]["architecture"]["arch_kwargs"]
 
 
-def test_info_counts_the_projections_as_trainable_and_the_layer_as_frozen(nnunet_env, dataset_2d):
-    info = json.loads(nnunet_env.run("nnunetv2-llm", "info", "-d", dataset_2d, "-c", "2d", "--json").stdout)
+def _use_folders(monkeypatch, env, names=("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")):
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.delenv(key, raising=False)
+    for key in names:
+        monkeypatch.setenv(key, env.env[key])
+
+
+def test_info_counts_the_projections_as_trainable_and_the_layer_as_frozen(nnunet_env, dataset_2d, monkeypatch,
+                                                                         capsys):
+    _use_folders(monkeypatch, nnunet_env)
+    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
     net = _planned_2d_net(nnunet_env, dataset_2d)
     channels, downsampling = net["features_per_stage"][-1], np.prod(net["strides"], axis=0)
     cfg = PRESETS["llama-3.2-1b"].config
@@ -95,8 +107,7 @@ def test_info_counts_the_projections_as_trainable_and_the_layer_as_frozen(nnunet
 
 
 def test_info_table_for_a_preset_trainer(nnunet_env, dataset_2d, monkeypatch, capsys):
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, nnunet_env.env[key])
+    _use_folders(monkeypatch, nnunet_env)
     assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "-tr", "nnUNetTrainerSmolLM2Trainable"]) == 0
     out = capsys.readouterr().out
     assert "FlopCounterMode / 1e9" in out and "2 FLOPs per multiply-accumulate" in out
@@ -121,29 +132,22 @@ def _fake_hub_cache(root, repo_id: str, layer: int):
     save_file({f"model.layers.{layer}.input_layernorm.weight": torch.ones(4)}, str(snapshot / "model.safetensors"))
 
 
-def test_doctor_passes_a_ready_environment(nnunet_env, tmp_path):
+def test_doctor_passes_a_ready_environment(nnunet_env, tmp_path, monkeypatch, capsys):
     deepseek = PRESETS["deepseek-r1-distill-qwen-1.5b"]
     _fake_hub_cache(tmp_path / "hub", deepseek.source, deepseek.layer)
-    proc = _nnunetv2_llm("doctor", env={**nnunet_env.env, "HF_HUB_CACHE": str(tmp_path / "hub")})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ready: nothing blocks training" in proc.stdout
-    assert re.search(r"deepseek-r1-distill-qwen-1\.5b\s+[│|] OK\s+[│|] local: huggingface_hub cache", proc.stdout)
-    assert re.search(r"llama-3\.2-1b\s+[│|] WARN\s+[│|] .*not cached and HF_HUB_OFFLINE=1", proc.stdout)
-    assert re.search(r"trainer lookup\s+[│|] OK", proc.stdout)
-
-
-def _doctor(monkeypatch, capsys, env: dict) -> tuple[int, str]:
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    rc = cli.main(["doctor"])
-    return rc, capsys.readouterr().out
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _use_folders(monkeypatch, nnunet_env, names=("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"))
+    assert cli.main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "ready: nothing blocks training" in out
+    assert re.search(r"deepseek-r1-distill-qwen-1\.5b\s+[│|] OK\s+[│|] local: huggingface_hub cache", out)
+    assert re.search(r"llama-3\.2-1b\s+[│|] WARN\s+[│|] .*not cached and HF_HUB_OFFLINE=1", out)
+    assert re.search(r"trainer lookup\s+[│|] OK", out)
 
 
 def test_doctor_names_a_missing_folder_variable(nnunet_env, monkeypatch, capsys):
-    env = {k: nnunet_env.env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_extTrainer")}
-    rc, out = _doctor(monkeypatch, capsys, env)
+    _use_folders(monkeypatch, nnunet_env, names=("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_extTrainer"))
+    rc, out = cli.main(["doctor"]), capsys.readouterr().out
     assert rc != 0
     assert re.search(r"nnUNet_results\s+[│|] FAIL\s+[│|] not set", out)
     assert "block training: nnUNet_results" in out
@@ -152,11 +156,12 @@ def test_doctor_names_a_missing_folder_variable(nnunet_env, monkeypatch, capsys)
 def test_doctor_prints_the_export_line_that_fixes_the_trainer_path(nnunet_env, monkeypatch, capsys, tmp_path):
     other = tmp_path / "my_trainers"
     other.mkdir()
-    env = {k: nnunet_env.env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
-    rc, out = _doctor(monkeypatch, capsys, {**env, "nnUNet_extTrainer": str(other)})
+    _use_folders(monkeypatch, nnunet_env)
+    monkeypatch.setenv("nnUNet_extTrainer", str(other))
+    rc, out = cli.main(["doctor"]), capsys.readouterr().out
     assert rc != 0 and re.search(r"trainer lookup\s+[│|] FAIL", out)
     export = re.search(r"^\s*export nnUNet_extTrainer=(\S+)$", out, re.M).group(1)
     assert export.split(os.pathsep) == [str(nnunetv2_llm.trainers_folder()), str(other)], "ours first, theirs kept"
-    rc, out = _doctor(monkeypatch, capsys, {**env, "nnUNet_extTrainer": export})
-    assert rc == 0, out
-    assert len(trainers.__all__) > 0 and "ready: nothing blocks training" in out
+    monkeypatch.setenv("nnUNet_extTrainer", export)
+    rc, out = cli.main(["doctor"]), capsys.readouterr().out
+    assert rc == 0 and "ready: nothing blocks training" in out, out
