@@ -49,7 +49,8 @@ class Env:
             p.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
                     "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(nnunetv2_llm.trainers_folder()),
-                    "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+                    "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                    "OMP_WAIT_POLICY": "PASSIVE"}
 
     def run(self, log_name: str, *args, extra_env: dict | None = None) -> float:
         log = self.root / "logs" / f"{log_name}.log"
@@ -68,7 +69,7 @@ def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, n
     dataset_id = FIRST_DATASET_ID + seed
     env.run(f"synth-{seed}", "nnunetv2-llm", "synth", "-d", dataset_id, "--dim", "2", "--num-train", num_train,
             "--num-test", num_test, "--seed", seed)
-    env.run(f"plan-{seed}", "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "2d", "-np", "1")
+    env.run(f"plan-{seed}", "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "2d", "-np", "1", "-npfp", "1")
     folder = next(env.raw.glob(f"Dataset{dataset_id:03d}_*"))
     out = {}
     for label, base in trainers.items():

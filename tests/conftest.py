@@ -48,6 +48,9 @@ class NNUNetEnv:
             "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
             "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(nnunetv2_llm.trainers_folder()),
             "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+            # Idle OpenMP threads sleep instead of spinning: on a shared 2-core runner spinning
+            # threads of concurrent processes slow each training step by more than 10x.
+            "OMP_WAIT_POLICY": "PASSIVE",
         })
 
     def run(self, *args: str, check: bool = True, extra_env: dict | None = None, timeout: int = 900):
@@ -89,7 +92,8 @@ def nnunet_env(tmp_path_factory) -> NNUNetEnv:
 def dataset_2d(nnunet_env) -> int:
     """Dataset 501: 20 + 4 synthetic 64x64 PNG cases, planned and preprocessed for 2d."""
     nnunet_env.run("nnunetv2-llm", "synth", "-d", "501", "--dim", "2")
-    nnunet_env.run("nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "2d", "-np", "1", "--verify_dataset_integrity")
+    nnunet_env.run("nnUNetv2_plan_and_preprocess", "-d", "501", "-c", "2d", "-np", "1", "-npfp", "1",
+                   "--verify_dataset_integrity")
     return 501
 
 
@@ -97,7 +101,7 @@ def dataset_2d(nnunet_env) -> int:
 def dataset_3d(nnunet_env) -> int:
     """Dataset 502: 6 + 2 synthetic 32^3 NIfTI volumes, planned and preprocessed for 3d_fullres."""
     nnunet_env.run("nnunetv2-llm", "synth", "-d", "502", "--dim", "3", "--num-train", "6", "--num-test", "2")
-    nnunet_env.run("nnUNetv2_plan_and_preprocess", "-d", "502", "-c", "3d_fullres", "-np", "1")
+    nnunet_env.run("nnUNetv2_plan_and_preprocess", "-d", "502", "-c", "3d_fullres", "-np", "1", "-npfp", "1")
     return 502
 
 
