@@ -160,8 +160,7 @@ def main(argv=None) -> int:
         print("\nreal checkpoints (MiB)")
         print(common.table(["file", "trainer", "file", "network_weights", "optimizer_state", "llm.* keys",
                             "llm dtype"], real_rows))
-    out = common.write_json(results, args.out or common.default_out("checkpoint_size", args.mode))
-    print(f"\nwrote {out}")
+    common.save(results, "checkpoint_size", args.mode, args.out)
     return 0
 
 

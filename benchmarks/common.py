@@ -146,3 +146,12 @@ def write_json(data: dict, path: Path) -> Path:
 
 def default_out(name: str, mode: str) -> Path:
     return RESULTS / f"{name}-{mode}.json"
+
+
+def save(results: dict, name: str, mode: str, out: Path | None) -> Path:
+    """Record the load at the end next to the load at the start, write the JSON and say where."""
+    if "machine" in results:
+        results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    path = write_json(results, out or default_out(name, mode))
+    print(f"\nwrote {path}")
+    return path

@@ -264,10 +264,8 @@ def main(argv=None) -> int:
     results = {"mode": args.mode, "machine": machine, "reps": reps, "models": {}}
     for model in models:
         results["models"][model] = measure(model, args.cache_dir, reps, args.max_reference_gb)
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report(results)
-    out = common.write_json(results, args.out or common.default_out("loading", args.mode))
-    print(f"\nwrote {out}")
+    common.save(results, "loading", args.mode, args.out)
     return 0
 
 

@@ -278,10 +278,8 @@ def main(argv=None) -> int:
             entry["memory"][variant] = common.in_fresh_process(
                 memory_worker, plans, sc.configuration, spec_dict, device, batch, case_factor, mirroring)
         results["scenarios"][name] = entry
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
     report(results)
-    out = common.write_json(results, args.out or common.default_out("overhead", args.mode))
-    print(f"\nwrote {out}")
+    common.save(results, "overhead", args.mode, args.out)
     return 0
 
 

@@ -158,10 +158,8 @@ def main(argv=None) -> int:
     finally:
         if cleanup:
             shutil.rmtree(root, ignore_errors=True)
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report(results)
-    out = common.write_json(results, args.out or common.default_out("quality", args.mode))
-    print(f"\nwrote {out}")
+    common.save(results, "quality", args.mode, args.out)
     return 0
 
 
