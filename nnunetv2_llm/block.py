@@ -42,6 +42,26 @@ def build_decoder_layer(config: PretrainedConfig, layer: int) -> nn.Module:
     return layer_cls(config, layer_idx=layer)
 
 
+def zeroed_decoder_layer(config: PretrainedConfig, layer: int, dtype: torch.dtype) -> nn.Module:
+    """The decoder layer's structure with all-zero tensors, for weights that are copied in next.
+
+    A normally built layer pays for a random init that pretrained weights overwrite at once (0.4 s
+    for a LLaMA-3.2-1B layer on 2 CPU cores, 40% of loading it). An all-zero layer passes its input
+    through unchanged (every linear is zero, so every sublayer adds zero to the residual stream).
+    """
+    with torch.device("meta"):
+        module = build_decoder_layer(config, layer)
+    if any(True for _ in module.buffers()):
+        # A buffer computed at construction would be lost on meta: build this layer the ordinary way.
+        module = build_decoder_layer(config, layer).to(dtype)
+    else:
+        module = module.to(dtype).to_empty(device="cpu")
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+    return module
+
+
 def build_rotary(config: PretrainedConfig) -> nn.Module:
     return type(_base_model_on_meta(config).rotary_emb)(config)
 
@@ -86,12 +106,12 @@ class LLMBlock(nn.Module):
         self.config = hf_config(spec.config)
         hidden = self.config.hidden_size
         self.proj_in = nn.Linear(channels, hidden)
-        self.layer = build_decoder_layer(self.config, spec.layer)
+        # Zeros until the pretrained tensors (load_pretrained) or a checkpoint's state dict arrive.
+        self.layer = zeroed_decoder_layer(self.config, spec.layer, _DTYPES[spec.dtype])
         self.proj_out = nn.Linear(hidden, channels)
         self.rotary = build_rotary(self.config) if spec.positions == "rope" else None
         if spec.init == "random":
             self.reset_layer_parameters()
-        self.layer.to(_DTYPES[spec.dtype])
         self.layer.requires_grad_(spec.trainable)
 
     @property

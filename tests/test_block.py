@@ -187,6 +187,19 @@ def test_random_init_reinitialises_every_layer_parameter(checkpoints, trainable)
             assert not torch.equal(p, reset_weights[name]), f"{name}: two random inits drew the same values"
 
 
+@pytest.mark.parametrize("arch", sorted(CHECKPOINTS))
+def test_layer_awaiting_pretrained_weights_is_zero_and_passes_its_input_through(checkpoints, arch):
+    """The structure is built without a random init (weights come next); until then it is a finite identity."""
+    folder, layer, _, weights = checkpoints[arch]
+    block = identity_projections(LLMBlock(HIDDEN, LLMSpec(source=str(folder), layer=layer, config=weights.config)))
+    assert sorted(dict(block.layer.named_parameters())) == sorted(weights.tensors)
+    assert all(torch.count_nonzero(p) == 0 for p in block.layer.parameters())
+    features = torch.randn(2, HIDDEN, 3, 4)
+    torch.testing.assert_close(block(features), features)
+    block.load_pretrained(weights.tensors)
+    assert not torch.allclose(block(features), features)
+
+
 def test_trainable_parameter_count_for_a_llama_3_2_1b_layer():
     """Paper: +2.10 M trainable for nnU-Net 2D (C=512) with LLaMA-3.2-1B; the structure needs no download."""
     block = LLMBlock(512, preset_spec("llama-3.2-1b"))
