@@ -147,7 +147,7 @@ class LLMBlock(nn.Module):
                 f"and the weights come from different models: store the checkpoint's own config.json.")
         with torch.no_grad():
             for k, v in own.items():
-                v.copy_(tensors[k].to(v.dtype))
+                v.copy_(tensors[k])  # converts the dtype in place, no temporary
 
     def train(self, mode: bool = True):
         super().train(mode)
