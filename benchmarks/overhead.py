@@ -229,9 +229,17 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS),
                         help="subset of the mode's scenarios to run")
+    parser.add_argument("--case-factor", type=float,
+                        help="edge of the predicted case as a multiple of the patch (default: the mode's, 2.0 in --full); "
+                             "1.0 predicts a single tile, which keeps 3D 128^3 within minutes on a CPU")
+    parser.add_argument("--no-mirroring", action="store_true",
+                        help="predict without test-time mirroring (the ratio per forward pass is unchanged)")
     parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/overhead-<mode>.json)")
     args = parser.parse_args(argv)
     args.mode = args.mode or "quick"
+    if args.case_factor is not None and args.case_factor < 1:
+        parser.error(f"--case-factor {args.case_factor} is below 1: the case must hold at least one patch "
+                     f"(use 1.0 for a single tile)")
 
     import torch
     from nnunetv2_llm import preset_spec
@@ -251,6 +259,8 @@ def main(argv=None) -> int:
     all_plans = plans_for(scenarios)
     results = {"mode": args.mode, "machine": machine, "llm": args.llm, "reps": reps, "scenarios": {}}
     for name, (batch, case_factor, mirroring) in scenarios.items():
+        case_factor = args.case_factor or case_factor
+        mirroring = mirroring and not args.no_mirroring
         sc = SCENARIOS[name]
         plans = all_plans[name]
         planned_batch = plans["configurations"][sc.configuration]["batch_size"]
