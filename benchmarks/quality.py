@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -42,15 +41,12 @@ class Env:
     """An isolated nnU-Net environment whose CLIs find our trainers; every command's output goes to a log."""
 
     def __init__(self, root: Path):
-        import nnunetv2_llm
+        from nnunetv2_llm.demo import nnunet_cli_env
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
         for p in (self.raw, self.preprocessed, self.results, root / "logs"):
             p.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
-                    "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(nnunetv2_llm.trainers_folder()),
-                    "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                    "OMP_WAIT_POLICY": "PASSIVE"}
+        self.env = nnunet_cli_env(self.raw, self.preprocessed, self.results, "cpu")
 
     def run(self, log_name: str, *args, extra_env: dict | None = None) -> float:
         log = self.root / "logs" / f"{log_name}.log"

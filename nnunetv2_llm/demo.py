@@ -80,8 +80,9 @@ class DemoPaths:
         return self.plans.is_file() and self.data.is_dir() and len(list(self.data.glob("*.pkl"))) == NUM_TRAIN
 
 
-def demo_env(paths: DemoPaths, device: str) -> dict:
-    """The environment of the CLI subprocesses: our folders, our trainers, no hub, caches inside the folder.
+def nnunet_cli_env(raw: Path, preprocessed: Path, results: Path, device: str) -> dict:
+    """The environment of nnU-Net CLI subprocesses: these three folders, our trainers first on
+    ``nnUNet_extTrainer`` (keeping the user's other entries), one worker, no hub.
 
     On CPU, OpenMP threads that spin while waiting make nnU-Net's training (which uses every core) up to
     15x slower as soon as another process wants a core; passive waiting avoids that (unless the user
@@ -91,13 +92,19 @@ def demo_env(paths: DemoPaths, device: str) -> dict:
     others = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip() and p != ours]
     env = dict(os.environ)
     env.update({
-        "nnUNet_raw": str(paths.raw), "nnUNet_preprocessed": str(paths.preprocessed),
-        "nnUNet_results": str(paths.results), "nnUNet_extTrainer": os.pathsep.join([ours, *others]),
-        "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": str(paths.cache / "matplotlib"),
+        "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed), "nnUNet_results": str(results),
+        "nnUNet_extTrainer": os.pathsep.join([ours, *others]),
+        "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
     })
     if device == "cpu":
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return env
+
+
+def demo_env(paths: DemoPaths, device: str) -> dict:
+    """``nnunet_cli_env`` for the demo's folders, no compile for a short run, caches inside the folder."""
+    env = nnunet_cli_env(paths.raw, paths.preprocessed, paths.results, device)
+    env.update({"nnUNet_compile": "f", "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": str(paths.cache / "matplotlib")})
     return env
 
 

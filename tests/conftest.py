@@ -38,20 +38,12 @@ class NNUNetEnv:
     """Three nnU-Net folders plus the environment the CLIs need to find our trainers."""
 
     def __init__(self, root: Path):
-        import nnunetv2_llm
+        from nnunetv2_llm.demo import nnunet_cli_env
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
         for p in (self.raw, self.preprocessed, self.results):
             p.mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ)
-        self.env.update({
-            "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
-            "nnUNet_results": str(self.results), "nnUNet_extTrainer": str(nnunetv2_llm.trainers_folder()),
-            "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-            # Idle OpenMP threads sleep instead of spinning: on a shared 2-core runner spinning
-            # threads of concurrent processes slow each training step by more than 10x.
-            "OMP_WAIT_POLICY": "PASSIVE",
-        })
+        self.env = nnunet_cli_env(self.raw, self.preprocessed, self.results, "cpu")
 
     def run(self, *args: str, check: bool = True, extra_env: dict | None = None, timeout: int = 900):
         """Run a console script of this environment; on failure show its output."""
