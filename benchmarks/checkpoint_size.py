@@ -54,7 +54,8 @@ def checkpoint_like_nnunet(plans: dict, configuration: str, spec) -> dict:
     """The dict nnUNetTrainer.save_checkpoint writes, for a fresh network after one SGD step."""
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2_llm.trainers import nnUNetTrainerLLM, PLANS_KEY
+    from nnunetv2_llm.spec import PLANS_KEY
+    from nnunetv2_llm.trainers import nnUNetTrainerLLM
     net = build_network(plans, configuration, spec)
     trainer = nnUNetTrainer if spec is None else nnUNetTrainerLLM
     optimizer = trainer.configure_optimizers(

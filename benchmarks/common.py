@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import multiprocessing
 import os
 import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from nnunetv2_llm.files import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -128,22 +128,6 @@ def mib(n_bytes: float) -> str:
     return f"{n_bytes / 2 ** 20:,.1f}"
 
 
-def write_json(data: dict, path: Path) -> Path:
-    """Write atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def default_out(name: str, mode: str) -> Path:
     return RESULTS / f"{name}-{mode}.json"
 
@@ -152,6 +136,6 @@ def save(results: dict, name: str, mode: str, out: Path | None) -> Path:
     """Record the load at the end next to the load at the start, write the JSON and say where."""
     if "machine" in results:
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    path = write_json(results, out or default_out(name, mode))
+    path = write_json(out or default_out(name, mode), results, indent=2)
     print(f"\nwrote {path}")
     return path

@@ -107,7 +107,7 @@ def managers(plans: dict, configuration: str, llm_spec=None):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     plans = copy.deepcopy(plans)
     if llm_spec is not None:
-        from nnunetv2_llm.trainers import PLANS_KEY
+        from nnunetv2_llm.spec import PLANS_KEY
         plans["configurations"][configuration][PLANS_KEY] = llm_spec.to_dict()
     pm = PlansManager(plans)
     return pm, pm.get_configuration(configuration)

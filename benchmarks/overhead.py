@@ -243,6 +243,7 @@ def main(argv=None) -> int:
 
     import torch
     from nnunetv2_llm import preset_spec
+    from nnunetv2_llm.block import parameter_counts
     from nnunetv2_llm.network import unwrap
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
                  "planned_batch_size": planned_batch, "batch_size": b.batch, "tokens": tokens,
                  "case_shape": b.case_shape, "tiles": b.tiles, "mirrorings": b.mirrors,
                  "parameters": {"plain": sum(p.numel() for p in b.network.parameters()),
-                                "llm_block": llm_net.llm.parameter_counts()},
+                                "llm_block": parameter_counts(llm_net.llm)},
                  "timing": summarise(times, "plain", "llm"), "memory": {}}
         del benches
         for variant, spec_dict in (("plain", None), ("llm", spec.to_dict())):

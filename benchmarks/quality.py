@@ -41,7 +41,7 @@ class Env:
     """An isolated nnU-Net environment whose CLIs find our trainers; every command's output goes to a log."""
 
     def __init__(self, root: Path):
-        from nnunetv2_llm.demo import nnunet_cli_env
+        from nnunetv2_llm.environment import nnunet_cli_env
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
         for p in (self.raw, self.preprocessed, self.results, root / "logs"):

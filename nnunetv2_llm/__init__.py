@@ -1,6 +1,5 @@
 """nnunetv2-llm: a frozen pretrained LLM decoder layer at the bottleneck of nnU-Net's U-Nets (LLM4Seg)."""
-from pathlib import Path
-
+from .environment import trainers_folder
 from .spec import PRESETS, LLMSpec, LLMSpecError, preset_spec
 from .weights import LLMWeightsError, LayerWeights, extract_layer, load_extracted, load_layer, read_config
 
@@ -14,9 +13,3 @@ def resolve_spec(spec: LLMSpec) -> LLMSpec:
     if spec.config is not None:
         return spec
     return spec.replace(config=read_config(spec.source, spec.revision))
-
-
-def trainers_folder() -> Path:
-    """The folder to put on ``nnUNet_extTrainer``: thin modules re-exporting our trainer classes."""
-    import importlib.util
-    return Path(importlib.util.find_spec("nnunetv2_llm.ext_trainers").submodule_search_locations[0])

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .files import atomic_path, write_json
 
 THRESHOLD = 0.4
@@ -65,7 +66,7 @@ DEFINITIONS = {
 METRICS = ("iou_before", "iou_after", "effective_rank", "lsvr")
 
 
-class AnalysisError(ValueError):
+class AnalysisError(UserError, ValueError):
     """A run, fold or split cannot be analysed; the message says what exists and how to fix it."""
 
 
@@ -162,20 +163,12 @@ def find_run(dataset_name: str, trainer: str, plans: str, configuration: str, fo
     return run
 
 
-def _ensure_trainer_lookup() -> None:
-    """Put our trainers folder on nnUNet_extTrainer for this process, so the predictor finds LLM trainers."""
-    from . import trainers_folder
-    ours = str(trainers_folder())
-    current = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip()]
-    if ours not in current:
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join([ours, *current])
-
-
 def load_network(run: Run, device):
     """The trained net as nnU-Net's predictor builds it (plans.json + checkpoint), in eval mode."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from .environment import ensure_trainer_lookup
     from .network import unwrap
-    _ensure_trainer_lookup()
+    ensure_trainer_lookup()
     with contextlib.redirect_stdout(io.StringIO()):  # the predictor narrates the trainer lookup
         predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=device,
                                     verbose=False, allow_tqdm=False)

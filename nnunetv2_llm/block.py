@@ -16,6 +16,14 @@ from .spec import LLMSpec
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def parameter_counts(module: nn.Module) -> dict[str, int]:
+    """Trainable and frozen parameters of a module (the paper's "Param(M)" counts the trainable ones)."""
+    counts = {"trainable": 0, "frozen": 0}
+    for p in module.parameters():
+        counts["trainable" if p.requires_grad else "frozen"] += p.numel()
+    return counts
+
+
 def hf_config(config: dict) -> PretrainedConfig:
     """A transformers config from a plain dict (as stored in plans), with SDPA attention."""
     d = dict(config)
@@ -90,6 +98,13 @@ def axial_rotation(spatial: tuple[int, ...], dim: int, theta: float) -> tuple[to
     return emb.cos(), emb.sin()
 
 
+class IdentityLayer(nn.Module):
+    """The identity control: stands where the decoder layer would and returns its input unchanged."""
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
 class LLMBlock(nn.Module):
     """Linear(C->H) -> one pretrained LLM decoder layer -> Linear(H->C) over the flattened feature map.
 
@@ -106,8 +121,11 @@ class LLMBlock(nn.Module):
         self.config = hf_config(spec.config)
         hidden = self.config.hidden_size
         self.proj_in = nn.Linear(channels, hidden)
-        # Zeros until the pretrained tensors (load_pretrained) or a checkpoint's state dict arrive.
-        self.layer = zeroed_decoder_layer(self.config, spec.layer, _DTYPES[spec.dtype])
+        if spec.init == "identity":
+            self.layer = IdentityLayer()
+        else:
+            # Zeros until the pretrained tensors (load_pretrained) or a checkpoint's state dict arrive.
+            self.layer = zeroed_decoder_layer(self.config, spec.layer, _DTYPES[spec.dtype])
         self.proj_out = nn.Linear(hidden, channels)
         self.rotary = build_rotary(self.config) if spec.positions == "rope" else None
         if spec.init == "random":
@@ -118,18 +136,21 @@ class LLMBlock(nn.Module):
     def frozen(self) -> bool:
         return not self.spec.trainable
 
-    def reset_layer_parameters(self) -> None:
-        """'+Transformer' init: Xavier-uniform linears, zero biases, norms at their constructor values.
-
-        The reference code left RMSNorm gains pretrained; a freshly built layer re-initialises them too.
-        """
+    def reset_layer_parameters(self, keep_norms: bool = False) -> None:
+        """'+Transformer' init: Xavier-uniform linears, zero biases; norms at their constructor values, or kept
+        as they are (``keep_norms``: the authors' baseline, run after the pretrained tensors are loaded)."""
         fresh = build_decoder_layer(self.config, self.spec.layer)
         for m in fresh.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self.layer.load_state_dict(fresh.state_dict())
+        state = fresh.state_dict()
+        if keep_norms:
+            linears = {f"{name}.{p}" for name, m in fresh.named_modules() if isinstance(m, nn.Linear)
+                       for p in ("weight", "bias") if getattr(m, p, None) is not None}
+            state = {**self.layer.state_dict(), **{k: v for k, v in state.items() if k in linears}}
+        self.layer.load_state_dict(state)
 
     def load_pretrained(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy one layer's checkpoint tensors in, naming any missing, extra or misshapen tensor."""
@@ -148,6 +169,8 @@ class LLMBlock(nn.Module):
         with torch.no_grad():
             for k, v in own.items():
                 v.copy_(tensors[k])  # converts the dtype in place, no temporary
+        if self.spec.init == "random-reference":
+            self.reset_layer_parameters(keep_norms=True)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -171,7 +194,7 @@ class LLMBlock(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, channels, *spatial = features.shape
         tokens = math.prod(spatial)
-        llm_dtype = next(self.layer.parameters()).dtype
+        llm_dtype = _DTYPES[self.spec.dtype]
         with torch.autocast(device_type=features.device.type, enabled=False):
             x = features.float().flatten(2).transpose(1, 2)
             hidden = self.proj_in(x.to(self.proj_in.weight.dtype)).to(llm_dtype)
@@ -180,15 +203,8 @@ class LLMBlock(nn.Module):
             out = self.layer(hidden, attention_mask=None, position_ids=position_ids,
                              position_embeddings=cos_sin,
                              is_causal=self.spec.attention == "causal")
-            if isinstance(out, tuple):
-                out = out[0]
             y = self.proj_out(out.to(self.proj_out.weight.dtype))
             y = y.transpose(1, 2).reshape(batch, channels, *spatial)
             if self.spec.residual:
                 y = y + features.float()
         return y.to(features.dtype)
-
-    def parameter_counts(self) -> dict[str, int]:
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
-        return {"trainable": trainable, "frozen": frozen}

@@ -6,18 +6,20 @@ import importlib
 import os
 import sys
 
-from .spec import PRESETS, LLMSpec, LLMSpecError, preset_spec
-from .weights import LLMWeightsError
+from .spec import ATTENTION, DTYPES, INIT, POSITIONS, PRESETS, SPEC_OPTIONS, LLMSpec, LLMSpecError, preset_spec
+from .errors import UserError
+
+
+def spec_options(args) -> dict:
+    """The spec options set by flags (see :func:`add_spec_arguments`); flags not given are left out."""
+    return {k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k, None) is not None}
 
 
 def spec_from_args(args) -> LLMSpec:
     """A spec from ``--llm`` (preset name, hub id, folder or file) plus option flags."""
-    options = {k: getattr(args, k) for k in ("layer", "positions", "attention", "init", "dtype", "stage", "revision")
-               if getattr(args, k, None) is not None}
-    if getattr(args, "trainable", False):
-        options["trainable"] = True
-    if getattr(args, "residual", False):
-        options["residual"] = True
+    options = spec_options(args)
+    if args.layer is not None:
+        options["layer"] = args.layer
     if args.llm in PRESETS:
         return preset_spec(args.llm, **options)
     if "layer" not in options:
@@ -32,26 +34,28 @@ def add_spec_arguments(p: argparse.ArgumentParser, layer_type=int,
     p.add_argument("--llm", default="smollm2-135m",
                    help=f"preset ({', '.join(sorted(PRESETS))}), hub id, checkpoint folder, .gguf or extracted file")
     p.add_argument("--layer", type=layer_type, help=layer_help)
-    p.add_argument("--positions", choices=["reference", "rope", "axial", "none"])
-    p.add_argument("--attention", choices=["causal", "bidirectional"])
-    p.add_argument("--init", choices=["pretrained", "random"])
+    p.add_argument("--positions", choices=POSITIONS)
+    p.add_argument("--attention", choices=ATTENTION)
+    p.add_argument("--init", choices=INIT)
     p.add_argument("--trainable", action=argparse.BooleanOptionalAction,
                    help="fine-tune the LLM layer (paper '(T)'); --no-trainable keeps it frozen")
     p.add_argument("--residual", action=argparse.BooleanOptionalAction,
                    help="add the block's input to its output (--no-residual: the reference's plain block)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", choices=DTYPES)
     p.add_argument("--stage", type=int, help="encoder stage the block acts on (default -1, the bottleneck)")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
 
 
 def cmd_synth(args) -> int:
-    from .synthetic import make_dataset
+    from .synthetic import Shift, SyntheticError, make_dataset
     raw = args.raw or os.environ.get("nnUNet_raw")
     if not raw:
-        print("error: nnUNet_raw is not set; export it or pass --raw FOLDER.", file=sys.stderr)
-        return 2
+        raise SyntheticError("nnUNet_raw is not set; export it or pass --raw FOLDER.")
+    shift = Shift(contrast=args.contrast, noise=args.noise, scale=args.intensity_scale)
     folder = make_dataset(raw, args.dataset_id, dim=args.dim, num_train=args.num_train, num_test=args.num_test,
-                          size=args.size, seed=args.seed)
+                          size=args.size, seed=args.seed, shift=shift,
+                          other_roots=[os.environ[v] for v in ("nnUNet_preprocessed", "nnUNet_results")
+                                       if os.environ.get(v)])
     print(folder)
     return 0
 
@@ -90,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="edge length (default 64 in 2D, 32 in 3D)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--raw", help="nnUNet_raw folder (default: $nnUNet_raw)")
+    shift = p.add_argument_group("domain shift", "change the cases' appearance, not their shapes or labels: the "
+                                                 "same --seed with a shift is a zero-shot test set")
+    shift.add_argument("--contrast", type=float, default=1.0, help="scale deviations from the image mean (default 1)")
+    shift.add_argument("--noise", type=float, default=0.0, help="add Gaussian noise of this std (default 0)")
+    shift.add_argument("--intensity-scale", type=float, default=1.0, help="multiply intensities (default 1)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("extract", help="write one LLM layer and its config to a standalone .safetensors file")
@@ -112,7 +121,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (LLMSpecError, LLMWeightsError, FileExistsError, ValueError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

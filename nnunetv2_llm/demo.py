@@ -18,6 +18,10 @@ import time
 from collections import deque
 from pathlib import Path
 
+from .environment import cli_path, nnunet_cli_env
+from .errors import UserError
+from .environment import console as make_console
+
 DEFAULT_FOLDER = "nnunetv2_llm_demo"
 DEFAULT_LENGTH = "_10epochs_20its"
 DATASET_ID = 501
@@ -28,13 +32,8 @@ MARKER = ".nnunetv2-llm-demo"
 EPOCH_DONE = re.compile(r"Epoch time: ")
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError, RuntimeError):
     """A demo step failed or the folder cannot be used; the message says why and what to do."""
-
-
-def _console():
-    from rich.console import Console
-    return Console(highlight=False) if sys.stdout.isatty() else Console(highlight=False, width=120)
 
 
 def pick_device(choice: str) -> str:
@@ -80,27 +79,6 @@ class DemoPaths:
         return self.plans.is_file() and self.data.is_dir() and len(list(self.data.glob("*.pkl"))) == NUM_TRAIN
 
 
-def nnunet_cli_env(raw: Path, preprocessed: Path, results: Path, device: str) -> dict:
-    """The environment of nnU-Net CLI subprocesses: these three folders, our trainers first on
-    ``nnUNet_extTrainer`` (keeping the user's other entries), one worker, no hub.
-
-    On CPU, OpenMP threads that spin while waiting make nnU-Net's training (which uses every core) up to
-    15x slower as soon as another process wants a core; passive waiting avoids that (unless the user
-    chose a policy)."""
-    from . import trainers_folder
-    ours = str(trainers_folder())
-    others = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip() and p != ours]
-    env = dict(os.environ)
-    env.update({
-        "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed), "nnUNet_results": str(results),
-        "nnUNet_extTrainer": os.pathsep.join([ours, *others]),
-        "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-    })
-    if device == "cpu":
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
-
-
 def demo_env(paths: DemoPaths, device: str) -> dict:
     """``nnunet_cli_env`` for the demo's folders, no compile for a short run, caches inside the folder."""
     env = nnunet_cli_env(paths.raw, paths.preprocessed, paths.results, device)
@@ -139,12 +117,6 @@ class StepRunner:
         return elapsed
 
 
-def _cli(name: str) -> str:
-    """A console script of this Python environment (the one nnunetv2-llm runs in)."""
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else (shutil.which(name) or name)
-
-
 def run_demo(folder: Path, length: str, device: str, console) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -176,13 +148,13 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
             console.print(f"[cyan]reusing[/] plans and preprocessed data in {paths.plans.parent}")
         else:
             steps.run("plan_and_preprocess", "plan and preprocess",
-                      [_cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", CONFIGURATION,
+                      [cli_path("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", CONFIGURATION,
                        "-np", "1", "-npfp", "1", "--verify_dataset_integrity"])
         if paths.checkpoint.is_file():
             console.print(f"[cyan]reusing[/] trained model {paths.checkpoint}")
         else:
             steps.run("train", f"train {trainer} ({epochs} epochs)",
-                      [_cli("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,
+                      [cli_path("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,
                        "-device", device], total=epochs,
                       extra_env={"nnUNet_n_proc_DA": "0"} if device == "cpu" else None)
         if paths.predictions_current():
@@ -191,7 +163,7 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
             partial = paths.predictions.with_name(paths.predictions.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
             steps.run("predict", f"predict {NUM_TEST} held-out cases",
-                      [_cli("nnUNetv2_predict"), "-i", str(paths.dataset / "imagesTs"), "-o", str(partial),
+                      [cli_path("nnUNetv2_predict"), "-i", str(paths.dataset / "imagesTs"), "-o", str(partial),
                        "-d", str(DATASET_ID), "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", device,
                        "-npp", "0", "-nps", "0", "--disable_progress_bar"])
             shutil.rmtree(paths.predictions, ignore_errors=True)
@@ -208,7 +180,7 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
 
 
 def cmd_demo(args) -> int:
-    console = _console()
+    console = make_console()
     try:
         run_demo(Path(args.folder).expanduser().resolve(), args.length, pick_device(args.device), console)
     except DemoError as e:

@@ -14,9 +14,11 @@ import io
 import json
 import os
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .environment import console as make_console
+from .environment import ext_trainer_entries, lists_our_trainers, trainers_folder
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -71,29 +73,16 @@ def check_folder(variable: str) -> Check:
     return Check(variable, OK, value)
 
 
-def _same_folder(a: str, b: Path) -> bool:
-    try:
-        return os.path.samefile(Path(a).expanduser(), b)
-    except OSError:
-        return False
-
-
 def ext_trainer_export_line() -> str:
     """The ``export`` line that puts our trainers folder first on nnUNet_extTrainer, keeping existing entries."""
-    from . import trainers_folder
-    ours = trainers_folder()
-    kept = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep)
-            if p.strip() and not _same_folder(p, ours)]
-    return "export nnUNet_extTrainer=" + shlex.quote(os.pathsep.join([str(ours), *kept]))
+    return "export nnUNet_extTrainer=" + shlex.quote(os.pathsep.join(ext_trainer_entries()))
 
 
 def check_ext_trainer() -> Check:
-    from . import trainers_folder
-    ours = trainers_folder()
     value = os.environ.get("nnUNet_extTrainer", "")
-    if any(_same_folder(p, ours) for p in value.split(os.pathsep) if p.strip()):
-        return Check("nnUNet_extTrainer", OK, f"includes {ours}")
-    detail = "not set" if not value else f"{value} does not include {ours}"
+    if lists_our_trainers(value):
+        return Check("nnUNet_extTrainer", OK, f"includes {trainers_folder()}")
+    detail = "not set" if not value else f"{value} does not include {trainers_folder()}"
     return Check("nnUNet_extTrainer", FAIL, detail, ext_trainer_export_line())
 
 
@@ -213,9 +202,8 @@ def run_checks() -> list[Check]:
 
 
 def report(checks: list[Check]) -> None:
-    from rich.console import Console
     from rich.table import Table
-    console = Console(highlight=False) if sys.stdout.isatty() else Console(highlight=False, width=160)
+    console = make_console(160)
     table = Table(title="nnunetv2-llm doctor")
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)

@@ -8,6 +8,14 @@ import tempfile
 from pathlib import Path
 
 
+def honour_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (0600 / 0700) the mode an ordinary ``open``/``mkdir`` would
+    have given it, so colleagues on a shared cluster can read it as they read nnU-Net's own files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds."""
@@ -17,6 +25,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield tmp
+        honour_umask(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

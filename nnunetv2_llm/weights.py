@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .errors import UserError
 from .files import atomic_path
 from .spec import LLMSpec
 
@@ -34,7 +35,7 @@ _OFFLINE_FIX = ("Set HF_TOKEN (and accept the model's licence on its hub page), 
                 "checkpoint folder or a single-layer file made with `nnunetv2-llm extract` as the source.")
 
 
-class LLMWeightsError(RuntimeError):
+class LLMWeightsError(UserError, RuntimeError):
     """The layer's weights cannot be found or do not fit; the message names the source and the fix."""
 
 
@@ -307,11 +308,9 @@ def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]
 def load_layer(spec: LLMSpec) -> LayerWeights:
     """Read exactly one decoder layer of ``spec.source``; nothing else of the model is loaded."""
     kind = source_kind(spec.source)
-    config = spec.config or read_config(spec.source, spec.revision)
-    n_layers = config.get("num_hidden_layers")
-    if n_layers is not None and not 0 <= spec.layer < n_layers:
-        raise LLMWeightsError(f"layer {spec.layer} is out of range for {spec.source!r}: valid indices are "
-                              f"0..{n_layers - 1} (0-based).")
+    if spec.config is None:
+        spec = spec.replace(config=read_config(spec.source, spec.revision))  # validates the layer index
+    config = spec.config
     path = local_source_path(spec.source)
     if kind == "hub":
         tensors, files = _load_safetensors_checkpoint(

@@ -38,7 +38,7 @@ class NNUNetEnv:
     """Three nnU-Net folders plus the environment the CLIs need to find our trainers."""
 
     def __init__(self, root: Path):
-        from nnunetv2_llm.demo import nnunet_cli_env
+        from nnunetv2_llm.environment import nnunet_cli_env
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
         for p in (self.raw, self.preprocessed, self.results):

@@ -11,9 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_llm import TINY_LLAMA
 
-TINY_LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                  num_key_value_heads=1, num_hidden_layers=2, vocab_size=64)
 
 
 def _net(trainable: bool):

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nnunetv2_llm import cli
-from nnunetv2_llm.planning import PLANS_KEY, load_preset, preset_names
-from nnunetv2_llm.spec import PRESETS, LLMSpec
+from nnunetv2_llm.planning import load_preset, preset_names
+from nnunetv2_llm.spec import PLANS_KEY, PRESETS, LLMSpec
 
 
 def _folder(env, dataset_id=501):
@@ -157,8 +157,6 @@ def test_plans_from_resenc_m_build_and_run_on_the_residual_encoder_unet(plan, nn
 
 
 def test_presets_carry_the_papers_settings_and_write_offline(plan, nnunet_env, dataset_2d, tmp_path):
-    from nnunetv2_llm import trainers
-    assert PLANS_KEY == trainers.PLANS_KEY
     expected = {"llama-paper", "llama-trainable", "llama-transformer", "llama-principled", "llama-axial",
                 "llama-layer-sweep", "deepseek-paper", "deepseek-trainable", "deepseek-transformer",
                 "deepseek-principled", "deepseek-layer-sweep", "smollm2-paper", "smollm2-principled"}

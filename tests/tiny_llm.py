@@ -16,6 +16,9 @@ LLAMA = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_k
              # llama3 scaling with a short original context, so the scaling really changes frequencies
              rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                            "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
+# A minimal model config (plans format, with model_type) for building blocks without any checkpoint.
+TINY_LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                  num_key_value_heads=1, num_hidden_layers=2, vocab_size=64)
 QWEN2 = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
              num_hidden_layers=4, vocab_size=128, max_position_embeddings=256, rope_theta=10000.0,
              use_sliding_window=False)
