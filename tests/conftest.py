@@ -74,6 +74,27 @@ class NNUNetEnv:
     def dataset_folder(self, dataset_id: int) -> Path:
         return next(self.raw.glob(f"Dataset{dataset_id:03d}_*"))
 
+    def preprocessed_folder(self, dataset_id: int) -> Path:
+        return next(self.preprocessed.glob(f"Dataset{dataset_id:03d}_*"))
+
+    def plans(self, dataset_id: int, name: str = "nnUNetPlans") -> dict:
+        """A dataset's plans, as nnUNetv2_train hands them to a trainer."""
+        import json
+        plans = json.loads((self.preprocessed_folder(dataset_id) / f"{name}.json").read_text())
+        return {**plans, "continue_training": False}
+
+    def dataset_json(self, dataset_id: int) -> dict:
+        import json
+        return json.loads((self.dataset_folder(dataset_id) / "dataset.json").read_text())
+
+
+@pytest.fixture
+def in_process_env(nnunet_env, monkeypatch):
+    """nnU-Net's folders for trainers instantiated in this process (nnunetv2.paths reads them lazily)."""
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, nnunet_env.env[key])
+    return nnunet_env
+
 
 @pytest.fixture(scope="session")
 def nnunet_env(tmp_path_factory) -> NNUNetEnv:

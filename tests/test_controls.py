@@ -1,0 +1,74 @@
+"""The reviewer's controls and the authors' random init, initialised as nnUNetv2_train initialises them.
+
+Identity: only the two projections remain (does the layer matter?). Frozen random: the layer's structure,
+random and frozen (does pretraining matter?). random-reference: the authors' "+Transformer", linears
+re-drawn but RMSNorm gains kept pretrained.
+"""
+import pytest
+import torch
+
+from nnunetv2_llm.block import IdentityLayer, LLMBlock, parameter_counts
+from nnunetv2_llm.spec import preset_spec
+from nnunetv2_llm.trainers import (nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2FrozenRandom,
+                                   nnUNetTrainerSmolLM2Identity)
+from nnunetv2_llm.weights import load_layer
+
+
+def _initialized(env, trainer_cls, dataset_id):
+    trainer = trainer_cls(env.plans(dataset_id), "2d", 0, env.dataset_json(dataset_id), torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+def _optimized(trainer) -> set[int]:
+    return {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+
+
+def test_identity_control_keeps_only_the_projections(in_process_env, dataset_2d):
+    trainer = _initialized(in_process_env, nnUNetTrainerSmolLM2Identity, dataset_2d)
+    block = trainer.network.llm
+    assert isinstance(block.layer, IdentityLayer)
+    channels, hidden = block.proj_in.in_features, block.config.hidden_size
+    assert parameter_counts(block) == {"trainable": 2 * channels * hidden + hidden + channels, "frozen": 0}
+    assert {id(p) for p in block.parameters()} <= _optimized(trainer)
+    x = torch.randn(2, channels, 4, 4)
+    with torch.no_grad():
+        tokens = x.flatten(2).transpose(1, 2)
+        expected = block.proj_out(block.proj_in(tokens)).transpose(1, 2).reshape(x.shape)
+        torch.testing.assert_close(block(x), expected)
+    assert trainer.plans_manager.plans["configurations"]["2d"]["llm"]["init"] == "identity"
+
+
+def test_frozen_random_control_is_random_frozen_and_out_of_the_optimizer(in_process_env, dataset_2d, smollm2_gguf):
+    trainer = _initialized(in_process_env, nnUNetTrainerSmolLM2FrozenRandom, dataset_2d)
+    block = trainer.network.llm
+    layer = dict(block.layer.named_parameters())
+    assert layer and not any(p.requires_grad for p in layer.values())
+    assert not {id(p) for p in layer.values()} & _optimized(trainer)
+    pretrained = load_layer(block.spec.replace(init="pretrained")).tensors
+    q = "self_attn.q_proj.weight"
+    assert layer[q].abs().sum() > 0, "a random layer, not the all-zero placeholder"
+    assert not torch.allclose(layer[q], pretrained[q].to(layer[q].dtype)), "random, not the pretrained tensors"
+    trainer.network.train()
+    assert not block.layer.training
+
+
+def test_random_reference_init_redraws_linears_and_keeps_pretrained_norms(smollm2_gguf):
+    weights = load_layer(preset_spec("smollm2-135m"))
+    torch.manual_seed(0)
+    block = LLMBlock(32, preset_spec("smollm2-135m", init="random-reference", trainable=True))
+    block.load_pretrained(weights.tensors)
+    state = block.layer.state_dict()
+    for name, tensor in weights.tensors.items():
+        if name.endswith("norm.weight"):
+            torch.testing.assert_close(state[name], tensor.to(state[name].dtype), msg=name)
+        else:
+            assert not torch.allclose(state[name], tensor.to(state[name].dtype)), f"{name} was not re-drawn"
+            bound = (6 / sum(state[name].shape)) ** 0.5
+            assert state[name].abs().max() <= bound + 1e-6, f"{name} is not Xavier-uniform"
+
+
+@pytest.mark.parametrize("cls", [nnUNetTrainerSmolLM2Identity, nnUNetTrainerSmolLM2FrozenRandom])
+def test_controls_load_no_pretrained_tensors(cls):
+    assert not preset_spec(cls.preset, **cls.options).loads_pretrained
+    assert preset_spec(nnUNetTrainerSmolLM2.preset, **nnUNetTrainerSmolLM2.options).loads_pretrained
