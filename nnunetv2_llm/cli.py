@@ -79,7 +79,7 @@ def cmd_dice(args) -> int:
 
 
 # Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES = ("planning", "demo", "doctor", "info", "analysis")
+COMMAND_MODULES = ("planning", "demo", "doctor", "info", "analysis", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,19 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def read_json(path: str | os.PathLike):
+    """A JSON file's content; a missing or damaged file is a UserError that names it."""
+    from .errors import UserError
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); fix the file or restore it (nnU-Net writes it again "
+                        f"when you re-run the step that made it).") from None
+
+
 def write_json(path: str | os.PathLike, data, indent: int = 4) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
