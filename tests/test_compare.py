@@ -1,0 +1,220 @@
+"""`nnunetv2-llm compare`: metrics against nnU-Net's summary.json and known distances, statistics against
+scipy and hand-computed values, zero-shot sets through the stock predict CLI, and bad input."""
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from nnunetv2_llm import cli
+from nnunetv2_llm.metrics import surface_metrics
+from nnunetv2_llm.statistics import bootstrap_ci, holm, paired_comparison, rank_biserial, rank_stability
+
+PLAIN = "nnUNetTrainer_2epochs_5its"
+SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
+
+
+# ---------------------------------------------------------------- metrics on shapes with known distances
+
+def _square(shape=(40, 40), start=(10, 10), size=10):
+    mask = np.zeros(shape, dtype=bool)
+    mask[start[0]:start[0] + size, start[1]:start[1] + size] = True
+    return mask
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 0.5), (1.0, 3.0)])
+def test_hd95_and_nsd_of_a_shifted_square_are_in_millimetres(spacing):
+    ref, moved = _square(), _square(start=(10, 12))  # shifted by 2 voxels along the second axis
+    shift_mm = 2 * spacing[1]
+    got = surface_metrics(ref, moved, list(spacing), tolerance_mm=shift_mm)
+    assert got["HD95"] == pytest.approx(shift_mm)
+    assert got["NSD"] == pytest.approx(1.0), "every surface point lies within the shift"
+    assert surface_metrics(ref, moved, list(spacing), tolerance_mm=0.4 * spacing[1])["NSD"] < 1.0
+    same = surface_metrics(ref, ref, list(spacing), tolerance_mm=0.1)
+    assert same == {"NSD": 1.0, "HD95": 0.0}
+
+
+def test_anisotropic_spacing_weighs_each_axis():
+    ref, moved = _square(), _square(start=(13, 10))  # 3 voxels along the first axis, spaced 2 mm
+    assert surface_metrics(ref, moved, [2.0, 0.7], tolerance_mm=1.0)["HD95"] == pytest.approx(6.0)
+
+
+def test_empty_mask_conventions():
+    empty, square = np.zeros((20, 30), dtype=bool), _square((20, 30), (5, 5), 5)
+    both = surface_metrics(empty, empty, [1.0, 2.0], 1.0)
+    assert math.isnan(both["NSD"]) and math.isnan(both["HD95"])
+    diagonal = math.hypot(20 * 1.0, 30 * 2.0)
+    for ref, pred in ((empty, square), (square, empty)):
+        assert surface_metrics(ref, pred, [1.0, 2.0], 1.0) == {"NSD": 0.0, "HD95": pytest.approx(diagonal)}
+
+
+# ---------------------------------------------------------------- statistics
+
+def test_statistics_match_scipy_and_hand_computed_values():
+    rng = np.random.default_rng(3)
+    reference = rng.uniform(0.6, 0.9, 25)
+    variant = reference + rng.normal(0.02, 0.03, 25)
+    result = paired_comparison(variant, reference, higher_is_better=True, seed=7)
+    d = variant - reference
+    assert result["p"] == pytest.approx(wilcoxon(d).pvalue)
+    assert result["mean_difference"] == pytest.approx(d.mean())
+    assert result["ci_low"] <= d.mean() <= result["ci_high"]
+    assert paired_comparison(variant, reference, True, seed=7) == result, "seeded: reproducible"
+    assert bootstrap_ci(d, seed=8) != (result["ci_low"], result["ci_high"]), "the seed matters"
+    assert (result["wins"], result["ties"], result["losses"]) == ((d > 0).sum(), 0, (d < 0).sum())
+    lower_better = paired_comparison(variant, reference, higher_is_better=False, seed=7)
+    assert (lower_better["wins"], lower_better["losses"]) == (result["losses"], result["wins"])
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert rank_biserial(np.array([1.0, 2.0, 3.0])) == 1.0
+    assert rank_biserial(np.array([1.0, 2.0, -3.0])) == 0.0
+    assert rank_biserial(np.array([-1.0, 0.0, -2.0])) == -1.0
+
+    scores = np.array([[0.9, 0.5], [0.8, 0.6], [0.85, 0.4]])
+    ranks = rank_stability(scores, higher_is_better=True, seed=0, resamples=200)
+    assert ranks["rank"] == [1, 2] and ranks["first"] == [1.0, 0.0]
+    assert rank_stability(scores, higher_is_better=False, seed=0, resamples=200)["rank"] == [2, 1]
+
+
+def test_nan_pairs_are_left_out():
+    result = paired_comparison(np.array([0.5, np.nan, 0.7, 0.9]), np.array([0.4, 0.3, np.nan, 0.6]), True, 0)
+    assert result["n"] == 2 and result["mean_difference"] == pytest.approx(0.2)
+
+
+# ---------------------------------------------------------------- end to end on trained folds
+
+@pytest.fixture(scope="module")
+def trained(nnunet_env, dataset_2d):
+    return {t: nnunet_env.trained(dataset_2d, t) for t in (PLAIN, SMOL)}
+
+
+@pytest.fixture(scope="module")
+def shifted(nnunet_env):
+    """A zero-shot set: new cases of the same task with lower contrast and extra noise."""
+    nnunet_env.run("nnunetv2-llm", "synth", "-d", "601", "--dim", "2", "--num-train", "5", "--num-test", "3",
+                   "--seed", "5", "--contrast", "0.6", "--noise", "0.2")
+    return nnunet_env.dataset_folder(601)
+
+
+def _compare(nnunet_env, *args):
+    return nnunet_env.run("nnunetv2-llm", "compare", "-d", "501", "-c", "2d", *args, check=False)
+
+
+def _rows(report_dir):
+    with open(report_dir / "cases.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_compare_two_variants_in_domain_and_zero_shot(nnunet_env, dataset_2d, trained, shifted, tmp_path):
+    out = tmp_path / "report"
+    proc = _compare(nnunet_env, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shifted={shifted}", "-np", "1",
+                    "-o", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    rows = _rows(out)
+
+    # Dice and IoU per case are nnU-Net's own (summary.json of the fold's validation).
+    for trainer, folder in trained.items():
+        summary = json.loads((folder / "fold_0" / "validation" / "summary.json").read_text())
+        ours = {(r["case"], r["metric"]): float(r["value"]) for r in rows
+                if r["set"] == "in-domain" and r["variant"] == trainer}
+        assert len(summary["metric_per_case"]) == len({c for c, _ in ours}) > 0
+        for case in summary["metric_per_case"]:
+            name = case["prediction_file"].rsplit("/", 1)[-1][: -len(".png")]
+            for metric in ("Dice", "IoU"):
+                assert ours[(name, metric)] == pytest.approx(case["metrics"]["1"][metric], abs=1e-12)
+
+    # The report's p is scipy's Wilcoxon on the same paired vectors; the CI contains the mean difference.
+    for set_name in ("in-domain", "shifted"):
+        values = {t: {r["case"]: float(r["value"]) for r in rows if r["set"] == set_name and r["variant"] == t
+                      and r["metric"] == "Dice"} for t in (PLAIN, SMOL)}
+        cases = sorted(values[PLAIN])
+        assert cases == sorted(values[SMOL])
+        d = np.array([values[SMOL][c] - values[PLAIN][c] for c in cases])
+        comparison = report["sets"][set_name]["comparisons"][SMOL]["Dice"]
+        expected_p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
+        assert comparison["p"] == pytest.approx(expected_p)
+        assert comparison["p_holm"] >= comparison["p"]
+        assert comparison["mean_difference"] == pytest.approx(d.mean())
+        assert comparison["ci_low"] - 1e-12 <= d.mean() <= comparison["ci_high"] + 1e-12
+
+    ext_cases = sorted(p.name for p in (shifted / "labelsTs").iterdir())
+    for trainer in (PLAIN, SMOL):
+        predicted = sorted(p.name for p in (out / "external" / "shifted" / trainer).glob("*.png"))
+        assert predicted == ext_cases, "every zero-shot case predicted by the stock CLI"
+    assert len(report["sets"]["shifted"]["cases"]) == len(ext_cases)
+    assert report["efficiency"][SMOL]["frozen_M"] == pytest.approx(3.540096)
+    assert report["efficiency"][PLAIN]["frozen_M"] == 0
+    markdown = (out / "report.md").read_text()
+    assert "## shifted" in markdown and "In-domain vs zero-shot" in markdown and SMOL in markdown
+    assert all((out / f"{kind}_{s}.png").stat().st_size > 0 for kind in ("distributions", "differences",
+                                                                            "significance")
+               for s in ("in-domain", "shifted"))
+
+    again = _compare(nnunet_env, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shifted={shifted}", "-np", "1",
+                     "-o", out)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 2, "predictions cached next to the report"
+    assert json.loads((out / "report.json").read_text())["sets"] == report["sets"]
+
+
+# ---------------------------------------------------------------- bad input
+
+def _copy_variant(source, name):
+    target = source.parent / f"{name}__nnUNetPlans__2d"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    return target
+
+
+def _main(capsys, *args):
+    rc = cli.main(["compare", "-d", "501", "-c", "2d", *map(str, args)])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_bad_input_names_the_value_and_the_fix(nnunet_env, dataset_2d, trained, tmp_path, monkeypatch,
+                                                       capsys):
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, nnunet_env.env[key])
+    out = tmp_path / "out"
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "1", "-o", out)
+    assert rc == 2 and f"{PLAIN}: fold 1 is missing" in err and f"nnUNetv2_train 501 2d 1 -tr {PLAIN}" in err
+
+    unfinished = _copy_variant(trained[PLAIN], "nnUNetTrainerUnfinished")
+    (unfinished / "fold_0" / "checkpoint_final.pth").unlink()
+    rc, err = _main(capsys, "-tr", PLAIN, "nnUNetTrainerUnfinished", "-f", "0", "-o", out)
+    assert rc == 2 and "fold 0 is unfinished (no checkpoint_final.pth)" in err
+
+    no_validation = _copy_variant(trained[PLAIN], "nnUNetTrainerNoVal")
+    shutil.rmtree(no_validation / "fold_0" / "validation")
+    rc, err = _main(capsys, "-tr", PLAIN, "nnUNetTrainerNoVal", "-f", "0", "-o", out)
+    assert rc == 2 and "nnUNetv2_train 501 2d 0 -tr nnUNetTrainerNoVal --val" in err
+
+    fewer = _copy_variant(trained[PLAIN], "nnUNetTrainerFewer")
+    dropped = sorted((fewer / "fold_0" / "validation").glob("*.png"))[0]
+    dropped.unlink()
+    rc, err = _main(capsys, "-tr", PLAIN, "nnUNetTrainerFewer", "-f", "0", "-o", out)
+    assert rc == 2 and f"only in {PLAIN}: {dropped.stem}" in err
+
+    relabelled = _copy_variant(trained[PLAIN], "nnUNetTrainerRelabelled")
+    dataset_json = json.loads((relabelled / "dataset.json").read_text())
+    dataset_json["labels"]["tumour"] = 2
+    (relabelled / "dataset.json").write_text(json.dumps(dataset_json))
+    rc, err = _main(capsys, "-tr", PLAIN, "nnUNetTrainerRelabelled", "-f", "0", "-o", out)
+    assert rc == 2 and "'tumour': 2" in err and "same dataset and labels" in err
+
+    other_labels = tmp_path / "other"
+    shutil.copytree(nnunet_env.dataset_folder(dataset_2d), other_labels)
+    other_json = json.loads((other_labels / "dataset.json").read_text())
+    other_json["labels"] = {"background": 0, "organ": 1, "tumour": 2}
+    (other_labels / "dataset.json").write_text(json.dumps(other_json))
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"other={other_labels}", "-o", out)
+    assert rc == 2 and "--external other" in err and "same labels" in err
+
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", "nofolder", "-o", out)
+    assert rc == 2 and "write NAME=FOLDER" in err
+    assert not out.exists(), "nothing written for refused input"
