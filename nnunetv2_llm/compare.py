@@ -647,6 +647,7 @@ def run_compare(args, echo=print) -> dict:
     apply_holm(summaries)
     report = {
         "dataset": dataset_name, "configuration": args.configuration, "folds": folds, "labels": labels,
+        "output": str(out),
         "reference": variants[reference].label, "seed": args.seed, "bootstrap_resamples": args.bootstrap,
         "nsd_tolerance_mm": {str(k): v for k, v in tolerances.items()},
         "tolerance_note": ", ".join(f"label {k}: {v:g} mm" for k, v in tolerances.items()),

@@ -1,17 +1,17 @@
-"""``nnunetv2-llm demo``: the whole job on generated data, offline, with the stock nnU-Net CLIs.
+"""``nnunetv2-llm demo``: the paper's question on generated data, offline, with the stock nnU-Net CLIs.
 
-Synthetic 2D dataset -> ``nnUNetv2_plan_and_preprocess`` -> ``nnUNetv2_train`` with the frozen
-SmolLM2 layer (real pretrained weights shipped in a Python package, no hub) -> ``nnUNetv2_predict``
-on held-out cases -> Dice per case. Every file goes under one folder; a rerun reuses finished steps.
+Synthetic 2D dataset -> ``nnUNetv2_plan_and_preprocess`` -> ``nnUNetv2_train`` of plain nnU-Net and of
+nnU-Net with the frozen SmolLM2 layer (real pretrained weights shipped in a Python package, no hub), at
+the same length -> ``nnunetv2-llm compare`` of the two on the held-out cases (predicted with the stock
+``nnUNetv2_predict``): Dice, NSD and HD95, the paired difference with its CI and p-value. Every file
+goes under one folder; a rerun reuses finished steps.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import os
+import csv
+import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +28,7 @@ DATASET_ID = 501
 CONFIGURATION = "2d"
 FOLD = "0"
 NUM_TRAIN, NUM_TEST = 20, 8
+HELD_OUT = "held-out"
 MARKER = ".nnunetv2-llm-demo"
 EPOCH_DONE = re.compile(r"Epoch time: ")
 
@@ -59,21 +60,21 @@ def claim_folder(folder: Path) -> None:
 class DemoPaths:
     """Where each step reads and writes; all of it under ``root``."""
 
-    def __init__(self, root: Path, trainer: str):
+    def __init__(self, root: Path):
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
-        self.logs, self.cache = root / "logs", root / "cache"
-        self.predictions = root / "predictions" / trainer
+        self.logs, self.cache, self.report = root / "logs", root / "cache", root / "compare"
         self.dataset = self.raw / f"Dataset{DATASET_ID:03d}_Synth2D"
         self.plans = self.preprocessed / self.dataset.name / "nnUNetPlans.json"
         self.data = self.preprocessed / self.dataset.name / f"nnUNetPlans_{CONFIGURATION}"
-        self.checkpoint = (self.results / self.dataset.name / f"{trainer}__nnUNetPlans__{CONFIGURATION}"
-                           / f"fold_{FOLD}" / "checkpoint_final.pth")
 
-    def predictions_current(self) -> bool:
-        """Predictions are moved into place when complete; they count if the checkpoint is not newer."""
-        return (self.predictions.is_dir() and self.checkpoint.is_file()
-                and self.predictions.stat().st_mtime >= self.checkpoint.stat().st_mtime)
+    def checkpoint(self, trainer: str) -> Path:
+        return (self.results / self.dataset.name / f"{trainer}__nnUNetPlans__{CONFIGURATION}" / f"fold_{FOLD}"
+                / "checkpoint_final.pth")
+
+    def predictions(self, trainer: str) -> Path:
+        """Where compare keeps a variant's predictions of the held-out cases."""
+        return self.report / "external" / HELD_OUT / trainer
 
     def preprocessed_complete(self) -> bool:
         return self.plans.is_file() and self.data.is_dir() and len(list(self.data.glob("*.pkl"))) == NUM_TRAIN
@@ -120,19 +121,18 @@ class StepRunner:
 def run_demo(folder: Path, length: str, device: str, console) -> dict:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .evaluate import dice_per_case, format_dice
     from .synthetic import make_dataset
     from .trainers import LENGTHS
     if length not in LENGTHS:
         raise DemoError(f"--length {length!r} is not a trainer length; choose one of {', '.join(LENGTHS)}.")
-    trainer = f"nnUNetTrainerSmolLM2{length}"
+    plain, smol = f"nnUNetTrainer{length}", f"nnUNetTrainerSmolLM2{length}"
     epochs = LENGTHS[length][0]
     claim_folder(folder)
-    paths = DemoPaths(folder, trainer)
+    paths = DemoPaths(folder)
     for p in (paths.raw, paths.preprocessed, paths.results, paths.logs, paths.cache):
         p.mkdir(parents=True, exist_ok=True)
     env = demo_env(paths, device)
-    console.print(f"nnunetv2-llm demo in [bold]{folder}[/]: trainer {trainer}, device {device}")
+    console.print(f"nnunetv2-llm demo in [bold]{folder}[/]: {plain} vs {smol}, device {device}")
     start = time.monotonic()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -150,33 +150,52 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
             steps.run("plan_and_preprocess", "plan and preprocess",
                       [cli_path("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", CONFIGURATION,
                        "-np", "1", "-npfp", "1", "--verify_dataset_integrity"])
-        if paths.checkpoint.is_file():
-            console.print(f"[cyan]reusing[/] trained model {paths.checkpoint}")
-        else:
-            steps.run("train", f"train {trainer} ({epochs} epochs)",
-                      [cli_path("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,
-                       "-device", device], total=epochs,
-                      extra_env={"nnUNet_n_proc_DA": "0"} if device == "cpu" else None)
-        if paths.predictions_current():
-            console.print(f"[cyan]reusing[/] predictions {paths.predictions}")
-        else:
-            partial = paths.predictions.with_name(paths.predictions.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            steps.run("predict", f"predict {NUM_TEST} held-out cases",
-                      [cli_path("nnUNetv2_predict"), "-i", str(paths.dataset / "imagesTs"), "-o", str(partial),
-                       "-d", str(DATASET_ID), "-c", CONFIGURATION, "-tr", trainer, "-f", FOLD, "-device", device,
-                       "-npp", "0", "-nps", "0", "--disable_progress_bar"])
-            shutil.rmtree(paths.predictions, ignore_errors=True)
-            os.replace(partial, paths.predictions)
-    with contextlib.redirect_stdout(io.StringIO()):
-        scores = dice_per_case(paths.dataset / "labelsTs", paths.predictions, paths.dataset / "dataset.json")
-    console.print(f"\nDice of {trainer} on the held-out cases (nnU-Net's metric code; "
-                  f"summary in {paths.predictions / 'summary.json'}):")
-    print(format_dice(scores), flush=True)
-    console.print(f"\ndemo finished in {time.monotonic() - start:.0f} s. To use these folders with the nnU-Net CLIs:")
+        for trainer in (plain, smol):
+            if paths.checkpoint(trainer).is_file():
+                console.print(f"[cyan]reusing[/] trained model {paths.checkpoint(trainer)}")
+            else:
+                steps.run(f"train_{trainer}", f"train {trainer} ({epochs} epochs)",
+                          [cli_path("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,
+                           "-device", device], total=epochs,
+                          extra_env={"nnUNet_n_proc_DA": "0"} if device == "cpu" else None)
+        steps.run("compare", f"predict the {NUM_TEST} held-out cases and compare",
+                  [cli_path("nnunetv2-llm"), "compare", "-d", str(DATASET_ID), "-c", CONFIGURATION,
+                   "-tr", plain, smol, "-f", FOLD, "--external", f"{HELD_OUT}={paths.dataset}",
+                   "--device", device, "-np", "1", "-o", str(paths.report)])
+    report = json.loads((paths.report / "report.json").read_text())
+    print_summary(report, plain, smol, console)
+    console.print(f"\ndemo finished in {time.monotonic() - start:.0f} s; the full report (in-domain validation "
+                  f"and held-out, figures, per-case CSV) is in {paths.report}. To use these folders with the "
+                  f"nnU-Net CLIs:")
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
         print(f"export {name}={env[name]}")
-    return scores
+    return report
+
+
+def print_summary(report: dict, plain: str, smol: str, console) -> None:
+    """Per-case Dice of both variants on the held-out cases, then the paired comparison."""
+    cases = report["sets"][HELD_OUT]["cases"]
+    rows = {}
+    with open(Path(report["output"]) / "cases.csv") as f:
+        for r in csv.DictReader(f):
+            if r["set"] == HELD_OUT and r["metric"] == "Dice":
+                rows[(r["variant"], r["case"])] = float(r["value"])
+    console.print("\nHeld-out Dice per case (nnU-Net's metric code; predictions by nnUNetv2_predict):")
+    print(f"{'case':<16} {'plain':>8} {'+SmolLM2':>9}")
+    for case in cases:
+        print(f"{case:<16} {rows[(plain, case)]:>8.4f} {rows[(smol, case)]:>9.4f}")
+    entry = report["sets"][HELD_OUT]
+    console.print(f"\n{smol} vs {plain} on {len(cases)} held-out cases (Δ = +SmolLM2 - plain, bootstrap 95% CI, "
+                  f"Wilcoxon p Holm-corrected over the report's comparisons):")
+    print(f"{'metric':<6} {'plain':>8} {'+SmolLM2':>9} {'delta':>8} {'95% CI':>20} {'p':>7}")
+    for metric in ("Dice", "NSD", "HD95"):
+        c = entry["comparisons"][smol][metric]
+        print(f"{metric:<6} {entry['variants'][plain][metric]['mean']:>8.4f} "
+              f"{entry['variants'][smol][metric]['mean']:>9.4f} {c['mean_difference']:>+8.4f} "
+              f"{'[' + format(c['ci_low'], '+.4f') + ', ' + format(c['ci_high'], '+.4f') + ']':>20} "
+              f"{c['p_holm']:>7.4f}", flush=True)
+    console.print("On this toy task and such short runs a difference, if any, says little: the paper's gains "
+                  "come from real data, long runs and LLaMA/DeepSeek layers.")
 
 
 def cmd_demo(args) -> int:

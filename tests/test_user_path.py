@@ -15,11 +15,14 @@ from safetensors.torch import save_file
 import nnunetv2_llm
 from nnunetv2_llm import cli
 from nnunetv2_llm.demo import NUM_TEST
-from nnunetv2_llm.evaluate import dice_per_case
 from nnunetv2_llm.spec import PRESETS
 
 TRAINER = "nnUNetTrainerSmolLM2"
-DICE_LINE = re.compile(r"^(\S+)\s+Dice (\d\.\d{4})$", re.M)
+LENGTH = "_2epochs_5its"
+CASE_LINE = re.compile(r"^(synth_\d+)\s+(\d\.\d{4})\s+(\d\.\d{4})$", re.M)
+NUMBER = r"([-+]?\d+\.\d+)"
+SUMMARY_LINE = re.compile(rf"^(Dice|NSD|HD95)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+\[{NUMBER}, {NUMBER}\]\s+{NUMBER}$",
+                          re.M)
 
 
 def _nnunetv2_llm(*args, env):
@@ -27,37 +30,42 @@ def _nnunetv2_llm(*args, env):
                           timeout=900)
 
 
-def _printed_dice(stdout: str) -> dict:
-    return {case: float(value) for case, value in DICE_LINE.findall(stdout)}
-
-
 # ---------------------------------------------------------------- demo
 
 @pytest.mark.slow
-def test_demo_prints_the_dice_of_its_predictions_and_reuses_its_folder(tmp_path, smollm2_gguf):
+def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_folder(tmp_path, smollm2_gguf):
     folder, elsewhere = tmp_path / "demo", tmp_path / "elsewhere"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "nnUNet_raw": str(elsewhere / "raw"),
            "nnUNet_preprocessed": str(elsewhere / "pre"), "nnUNet_results": str(elsewhere / "res")}
     proc = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    printed = _printed_dice(proc.stdout)
-    dataset, predictions = folder / "raw" / "Dataset501_Synth2D", folder / "predictions" / f"{TRAINER}_2epochs_5its"
+    printed = {case: (float(a), float(b)) for case, a, b in CASE_LINE.findall(proc.stdout)}
+    dataset = folder / "raw" / "Dataset501_Synth2D"
     cases = sorted(p.name[: -len("_0000.png")] for p in (dataset / "imagesTs").iterdir())
-    assert len(cases) == NUM_TEST and sorted(set(printed) - {"mean"}) == cases
-    for case in cases:
-        prediction = np.asarray(Image.open(predictions / f"{case}.png"))
-        truth = np.asarray(Image.open(dataset / "labelsTs" / f"{case}.png"))
-        assert printed[case] == pytest.approx(dice(prediction, truth), abs=5e-5)
-    assert printed["mean"] == pytest.approx(np.mean([printed[c] for c in cases]), abs=1e-4)
-    assert printed["mean"] == pytest.approx(
-        dice_per_case(dataset / "labelsTs", predictions, dataset / "dataset.json")["mean"], abs=5e-5)
-    assert (folder / "logs" / "train.log").read_text().count("Epoch time") == 2
+    assert len(cases) == NUM_TEST and sorted(printed) == cases
+    trainers = (f"nnUNetTrainer{LENGTH}", f"{TRAINER}{LENGTH}")
+    for i, trainer in enumerate(trainers):
+        predictions = folder / "compare" / "external" / "held-out" / trainer
+        for case in cases:
+            prediction = np.asarray(Image.open(predictions / f"{case}.png"))
+            truth = np.asarray(Image.open(dataset / "labelsTs" / f"{case}.png"))
+            assert printed[case][i] == pytest.approx(dice(prediction, truth), abs=5e-5)
+        assert (folder / "logs" / f"train_{trainer}.log").read_text().count("Epoch time") == 2
+    rows = {m: r for m, *r in SUMMARY_LINE.findall(proc.stdout)}
+    assert set(rows) == {"Dice", "NSD", "HD95"}
+    plain_dice, smol_dice, delta, low, high, p = map(float, rows["Dice"])
+    assert plain_dice == pytest.approx(np.mean([printed[c][0] for c in cases]), abs=1e-4)
+    assert smol_dice == pytest.approx(np.mean([printed[c][1] for c in cases]), abs=1e-4)
+    assert delta == pytest.approx(smol_dice - plain_dice, abs=2e-4) and low <= delta <= high and 0 <= p <= 1
+    assert (folder / "compare" / "report.md").is_file()
     assert not elsewhere.exists(), "the demo wrote outside its folder"
 
     again = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert all(f"reusing {step}" in again.stdout for step in ("dataset", "plans", "trained model", "predictions"))
-    assert _printed_dice(again.stdout) == printed
+    assert all(f"reusing {step}" in again.stdout for step in ("dataset", "plans", "trained model"))
+    assert again.stdout.count("reusing trained model") == 2
+    assert (folder / "logs" / "compare.log").read_text().count("reusing") == 2, "held-out predictions reused"
+    assert {case: (float(a), float(b)) for case, a, b in CASE_LINE.findall(again.stdout)} == printed
 
 
 def test_demo_refuses_a_folder_with_foreign_files(tmp_path, capsys):
