@@ -10,6 +10,8 @@ __all__ = ["PRESETS", "LLMSpec", "LLMSpecError", "LLMWeightsError", "LayerWeight
 
 def resolve_spec(spec: LLMSpec) -> LLMSpec:
     """The spec with its model config filled in (from the preset, a local file or the hub)."""
+    from .weights import canonical_source
+    spec = spec.replace(source=canonical_source(spec.source))
     if spec.config is not None:
         return spec
     return spec.replace(config=read_config(spec.source, spec.revision))

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .files import atomic_path, write_json
+from .files import atomic_path, check_checkpoint_file, read_json, write_json
 
 THRESHOLD = 0.4
 DEFINITIONS = {
@@ -169,6 +168,7 @@ def load_network(run: Run, device):
     from .environment import ensure_trainer_lookup
     from .network import unwrap
     ensure_trainer_lookup()
+    check_checkpoint_file(run.fold_folder / run.checkpoint)
     with contextlib.redirect_stdout(io.StringIO()):  # the predictor narrates the trainer lookup
         predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=device,
                                     verbose=False, allow_tqdm=False)
@@ -183,7 +183,7 @@ def validation_keys(dataset_name: str, fold) -> list[str]:
     splits_file = Path(nnUNet_preprocessed.require()) / dataset_name / "splits_final.json"
     if not splits_file.is_file():
         raise AnalysisError(f"{splits_file} does not exist: nnU-Net writes it when a fold is trained.")
-    splits = json.loads(splits_file.read_text())
+    splits = read_json(splits_file)
     if fold == "all":
         return sorted({k for s in splits for k in s["train"] + s["val"]})
     if not 0 <= fold < len(splits):

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
+from pathlib import Path
 
 from .spec import ATTENTION, DTYPES, INIT, POSITIONS, PRESETS, SPEC_OPTIONS, LLMSpec, LLMSpecError, preset_spec
 from .errors import UserError
@@ -60,14 +62,35 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def check_extract_output(output: str, overwrite: bool) -> Path:
+    """The file ``extract`` may write: a new .safetensors file, or (with --overwrite) an older extracted layer."""
+    from .weights import LLMWeightsError, load_extracted
+    out = Path(output).expanduser().resolve()
+    if out.is_dir():
+        raise LLMWeightsError(f"-o {output} is a folder; name the file to write, e.g. -o {out / 'layer.safetensors'}.")
+    if out.suffix != ".safetensors":
+        raise LLMWeightsError(f"-o {output}: the layer file must end in .safetensors (that is how --llm recognises "
+                              f"it), e.g. -o {out.with_suffix('.safetensors')}.")
+    if out.exists():
+        if not overwrite:
+            raise LLMWeightsError(f"-o {output} exists; pass --overwrite to replace it, or choose another name.")
+        try:
+            load_extracted(out)
+        except LLMWeightsError:
+            raise LLMWeightsError(f"-o {output} exists and is not a layer file written by `nnunetv2-llm extract`; "
+                                  f"refusing to replace it even with --overwrite. Choose another name.") from None
+    return out
+
+
 def cmd_extract(args) -> int:
     from .weights import extract_layer, load_extracted
+    out = check_extract_output(args.output, args.overwrite)
     spec = spec_from_args(args)
-    out = extract_layer(spec, args.output)
+    extract_layer(spec, out)
     weights = load_extracted(out)
     size = os.path.getsize(out) / 2 ** 20
     print(f"wrote {out} ({size:.1f} MiB): {weights.source} layer {weights.layer}, sha256 {weights.sha256}")
-    print(f"use it offline with: --llm {out} --layer {weights.layer}")
+    print(f"use it offline with: --llm {shlex.quote(str(out))} --layer {weights.layer}")
     return 0
 
 
@@ -103,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="write one LLM layer and its config to a standalone .safetensors file")
     add_spec_arguments(p)
-    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors file (must not exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing layer file written by extract")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("dice", help="per-case and mean Dice of a prediction folder against ground truth")

@@ -387,7 +387,7 @@ def efficiency(variant: Variant) -> dict:
 
     from .info import measure
     from .network import LLMUNet
-    from .spec import PLANS_KEY, LLMSpec
+    from .spec import PLANS_KEY, spec_from_entry
     plans_manager = PlansManager(variant.plans_json)
     conf = plans_manager.get_configuration(variant.configuration)
     in_channels = determine_num_input_channels(plans_manager, conf, variant.dataset_json)
@@ -395,7 +395,7 @@ def efficiency(variant: Variant) -> dict:
     net = nnUNetTrainer.build_network_architecture(plans_manager, conf, in_channels, out_channels, False)
     entry = conf.configuration.get(PLANS_KEY)
     if entry is not None:
-        net = LLMUNet(net, LLMSpec.from_dict(entry))
+        net = LLMUNet(net, spec_from_entry(entry, str(variant.folder / "plans.json")))
     cost = measure(net.eval(), in_channels, tuple(conf.patch_size))
     return {"trainable_M": cost.trainable / 1e6, "frozen_M": cost.frozen / 1e6, "gflops": cost.gflops,
             "patch_size": list(conf.patch_size), "llm": entry is not None}

@@ -1,19 +1,47 @@
 """Dice of predicted segmentations against ground truth, with nnU-Net's own metric code."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
+from .errors import UserError
+from .files import read_json
+
+
+class EvaluationError(UserError, ValueError):
+    """Predictions and references cannot be scored as given; the message names the files and the fix."""
+
+
+def check_folders(gt_folder: Path, pred_folder: Path, ending: str) -> None:
+    """Both folders hold files of the dataset's ending, and every prediction has its reference."""
+    for what, folder in (("reference", gt_folder), ("prediction", pred_folder)):
+        if not folder.is_dir():
+            raise EvaluationError(f"{what} folder {folder} does not exist; pass the folder that holds the "
+                                  f"{what} files.")
+        if not any(folder.glob(f"*{ending}")):
+            raise EvaluationError(f"{what} folder {folder} holds no files ending in {ending!r} (the dataset's "
+                                  f"file_ending); pass the folder that holds them.")
+    references = {p.name for p in gt_folder.glob(f"*{ending}")}
+    unmatched = sorted(p.name for p in pred_folder.glob(f"*{ending}") if p.name not in references)
+    if unmatched:
+        raise EvaluationError(f"predictions without a reference in {gt_folder}: {', '.join(unmatched[:10])}"
+                              f"{' ...' if len(unmatched) > 10 else ''}. Pass the matching reference folder, or "
+                              f"remove predictions of cases that have no ground truth.")
+
 
 def dice_per_case(gt_folder, pred_folder, dataset_json_file) -> dict:
     """Mean foreground Dice per case and over cases; nnU-Net's summary.json is written to ``pred_folder``."""
-    dataset_json = json.loads(Path(dataset_json_file).read_text())
+    dataset_json = read_json(dataset_json_file)
+    if not isinstance(dataset_json, dict) or "labels" not in dataset_json or "file_ending" not in dataset_json:
+        raise EvaluationError(f"{dataset_json_file} is not an nnU-Net dataset.json (it needs 'labels' and "
+                              f"'file_ending'); pass the dataset's own dataset.json.")
     labels = [v for k, v in dataset_json["labels"].items() if k != "background" and isinstance(v, int)]
     ending = dataset_json["file_ending"]
-    example = next(Path(gt_folder).glob(f"*{ending}"))
+    gt_folder, pred_folder = Path(gt_folder), Path(pred_folder)
+    check_folders(gt_folder, pred_folder, ending)
+    example = next(gt_folder.glob(f"*{ending}"))
     reader = determine_reader_writer_from_dataset_json(dataset_json, str(example))()
     summary = compute_metrics_on_folder(str(gt_folder), str(pred_folder), str(Path(pred_folder) / "summary.json"),
                                         reader, ending, labels, num_processes=1)

@@ -39,7 +39,8 @@ def read_json(path: str | os.PathLike):
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path} does not exist.") from None
+        raise UserError(f"{path} does not exist; check the path (nnU-Net writes dataset.json and plans.json "
+                        f"next to the data and results they describe).") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}); fix the file or restore it (nnU-Net writes it again "
                         f"when you re-run the step that made it).") from None
@@ -51,3 +52,32 @@ def write_json(path: str | os.PathLike, data, indent: int = 4) -> Path:
             json.dump(data, f, indent=indent)
             f.write("\n")
     return Path(path)
+
+
+CHECKPOINT_ERRORS = (RuntimeError, EOFError, OSError, ValueError)  # what torch.load raises on a damaged file
+
+
+def check_checkpoint_file(path: str | os.PathLike, error: Exception | None = None) -> None:
+    """A missing or truncated checkpoint (its zip directory, at the end of the file, is gone) is a UserError that
+    names the file and how to get a good one."""
+    import zipfile
+
+    from .errors import UserError
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; check the path (nnU-Net writes "
+                        f"fold_X/checkpoint_final.pth when a fold finishes training).")
+    if error is not None or not zipfile.is_zipfile(path):
+        cause = f" ({type(error).__name__}: {str(error)[:200]})" if error is not None else ""
+        raise UserError(f"checkpoint {path} cannot be read{cause}: it is truncated or damaged. Train the fold "
+                        f"again, or copy the file again from where it was made.")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load`` of an nnU-Net checkpoint on the CPU; a missing or damaged file is a UserError naming it."""
+    import torch
+    check_checkpoint_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except CHECKPOINT_ERRORS as e:
+        check_checkpoint_file(path, e)

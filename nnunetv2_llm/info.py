@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .spec import PRESETS, LLMSpec, preset_spec
+from .files import read_json
+from .spec import PRESETS, LLMSpec, preset_spec, spec_from_entry
 
 DEFAULT_LLM = "llama-3.2-1b"
 FLOPS_NOTE = ("GFLOPs = FLOPs counted by torch.utils.flop_counter.FlopCounterMode / 1e9 for one forward pass of "
@@ -63,8 +64,8 @@ def load_plans(dataset: str, plans_identifier: str, trainer: str | None, configu
     if trainer is not None and os.environ.get("nnUNet_results"):
         run = Path(get_output_folder(name, trainer, plans_identifier, configuration))
         if (run / "plans.json").is_file():
-            return PlansSource(json.loads((run / "plans.json").read_text()),
-                               json.loads((run / "dataset.json").read_text()), str(run / "plans.json"), True)
+            return PlansSource(read_json(run / "plans.json"), read_json(run / "dataset.json"),
+                               str(run / "plans.json"), True)
     if not os.environ.get("nnUNet_preprocessed"):
         raise InfoError("nnUNet_preprocessed is not set; export it (see `nnunetv2-llm doctor`).")
     folder = Path(nnUNet_preprocessed.get()) / name
@@ -73,7 +74,7 @@ def load_plans(dataset: str, plans_identifier: str, trainer: str | None, configu
         found = sorted(p.stem for p in folder.glob("*.json") if p.stem not in ("dataset", "dataset_fingerprint"))
         raise InfoError(f"no plans {plans_identifier!r} for {name} in {folder} (found: {found or 'none'}); run "
                         f"`nnUNetv2_plan_and_preprocess -d {dataset}` or pass -p with one of those.")
-    return PlansSource(json.loads(plans_file.read_text()), json.loads((folder / "dataset.json").read_text()),
+    return PlansSource(read_json(plans_file), read_json(folder / "dataset.json"),
                        str(plans_file), False)
 
 
@@ -84,7 +85,7 @@ def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fa
     from .trainers import _PresetTrainer
     entry = source.plans["configurations"][configuration].get(PLANS_KEY)
     if source.trained and entry is not None:
-        return LLMSpec.from_dict(entry), f"the trained run's plans ({source.origin})"
+        return spec_from_entry(entry, source.origin), f"the trained run's plans ({source.origin})"
     cls = getattr(trainers, trainer, None) if trainer else None
     if trainer and not source.trained and not (isinstance(cls, type) and trainer in trainers.__all__):
         raise InfoError(f"trainer {trainer!r} is neither an nnunetv2-llm trainer nor trained for these plans; "
@@ -92,7 +93,7 @@ def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fa
     if cls is not None and issubclass(cls, _PresetTrainer):
         return preset_spec(cls.preset, **cls.options), f"trainer {trainer}"
     if entry is not None:
-        return LLMSpec.from_dict(entry), f"the plans ({source.origin})"
+        return spec_from_entry(entry, source.origin), f"the plans ({source.origin})"
     if cls is not None and issubclass(cls, trainers.nnUNetTrainerLLM):
         raise InfoError(f"{trainer} takes its LLM from the plans, and {source.origin} carries none; pass -p with "
                         f"plans written by `nnunetv2-llm plan`.")

@@ -169,8 +169,8 @@ def _model(llm: str, revision: str | None) -> tuple[str, dict]:
     """Source and model config of ``--llm``; built-in presets carry their config (no download)."""
     if llm in PRESETS:
         return PRESETS[llm].source, copy.deepcopy(PRESETS[llm].config)
-    from .weights import read_config
-    return llm, read_config(llm, revision)
+    from .weights import canonical_source, read_config
+    return canonical_source(llm), read_config(llm, revision)
 
 
 def model_tag(llm: str) -> str:
@@ -224,7 +224,15 @@ def resolve_request(args) -> PlanRequest:
             f"{'a preset for ' + llm + ' (' + ', '.join(fitting) + ')' if fitting else 'flags instead of a preset'}.")
 
     n_layers = config.get("num_hidden_layers")
-    if args.layer is not None:
+    from .weights import extracted_layer
+    in_file = extracted_layer(source)
+    if in_file is not None and args.layer is not None and args.layer != [in_file]:
+        raise PlanningError(f"--llm {llm} holds only layer {in_file} (a file from `nnunetv2-llm extract`), not "
+                            f"--layer {','.join(map(str, args.layer))}. Drop --layer, or extract the layer you want "
+                            f"(`nnunetv2-llm extract --layer N`).")
+    if in_file is not None:
+        layers = [in_file]
+    elif args.layer is not None:
         layers = args.layer
     elif "layer" in preset:
         try:

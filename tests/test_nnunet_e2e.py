@@ -132,7 +132,8 @@ def test_missing_weights_fail_at_initialize_before_training(nnunet_env, dataset_
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "nnUNetTrainerLLaMA_2epochs_5its: cannot load the pretrained LLM layer" in output
-    assert "meta-llama/Llama-3.2-1B" in output and "HF_TOKEN" in output and "extract" in output
+    assert "meta-llama/Llama-3.2-1B" in output and "offline mode is on (HF_HUB_OFFLINE=1)" in output
+    assert "HF_TOKEN" not in output and "extract" in output
     assert "Epoch 0" not in output
     out = nnunet_env.results_folder(dataset_2d, "nnUNetTrainerLLaMA_2epochs_5its")
     assert not list(out.glob("fold_0/checkpoint*"))

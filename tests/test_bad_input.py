@@ -1,0 +1,213 @@
+"""Bad input never gets a traceback or loses a file: each case feeds one wrong, damaged or hand-edited input
+and checks the message (the value or file, and the fix), the exit code and that nothing was overwritten or
+half-written. This is the place to add the next such case.
+"""
+import copy
+import os
+import re
+import shutil
+import stat
+
+import pytest
+import torch
+
+from nnunetv2_llm import cli
+from nnunetv2_llm.spec import LLMSpec, LLMSpecError, preset_spec
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    """``nnunetv2-llm ARGS`` in this process: (exit code, what it printed to stderr)."""
+    rc = cli.main([str(a) for a in args])
+    return rc, capsys.readouterr().err
+
+
+def snapshot(folder) -> dict:
+    """Every file under ``folder`` with its bytes and mtime, to prove nothing changed."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def folders(nnunet_env, monkeypatch):
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, nnunet_env.env[key])
+    return nnunet_env
+
+
+@pytest.fixture(scope="module")
+def layer_file(tmp_path_factory, smollm2_gguf):
+    out = tmp_path_factory.mktemp("layer") / "smollm2_L14.safetensors"
+    assert cli.main(["extract", "--llm", "smollm2-135m", "-o", str(out)]) == 0
+    return out
+
+
+# ---------------------------------------------------------------- extract
+
+def test_extract_refuses_existing_files_folders_and_other_endings(tmp_path, capsys, layer_file):
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("my notes")
+    before = snapshot(tmp_path)
+    rc, err = run(capsys, "extract", "--llm", "smollm2-135m", "-o", notes)
+    assert rc == 2 and f"-o {notes} exists; pass --overwrite" in err
+    rc, err = run(capsys, "extract", "--llm", "smollm2-135m", "-o", notes, "--overwrite")
+    assert rc == 2 and "is not a layer file written by `nnunetv2-llm extract`" in err
+    rc, err = run(capsys, "extract", "--llm", "smollm2-135m", "-o", tmp_path)
+    assert rc == 2 and "is a folder; name the file to write" in err
+    rc, err = run(capsys, "extract", "--llm", "smollm2-135m", "-o", tmp_path / "layer.bin")
+    assert rc == 2 and "must end in .safetensors" in err
+    assert snapshot(tmp_path) == before, "nothing overwritten, nothing half-written"
+
+
+def test_extract_overwrites_its_own_file_and_prints_a_usable_hint(tmp_path, capsys, layer_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(layer_file, tmp_path / "mine.safetensors")
+    assert cli.main(["extract", "--llm", "smollm2-135m", "-o", "mine.safetensors", "--overwrite"]) == 0
+    hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("use it offline with:")][0]
+    assert f"--llm {tmp_path / 'mine.safetensors'} --layer 14" in hint, "absolute: valid from any directory"
+
+
+# ---------------------------------------------------------------- dice
+
+@pytest.fixture
+def dice_inputs(nnunet_env, dataset_2d, tmp_path):
+    dataset = nnunet_env.dataset_folder(dataset_2d)
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    shutil.copytree(dataset / "labelsTs", gt)
+    shutil.copytree(dataset / "labelsTs", pred)
+    return dataset, gt, pred
+
+
+def test_dice_names_unmatched_cases_empty_folders_and_bad_dataset_json(dice_inputs, tmp_path, capsys):
+    dataset, gt, pred = dice_inputs
+    shutil.copy(pred / "synth_020.png", pred / "stranger.png")
+    rc, err = run(capsys, "dice", "--gt", gt, "--pred", pred, "--dataset-json", dataset / "dataset.json")
+    assert rc == 2 and "predictions without a reference" in err and "stranger.png" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, err = run(capsys, "dice", "--gt", gt, "--pred", empty, "--dataset-json", dataset / "dataset.json")
+    assert rc == 2 and f"prediction folder {empty} holds no files ending in '.png'" in err
+    rc, err = run(capsys, "dice", "--gt", empty, "--pred", pred, "--dataset-json", dataset / "dataset.json")
+    assert rc == 2 and f"reference folder {empty} holds no files" in err
+    rc, err = run(capsys, "dice", "--gt", gt, "--pred", pred, "--dataset-json", tmp_path / "missing.json")
+    assert rc == 2 and f"{tmp_path / 'missing.json'} does not exist" in err
+    broken = tmp_path / "dataset.json"
+    broken.write_text('{"labels": {"background": 0,')
+    rc, err = run(capsys, "dice", "--gt", gt, "--pred", pred, "--dataset-json", broken)
+    assert rc == 2 and f"{broken} is not valid JSON" in err and "fix the file" in err
+    assert not (pred / "summary.json").exists(), "refused before anything was written"
+
+
+# ---------------------------------------------------------------- damaged GGUF files
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "very short"])
+def test_damaged_gguf_names_the_file_and_how_to_get_a_good_copy(damage, smollm2_gguf, tmp_path, capsys):
+    data = smollm2_gguf.read_bytes()
+    content = {"random bytes": os.urandom(4096), "truncated": data[: len(data) // 2], "very short": data[:100]}
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(content[damage])
+    out = tmp_path / "layer.safetensors"
+    rc, err = run(capsys, "extract", "--llm", bad, "--layer", "14", "-o", out)
+    assert rc == 2 and f"{bad} is not a readable GGUF file" in err
+    assert "truncated, damaged or not a GGUF file" in err and "Get a good copy" in err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["model.gguf"]
+
+
+# ---------------------------------------------------------------- hand-edited llm entries
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("residual", "false", "residual='false' must be bool (JSON true/false, not a string)"),
+    ("trainable", "false", "trainable='false' must be bool"),
+    ("layer", "14", "layer='14' must be int"),
+    ("stage", 1.5, "stage=1.5 must be int"),
+])
+def test_mistyped_spec_fields_are_refused(field, value, expected):
+    entry = preset_spec("smollm2-135m").to_dict()
+    entry[field] = value
+    with pytest.raises(LLMSpecError, match=re.escape(expected)):
+        LLMSpec.from_dict(entry)
+
+
+def test_a_config_edit_that_breaks_the_model_names_the_field():
+    spec = preset_spec("deepseek-r1-distill-qwen-1.5b")
+    config = copy.deepcopy(spec.config)
+    config["hidden_size"] = 1540
+    with pytest.raises(LLMSpecError, match=r"hidden_size=1540 .* is not a multiple of num_attention_heads=12"):
+        spec.replace(config=config)
+    config = copy.deepcopy(spec.config)
+    config["num_key_value_heads"] = 5
+    with pytest.raises(LLMSpecError, match=r"num_attention_heads=12 .* not a multiple of num_key_value_heads=5"):
+        spec.replace(config=config)
+
+
+def test_plans_errors_name_the_plans(folders, dataset_2d, capsys):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_llm.trainers import nnUNetTrainerLLM
+    plans = folders.plans(dataset_2d)
+    entry = preset_spec("smollm2-135m").to_dict()
+    entry["residual"] = "false"
+    plans["configurations"]["2d"]["llm"] = entry
+    manager = PlansManager(plans)
+    with pytest.raises(LLMSpecError, match=r"the 'llm' entry of plans 'nnUNetPlans' of Dataset501_Synth2D .*"
+                                           r"residual='false' must be bool"):
+        nnUNetTrainerLLM.build_network_architecture(manager, manager.get_configuration("2d"), 1, 2, False)
+
+
+def test_info_names_a_plans_file_that_is_not_json(folders, dataset_2d, capsys):
+    folder = folders.preprocessed_folder(dataset_2d)
+    broken = folder / "nnUNetPlans_broken.json"
+    broken.write_text('{"plans_name": \n')
+    try:
+        rc, err = run(capsys, "info", "-d", dataset_2d, "-c", "2d", "-p", "nnUNetPlans_broken")
+    finally:
+        broken.unlink()
+    assert rc == 2 and f"{broken} is not valid JSON" in err
+
+
+# ---------------------------------------------------------------- synth, file modes
+
+def test_synth_refuses_a_dataset_id_that_is_taken(folders, dataset_2d, capsys):
+    before = sorted(p.name for p in folders.raw.iterdir())
+    rc, err = run(capsys, "synth", "-d", dataset_2d, "--dim", "3")
+    assert rc == 2 and "dataset id 501 is taken by" in err and "Dataset501_Synth2D" in err
+    assert sorted(p.name for p in folders.raw.iterdir()) == before
+
+
+def test_written_files_honour_the_umask(folders, dataset_2d, layer_file, tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "layer.safetensors"
+        assert cli.main(["extract", "--llm", "smollm2-135m", "-o", str(out)]) == 0
+        assert cli.main(["plan", "-d", str(dataset_2d), "--llm", "smollm2-135m", "-o", "nnUNetPlans_umask",
+                         "--overwrite"]) == 0
+        assert cli.main(["synth", "-d", "777", "--dim", "2", "--num-train", "5", "--num-test", "1",
+                         "--raw", str(tmp_path / "raw")]) == 0
+    finally:
+        os.umask(old)
+    plans = folders.preprocessed_folder(dataset_2d) / "nnUNetPlans_umask.json"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert stat.S_IMODE(plans.stat().st_mode) == 0o644
+    assert stat.S_IMODE(next((tmp_path / "raw").glob("Dataset777_*")).stat().st_mode) == 0o755
+    plans.unlink()
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+def test_analyze_and_pretrained_weights_name_a_damaged_checkpoint(folders, dataset_2d, tmp_path, capsys):
+    from nnunetv2_llm.errors import UserError
+    from nnunetv2_llm.trainers import load_pretrained_weights
+    trained = folders.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
+    copy_dir = trained.parent / "nnUNetTrainerDamaged__nnUNetPlans__2d"
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    shutil.copytree(trained, copy_dir)
+    checkpoint = copy_dir / "fold_0" / "checkpoint_final.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    rc, err = run(capsys, "analyze", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerDamaged", "-f", "0",
+                  "-o", tmp_path / "analysis")
+    assert rc == 2 and f"checkpoint {checkpoint} cannot be read" in err and "truncated or damaged" in err
+    assert not (tmp_path / "analysis").exists()
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(UserError, match=rf"checkpoint {checkpoint} cannot be read: it is truncated or damaged"):
+        load_pretrained_weights(net, str(checkpoint))
+    with pytest.raises(UserError, match=rf"checkpoint {tmp_path / 'none.pth'} does not exist"):
+        load_pretrained_weights(net, str(tmp_path / "none.pth"))
+    shutil.rmtree(copy_dir)
