@@ -3,6 +3,7 @@ and checks the message (the value or file, and the fix), the exit code and that 
 half-written. This is the place to add the next such case.
 """
 import copy
+import json
 import os
 import re
 import shutil
@@ -211,3 +212,20 @@ def test_analyze_and_pretrained_weights_name_a_damaged_checkpoint(folders, datas
     with pytest.raises(UserError, match=rf"checkpoint {tmp_path / 'none.pth'} does not exist"):
         load_pretrained_weights(net, str(tmp_path / "none.pth"))
     shutil.rmtree(copy_dir)
+
+
+# ---------------------------------------------------------------- plans from an extracted layer file
+
+def test_plan_takes_the_layer_from_an_extracted_file_and_stores_it_absolute(folders, dataset_2d, layer_file,
+                                                                            tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(layer_file.parent)
+    folder = folders.preprocessed_folder(dataset_2d)
+    rc, err = run(capsys, "plan", "-d", dataset_2d, "--llm", f"./{layer_file.name}", "--layer", "3",
+                  "-o", "nnUNetPlans_fromfile")
+    assert rc == 2 and "holds only layer 14" in err and "not --layer 3" in err
+    assert not (folder / "nnUNetPlans_fromfile.json").exists()
+    assert cli.main(["plan", "-d", str(dataset_2d), "--llm", f"./{layer_file.name}", "-o", "nnUNetPlans_fromfile"]) == 0
+    plans = folder / "nnUNetPlans_fromfile.json"
+    entry = json.loads(plans.read_text())["configurations"]["2d"]["llm"]
+    plans.unlink()
+    assert entry["layer"] == 14 and entry["source"] == str(layer_file), "absolute: trains from any directory"
