@@ -622,13 +622,19 @@ def run_compare(args, echo=print) -> dict:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     ensure_trainer_lookup()
     start = time.monotonic()
-    for ext in externals:
-        sets[ext.name] = {v.label: external_cases(ext, predict_external(v, ext, args.dataset, folds, out, device,
-                                                                        echo), ending) for v in variants}
-        case_lists[ext.name] = check_same_cases(sets[ext.name], f"--external {ext.name}")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console(), transient=True) as progress:
+        task = progress.add_task("zero-shot predictions (nnUNetv2_predict)", total=len(externals) * len(variants))
+        for ext in externals:
+            sets[ext.name] = {}
+            for v in variants:
+                predictions = predict_external(v, ext, args.dataset, folds, out, device,
+                                               lambda m: progress.console.print(m, markup=False, highlight=False))
+                sets[ext.name][v.label] = external_cases(ext, predictions, ending)
+                progress.advance(task)
+            case_lists[ext.name] = check_same_cases(sets[ext.name], f"--external {ext.name}")
 
     scores: dict[str, dict] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     score_start = time.monotonic()
     with Progress(*columns, console=console(), transient=True) as progress:
         for set_name, by_variant in sets.items():
