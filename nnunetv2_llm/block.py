@@ -6,12 +6,13 @@ the README; the defaults reproduce the authors' reference code.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from .spec import LLMSpec
+from .spec import LLMSpec, LLMSpecError, describe_differences, spec_differences
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -118,6 +119,7 @@ class LLMBlock(nn.Module):
             raise ValueError(f"LLM spec for {spec.source!r} carries no model config; resolve it first "
                              f"(nnunetv2_llm.resolve_spec) so the structure can be built without a download.")
         self.spec = spec
+        self.trained_spec: LLMSpec | None = None  # set when a state dict (a checkpoint) is loaded
         self.config = hf_config(spec.config)
         hidden = self.config.hidden_size
         self.proj_in = nn.Linear(channels, hidden)
@@ -171,6 +173,33 @@ class LLMBlock(nn.Module):
                 v.copy_(tensors[k])  # converts the dtype in place, no temporary
         if self.spec.init == "random-reference":
             self.reset_layer_parameters(keep_norms=True)
+
+    def get_extra_state(self) -> dict:
+        """The spec the block was built (and trained) with travels in every state dict and checkpoint."""
+        return {"nnunetv2_llm_spec": self.spec.to_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Refuse weights trained with a different computation than the spec this block was built from."""
+        trained = LLMSpec.from_dict(state["nnunetv2_llm_spec"])
+        differences = spec_differences(self.spec, trained)
+        if differences:
+            raise LLMSpecError(
+                f"these weights were trained with a different LLM block than the plans describe ("
+                f"{describe_differences(differences, 'plans', 'trained')}). The results folder's plans.json was "
+                f"edited or replaced after training, or folds of different plans are mixed: restore plans.json "
+                f"(the checkpoint's init_args hold the plans it trained with), or predict each fold with its own "
+                f"plans.")
+        self.trained_spec = trained
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "_extra_state"
+        if key not in state_dict:
+            warnings.warn(f"a state dict without {key} (nnunetv2-llm 0.1): it cannot be checked against the plans; "
+                          f"train again or accept that the plans describe the block", stacklevel=2)
+            state_dict = {**state_dict, key: self.get_extra_state()}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -225,6 +225,30 @@ class LLMSpec:
         return dataclasses.replace(self, **changes)
 
 
+# The fields that change what the block computes (trainable only changes how it trains).
+COMPUTATION_FIELDS = ("source", "sha256", "layer", "positions", "attention", "residual", "init", "dtype", "stage",
+                      "config")
+
+
+def spec_differences(a: LLMSpec, b: LLMSpec) -> list[tuple[str, Any, Any]]:
+    """(field, a's value, b's value) for every computation field that differs; a missing sha256 matches any."""
+    out = []
+    for name in COMPUTATION_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if name == "sha256" and (x is None or y is None):
+            continue
+        if x != y:
+            out.append((name, x, y))
+    return out
+
+
+def describe_differences(differences, first: str, second: str) -> str:
+    def short(value):
+        text = repr(value)
+        return text if len(text) <= 120 else text[:117] + "..."
+    return "; ".join(f"{name}: {first} {short(x)}, {second} {short(y)}" for name, x, y in differences)
+
+
 def spec_from_entry(entry, where: str) -> LLMSpec:
     """The spec stored in a plans file's ``llm`` entry; a bad entry is an error that says ``where`` it is."""
     if not isinstance(entry, dict):

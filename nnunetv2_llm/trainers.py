@@ -8,18 +8,21 @@ nor the LLM files: the frozen weights come from the checkpoint. Pretrained weigh
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import nnunetv2.run.run_training
 import torch
-from nnunetv2.run.load_pretrained_weights import load_pretrained_weights as _nnunet_load_pretrained_weights
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from .block import parameter_counts
-from .files import check_checkpoint_file, load_checkpoint
+from .files import check_checkpoint_file, load_checkpoint, read_json
 from .network import LLMUNet, unwrap
-from .spec import PLANS_KEY, LLMSpec, LLMSpecError, preset_spec, spec_from_entry
+from .spec import (PLANS_KEY, LLMSpec, LLMSpecError, describe_differences, preset_spec, spec_differences,
+                   spec_from_entry)
+
+EXTRA_STATE = "_extra_state"  # torch's key suffix of a module's extra state
 from .weights import LLMWeightsError, load_layer
 
 
@@ -79,22 +82,49 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                 weights = load_layer(spec)
             except LLMWeightsError as e:
                 raise LLMWeightsError(f"{type(self).__name__}: cannot load the pretrained LLM layer. {e}") from None
-            if spec.sha256 is not None and weights.sha256 != spec.sha256:
-                raise LLMWeightsError(
-                    f"layer {spec.layer} of {spec.source!r} hashes to {weights.sha256}, but the plans pin "
-                    f"{spec.sha256}: the weights changed. Restore them, or remove 'sha256' from the plans' "
-                    f"llm entry to accept the new ones.")
+            spec = self._check_pins(spec, weights.sha256)
         super().initialize()
         block = unwrap(self.network).llm
         if weights is not None:
             block.load_pretrained(weights.tensors)
-            self._store_spec(spec.replace(sha256=weights.sha256))
+            if spec.init == "pretrained" and not any(p.detach().abs().sum() > 0 for p in block.layer.parameters()):
+                raise LLMWeightsError(f"layer {spec.layer} of {spec.source} loaded as all zeros: the block would be a "
+                                      f"plain linear bottleneck. The source is broken; get a good copy of it.")
+            block.spec = spec
+            self._store_spec(spec)
         self._log_llm(spec, weights)
 
+    def _check_pins(self, spec: LLMSpec, sha256: str) -> LLMSpec:
+        """The plans' sha256, and the spec of folds already trained in this results folder, pin the tensors: every
+        fold (and a fold resumed later) trains with the same ones. Returns the spec with the hash filled in."""
+        if spec.sha256 is not None and sha256 != spec.sha256:
+            raise LLMWeightsError(
+                f"layer {spec.layer} of {spec.source!r} hashes to {sha256}, but the plans pin {spec.sha256}: the "
+                f"weights changed. Restore them, or remove 'sha256' from the plans' llm entry to accept the new ones.")
+        spec = spec.replace(sha256=sha256)
+        results_plans = Path(self.output_folder_base) / "plans.json"
+        entry = (read_json(results_plans).get("configurations", {}).get(self.configuration_name, {}).get(PLANS_KEY)
+                 if results_plans.is_file() else None)
+        if entry is not None:
+            trained = spec_from_entry(entry, str(results_plans))
+            differences = spec_differences(spec, trained)
+            if differences:
+                raise LLMWeightsError(
+                    f"{results_plans} records folds trained with a different LLM block "
+                    f"({describe_differences(differences, 'now', 'there')}); all folds of a run must train with the "
+                    f"same tensors and wiring. Restore the weights and plans the first folds used, or train these "
+                    f"plans under another name (`nnunetv2-llm plan -o NEW_NAME`).")
+        return spec
+
     def load_checkpoint(self, filename_or_checkpoint) -> None:
-        """The checkpoint holds the layer's weights: do not read them from the source again."""
+        """The checkpoint holds the layer's weights, and the spec (with sha256) they were trained with: keep that
+        spec in the plans, so ``--c`` and ``--val`` leave the record in the results folder's plans.json intact."""
         self._weights_from_checkpoint = True
         super().load_checkpoint(filename_or_checkpoint)
+        block = unwrap(self.network).llm
+        if block.trained_spec is not None:
+            block.spec = block.trained_spec
+            self._store_spec(block.trained_spec)
 
     def _log_llm(self, spec: LLMSpec, weights) -> None:
         net = unwrap(self.network)
@@ -119,35 +149,64 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
 
-def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool = False) -> None:
-    """nnU-Net's ``-pretrained_weights`` loader, accepting plain nnU-Net checkpoints for LLM nets.
+def _file_spec(checkpoint: dict) -> LLMSpec | None:
+    """The LLM spec a checkpoint was trained with: its block's extra state, else the plans in its init_args."""
+    state = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
+    if state is not None:
+        return LLMSpec.from_dict(state["nnunetv2_llm_spec"])
+    init = checkpoint.get("init_args") or {}
+    entry = (init.get("plans") or {}).get("configurations", {}).get(init.get("configuration"), {}).get(PLANS_KEY)
+    return None if entry is None else LLMSpec.from_dict(entry)
 
-    nnU-Net requires every key of the net in the file; a plain nnU-Net run has no ``llm.*`` keys, so
-    for those the net keeps what ``initialize()`` loaded. All other keys are checked as nnU-Net does.
+
+def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool = False) -> None:
+    """``-pretrained_weights`` for LLM nets; other nets go to the loader that was installed before this one.
+
+    Every key but the segmentation heads is checked and loaded as nnU-Net does. The block's ``llm.*``
+    tensors come from the file only when the file was trained with the same LLM block (same computation
+    fields of the spec); otherwise, e.g. from a plain nnU-Net run, the net keeps the layer ``initialize()``
+    loaded, and says so.
     """
     check_checkpoint_file(fname)
     mod = unwrap(network)
     if not isinstance(mod, LLMUNet):
-        return _nnunet_load_pretrained_weights(network, fname, verbose)
-    pretrained = load_checkpoint(fname)["network_weights"]
+        return _previous_loader(network, fname, verbose)
+    checkpoint = load_checkpoint(fname)
+    pretrained = checkpoint["network_weights"]
+    file_spec = _file_spec(checkpoint)
+    differences = None if file_spec is None else spec_differences(mod.llm.spec, file_spec)
+    take_llm = file_spec is not None and not differences
     own = mod.state_dict()
     for key, value in own.items():
-        if ".seg_layers." in key or (key.startswith("llm.") and key not in pretrained):
+        if ".seg_layers." in key or key.startswith("llm."):
             continue
         if key not in pretrained or pretrained[key].shape != value.shape:
-            raise RuntimeError(
+            raise LLMSpecError(
                 f"{fname} does not fit this network: key {key!r} is "
                 f"{'missing' if key not in pretrained else f'of shape {tuple(pretrained[key].shape)}'}, the "
                 f"network has {tuple(value.shape)}. Pretrain with the same plans and configuration.")
-    loaded = {k: v for k, v in pretrained.items() if k in own and ".seg_layers." not in k}
+    loaded = {k: v for k, v in pretrained.items() if k in own and ".seg_layers." not in k
+              and (take_llm or not k.startswith("llm.")) and not k.endswith(EXTRA_STATE)}
     own.update(loaded)
     mod.load_state_dict(own)
-    kept = sum(1 for k in own if k.startswith("llm.") and k not in pretrained)
-    print(f"Loaded {len(loaded)} tensors from {fname}; kept the net's own {kept} LLM block tensors absent there.")
+    if take_llm:
+        why = "the file's LLM block was trained with the same spec"
+    elif file_spec is None:
+        why = "the file has no LLM block (a plain nnU-Net run): kept the net's own freshly loaded block"
+    else:
+        why = (f"the file's LLM block differs ({describe_differences(differences, 'this net', 'the file')}): kept "
+               f"the net's own freshly loaded block")
+    print(f"Loaded {len(loaded)} tensors from {fname}; {why}.")
+    if verbose:
+        for key in sorted(loaded):
+            print(f"  {key}: {tuple(loaded[key].shape)}")
 
 
-# nnUNetv2_train calls the loader it imported; LLM nets need the variant above.
-nnunetv2.run.run_training.load_pretrained_weights = load_pretrained_weights
+# nnUNetv2_train calls the loader it imported and offers no hook: chain ours in front of whatever was there
+# (nnU-Net's own or another plugin's), which still serves every net that is not an LLM net.
+_previous_loader = nnunetv2.run.run_training.load_pretrained_weights
+if getattr(_previous_loader, "__module__", None) != __name__:
+    nnunetv2.run.run_training.load_pretrained_weights = load_pretrained_weights
 
 
 class _PresetTrainer(nnUNetTrainerLLM):
@@ -157,7 +216,18 @@ class _PresetTrainer(nnUNetTrainerLLM):
     options: dict = {}
 
     def llm_spec(self) -> LLMSpec:
-        return preset_spec(self.preset, **self.options)
+        """The preset's spec. Plans that carry another LLM spec are refused rather than silently ignored."""
+        spec = preset_spec(self.preset, **self.options)
+        entry = self.configuration_manager.configuration.get(PLANS_KEY)
+        if entry is not None:
+            plans = self.plans_manager.plans_name
+            differences = spec_differences(spec, spec_from_entry(entry, f"plans {plans!r}"))
+            if differences:
+                raise LLMSpecError(
+                    f"{type(self).__name__} trains its built-in {self.preset} layer, but plans {plans!r} carry another "
+                    f"LLM spec ({describe_differences(differences, 'preset', 'plans')}). Train these plans with "
+                    f"-tr nnUNetTrainerLLM -p {plans}, or drop -p to train the preset.")
+        return spec
 
 
 class nnUNetTrainerLLaMA(_PresetTrainer):

@@ -88,8 +88,11 @@ def test_offline_llm_plans_continue_validate_and_predict_without_the_weights(nnu
 
     cont = nnunet_env.train(dataset_2d, "2d", "0", "-tr", trainer, *args, "--c")
     assert "Epoch 0" not in cont.stdout, "--c continues from the final checkpoint instead of starting over"
+    assert json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"] == spec, \
+        "--c keeps the record (sha256 included) of which tensors trained"
     val = nnunet_env.train(dataset_2d, "2d", "0", "-tr", trainer, *args, "--val")
     assert "Mean Validation Dice" in val.stdout and summary.stat().st_mtime_ns > first_validation
+    assert json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"] == spec
 
     scores, floor = _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", trainer,
                                        *args, "-f", "0")
@@ -103,7 +106,7 @@ def test_stock_trainer_pretrained_weights_and_find_best_configuration(nnunet_env
 
     proc = nnunet_env.train(dataset_2d, "2d", "1", "-tr", SMOL, "-pretrained_weights",
                             plain / "fold_0" / "checkpoint_final.pth")
-    assert re.search(r"kept the net's own 13 LLM block tensors", proc.stdout)
+    assert "the file has no LLM block (a plain nnU-Net run): kept the net's own freshly loaded block" in proc.stdout
 
     nnunet_env.trained(dataset_2d, SMOL)
     nnunet_env.run("nnUNetv2_find_best_configuration", dataset_2d, "-c", "2d", "-tr", PLAIN, SMOL, "-f", "0",

@@ -1,0 +1,194 @@
+"""Provenance: the layer that trained is the layer that predicts, in every fold, resume and loader.
+
+The trained spec travels inside the network's state dict (the LLM block's extra state), so every loader
+(nnUNetv2_predict, nnUNetPredictor, --c, --val, -pretrained_weights) can compare it with the plans.
+"""
+import json
+import shutil
+import warnings
+
+import nnunetv2.run.load_pretrained_weights
+import nnunetv2.run.run_training
+import pytest
+import torch
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from safetensors.torch import save_file
+
+from nnunetv2_llm import trainers
+from nnunetv2_llm.files import load_checkpoint
+from nnunetv2_llm.spec import LLMSpecError, preset_spec
+from nnunetv2_llm.trainers import load_pretrained_weights, nnUNetTrainerLLM, nnUNetTrainerSmolLM2
+from nnunetv2_llm.weights import EXTRACT_FORMAT, LLMWeightsError, load_layer, tensors_sha256
+
+SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
+PLAIN = "nnUNetTrainer_2epochs_5its"
+
+
+def _llm_entry(folder, configuration="2d"):
+    return json.loads((folder / "plans.json").read_text())["configurations"][configuration]["llm"]
+
+
+def _net_from_results_plans(folder, configuration="2d"):
+    """The net as nnU-Net's predictor builds it: from the results folder's plans.json."""
+    manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+    return nnUNetTrainerLLM.build_network_architecture(manager, manager.get_configuration(configuration), 1, 2,
+                                                      False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field,value", [("positions", "rope"), ("layer", 13), ("sha256", "0" * 64),
+                                         ("attention", "bidirectional")])
+def test_prediction_refuses_plans_that_disagree_with_the_checkpoint(nnunet_env, dataset_2d, field, value):
+    out = nnunet_env.trained(dataset_2d, SMOL)
+    state = load_checkpoint(out / "fold_0" / "checkpoint_final.pth")["network_weights"]
+    plans = json.loads((out / "plans.json").read_text())
+    backup = json.dumps(plans, indent=4)
+    plans["configurations"]["2d"]["llm"][field] = value
+    (out / "plans.json").write_text(json.dumps(plans))
+    try:
+        with pytest.raises(LLMSpecError, match=rf"trained with a different LLM block than the plans describe "
+                                               rf"\({field}: plans {value!r}"):
+            _net_from_results_plans(out).load_state_dict(state)
+    finally:
+        (out / "plans.json").write_text(backup)
+    _net_from_results_plans(out).load_state_dict(state)  # the restored plans load strictly
+
+
+@pytest.mark.slow
+def test_the_stock_predict_cli_refuses_an_edited_plans_json(nnunet_env, dataset_2d, tmp_path):
+    out = nnunet_env.trained(dataset_2d, SMOL)
+    backup = (out / "plans.json").read_text()
+    plans = json.loads(backup)
+    plans["configurations"]["2d"]["llm"]["positions"] = "rope"
+    (out / "plans.json").write_text(json.dumps(plans))
+    try:
+        proc = nnunet_env.run("nnUNetv2_predict", "-i", nnunet_env.dataset_folder(dataset_2d) / "imagesTs",
+                              "-o", tmp_path / "pred", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
+                              "-device", "cpu", "-npp", "0", "-nps", "0", check=False)
+    finally:
+        (out / "plans.json").write_text(backup)
+    assert proc.returncode != 0 and "positions: plans 'rope', trained 'reference'" in proc.stderr
+    assert not list((tmp_path / "pred").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_checkpoints_of_version_0_1_load_with_a_warning(nnunet_env, dataset_2d):
+    out = nnunet_env.trained(dataset_2d, SMOL)
+    state = load_checkpoint(out / "fold_0" / "checkpoint_final.pth")["network_weights"]
+    old = {k: v for k, v in state.items() if not k.endswith("_extra_state")}
+    net = _net_from_results_plans(out)
+    with pytest.warns(UserWarning, match="nnunetv2-llm 0.1"):
+        net.load_state_dict(old)
+    torch.testing.assert_close(net.llm.proj_in.weight, state["llm.proj_in.weight"])
+
+
+# ---------------------------------------------------------------- training-side pins
+
+@pytest.fixture
+def results_plans(in_process_env, dataset_2d):
+    """The results folder of nnUNetTrainerSmolLM2 (no fold trained yet) with a plans.json we can write."""
+    folder = in_process_env.results_folder(dataset_2d, "nnUNetTrainerSmolLM2")
+    folder.mkdir(parents=True, exist_ok=True)
+    yield folder / "plans.json"
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("sha256", "f" * 64, "sha256: now '[0-9a-f]{64}', there 'f{64}'"),
+    ("layer", 13, "layer: now 14, there 13"),
+])
+def test_a_fold_refuses_tensors_or_wiring_other_than_the_first_folds(in_process_env, dataset_2d, smollm2_gguf,
+                                                                     results_plans, field, value, message):
+    plans = in_process_env.plans(dataset_2d)
+    recorded = preset_spec("smollm2-135m").to_dict()
+    recorded[field] = value
+    written = json.loads(json.dumps(plans))
+    written["configurations"]["2d"]["llm"] = recorded
+    results_plans.write_text(json.dumps(written))
+    trainer = nnUNetTrainerSmolLM2(plans, "2d", 1, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
+    with pytest.raises(LLMWeightsError, match=rf"{results_plans} records folds trained with a different LLM block "
+                                              rf"\({message}\).*another name"):
+        trainer.initialize()
+
+
+def test_the_plans_sha256_pins_the_tensors(in_process_env, dataset_2d, smollm2_gguf):
+    plans = in_process_env.plans(dataset_2d)
+    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m", sha256="e" * 64).to_dict()
+    plans["plans_name"] = "nnUNetPlans_pinned"
+    trainer = nnUNetTrainerLLM(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
+    with pytest.raises(LLMWeightsError, match=r"hashes to [0-9a-f]{64}, but the plans pin e{64}: the weights "
+                                              r"changed"):
+        trainer.initialize()
+
+
+def test_preset_trainers_refuse_plans_with_another_llm(in_process_env, dataset_2d):
+    plans = in_process_env.plans(dataset_2d)
+    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m", layer=3).to_dict()
+    with pytest.raises(LLMSpecError, match=r"nnUNetTrainerSmolLM2 trains its built-in smollm2-135m layer, but plans "
+                                           r"'nnUNetPlans' carry another LLM spec \(layer: preset 14, plans 3\)\. "
+                                           r"Train these plans with -tr nnUNetTrainerLLM -p nnUNetPlans"):
+        nnUNetTrainerSmolLM2(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
+    plans = in_process_env.plans(dataset_2d)
+    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m").to_dict()
+    nnUNetTrainerSmolLM2(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
+
+
+def test_an_all_zero_pretrained_layer_is_an_error(in_process_env, dataset_2d, smollm2_gguf, tmp_path):
+    weights = load_layer(preset_spec("smollm2-135m"))
+    zeros = {k: torch.zeros_like(v) for k, v in weights.tensors.items()}
+    path = tmp_path / "zeros.safetensors"
+    save_file(zeros, str(path), metadata={"format": EXTRACT_FORMAT, "source": "zeros", "revision": "", "layer": "14",
+                                          "sha256": tensors_sha256(zeros), "config": json.dumps(weights.config)})
+    plans = in_process_env.plans(dataset_2d)
+    plans["plans_name"] = "nnUNetPlans_zeros"
+    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m").replace(source=str(path)).to_dict()
+    trainer = nnUNetTrainerLLM(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
+    with pytest.raises(LLMWeightsError, match=r"loaded as all zeros: the block would be a plain linear bottleneck"):
+        trainer.initialize()
+
+
+# ---------------------------------------------------------------- -pretrained_weights
+
+def test_pretrained_weights_loader_is_chained_in_front_of_the_previous_one():
+    assert nnunetv2.run.run_training.load_pretrained_weights is load_pretrained_weights
+    assert trainers._previous_loader is nnunetv2.run.load_pretrained_weights.load_pretrained_weights
+
+
+@pytest.mark.slow
+def test_pretrained_weights_take_the_llm_block_only_from_a_matching_file(in_process_env, dataset_2d, smollm2_gguf,
+                                                                         tmp_path, capsys):
+    plain = in_process_env.trained(dataset_2d, PLAIN) / "fold_0" / "checkpoint_final.pth"
+    smol = in_process_env.trained(dataset_2d, SMOL) / "fold_0" / "checkpoint_final.pth"
+    trainer = nnUNetTrainerSmolLM2(in_process_env.plans(dataset_2d), "2d", 2, in_process_env.dataset_json(dataset_2d),
+                                   torch.device("cpu"))
+    trainer.initialize()
+    net = trainer.network
+    fresh = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("llm.") and torch.is_tensor(v)}
+    pretrained_layer = load_layer(preset_spec("smollm2-135m")).tensors
+
+    load_pretrained_weights(net, str(plain))
+    file_state = load_checkpoint(plain)["network_weights"]
+    encoder_key = next(k for k in file_state if k.startswith("encoder.") and k.endswith("weight"))
+    torch.testing.assert_close(net.state_dict()[encoder_key], file_state[encoder_key])
+    for key, value in fresh.items():
+        torch.testing.assert_close(net.state_dict()[key], value, msg=f"{key} kept from initialize()")
+    q = "self_attn.q_proj.weight"
+    torch.testing.assert_close(net.llm.layer.state_dict()[q], pretrained_layer[q].float())
+    assert "the file has no LLM block" in capsys.readouterr().out
+
+    load_pretrained_weights(net, str(smol))
+    smol_state = load_checkpoint(smol)["network_weights"]
+    torch.testing.assert_close(net.state_dict()["llm.proj_in.weight"], smol_state["llm.proj_in.weight"])
+    assert "trained with the same spec" in capsys.readouterr().out
+
+    other = load_checkpoint(smol)
+    other["network_weights"]["llm._extra_state"]["nnunetv2_llm_spec"]["positions"] = "axial"
+    other["network_weights"]["llm.proj_in.weight"] = torch.zeros_like(smol_state["llm.proj_in.weight"])
+    torch.save(other, tmp_path / "other.pth")
+    before = net.state_dict()["llm.proj_in.weight"].clone()
+    load_pretrained_weights(net, str(tmp_path / "other.pth"), verbose=True)
+    torch.testing.assert_close(net.state_dict()["llm.proj_in.weight"], before)
+    printed = capsys.readouterr().out
+    assert "the file's LLM block differs (positions: this net 'reference', the file 'axial')" in printed
+    assert f"  {encoder_key}: " in printed, "verbose lists what was loaded"
+    warnings.simplefilter("default")
