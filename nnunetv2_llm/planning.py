@@ -257,7 +257,7 @@ def resolve_request(args) -> PlanRequest:
     return PlanRequest(specs, names)
 
 
-def check_name(folder: Path, name: str, source_name: str, overwrite: bool) -> Path:
+def check_name(folder: Path, name: str, source_name: str, overwrite: bool | str) -> Path:
     """The target file of a new plans name, refusing names that are not ours to write."""
     if not PLANS_NAME.fullmatch(name):
         raise PlanningError(
@@ -276,7 +276,22 @@ def check_name(folder: Path, name: str, source_name: str, overwrite: bool) -> Pa
                                 f"-o NAME.")
         if not overwrite:
             raise PlanningError(f"{path} exists; pass --overwrite to replace it, or pick another -o NAME.")
+        trained = trained_folds(folder.name, name)
+        if trained and overwrite != "trained":
+            raise PlanningError(
+                f"plans {name!r} already trained {len(trained)} fold(s) ({', '.join(map(str, trained[:3]))}"
+                f"{' ...' if len(trained) > 3 else ''}); new plans under that name would mix two networks in one "
+                f"results folder (and in an ensemble of its folds). Pick another -o NAME, or pass "
+                f"--overwrite-trained if you mean to retrain every fold.")
     return path
+
+
+def trained_folds(dataset_name: str, plans_name: str) -> list[Path]:
+    """Fold folders in nnUNet_results with a checkpoint of these plans (any trainer or configuration)."""
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        return []
+    return sorted({p.parent for p in (Path(results) / dataset_name).glob(f"*__{plans_name}__*/fold_*/checkpoint_*.pth")})
 
 
 def write_plans(args) -> list[Path]:
@@ -324,7 +339,10 @@ def register(subparsers) -> None:
                                     f"(presets: {', '.join(preset_names())})")
     p.add_argument("-o", "--output", help="plans name (default: <source>_LLM_<model>[-options]_L<layer>); with "
                                           "several layers, _L<layer> is appended")
-    p.add_argument("--overwrite", action="store_true", help="replace LLM plans of the same name")
+    p.add_argument("--overwrite", action="store_const", const=True, default=False,
+                   help="replace LLM plans of the same name (refused if folds were trained with them)")
+    p.add_argument("--overwrite-trained", dest="overwrite", action="store_const", const="trained",
+                   help="replace LLM plans even if folds were trained with them (retrain every fold)")
     p.set_defaults(func=cmd_plan)
 
 

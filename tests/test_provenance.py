@@ -192,3 +192,28 @@ def test_pretrained_weights_take_the_llm_block_only_from_a_matching_file(in_proc
     assert "the file's LLM block differs (positions: this net 'reference', the file 'axial')" in printed
     assert f"  {encoder_key}: " in printed, "verbose lists what was loaded"
     warnings.simplefilter("default")
+
+
+def test_plan_overwrite_refuses_a_plans_name_that_trained_folds(nnunet_env, dataset_2d, monkeypatch, capsys):
+    from nnunetv2_llm import cli
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, nnunet_env.env[key])
+    name = "nnUNetPlans_provenance"
+    assert cli.main(["plan", "-d", str(dataset_2d), "--llm", "smollm2-135m", "--layer", "3", "-o", name]) == 0
+    trained = nnunet_env.trained(dataset_2d, SMOL)
+    copied = trained.parent / f"nnUNetTrainerLLM__{name}__2d"
+    shutil.copytree(trained, copied)
+    plans_file = nnunet_env.preprocessed_folder(dataset_2d) / f"{name}.json"
+    before = plans_file.read_bytes()
+    try:
+        rc = cli.main(["plan", "-d", str(dataset_2d), "--llm", "smollm2-135m", "--layer", "20", "-o", name,
+                       "--overwrite"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"plans {name!r} already trained 1 fold(s)" in err and "--overwrite-trained" in err
+        assert plans_file.read_bytes() == before
+        assert cli.main(["plan", "-d", str(dataset_2d), "--llm", "smollm2-135m", "--layer", "20", "-o", name,
+                         "--overwrite-trained"]) == 0
+        assert json.loads(plans_file.read_text())["configurations"]["2d"]["llm"]["layer"] == 20
+    finally:
+        shutil.rmtree(copied)
+        plans_file.unlink()
