@@ -5,6 +5,7 @@ the README; the defaults reproduce the authors' reference code.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -84,8 +85,12 @@ def rope_theta(config: PretrainedConfig) -> float:
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
+@functools.lru_cache(maxsize=32)
 def axial_rotation(spatial: tuple[int, ...], dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """N-D RoPE: the head's rotary pairs are split across the spatial axes, each rotated by its coordinate."""
+    """N-D RoPE: the head's rotary pairs are split across the spatial axes, each rotated by its coordinate.
+
+    Built once per grid (cached). On a 1-D grid this is the standard RoPE of base ``theta``; the model's RoPE
+    scaling (e.g. llama3's) is not applied: it stretches long 1-D contexts, and a bottleneck grid is short."""
     pairs = dim // 2
     sizes = [pairs // len(spatial) + (1 if a < pairs % len(spatial) else 0) for a in range(len(spatial))]
     coords = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in spatial], indexing="ij"),
@@ -236,4 +241,8 @@ class LLMBlock(nn.Module):
             y = y.transpose(1, 2).reshape(batch, channels, *spatial)
             if self.spec.residual:
                 y = y + features.float()
+            if features.dtype in (torch.float16, torch.bfloat16):
+                # Under nnU-Net's fp16 autocast the decoder gets fp16: saturate instead of overflowing to inf.
+                limit = torch.finfo(features.dtype).max
+                y = y.clamp(-limit, limit)
         return y.to(features.dtype)
