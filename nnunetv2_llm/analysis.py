@@ -55,14 +55,19 @@ DEFINITIONS = {
     "concentration_iou": "|{A >= threshold} & G| / |{A >= threshold} | G|, G = ground-truth foreground (label > 0) "
                          "of the patch; 1.0 when both are empty",
     "decoder_input": "the LLM block's output; for a plain nnU-Net the encoder's bottleneck",
-    "singular_values": "s_1 >= ... >= s_k of the C x N matrix of the decoder input (N spatial positions, "
-                       "no centring), k = min(C, N); p_i = s_i / sum_j s_j",
-    "effective_rank": "exp(-sum_i p_i ln p_i) (Roy & Vetterli 2007), in [1, k]",
-    "lsvr": "-ln(s_1 / sum_j s_j) = -ln p_1, in [0, ln k]",
+    "singular_values": "the paper's channel-wise SVD: s_1 >= ... >= s_k of each channel's H x W map of the "
+                       "decoder input (3D: of each of its D slices), k = min(H, W); p_i = s_i / sum_j s_j",
+    "effective_rank": "exp(-sum_i p_i ln p_i) (Roy & Vetterli 2007) of each channel map's spectrum, in [1, k], "
+                      "averaged over the maps (the paper's definition)",
+    "lsvr": "-ln(s_1 / sum_j s_j) = -ln p_1 of each channel map's spectrum, in [0, ln k], averaged over the maps",
+    "singular_values_matrix": "s_1 >= ... >= s_k of the C x N matrix of the decoder input (N spatial positions, "
+                              "no centring), k = min(C, N)",
+    "effective_rank_matrix": "exp(-sum_i p_i ln p_i) of the C x N matrix's spectrum, in [1, k]",
+    "lsvr_matrix": "-ln p_1 of the C x N matrix's spectrum, in [0, ln k]",
     "input": "one patch per case: the preprocessed case cropped to the patch size around its foreground "
              "bounding-box centre, zero-padded where smaller; 2d on volumes: the slice with most foreground",
 }
-METRICS = ("iou_before", "iou_after", "effective_rank", "lsvr")
+METRICS = ("iou_before", "iou_after", "effective_rank", "lsvr", "effective_rank_matrix", "lsvr_matrix")
 
 
 class AnalysisError(UserError, ValueError):
@@ -94,6 +99,18 @@ def concentration_iou(act_map: np.ndarray, mask: np.ndarray, threshold: float = 
     highlighted = act_map >= threshold
     union = np.logical_or(highlighted, mask).sum()
     return 1.0 if union == 0 else float(np.logical_and(highlighted, mask).sum() / union)
+
+
+def channel_spectra(features) -> np.ndarray:
+    """The paper's channel-wise SVD: one row of singular values per channel's H x W map (3D: per D slice too)."""
+    maps = np.asarray(features, dtype=np.float64)
+    return np.linalg.svd(maps.reshape(-1, *maps.shape[-2:]), compute_uv=False)
+
+
+def mean_over_spectra(metric, spectra: np.ndarray) -> float:
+    """A spectrum metric averaged over the channel maps; all-zero maps (NaN) are left out."""
+    values = [v for v in (metric(sv) for sv in spectra) if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
 
 
 def singular_values(features) -> np.ndarray:
@@ -285,14 +302,18 @@ class FeatureProbe:
 def case_metrics(features: Features, mask: np.ndarray, threshold: float) -> dict:
     size = mask.shape
     sv = singular_values(features.decoder_input)
+    spectra = channel_spectra(features.decoder_input)
     before = activation_map(features.before, size)
     after = None if features.after is None else activation_map(features.after, size)
     return {
         "iou_before": concentration_iou(before, mask, threshold),
         "iou_after": None if after is None else concentration_iou(after, mask, threshold),
-        "effective_rank": _json_value(effective_rank(sv)),
-        "lsvr": _json_value(lsvr(sv)),
-        "num_singular_values": int(len(sv)),
+        "effective_rank": _json_value(mean_over_spectra(effective_rank, spectra)),
+        "lsvr": _json_value(mean_over_spectra(lsvr, spectra)),
+        "effective_rank_matrix": _json_value(effective_rank(sv)),
+        "lsvr_matrix": _json_value(lsvr(sv)),
+        "num_singular_values": int(spectra.shape[1]),
+        "num_singular_values_matrix": int(len(sv)),
         "foreground_voxels": int(mask.sum()),
         "_maps": (before, after),
     }
@@ -387,7 +408,7 @@ def save_distributions(path: Path, runs: list[dict], threshold: float) -> None:
     labels, rows = [r["label"] for r in runs], np.arange(len(runs))
     fig = Figure(figsize=(8, 1.5 + 3 * (0.8 + 0.5 * len(runs))), layout="constrained")
     ax_er, ax_lsvr, ax_iou = fig.subplots(3, 1)
-    for ax, metric, title in ((ax_er, "effective_rank", "Effective rank (ER) of the decoder input, higher = more "
+    for ax, metric, title in ((ax_er, "effective_rank", "Effective rank (ER, channel-wise SVD) of the decoder input, higher = more "
                                                         "dimensions used"),
                               (ax_lsvr, "lsvr", "LSVR = -ln(s1 / sum s) of the decoder input, smaller = s1 dominates")):
         data = [[c[metric] for c in r["cases"].values() if c[metric] is not None] for r in runs]
@@ -483,11 +504,12 @@ def analyse(dataset: str, configuration: str, trainers: list[tuple[str, str]], f
 def format_summary(entries: list[dict]) -> str:
     fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
     width = max(len(e["label"]) for e in entries)
-    lines = [f"{'run':<{width}}  IoU before  IoU after      ER    LSVR"]
+    lines = [f"{'run':<{width}}  IoU before  IoU after      ER    LSVR  ER (CxN)  LSVR (CxN)"]
     for e in entries:
         m = e["mean"]
         lines.append(f"{e['label']:<{width}}      {fmt(m['iou_before'])}     {fmt(m['iou_after'])}  "
-                     f"{fmt(m['effective_rank'])}  {fmt(m['lsvr'])}")
+                     f"{fmt(m['effective_rank'])}  {fmt(m['lsvr'])}    {fmt(m['effective_rank_matrix'])}      "
+                     f"{fmt(m['lsvr_matrix'])}")
     return "\n".join(lines)
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnunetv2_llm.analysis import (activation_map, concentration_iou, crop_or_pad, effective_rank, lsvr,
-                                   singular_values)
+from nnunetv2_llm.analysis import (activation_map, channel_spectra, concentration_iou, crop_or_pad, effective_rank,
+                                   lsvr, mean_over_spectra, singular_values)
 
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
 PLAIN = "nnUNetTrainer_2epochs_5its"
@@ -40,6 +40,25 @@ def test_effective_rank_and_lsvr_on_known_spectra():
     features = rng.standard_normal((8, 3, 5))
     assert singular_values(features) == pytest.approx(np.linalg.svd(features.reshape(8, 15), compute_uv=False))
     assert math.isnan(effective_rank(np.zeros(3))) and math.isnan(lsvr(np.zeros(3)))
+
+
+def test_channel_wise_spectra_are_the_papers_definition():
+    """One spectrum per channel's H x W map: diagonal maps have their diagonal as singular values."""
+    features = np.zeros((3, 4, 4))
+    features[0] = np.diag([4.0, 2.0, 1.0, 1.0])
+    features[1] = np.diag([1.0, 1.0, 1.0, 1.0])
+    features[2, 0, :] = 1.0  # rank one: a single singular value of 2
+    spectra = channel_spectra(features)
+    assert spectra.shape == (3, 4)
+    assert spectra[0] == pytest.approx([4, 2, 1, 1]) and spectra[1] == pytest.approx([1, 1, 1, 1])
+    assert spectra[2] == pytest.approx([2, 0, 0, 0], abs=1e-12)
+    p0 = np.array([4, 2, 1, 1]) / 8
+    expected_er = [math.exp(-(p0 * np.log(p0)).sum()), 4.0, 1.0]
+    assert mean_over_spectra(effective_rank, spectra) == pytest.approx(np.mean(expected_er))
+    assert mean_over_spectra(lsvr, spectra) == pytest.approx(np.mean([-math.log(0.5), math.log(4), 0.0]))
+    volume = np.stack([features, features[::-1]], axis=1)  # C x D x H x W: every slice is its own map
+    assert channel_spectra(volume).shape == (6, 4)
+    assert math.isnan(mean_over_spectra(effective_rank, channel_spectra(np.zeros((2, 3, 3)))))
 
 
 def test_activation_map_and_concentration_iou_on_known_maps():
@@ -125,10 +144,14 @@ def test_analyze_compare_llm_and_plain_folds(nnunet_env, dataset_2d, smollm2_ggu
             assert m["foreground_voxels"] == int(mask.sum())
             decoder_input = saved["after"] if run["has_llm"] else saved["before"]
             er, ratio, k = _entropy_rank_and_lsvr(decoder_input)
-            assert 1 - 1e-6 <= m["effective_rank"] <= k + 1e-6 and k == 16
-            assert 0 <= m["lsvr"] <= math.log(k) + 1e-9
-            assert m["effective_rank"] == pytest.approx(er, rel=1e-6)
-            assert m["lsvr"] == pytest.approx(ratio, rel=1e-6, abs=1e-9)
+            assert 1 - 1e-6 <= m["effective_rank_matrix"] <= k + 1e-6 and k == 16
+            assert 0 <= m["lsvr_matrix"] <= math.log(k) + 1e-9
+            assert m["effective_rank_matrix"] == pytest.approx(er, rel=1e-6)
+            assert m["lsvr_matrix"] == pytest.approx(ratio, rel=1e-6, abs=1e-9)
+            per_channel = [_entropy_rank_and_lsvr(c) for c in decoder_input if np.abs(c).sum() > 0]
+            assert m["effective_rank"] == pytest.approx(np.mean([c[0] for c in per_channel]), rel=1e-6)
+            assert m["lsvr"] == pytest.approx(np.mean([c[1] for c in per_channel]), rel=1e-6, abs=1e-9)
+            assert m["num_singular_values"] == 4 and 1 - 1e-6 <= m["effective_rank"] <= 4 + 1e-6
             for key in ("before", "after"):
                 if key not in saved:
                     assert m[f"iou_{key}"] is None and key == "after" and not run["has_llm"]
