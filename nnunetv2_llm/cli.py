@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .spec import ATTENTION, DTYPES, INIT, POSITIONS, PRESETS, SPEC_OPTIONS, LLMSpec, LLMSpecError, preset_spec
 from .errors import UserError
+from .synthetic import TASKS
 
 
 def spec_options(args) -> dict:
@@ -55,7 +56,7 @@ def cmd_synth(args) -> int:
         raise SyntheticError("nnUNet_raw is not set; export it or pass --raw FOLDER.")
     shift = Shift(contrast=args.contrast, noise=args.noise, scale=args.intensity_scale)
     folder = make_dataset(raw, args.dataset_id, dim=args.dim, num_train=args.num_train, num_test=args.num_test,
-                          size=args.size, seed=args.seed, shift=shift,
+                          size=args.size, seed=args.seed, shift=shift, task=args.task,
                           other_roots=[os.environ[v] for v in ("nnUNet_preprocessed", "nnUNet_results")
                                        if os.environ.get(v)])
     print(folder)
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="edge length (default 64 in 2D, 32 in 3D)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--raw", help="nnUNet_raw folder (default: $nnUNet_raw)")
+    p.add_argument("--task", default="blobs", choices=list(TASKS),
+                   help="blobs: label follows local texture; context: identical objects, class set by a distant cue")
     shift = p.add_argument_group("domain shift", "change the cases' appearance, not their shapes or labels: the "
                                                  "same --seed with a shift is a zero-shot test set")
     shift.add_argument("--contrast", type=float, default=1.0, help="scale deviations from the image mean (default 1)")
