@@ -27,13 +27,6 @@ def snapshot(folder) -> dict:
     return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def folders(nnunet_env, monkeypatch):
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, nnunet_env.env[key])
-    return nnunet_env
-
-
 @pytest.fixture(scope="module")
 def layer_file(tmp_path_factory, smollm2_gguf):
     out = tmp_path_factory.mktemp("layer") / "smollm2_L14.safetensors"
@@ -139,11 +132,11 @@ def test_a_config_edit_that_breaks_the_model_names_the_field():
         spec.replace(config=config)
 
 
-def test_plans_errors_name_the_plans(folders, dataset_2d, capsys):
+def test_plans_errors_name_the_plans(in_process_env, dataset_2d, capsys):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunetv2_llm.trainers import nnUNetTrainerLLM
-    plans = folders.plans(dataset_2d)
+    plans = in_process_env.plans(dataset_2d)
     entry = preset_spec("smollm2-135m").to_dict()
     entry["residual"] = "false"
     plans["configurations"]["2d"]["llm"] = entry
@@ -153,8 +146,8 @@ def test_plans_errors_name_the_plans(folders, dataset_2d, capsys):
         nnUNetTrainerLLM.build_network_architecture(manager, manager.get_configuration("2d"), 1, 2, False)
 
 
-def test_info_names_a_plans_file_that_is_not_json(folders, dataset_2d, capsys):
-    folder = folders.preprocessed_folder(dataset_2d)
+def test_info_names_a_plans_file_that_is_not_json(in_process_env, dataset_2d, capsys):
+    folder = in_process_env.preprocessed_folder(dataset_2d)
     broken = folder / "nnUNetPlans_broken.json"
     broken.write_text('{"plans_name": \n')
     try:
@@ -166,14 +159,14 @@ def test_info_names_a_plans_file_that_is_not_json(folders, dataset_2d, capsys):
 
 # ---------------------------------------------------------------- synth, file modes
 
-def test_synth_refuses_a_dataset_id_that_is_taken(folders, dataset_2d, capsys):
-    before = sorted(p.name for p in folders.raw.iterdir())
+def test_synth_refuses_a_dataset_id_that_is_taken(in_process_env, dataset_2d, capsys):
+    before = sorted(p.name for p in in_process_env.raw.iterdir())
     rc, err = run(capsys, "synth", "-d", dataset_2d, "--dim", "3")
     assert rc == 2 and "dataset id 501 is taken by" in err and "Dataset501_Synth2D" in err
-    assert sorted(p.name for p in folders.raw.iterdir()) == before
+    assert sorted(p.name for p in in_process_env.raw.iterdir()) == before
 
 
-def test_written_files_honour_the_umask(folders, dataset_2d, layer_file, tmp_path, capsys):
+def test_written_files_honour_the_umask(in_process_env, dataset_2d, layer_file, tmp_path, capsys):
     old = os.umask(0o022)
     try:
         out = tmp_path / "layer.safetensors"
@@ -184,7 +177,7 @@ def test_written_files_honour_the_umask(folders, dataset_2d, layer_file, tmp_pat
                          "--raw", str(tmp_path / "raw")]) == 0
     finally:
         os.umask(old)
-    plans = folders.preprocessed_folder(dataset_2d) / "nnUNetPlans_umask.json"
+    plans = in_process_env.preprocessed_folder(dataset_2d) / "nnUNetPlans_umask.json"
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert stat.S_IMODE(plans.stat().st_mode) == 0o644
     assert stat.S_IMODE(next((tmp_path / "raw").glob("Dataset777_*")).stat().st_mode) == 0o755
@@ -193,10 +186,10 @@ def test_written_files_honour_the_umask(folders, dataset_2d, layer_file, tmp_pat
 
 # ---------------------------------------------------------------- damaged checkpoints
 
-def test_analyze_and_pretrained_weights_name_a_damaged_checkpoint(folders, dataset_2d, tmp_path, capsys):
+def test_analyze_and_pretrained_weights_name_a_damaged_checkpoint(in_process_env, dataset_2d, tmp_path, capsys):
     from nnunetv2_llm.errors import UserError
     from nnunetv2_llm.trainers import load_pretrained_weights
-    trained = folders.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
+    trained = in_process_env.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
     copy_dir = trained.parent / "nnUNetTrainerDamaged__nnUNetPlans__2d"
     shutil.rmtree(copy_dir, ignore_errors=True)
     shutil.copytree(trained, copy_dir)
@@ -216,10 +209,10 @@ def test_analyze_and_pretrained_weights_name_a_damaged_checkpoint(folders, datas
 
 # ---------------------------------------------------------------- plans from an extracted layer file
 
-def test_plan_takes_the_layer_from_an_extracted_file_and_stores_it_absolute(folders, dataset_2d, layer_file,
+def test_plan_takes_the_layer_from_an_extracted_file_and_stores_it_absolute(in_process_env, dataset_2d, layer_file,
                                                                             tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(layer_file.parent)
-    folder = folders.preprocessed_folder(dataset_2d)
+    folder = in_process_env.preprocessed_folder(dataset_2d)
     rc, err = run(capsys, "plan", "-d", dataset_2d, "--llm", f"./{layer_file.name}", "--layer", "3",
                   "-o", "nnUNetPlans_fromfile")
     assert rc == 2 and "holds only layer 14" in err and "not --layer 3" in err

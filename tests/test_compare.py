@@ -176,10 +176,8 @@ def _main(capsys, *args):
 
 
 @pytest.mark.slow
-def test_compare_bad_input_names_the_value_and_the_fix(nnunet_env, dataset_2d, trained, tmp_path, monkeypatch,
-                                                       capsys):
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, nnunet_env.env[key])
+def test_compare_bad_input_names_the_value_and_the_fix(in_process_env, dataset_2d, trained, tmp_path, capsys):
+    nnunet_env = in_process_env
     out = tmp_path / "out"
     rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "1", "-o", out)
     assert rc == 2 and f"{PLAIN}: fold 1 is missing" in err and f"nnUNetv2_train 501 2d 1 -tr {PLAIN}" in err

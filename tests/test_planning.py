@@ -37,10 +37,9 @@ def _without_llm(plans: dict) -> dict:
 
 
 @pytest.fixture
-def plan(nnunet_env, dataset_2d, monkeypatch, capsys):
+def plan(in_process_env, dataset_2d, capsys):
     """`nnunetv2-llm plan ...` in this process; returns (exit code, stdout, stderr). New plans files are removed after."""
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, nnunet_env.env[key])
+    nnunet_env = in_process_env
     folder = _folder(nnunet_env, dataset_2d)
     before = set(folder.glob("*.json"))
 

@@ -194,10 +194,9 @@ def test_pretrained_weights_take_the_llm_block_only_from_a_matching_file(in_proc
     warnings.simplefilter("default")
 
 
-def test_plan_overwrite_refuses_a_plans_name_that_trained_folds(nnunet_env, dataset_2d, monkeypatch, capsys):
+def test_plan_overwrite_refuses_a_plans_name_that_trained_folds(in_process_env, dataset_2d, capsys):
     from nnunetv2_llm import cli
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(key, nnunet_env.env[key])
+    nnunet_env = in_process_env
     name = "nnUNetPlans_provenance"
     assert cli.main(["plan", "-d", str(dataset_2d), "--llm", "smollm2-135m", "--layer", "3", "-o", name]) == 0
     trained = nnunet_env.trained(dataset_2d, SMOL)
