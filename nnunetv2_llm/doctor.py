@@ -129,14 +129,17 @@ def check_trainer_lookup() -> Check:
 def _cached_layer_files(repo_id: str, layer: int) -> list[str] | None:
     """The cached files holding ``layer`` of a hub checkpoint, or None when they are not all in the cache."""
     from huggingface_hub import try_to_load_from_cache
-    index = try_to_load_from_cache(repo_id, "model.safetensors.index.json")
+
+    from .weights import INDEX_NAME, SINGLE_NAME, LLMWeightsError, layer_shards
+    index = try_to_load_from_cache(repo_id, INDEX_NAME)
     if isinstance(index, str):
-        weight_map = json.loads(Path(index).read_text())["weight_map"]
-        prefix = f"model.layers.{layer}."
-        shards = sorted({f for k, f in weight_map.items() if k.startswith(prefix)})
+        try:
+            shards = layer_shards(json.loads(Path(index).read_text())["weight_map"], layer, repo_id)
+        except LLMWeightsError:
+            return None
         paths = [try_to_load_from_cache(repo_id, s) for s in shards]
-        return [str(p) for p in paths] if shards and all(isinstance(p, str) for p in paths) else None
-    single = try_to_load_from_cache(repo_id, "model.safetensors")
+        return [str(p) for p in paths] if all(isinstance(p, str) for p in paths) else None
+    single = try_to_load_from_cache(repo_id, SINGLE_NAME)
     return [single] if isinstance(single, str) else None
 
 

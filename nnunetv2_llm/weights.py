@@ -245,6 +245,12 @@ def _layer_prefix(keys, layer: int, where: str) -> str:
     return min(prefixes, key=len)
 
 
+def layer_shards(weight_map: dict[str, str], layer: int, where: str) -> list[str]:
+    """The shard files a safetensors index maps the layer's tensors to."""
+    prefix = _layer_prefix(weight_map, layer, where)
+    return sorted({f for k, f in weight_map.items() if k.startswith(prefix)})
+
+
 def _read_tensors(key_to_file: dict[str, str], prefix: str) -> tuple[dict, list[str]]:
     """Read each key from its file, opening each file once; return layer-relative tensors and files opened."""
     by_file: dict[str, list[str]] = {}
