@@ -168,12 +168,42 @@ def sbatch_script(sweep_dir: Path, n_jobs: int, args) -> str:
         mem=args.mem, array_parallelism=args.array_parallelism, map_count=n_jobs)
 
 
+def compare_commands(sweep_dir: Path, jobs: list[dict]) -> list[list[str]]:
+    """One ``nnunetv2-llm compare`` per configuration, over every trainer x plans variant of the sweep."""
+    commands = []
+    for c in dict.fromkeys(j["configuration"] for j in jobs):
+        mine = [j for j in jobs if j["configuration"] == c]
+        variants = list(dict.fromkeys(f"{j['trainer']}__{j['plans']}" for j in mine))
+        folds = sorted({str(j["fold"]) for j in mine}, key=int)
+        commands.append([cli_path("nnunetv2-llm"), "compare", "-d", mine[0]["dataset"], "-c", c, "-tr", *variants,
+                         "-f", *folds, "-o", str(sweep_dir / f"compare_{c}")])
+    return commands
+
+
+def run_compare(sweep_dir: Path, jobs: list[dict]) -> int:
+    rc = 0
+    for command in compare_commands(sweep_dir, jobs):
+        print("$ " + " ".join(command))
+        rc = max(rc, subprocess.run(command).returncode)
+    return rc
+
+
+def cmd_compare(args) -> int:
+    sweep_dir = Path(args.sweep_dir).resolve()
+    jobs = load_sweep(sweep_dir)
+    pending = [j["id"] for j in jobs if job_status(j, sweep_dir)[0] != "done"]
+    if pending:
+        raise SweepError(f"{len(pending)} job(s) not done (e.g. {pending[0]}); run nnunetv2-llm sweep run first.")
+    return run_compare(sweep_dir, jobs)
+
+
 def cmd_plan_sweep(args) -> int:
     if args.grid:
         grid = load_grid(args.grid)
     else:
         grid = {"dataset": args.dataset, "configurations": args.configurations, "folds": args.folds,
-                "trainers": args.trainers, "plans": args.plans}
+                "trainers": args.trainers, "plans": args.plans,
+                "train_args": ["-device", args.device] if args.device else []}
     jobs = plan_sweep(grid, Path(args.output))
     for job in jobs:
         print(" ".join(train_command(job, False)))
@@ -187,7 +217,9 @@ def cmd_run(args) -> int:
     if args.backend == "local":
         results = [run_job(job, str(sweep_dir)) for job in jobs]
         print(f"{results.count('done')}/{len(jobs)} jobs done")
-        return 0 if all(r == "done" for r in results) else 1
+        if not all(r == "done" for r in results):
+            return 1
+        return run_compare(sweep_dir, jobs) if args.compare else 0
     try:
         import submitit
     except ImportError:
@@ -226,6 +258,7 @@ def register(subparsers) -> None:
     plan.add_argument("-f", "--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     plan.add_argument("-tr", "--trainers", nargs="+")
     plan.add_argument("-p", "--plans", nargs="+", default=["nnUNetPlans"])
+    plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
     plan.set_defaults(func=cmd_plan_sweep)
     run = sub.add_parser("run", help="run or resume the jobs of a sweep folder")
     run.add_argument("sweep_dir")
@@ -236,7 +269,12 @@ def register(subparsers) -> None:
     run.add_argument("--mem")
     run.add_argument("--array-parallelism", type=int, default=256)
     run.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
+    run.add_argument("--no-compare", dest="compare", action="store_false",
+                     help="do not call nnunetv2-llm compare when every job is done")
     run.set_defaults(func=cmd_run)
+    compare = sub.add_parser("compare", help="nnunetv2-llm compare over the sweep's variants (all jobs done)")
+    compare.add_argument("sweep_dir")
+    compare.set_defaults(func=cmd_compare)
     status = sub.add_parser("status", help="a table of every job")
     status.add_argument("sweep_dir")
     status.set_defaults(func=cmd_status)

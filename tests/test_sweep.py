@@ -68,19 +68,24 @@ def test_slurm_dry_run(sweep_env, tmp_path):
 def test_local_run_resumes_and_skips(sweep_env, tmp_path):
     out = tmp_path / "sweep"
     sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0",
-                  "-tr", "nnUNetTrainer_2epochs_5its")
-    with open(out / "sweep.json") as f:
-        meta = json.load(f)
-    for job in meta["jobs"]:
-        job["train_args"] = ["-device", "cpu"]
-    (out / "sweep.json").write_text(json.dumps(meta))
-    sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local")
+                  "-tr", "nnUNetTrainer_2epochs_5its", "--device", "cpu")
+    sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare")
     log = next((out / "logs").glob("*.log"))
     first = log.read_text()
     assert first.count("$ ") == 1
     fold = sweep_env.results_folder(501, "nnUNetTrainer_2epochs_5its") / "fold_0"
     assert (fold / "checkpoint_final.pth").is_file()
-    sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local")
+    sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare")
     assert log.read_text() == first
     status = sweep_env.run("nnunetv2-llm", "sweep", "status", out)
     assert "done" in status.stdout
+
+
+def test_compare_command(sweep_env, tmp_path):
+    from nnunetv2_llm.sweep import compare_commands
+    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "fold": f, "trainer": t, "plans": "nnUNetPlans"}
+            for t in ("nnUNetTrainer_2epochs_5its", "nnUNetTrainerSmolLM2_2epochs_5its") for f in (1, 0)]
+    (command,) = compare_commands(tmp_path, jobs)
+    assert command[1:] == ["compare", "-d", "Dataset501_Synth2D", "-c", "2d", "-tr",
+                           "nnUNetTrainer_2epochs_5its__nnUNetPlans", "nnUNetTrainerSmolLM2_2epochs_5its__nnUNetPlans",
+                           "-f", "0", "1", "-o", str(tmp_path / "compare_2d")]
