@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
@@ -31,6 +33,8 @@ TRAINERS = {  # label -> trainer base name (a length suffix is appended)
     "+SmolLM2 frozen": "nnUNetTrainerSmolLM2",
     "+SmolLM2-shaped random init (trained)": "nnUNetTrainerSmolLM2Transformer",
     "+SmolLM2 trainable": "nnUNetTrainerSmolLM2Trainable",
+    "identity control (projections only)": "nnUNetTrainerSmolLM2Identity",
+    "frozen random control": "nnUNetTrainerSmolLM2FrozenRandom",
 }
 MODES = {"quick": {"seeds": 2, "length": "_10epochs_20its"}, "full": {"seeds": 5, "length": "_20epochs_25its"}}
 FIRST_DATASET_ID = 650
@@ -60,11 +64,12 @@ class Env:
         return time.perf_counter() - start
 
 
-def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, num_test: int) -> dict:
+def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, num_test: int,
+             task: str = "blobs") -> dict:
     from nnunetv2_llm.evaluate import dice_per_case
     dataset_id = FIRST_DATASET_ID + seed
     env.run(f"synth-{seed}", "nnunetv2-llm", "synth", "-d", dataset_id, "--dim", "2", "--num-train", num_train,
-            "--num-test", num_test, "--seed", seed)
+            "--num-test", num_test, "--seed", seed, "--task", task)
     env.run(f"plan-{seed}", "nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c", "2d", "-np", "1", "-npfp", "1")
     folder = next(env.raw.glob(f"Dataset{dataset_id:03d}_*"))
     out = {}
@@ -76,14 +81,31 @@ def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, n
         env.run(f"predict-{seed}-{trainer}", "nnUNetv2_predict", "-i", folder / "imagesTs", "-o", pred,
                 "-d", dataset_id, "-c", "2d", "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0")
         scores = dice_per_case(folder / "labelsTs", pred, folder / "dataset.json")
+        summary = json.loads((pred / "summary.json").read_text())  # nnU-Net's: NaN (label absent) left out
+        per_label = {k: v["Dice"] for k, v in summary["mean"].items()}
         fold = next(env.results.glob(f"Dataset{dataset_id:03d}_*")) / f"{trainer}__nnUNetPlans__2d" / "fold_0"
         val = json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
-        out[label] = {"trainer": trainer, "test_dice": scores["mean"], "test_dice_per_case": scores["per_case"],
+        out[label] = {"trainer": trainer, "test_dice": summary["foreground_mean"]["Dice"],
+                      "test_dice_per_label": per_label, "test_dice_per_case": scores["per_case"],
+                      "objects_dice": objects_dice(folder / "labelsTs", pred),
                       "validation_dice": val, "train_seconds": train_s,
                       "checkpoint_final_bytes": (fold / "checkpoint_final.pth").stat().st_size}
-        print(f"  seed {seed} {label:<40} test Dice {scores['mean']:.4f}  (fold-0 validation {val:.4f}, "
+        labels = " ".join(f"{k}:{v:.3f}" for k, v in per_label.items())
+        print(f"  seed {seed} {label:<40} test Dice {out[label]['test_dice']:.4f} (per label {labels}; objects "
+              f"regardless of class {out[label]['objects_dice']:.3f}; fold-0 validation {val:.4f}, "
               f"train {train_s:.0f}s)", flush=True)
     return out
+
+
+def objects_dice(gt_folder: Path, pred_folder: Path) -> float:
+    """Mean Dice of foreground vs background, whatever class: how well objects are found, apart from
+    which class they get (for the context task: the part a texture-only model can do)."""
+    from PIL import Image
+    values = []
+    for gt_file in sorted(gt_folder.glob("*.png")):
+        gt, pred = np.asarray(Image.open(gt_file)) > 0, np.asarray(Image.open(pred_folder / gt_file.name)) > 0
+        values.append(2 * (gt & pred).sum() / max(gt.sum() + pred.sum(), 1))
+    return float(np.mean(values))
 
 
 def spread(values: list[float]) -> str:
@@ -102,12 +124,14 @@ def report(results: dict) -> None:
         diff = spread([d - p for d, p in zip(dice, plain)]) if plain and label != "plain nnU-Net" else "-"
         train = statistics.median(results["seeds"][s][label]["train_seconds"] for s in seeds)
         ckpt = statistics.median(results["seeds"][s][label]["checkpoint_final_bytes"] for s in seeds)
+        objects = statistics.mean(results["seeds"][s][label].get("objects_dice", float("nan")) for s in seeds)
         rows.append([label, results["trainers"][label] + results["length"],
-                     " ".join(f"{d:.3f}" for d in dice), spread(dice), diff, f"{train:.0f}", common.mib(ckpt)])
+                     " ".join(f"{d:.3f}" for d in dice), spread(dice), diff, f"{objects:.3f}", f"{train:.0f}",
+                     common.mib(ckpt)])
     print(f"\nTest Dice on held-out synthetic 2D cases ({results['num_test']} per seed; seeds = dataset seeds "
           f"{seeds}; mean ± sample std over seeds)")
     print(common.table(["variant", "trainer", "Dice per seed", "mean ± std", "minus plain (paired)",
-                        "train s (median)", "checkpoint MiB"], rows))
+                        "objects Dice (any class)", "train s (median)", "checkpoint MiB"], rows))
 
 
 def main(argv=None) -> int:
@@ -117,10 +141,13 @@ def main(argv=None) -> int:
                       help="2 seeds, 10 epochs of 20 iterations (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="5 seeds, 20 epochs of 25 iterations")
+    from nnunetv2_llm.synthetic import TASKS
+    parser.add_argument("--task", default="blobs", choices=list(TASKS),
+                        help="blobs: local texture decides the label; context: a distant cue decides it (synth --task)")
     parser.add_argument("--seeds", type=int, help="number of dataset seeds (0..N-1)")
     parser.add_argument("--length", help="trainer length suffix, e.g. _2epochs_5its, _10epochs_20its, _100epochs")
     parser.add_argument("--trainers", nargs="+", choices=sorted(TRAINERS.values()),
-                        help="subset of trainer bases (default: all four)")
+                        help="subset of trainer bases (default: all)")
     parser.add_argument("--num-train", type=int, default=20, help="training cases per dataset (default 20)")
     parser.add_argument("--num-test", type=int, default=10, help="held-out test cases per dataset (default 10)")
     parser.add_argument("--work-dir", type=Path, help="keep the nnU-Net folders here (default: a temp dir, removed)")
@@ -147,15 +174,16 @@ def main(argv=None) -> int:
         root, cleanup = Path(tempfile.mkdtemp(prefix="nnunetv2-llm-quality-")), True
     try:
         env = Env(root)
-        results = {"mode": args.mode, "machine": machine, "length": length, "trainers": trainers,
+        results = {"mode": args.mode, "task": args.task, "machine": machine, "length": length, "trainers": trainers,
                    "num_train": args.num_train, "num_test": args.num_test, "seeds": {}}
         for seed in range(seeds):
-            results["seeds"][seed] = run_seed(env, seed, trainers, length, args.num_train, args.num_test)
+            results["seeds"][seed] = run_seed(env, seed, trainers, length, args.num_train, args.num_test,
+                                              args.task)
     finally:
         if cleanup:
             shutil.rmtree(root, ignore_errors=True)
     report(results)
-    common.save(results, "quality", args.mode, args.out)
+    common.save(results, "quality" if args.task == "blobs" else f"quality-{args.task}", args.mode, args.out)
     return 0
 
 

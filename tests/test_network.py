@@ -104,17 +104,6 @@ def test_initialize_keeps_frozen_weights_out_of_the_optimizer(in_process_env, da
     assert trainer.plans_manager.plans["configurations"]["2d"]["llm"]["sha256"]
 
 
-@pytest.mark.parametrize("positions", ["reference", "axial"])
-def test_block_traces_as_one_graph_for_torch_compile(positions):
-    """nnU-Net compiles the net on CUDA; the block must trace without graph breaks (checked on CPU)."""
-    from nnunetv2_llm.block import LLMBlock
-    from nnunetv2_llm.spec import LLMSpec
-    block = LLMBlock(16, LLMSpec("tiny", 1, positions=positions, config=TINY_LLAMA)).eval()
-    x = torch.randn(2, 16, 4, 4)
-    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
-    torch.testing.assert_close(compiled(x), block(x))
-
-
 def test_bf16_autocast_training_step_of_the_whole_net_is_finite(nnunet_env, dataset_2d):
     """nnU-Net trains under fp16 autocast on CUDA; on CPU the same code path runs under bf16 autocast."""
     plans = _with_llm(nnunet_env.plans(dataset_2d), "2d")
