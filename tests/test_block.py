@@ -51,6 +51,11 @@ def identity_projections(block: LLMBlock) -> LLMBlock:
     return block
 
 
+def copy_weights(target: LLMBlock, source: LLMBlock) -> None:
+    """The source's tensors into a block of another spec (the spec record is the target's own)."""
+    target.load_state_dict({**source.state_dict(), "_extra_state": target.get_extra_state()})
+
+
 def as_map(tokens: torch.Tensor, spatial) -> torch.Tensor:
     """(B, T, C) tokens in raster order -> (B, C, *spatial) feature map."""
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *spatial)
@@ -101,7 +106,7 @@ def attention_pair(checkpoints):
     causal = pretrained_block(checkpoints["qwen2"], channels=8, positions="rope", attention="causal").eval()
     bidirectional = pretrained_block(checkpoints["qwen2"], channels=8, positions="rope",
                                      attention="bidirectional").eval()
-    bidirectional.load_state_dict(causal.state_dict())
+    copy_weights(bidirectional, causal)
     return causal, bidirectional
 
 
@@ -212,7 +217,7 @@ def test_trainable_parameter_count_for_a_llama_3_2_1b_layer():
 def test_bf16_layer_tracks_the_fp32_layer(checkpoints):
     fp32 = pretrained_block(checkpoints["llama"], channels=8, positions="rope").eval()
     bf16 = pretrained_block(checkpoints["llama"], channels=8, positions="rope", dtype="bfloat16").eval()
-    bf16.load_state_dict(fp32.state_dict())
+    copy_weights(bf16, fp32)
     assert {p.dtype for p in bf16.layer.parameters()} == {torch.bfloat16}
     assert bf16.proj_in.weight.dtype == torch.float32
     features = torch.randn(2, 8, 4, 5)
@@ -257,7 +262,7 @@ def test_2d_3d_maps_and_odd_token_counts(checkpoints, positions, spatial):
 def test_residual_adds_the_input(checkpoints):
     plain = pretrained_block(checkpoints["llama"], channels=8).eval()
     residual = pretrained_block(checkpoints["llama"], channels=8, residual=True).eval()
-    residual.load_state_dict(plain.state_dict())
+    copy_weights(residual, plain)
     features = torch.randn(1, 8, 3, 4)
     with torch.no_grad():
         torch.testing.assert_close(residual(features), plain(features) + features, atol=1e-6, rtol=0)
