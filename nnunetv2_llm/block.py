@@ -16,6 +16,8 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig
 from .spec import LLMSpec, LLMSpecError, describe_differences, spec_differences
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+EXTRA_STATE = "_extra_state"  # torch's state-dict key suffix of a module's extra state
+_SPEC_RECORD = "nnunetv2_llm_spec"
 
 
 def parameter_counts(module: nn.Module) -> dict[str, int]:
@@ -181,11 +183,16 @@ class LLMBlock(nn.Module):
 
     def get_extra_state(self) -> dict:
         """The spec the block was built (and trained) with travels in every state dict and checkpoint."""
-        return {"nnunetv2_llm_spec": self.spec.to_dict()}
+        return {_SPEC_RECORD: self.spec.to_dict()}
+
+    @staticmethod
+    def recorded_spec(state: dict) -> LLMSpec:
+        """The spec in a block's extra state (the value of ``llm._extra_state`` in a checkpoint)."""
+        return LLMSpec.from_dict(state[_SPEC_RECORD])
 
     def set_extra_state(self, state: dict) -> None:
         """Refuse weights trained with a different computation than the spec this block was built from."""
-        trained = LLMSpec.from_dict(state["nnunetv2_llm_spec"])
+        trained = self.recorded_spec(state)
         differences = spec_differences(self.spec, trained)
         if differences:
             raise LLMSpecError(
@@ -198,7 +205,7 @@ class LLMBlock(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        key = prefix + "_extra_state"
+        key = prefix + EXTRA_STATE
         if key not in state_dict:
             warnings.warn(f"a state dict without {key} (nnunetv2-llm 0.1): it cannot be checked against the plans; "
                           f"train again or accept that the plans describe the block", stacklevel=2)

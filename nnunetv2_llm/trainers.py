@@ -16,13 +16,11 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from .block import parameter_counts
+from .block import EXTRA_STATE, LLMBlock, parameter_counts
 from .files import check_checkpoint_file, load_checkpoint, read_json
 from .network import LLMUNet, unwrap
 from .spec import (PLANS_KEY, LLMSpec, LLMSpecError, describe_differences, preset_spec, spec_differences,
                    spec_from_entry)
-
-EXTRA_STATE = "_extra_state"  # torch's key suffix of a module's extra state
 from .weights import LLMWeightsError, load_layer
 
 
@@ -153,7 +151,7 @@ def _file_spec(checkpoint: dict) -> LLMSpec | None:
     """The LLM spec a checkpoint was trained with: its block's extra state, else the plans in its init_args."""
     state = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
     if state is not None:
-        return LLMSpec.from_dict(state["nnunetv2_llm_spec"])
+        return LLMBlock.recorded_spec(state)
     init = checkpoint.get("init_args") or {}
     entry = (init.get("plans") or {}).get("configurations", {}).get(init.get("configuration"), {}).get(PLANS_KEY)
     return None if entry is None else LLMSpec.from_dict(entry)
