@@ -103,7 +103,7 @@ def cmd_dice(args) -> int:
 
 
 # Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES = ("planning", "demo", "doctor", "info", "analysis", "compare", "sweep")
+COMMAND_MODULES = ("planning", "demo", "doctor", "info", "analysis", "compare", "sweep", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
