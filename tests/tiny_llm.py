@@ -1,4 +1,5 @@
-"""Tiny random Llama / Qwen2 checkpoints written by transformers itself, and hooks that capture one layer's I/O.
+"""Tiny random Llama / Qwen2 / Qwen3 / Mistral checkpoints written by transformers itself, hooks that capture one
+layer's I/O, and a local "hub" served through an fsspec file system that counts the bytes read.
 
 Every parameter (norm gains and biases included) is drawn at random, so a loader that drops or
 mixes up any tensor, or a block that keeps a fresh norm, shows up as a numeric difference.
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from fsspec.implementations.dirfs import DirFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
 LLAMA = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
              num_hidden_layers=3, vocab_size=128, max_position_embeddings=256, rope_theta=500000.0,
@@ -24,22 +27,37 @@ QWEN2 = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_k
              use_sliding_window=False)
 
 
-def save_tiny(folder: Path, arch: str, seed: int = 0, max_shard_size: str | None = None,
-              dtype: torch.dtype = torch.float32) -> Path:
-    """``save_pretrained`` of a random ``LlamaForCausalLM`` or ``Qwen2ForCausalLM``; sharded if asked."""
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-    config_cls, model_cls, sizes = {"llama": (LlamaConfig, LlamaForCausalLM, LLAMA),
-                                    "qwen2": (Qwen2Config, Qwen2ForCausalLM, QWEN2)}[arch]
+# Qwen3's head_dim is not in its GGUF metadata (transformers keeps its default, 128): keep it 128 here.
+QWEN3 = dict(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1, head_dim=128,
+             num_hidden_layers=3, vocab_size=128, max_position_embeddings=256, rope_theta=1000000.0,
+             use_sliding_window=False)
+MISTRAL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+               num_hidden_layers=3, vocab_size=128, max_position_embeddings=256, rope_theta=10000.0,
+               sliding_window=None)
+
+
+def tiny_model(arch: str, seed: int = 0, **sizes):
+    """A random ``{Llama,Qwen2,Qwen3,Mistral}ForCausalLM`` (sizes override the defaults above), every tensor drawn."""
+    import transformers
+    name, defaults = {"llama": ("Llama", LLAMA), "qwen2": ("Qwen2", QWEN2), "qwen3": ("Qwen3", QWEN3),
+                      "mistral": ("Mistral", MISTRAL)}[arch]
+    config = getattr(transformers, f"{name}Config")(**{**defaults, **sizes})
     torch.manual_seed(seed)
-    model = model_cls(config_cls(**sizes))
+    model = getattr(transformers, f"{name}ForCausalLM")(config)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+        for param_name, p in model.named_parameters():
+            if param_name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
             else:
                 p.normal_(0.0, 0.1)
+    return model
+
+
+def save_tiny(folder: Path, arch: str, seed: int = 0, max_shard_size: str | None = None,
+              dtype: torch.dtype = torch.float32, **sizes) -> Path:
+    """``save_pretrained`` of :func:`tiny_model`; sharded if asked."""
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
-    model.to(dtype).save_pretrained(folder, **kwargs)
+    tiny_model(arch, seed, **sizes).to(dtype).save_pretrained(folder, **kwargs)
     return folder
 
 
@@ -100,3 +118,49 @@ def hub_cache(cache: Path, repo_id: str, files: dict[str, Path], commit: str = "
     for name, src in files.items():
         shutil.copyfile(src, snapshot / name)
     return snapshot
+
+
+class CountingFileSystem(LocalFileSystem):
+    """A local fsspec file system that counts what is read through it: what a hub download would transfer."""
+
+    cachable = False  # fsspec would otherwise hand every test the same instance (and counters)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.bytes_read = 0
+        self.opened: list[str] = []
+
+    def _open(self, path, mode="rb", **kwargs):
+        f = super()._open(path, mode, **kwargs)
+        self.opened.append(path)
+        read = f.read
+
+        def counted(*args):
+            data = read(*args)
+            self.bytes_read += len(data)
+            return data
+
+        f.read = counted
+        return f
+
+
+def serve(root, fs_class=CountingFileSystem):
+    """A hub served from folder ``root`` (``org/name[@rev]/file``, as HfFileSystem names files): (hub, counter)."""
+    counter = fs_class()
+    return DirFileSystem(path=str(root), fs=counter), counter
+
+
+def ddp_hub_worker(rank: int, world: int, port: int, root: str, spec: dict, out: dict):
+    """One DDP rank loading a hub layer from ``root`` (here, not in a test module, so spawning skips transformers)."""
+    import os
+
+    import torch.distributed as dist
+
+    from nnunetv2_llm.spec import LLMSpec
+    from nnunetv2_llm.weights import load_layer
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    hub, counter = serve(root)
+    layer = load_layer(LLMSpec.from_dict(spec), hub_fs=hub)
+    out[rank] = {"bytes_read": counter.bytes_read, "files": layer.files, "sha256": layer.sha256}
+    dist.destroy_process_group()
