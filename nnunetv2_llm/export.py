@@ -70,7 +70,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def check_llm_provenance(variant, folds: list) -> list[str]:
+def check_llm_provenance(variant, dataset: str, folds: list) -> list[str]:
     """Every LLM configuration must pin its tensors (sha256) and every fold's checkpoint must have trained with the
     plans' spec. Returns one line per checked fold."""
     from .block import EXTRA_STATE, LLMBlock
@@ -84,7 +84,7 @@ def check_llm_provenance(variant, folds: list) -> list[str]:
         raise ExportError(
             f"{plans_file} records no sha256 for the LLM layer (layer {spec.layer} of {spec.source}), so nobody can "
             f"tell which tensors this model was trained with. Restore the record from the checkpoint with "
-            f"`{variant.train_command('DATASET', folds[0], ' --val')}` (version 0.1 checkpoints carry none: retrain "
+            f"`{variant.train_command(dataset, folds[0], ' --val')}` (version 0.1 checkpoints carry none: retrain "
             f"the folds), then export again.")
     lines = []
     for fold in folds:
@@ -93,7 +93,7 @@ def check_llm_provenance(variant, folds: list) -> list[str]:
         record = state.get(f"llm.{EXTRA_STATE}")
         if record is None:
             raise ExportError(f"{path} carries no LLM block: it was not trained with the plans in {plans_file}. "
-                              f"Retrain fold {fold} (`{variant.train_command('DATASET', fold)}`).")
+                              f"Retrain fold {fold} (`{variant.train_command(dataset, fold)}`).")
         trained = LLMBlock.recorded_spec(record)
         if trained is not None:
             differences = spec_differences(spec, trained)
@@ -273,7 +273,7 @@ def export_submission(dataset: str, configuration: str, trainer: str, plans: str
     if not 0 < tile_step_size <= 1:
         raise ExportError(f"--step-size {tile_step_size}: accepted is 0 < step <= 1 (nnU-Net's default 0.5).")
     check_folds(variant, dataset_name, folds)
-    provenance = check_llm_provenance(variant, folds)
+    provenance = check_llm_provenance(variant, dataset_name, folds)
     out = Path(output).expanduser().resolve()
     if out.exists():
         if not overwrite or not (out / EXPORT_FILE).is_file():
@@ -398,10 +398,19 @@ def find_cases(input_dir: Path, record: dict) -> dict[str, list[Path]]:
             cases[name] = [files[c] for c in range(n_channels)]
     if not cases:
         raise ExportError(f"no images in {input_dir}; accepted are files ending in {', '.join(endings)}.")
+    import SimpleITK as sitk
     for name, files in cases.items():
         endings_used = {_ending(f.name, endings) for f in files}
         if len(endings_used) > 1:
             raise ExportError(f"case {name!r} mixes file types {sorted(endings_used)}; give all its channels one type.")
+        for path in files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError:
+                raise ExportError(f"{path} cannot be read as an image (damaged, or not what its name says); replace "
+                                  f"it with a readable {_ending(path.name, endings)} file.") from None
     return cases
 
 

@@ -1,0 +1,212 @@
+"""`nnunetv2-llm export`: a submission folder from short trained folds (LLM and plain nnU-Net), `--check` offline
+against the stock nnUNetv2_predict, the Dockerfile's pins, refusals at export, and the entry point's bad input."""
+import importlib.metadata
+import json
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunetv2_llm import cli
+from nnunetv2_llm.export import OfflineRun, package_versions, same_labels
+
+PLAIN = "nnUNetTrainer_2epochs_5its"
+SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
+
+
+@pytest.fixture(scope="module")
+def llm_submission(nnunet_env, dataset_2d, smollm2_gguf, tmp_path_factory) -> Path:
+    """The SmolLM2 fold exported once for this module, in nnU-Net's input naming."""
+    nnunet_env.trained(dataset_2d, SMOL)
+    out = tmp_path_factory.mktemp("export") / "submission"
+    nnunet_env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0", "-o", out)
+    return out
+
+
+def test_llm_submission_holds_the_model_and_no_llm_files(llm_submission, nnunet_env, dataset_2d):
+    names = zipfile.ZipFile(llm_submission / "model.zip").namelist()
+    model = f"{nnunet_env.dataset_folder(dataset_2d).name}/{SMOL}__nnUNetPlans__2d"
+    assert f"{model}/fold_0/checkpoint_final.pth" in names and f"{model}/plans.json" in names
+    assert not [n for n in names if n.endswith((".gguf", ".safetensors"))]
+    plans = json.loads(zipfile.ZipFile(llm_submission / "model.zip").read(f"{model}/plans.json"))
+    assert re.fullmatch(r"[0-9a-f]{64}", plans["configurations"]["2d"]["llm"]["sha256"])
+    assert (llm_submission / "src" / "nnunetv2_llm" / "ext_trainers" / "nnunetv2_llm_trainers.py").is_file()
+    assert (llm_submission / "src" / "nnunetv2_llm" / "export.py").is_file()
+    for name in ("Dockerfile", "predict.py", "README.md", "export.json"):
+        assert (llm_submission / name).is_file(), name
+
+
+def test_dockerfile_pins_the_installed_versions(llm_submission):
+    dockerfile = (llm_submission / "Dockerfile").read_text()
+    pins = dict(re.findall(r"^\s+([A-Za-z0-9_.-]+)==([^\s\\]+)", dockerfile, flags=re.M))
+    for name in ("torch", "nnunetv2", "transformers", "dynamic-network-architectures"):
+        assert pins[name] == importlib.metadata.version(name).split("+")[0], name
+    assert {**pins, "nnunetv2-llm": importlib.metadata.version("nnunetv2-llm")} == package_versions()
+    assert "ENV PYTHONUNBUFFERED=1" in dockerfile and "HF_HUB_OFFLINE=1" in dockerfile
+    assert "nnUNet_extTrainer=/opt/algorithm/src/nnunetv2_llm/ext_trainers" in dockerfile
+    assert "nnUNetv2_install_pretrained_model_from_zip /opt/algorithm/model.zip" in dockerfile
+    assert dockerfile.rstrip().endswith('ENTRYPOINT ["python", "/opt/algorithm/predict.py"]')
+    assert re.search(r"^ARG BASE_IMAGE=\S+$", dockerfile, flags=re.M)
+
+
+@pytest.mark.slow
+def test_check_of_the_llm_submission_equals_nnunet_predict(llm_submission, nnunet_env):
+    proc = nnunet_env.run("nnunetv2-llm", "export", "--check", llm_submission)
+    assert "check passed: 4 case(s) identical to nnUNetv2_predict" in proc.stdout
+    report = json.loads((llm_submission / "check.json").read_text())
+    assert report["identical"] and len(report["cases"]) == 4
+    assert all(c["differing_voxels"] == 0 and c["same_geometry"] for c in report["cases"])
+    assert report["network"] in ("namespace", "audit guard") and report["seconds_per_case"] > 0
+    assert f"{report['seconds_per_case']:.2f} s per case" in (llm_submission / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_plain_nnunet_exports_in_the_folders_layout_and_checks(nnunet_env, dataset_2d, tmp_path):
+    nnunet_env.trained(dataset_2d, PLAIN)
+    out = tmp_path / "plain"
+    nnunet_env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", PLAIN, "-f", "0", "-o", out,
+                   "--layout", "folders", "--channel-folders", "image", "--output-subfolder", "images/segmentation",
+                   "--disable-tta")
+    record = json.loads((out / "export.json").read_text())
+    assert record["input"]["channel_folders"] == ["image"] and record["use_mirroring"] is False
+    assert "Plain nnU-Net model" in (out / "README.md").read_text()
+    proc = nnunet_env.run("nnunetv2-llm", "export", "--check", out)
+    assert "identical to nnUNetv2_predict" in proc.stdout
+    assert json.loads((out / "check.json").read_text())["identical"]
+
+
+@pytest.mark.slow
+def test_entry_point_reads_mha_and_keeps_its_geometry(llm_submission, nnunet_env, dataset_2d, tmp_path):
+    """A PNG-trained model given .mha images (the platforms' usual type) writes .mha labels with the input's
+    geometry, equal to its labels for the same pixels given as PNG."""
+    images = nnunet_env.dataset_folder(dataset_2d) / "imagesTs"
+    mha_in, png_in = tmp_path / "mha_in", tmp_path / "png_in"
+    mha_in.mkdir()
+    png_in.mkdir()
+    cases = sorted(p for p in images.glob("*_0000.png"))[:2]
+    for i, png in enumerate(cases):
+        shutil.copy(png, png_in / f"case{i}.png")
+        image = sitk.ReadImage(str(png))
+        image.SetOrigin((10.0, -4.0))  # the model's own spacing (1, 1): a different one would be resampled
+        sitk.WriteImage(image, str(mha_in / f"case{i}.mha"))
+    offline = OfflineRun(llm_submission, tmp_path / "work")
+    for folder in (mha_in, png_in):
+        proc = offline.run(folder, tmp_path / f"out_{folder.name}")
+        assert proc.returncode == 0 and not offline.refused, proc.stderr[-2000:]
+    for i in range(len(cases)):
+        label = sitk.ReadImage(str(tmp_path / "out_mha_in" / f"case{i}.mha"))
+        assert label.GetSpacing() == (1.0, 1.0) and label.GetOrigin() == (10.0, -4.0)
+        as_png = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out_png_in" / f"case{i}.png")))
+        assert np.array_equal(sitk.GetArrayFromImage(label).reshape(as_png.shape), as_png)
+        assert set(np.unique(as_png)) <= set(nnunet_env.dataset_json(dataset_2d)["labels"].values())
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ({"notes.txt": b"x"}, "notes.txt: not an image this model reads"),
+    ({"case_0001.png": None}, "case 'case' has channel files _0001; the model takes 1 channel(s): _0000"),
+    ({"case_0000.png": None, "other.mha": b"not an image"}, "other.mha cannot be read as an image"),
+])
+@pytest.mark.slow
+def test_entry_point_refuses_bad_input_and_writes_nothing(llm_submission, nnunet_env, dataset_2d, tmp_path, bad,
+                                                          expected):
+    png = next((nnunet_env.dataset_folder(dataset_2d) / "imagesTs").glob("*_0000.png"))
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "inputs.json").write_text("{}")  # platform metadata is ignored
+    for name, content in bad.items():
+        if content is None:
+            shutil.copy(png, inputs / name)
+        else:
+            (inputs / name).write_bytes(content)
+    proc = OfflineRun(llm_submission, tmp_path / "work").run(inputs, outputs)
+    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not outputs.exists() or not any(outputs.iterdir()), "nothing is written for a bad input folder"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reach", ["llm file", "network"])
+def test_check_fails_loudly_when_the_entry_point_reaches_out(llm_submission, nnunet_env, smollm2_gguf, tmp_path,
+                                                             reach):
+    """The guard is real: an entry point that opens the LLM's GGUF, or connects anywhere (here: loopback), fails."""
+    copy = tmp_path / "submission"
+    shutil.copytree(llm_submission, copy)
+    line = (f"open({str(smollm2_gguf)!r}, 'rb').read(4)" if reach == "llm file"
+            else "import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)")
+    predict = copy / "predict.py"
+    predict.write_text(f"{line}\n{predict.read_text()}")
+    proc = nnunet_env.run("nnunetv2-llm", "export", "--check", copy, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "reached for the network or for files it must not need" in proc.stderr
+    assert (str(smollm2_gguf.resolve()) if reach == "llm file" else "127.0.0.1") in proc.stderr
+
+
+def _copy_run(nnunet_env, dataset_2d, plans_name: str) -> Path:
+    trained = nnunet_env.trained(dataset_2d, SMOL)
+    copied = trained.parent / f"{SMOL}__{plans_name}__2d"
+    shutil.rmtree(copied, ignore_errors=True)
+    shutil.copytree(trained, copied, ignore=shutil.ignore_patterns("fold_1", "fold_2", "fold_3", "fold_4"))
+    return copied
+
+
+def test_export_refuses_plans_without_sha256_and_missing_folds(in_process_env, dataset_2d, tmp_path, capsys):
+    copied = _copy_run(in_process_env, dataset_2d, "nnUNetPlans_nosha")
+    out = tmp_path / "submission"
+    try:
+        args = ["export", "-d", str(dataset_2d), "-c", "2d", "-tr", SMOL, "-p", "nnUNetPlans_nosha", "-o", str(out)]
+        assert cli.main([*args, "-f", "0", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "fold 1 of" in err and "has no checkpoint_final.pth" in err
+        assert f"2d 1 -tr {SMOL} -p nnUNetPlans_nosha" in err and "or leave it out of -f" in err
+
+        plans_file = copied / "plans.json"
+        plans = json.loads(plans_file.read_text())
+        plans["configurations"]["2d"]["llm"]["sha256"] = None
+        plans_file.write_text(json.dumps(plans))
+        assert cli.main([*args, "-f", "0"]) == 2
+        err = capsys.readouterr().err
+        assert "records no sha256 for the LLM layer" in err and "--val" in err
+
+        plans["configurations"]["2d"]["llm"]["sha256"] = "0" * 64
+        plans_file.write_text(json.dumps(plans))
+        assert cli.main([*args, "-f", "0"]) == 2
+        assert "fold 0 trained another LLM block than" in capsys.readouterr().err
+        assert not out.exists() and not list(tmp_path.glob(".submission*")), "nothing is half-written"
+    finally:
+        shutil.rmtree(copied)
+
+
+def test_export_refuses_an_existing_folder_and_bad_options(in_process_env, dataset_2d, tmp_path, capsys):
+    in_process_env.trained(dataset_2d, PLAIN)
+    base = ["export", "-d", str(dataset_2d), "-c", "2d", "-tr", PLAIN, "-f", "0"]
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    assert cli.main([*base, "-o", str(taken), "--overwrite"]) == 2
+    assert "not a submission folder written by export" in capsys.readouterr().err
+    assert (taken / "keep.txt").read_text() == "mine"
+    assert cli.main([*base, "-o", str(tmp_path / "s"), "--layout", "folders"]) == 2
+    assert "one --channel-folders name per input channel of the model (1" in capsys.readouterr().err
+    assert cli.main([*base, "-o", str(tmp_path / "s"), "--step-size", "0"]) == 2
+    assert "--step-size 0.0: accepted is 0 < step <= 1" in capsys.readouterr().err
+    assert cli.main(["export", "-d", str(dataset_2d), "-tr", PLAIN]) == 2
+    assert "export needs -c, -o (or --check FOLDER" in capsys.readouterr().err
+    assert cli.main(["export", "--check", str(taken)]) == 2
+    assert "is not a submission folder (export.json missing)" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_same_labels_sees_a_changed_voxel_and_a_moved_origin(tmp_path):
+    label = np.zeros((1, 8, 8), dtype=np.uint8)
+    label[0, 2:5, 2:5] = 1
+    image = sitk.GetImageFromArray(label)
+    sitk.WriteImage(image, str(tmp_path / "a.nii.gz"))
+    label[0, 0, 0] = 2
+    changed = sitk.GetImageFromArray(label)
+    changed.SetOrigin((1.0, 0.0, 0.0))
+    sitk.WriteImage(changed, str(tmp_path / "b.nii.gz"))
+    assert same_labels(tmp_path / "a.nii.gz", tmp_path / "a.nii.gz") == {"differing_voxels": 0, "same_geometry": True}
+    assert same_labels(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz") == {"differing_voxels": 1, "same_geometry": False}
