@@ -198,10 +198,10 @@ def submission_readme(record: dict, check: dict | None = None) -> str:
 # Submission: {record['model_folder']}
 
 nnU-Net `{record['configuration']}` model `{record['trainer']}` (plans `{record['plans']}`) of {record['dataset']},
-folds {', '.join(map(str, record['folds']))} ensembled, mirroring {'on' if record['use_mirroring'] else 'off'},
-tile step {record['tile_step_size']}. Exported by nnunetv2-llm {record['versions']['nnunetv2-llm']} with nnunetv2
-{record['versions']['nnunetv2']}, torch {record['versions']['torch']}, transformers {record['versions']['transformers']}.
-{record['llm_note']}
+fold(s) {', '.join(map(str, record['folds']))} (ensembled when several), mirroring
+{'on' if record['use_mirroring'] else 'off'}, tile step {record['tile_step_size']}. Exported by nnunetv2-llm
+{record['versions']['nnunetv2-llm']} with nnunetv2 {record['versions']['nnunetv2']}, torch {record['versions']['torch']},
+transformers {record['versions']['transformers']}. {record['llm_note']}
 
 ## Build
 
