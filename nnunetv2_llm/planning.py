@@ -294,15 +294,43 @@ def trained_folds(dataset_name: str, plans_name: str) -> list[Path]:
     return sorted({p.parent for p in (Path(results) / dataset_name).glob(f"*__{plans_name}__*/fold_*/checkpoint_*.pth")})
 
 
-def write_plans(args) -> list[Path]:
-    """Validate everything first, then write one plans file per layer."""
+def extract_into(specs: list[LLMSpec], names: list[str], weights_dir: Path) -> list[LLMSpec]:
+    """Fetch each pretrained layer once into ``weights_dir/NAME.safetensors`` and point the spec at that file,
+    pinned by its sha256: every job trained from these plans then reads the same tensors, and none of them
+    touches the hub. A file already there for the same source and layer is reused."""
+    from .weights import LLMWeightsError, extract_layer, load_extracted
+    out = []
+    for spec, name in zip(specs, names):
+        if not spec.loads_pretrained:
+            out.append(spec)
+            continue
+        path = (Path(weights_dir) / f"{name}.safetensors").resolve()
+        weights = None
+        if path.is_file():
+            try:
+                weights = load_extracted(path)
+            except LLMWeightsError:
+                weights = None
+            if weights is not None and (weights.source, weights.layer) != (spec.source, spec.layer):
+                weights = None
+        if weights is None:
+            extract_layer(spec, path)
+            weights = load_extracted(path)
+        out.append(spec.replace(source=str(path), sha256=weights.sha256))
+    return out
+
+
+def write_plans(args, weights_dir: Path | None = None) -> list[Path]:
+    """Validate everything first, then write one plans file per layer (with ``weights_dir``: after fetching
+    each layer into that folder, see :func:`extract_into`)."""
     folder = dataset_folder(str(args.dataset))
     source = load_source_plans(folder, args.plans)
     request = resolve_request(args)
     if len(set(request.names)) != len(request.names):
         raise PlanningError(f"plans names {request.names} repeat; give -o a distinct name per layer.")
     targets = [check_name(folder, name, args.plans, args.overwrite) for name in request.names]
-    plans = [llm_plans(source, name, spec) for name, spec in zip(request.names, request.specs)]
+    specs = request.specs if weights_dir is None else extract_into(request.specs, request.names, weights_dir)
+    plans = [llm_plans(source, name, spec) for name, spec in zip(request.names, specs)]
     for path, p in zip(targets, plans):
         write_json(path, p)
     return targets

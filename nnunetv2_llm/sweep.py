@@ -26,72 +26,145 @@ class SweepError(UserError, ValueError):
     """A grid, sweep folder or run option the sweep cannot use."""
 
 
+GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args")
+
+
 def load_grid(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise SweepError(f"grid file {path} does not exist; write a JSON or YAML grid (see README) or use flags.")
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-        return yaml.safe_load(p.read_text())
-    return json.loads(p.read_text())
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+            grid = yaml.safe_load(p.read_text())
+        else:
+            grid = json.loads(p.read_text())
+    except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: both name the line
+        raise SweepError(f"grid file {path} is not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'} "
+                         f"({str(e).splitlines()[0]}); fix the file.") from None
+    if not isinstance(grid, dict):
+        raise SweepError(f"grid file {path} must hold a mapping with keys from {', '.join(GRID_KEYS)}.")
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        raise SweepError(f"grid file {path} has unknown keys {unknown}; accepted keys are {', '.join(GRID_KEYS)}.")
+    return grid
 
 
 def _as_list(value) -> list:
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def check_trainer(name: str) -> None:
+def check_trainer(name: str) -> type:
     """nnU-Net's own lookup (with our trainers on nnUNet_extTrainer), before anything is submitted."""
     os.environ["nnUNet_extTrainer"] = os.pathsep.join(ext_trainer_entries())
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    import contextlib
+    import io
     try:
-        found = recursive_find_trainer_class_by_name(name)
-    except RuntimeError:
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
+            found = recursive_find_trainer_class_by_name(name)
+    except (RuntimeError, AssertionError):
         found = None
     if found is None:
         raise SweepError(f"unknown trainer {name!r}: nnU-Net's lookup (nnunetv2 and nnUNet_extTrainer) has no class "
                          f"of that name; check the spelling or put its folder on nnUNet_extTrainer.")
+    return found
 
 
-def llm_plans(dataset: str, plans: str, llm_args: list[str]) -> list[str]:
-    """Run ``nnunetv2-llm plan`` (its own parser and writer) and return the plans names it wrote."""
+def check_folds(folds: list, folder: Path) -> list:
+    """Fold indices within the dataset's splits (splits_final.json, else nnU-Net's 5 folds), or 'all'."""
+    splits = folder / "splits_final.json"
+    n = len(json.loads(splits.read_text())) if splits.is_file() else 5
+    where = f"{splits} has {n} splits" if splits.is_file() else "nnU-Net's default 5-fold split"
+    out, bad = [], []
+    for f in folds:
+        if str(f) == "all":
+            out.append("all")
+        elif re.fullmatch(r"\d+", str(f)) and int(f) < n:
+            out.append(int(f))
+        else:
+            bad.append(f)
+    if bad:
+        raise SweepError(f"fold(s) {bad} outside 0-{n - 1} ({where}); use folds in 0-{n - 1}, or 'all'.")
+    return out
+
+
+def llm_plans(dataset: str, plans: str, llm_args: list[str], weights_dir: Path) -> list[str]:
+    """Run ``nnunetv2-llm plan`` (its own parser, checks and writer) and return the plans names it wrote; each
+    pretrained layer is fetched once into ``weights_dir`` and the plans point at that file, pinned by sha256."""
     from .cli import build_parser
     from .planning import write_plans
     args = build_parser().parse_args(["plan", "-d", str(dataset), "-p", plans, "--overwrite", *llm_args])
-    return [p.stem for p in write_plans(args)]
+    return [p.stem for p in write_plans(args, weights_dir=weights_dir)]
 
 
-def expand(grid: dict) -> list[dict]:
+def job_spec(trainer: type, plans_file: Path, configuration: str):
+    """The LLM spec a job trains with (a preset trainer's, or the plans' for nnUNetTrainerLLM), or None."""
+    from .spec import PLANS_KEY, preset_spec, spec_from_entry
+    from .trainers import nnUNetTrainerLLM
+    if not issubclass(trainer, nnUNetTrainerLLM):
+        return None
+    if getattr(trainer, "preset", ""):
+        return preset_spec(trainer.preset, **trainer.options)
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    entry = PlansManager(str(plans_file)).get_configuration(configuration).configuration.get(PLANS_KEY)
+    return None if entry is None else spec_from_entry(entry, f"plans {plans_file}")
+
+
+def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
+    """Read the job's pretrained layer now, once per (source, layer, revision), before any job starts: a hub
+    model lands in the hub cache (the jobs then run offline). Returns (files, sha256)."""
+    if spec is None or not spec.loads_pretrained:
+        return None, None
+    key = (spec.source, spec.layer, spec.revision)
+    if key not in cache:
+        from .weights import load_layer
+        weights = load_layer(spec)
+        if spec.sha256 is not None and weights.sha256 != spec.sha256:
+            raise SweepError(f"layer {spec.layer} of {spec.source} hashes to {weights.sha256}, but the plans pin "
+                             f"{spec.sha256}; restore the weights or write the plans again.")
+        cache[key] = (", ".join(weights.files), weights.sha256)
+    return cache[key]
+
+
+def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     """Validate a grid (dataset, plans, trainers, folds) and return its jobs, writing LLM plans first."""
     from .planning import dataset_folder
-    if "dataset" not in grid:
-        raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501.")
+    if "dataset" not in grid or grid["dataset"] in (None, ""):
+        raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
     folder = dataset_folder(str(grid["dataset"]))
     configurations = _as_list(grid.get("configurations", ["2d"]))
     trainers = _as_list(grid.get("trainers"))
     if not trainers:
         raise SweepError("the grid has no 'trainers'; list at least one, e.g. trainers: [nnUNetTrainer].")
-    for t in trainers:
-        check_trainer(t)
-    folds = [int(f) for f in _as_list(grid.get("folds", [0, 1, 2, 3, 4]))]
-    bad = [f for f in folds if not 0 <= f <= 4]
-    if bad:
-        raise SweepError(f"fold(s) {bad} outside 0-4 (nnU-Net's 5-fold split); use folds in 0-4.")
+    classes = {t: check_trainer(t) for t in trainers}
+    folds = check_folds(_as_list(grid.get("folds", [0, 1, 2, 3, 4])), folder)
     plans = _as_list(grid.get("plans", ["nnUNetPlans"]))
     for p in plans:
         if not (folder / f"{p}.json").is_file():
-            raise SweepError(f"plans {p!r} not found in {folder}; run nnUNetv2_plan_and_preprocess or "
-                             f"nnunetv2-llm plan first.")
+            available = sorted(f.stem for f in folder.glob("*Plans*.json"))
+            raise SweepError(f"plans {p!r} not found in {folder} (available: {', '.join(available) or 'none'}); run "
+                             f"nnUNetv2_plan_and_preprocess or nnunetv2-llm plan first.")
+        known = json.loads((folder / f"{p}.json").read_text()).get("configurations", {})
+        missing = [c for c in configurations if c not in known]
+        if missing:
+            raise SweepError(f"plans {p!r} have no configuration {', '.join(missing)} (they have "
+                             f"{', '.join(known)}); pick configurations from those.")
     llm = grid.get("llm")
-    llm_names = llm_plans(grid["dataset"], plans[0], [str(a) for a in _as_list(llm)]) if llm else []
     llm_trainers = _as_list(grid.get("llm_trainers", ["nnUNetTrainerLLM"])) if llm else []
-    for t in llm_trainers:
-        check_trainer(t)
+    classes.update({t: check_trainer(t) for t in llm_trainers})
+    llm_names = llm_plans(grid["dataset"], plans[0], [str(a) for a in _as_list(llm)], sweep_dir / "weights") \
+        if llm else []
     extra = [str(a) for a in _as_list(grid.get("train_args"))]
     combos = [(t, p) for t in trainers for p in plans] + [(t, p) for t in llm_trainers for p in llm_names]
-    return [{"id": f"{c}__{t}__{p}__fold{f}", "dataset": folder.name, "configuration": c, "fold": f,
-             "trainer": t, "plans": p, "train_args": extra}
-            for c in configurations for t, p in combos for f in folds]
+    cache, jobs = {}, []
+    for c in configurations:
+        for t, p in combos:
+            files, sha = fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
+            jobs += [{"id": f"{c}__{t}__{p}__fold{f}", "dataset": folder.name, "configuration": c, "fold": f,
+                      "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha}
+                     for f in folds]
+    return jobs
 
 
 def grid_hash(grid: dict) -> str:
@@ -102,7 +175,7 @@ def plan_sweep(grid: dict, sweep_dir: Path) -> list[dict]:
     meta = sweep_dir / GRID_FILE
     if meta.exists() and json.loads(meta.read_text())["grid_sha256"] != grid_hash(grid):
         raise SweepError(f"{sweep_dir} holds a sweep of another grid; choose a new -o folder or delete it.")
-    jobs = expand(grid)
+    jobs = expand(grid, sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(meta, {"grid": grid, "grid_sha256": grid_hash(grid), "jobs": jobs})
     return jobs
@@ -125,10 +198,22 @@ def train_command(job: dict, resume: bool) -> list[str]:
             "-tr", job["trainer"], "-p", job["plans"], *job["train_args"], *(["--c"] if resume else [])]
 
 
+def trained_sha256(folder: Path) -> str | None:
+    """The sha256 the trainer logged for the layer it loaded, from the fold's newest nnU-Net training log."""
+    logs = sorted(folder.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    for log in reversed(logs):
+        found = re.findall(r"LLM block: .*\(sha256 ([0-9a-f]{64}) from", log.read_text(errors="replace"))
+        if found:
+            return found[-1]
+    return None
+
+
 def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
     """Run (or resume, or skip) one job; module-level so submitit can pickle it."""
     env = dict(os.environ if env is None else env)
     env["nnUNet_extTrainer"] = os.pathsep.join(ext_trainer_entries(env.get("nnUNet_extTrainer", "")))
+    if job.get("llm_sha256"):
+        env["HF_HUB_OFFLINE"] = "1"  # `sweep plan` fetched the layer: no job touches the hub
     if "cpu" in job["train_args"]:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["nnUNet_n_proc_DA"] = "0"
@@ -145,9 +230,69 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         rc = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-    result = "done" if rc == 0 and (folder / "checkpoint_final.pth").exists() else "failed"
+        result = "done" if rc == 0 and (folder / "checkpoint_final.pth").exists() else "failed"
+        trained = trained_sha256(folder) if job.get("llm_sha256") else None
+        if trained is not None and trained != job["llm_sha256"]:
+            log.write(f"error: the job trained with LLM tensors of sha256 {trained}, but the sweep recorded "
+                      f"{job['llm_sha256']} ({job['llm_weights']}); the weights changed since `sweep plan`.\n")
+            result = "failed"
+        elif trained is not None:
+            log.write(f"LLM tensors sha256 {trained}, as recorded by `sweep plan`\n")
     state.write_text(result)
     return result
+
+
+def visible_gpus() -> list[int]:
+    """The GPUs local jobs may use: CUDA_VISIBLE_DEVICES (integer indices), else every device torch sees."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is not None and re.fullmatch(r"\s*\d+(\s*,\s*\d+)*\s*", value):
+        return [int(v) for v in value.split(",")]
+    if value is not None and not value.strip():
+        return []
+    import torch
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def local_slots(jobs: list[dict], gpus_per_job: int) -> list[list[int]]:
+    """One slot per group of ``gpus_per_job`` visible GPUs (jobs run in parallel, one per slot, each with its
+    own CUDA_VISIBLE_DEVICES); a single GPU-less slot when the jobs run on CPU or no GPU is visible."""
+    gpus = [] if any("cpu" in j["train_args"] for j in jobs) else visible_gpus()
+    n = max(1, gpus_per_job)
+    slots = [gpus[i:i + n] for i in range(0, len(gpus) - n + 1, n)]
+    return slots or [[]]
+
+
+def run_local(jobs: list[dict], sweep_dir: Path, args) -> list[str]:
+    """Run the jobs through submitit's local executor: one at a time on CPU, one per GPU slot in parallel."""
+    import time
+    submitit = import_submitit("local")
+    executor = submitit.LocalExecutor(folder=sweep_dir / "local" / "%j")
+    slots = local_slots(jobs, args.gpus_per_job)
+    results = {}
+    todo, running = list(jobs), {}
+    while todo or running:
+        for i, slot in enumerate(slots):
+            while i not in running and todo:
+                job = todo.pop(0)
+                if (fold_folder(job, os.environ["nnUNet_results"]) / "checkpoint_final.pth").exists():
+                    results[job["id"]] = run_job(job, str(sweep_dir))  # marks it done, starts nothing
+                    continue
+                executor.update_parameters(timeout_min=args.time, gpus_per_node=len(slot), visible_gpus=slot)
+                running[i] = (job, executor.submit(run_job, job, str(sweep_dir)))
+                print(f"started {job['id']}" + (f" on GPU {','.join(map(str, slot))}" if slot else ""), flush=True)
+        for i, (job, submitted) in list(running.items()):
+            if submitted.done():
+                try:
+                    results[job["id"]] = submitted.result()
+                except Exception as e:  # the job process died: submitit reports it, the log has the rest
+                    (sweep_dir / "logs" / f"{job['id']}.state").write_text("failed")
+                    results[job["id"]] = "failed"
+                    print(f"{job['id']}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
+                print(f"{job['id']}: {results[job['id']]}", flush=True)
+                del running[i]
+        if running:
+            time.sleep(1)
+    return [results[j["id"]] for j in jobs]
 
 
 def job_status(job: dict, sweep_dir: Path) -> tuple[str, str, str]:
@@ -160,12 +305,38 @@ def job_status(job: dict, sweep_dir: Path) -> tuple[str, str, str]:
     return status, epochs[-1] if epochs else "-", last
 
 
-def sbatch_script(sweep_dir: Path, n_jobs: int, args) -> str:
+def import_submitit(backend: str):
+    try:
+        import submitit
+    except ImportError:
+        raise SweepError(f"the {backend} backend runs jobs through submitit, which is not installed in this "
+                         f"environment ({sys.executable}); install it with: {sys.executable} -m pip install "
+                         f"'submitit>=1.5'") from None
+    return submitit
+
+
+def slurm_parameters(args) -> dict:
+    """submitit SlurmExecutor parameters (the names of its sbatch writer) from the run options: one source for
+    both the real submission and ``--dry-run``."""
+    params = {"job_name": "nnunetv2-llm-sweep", "time": args.time, "gpus_per_node": args.gpus_per_job,
+              "ntasks_per_node": 1, "array_parallelism": args.array_parallelism}
+    if args.partition:
+        params["partition"] = args.partition
+    if args.mem:
+        params["mem"] = args.mem
+    return params
+
+
+def sbatch_script(sweep_dir: Path, jobs: list[dict], args) -> str:
+    """The sbatch array script submitit submits for these jobs, and each array task's stock command."""
     from submitit.slurm.slurm import _make_sbatch_string
-    return _make_sbatch_string(
-        command=f"{sys.executable} -u -m submitit.core._submit {sweep_dir / 'slurm'}", folder=sweep_dir / "slurm" / "%j",
-        job_name="nnunetv2-llm-sweep", partition=args.partition, time=args.time, gpus_per_node=args.gpus_per_job,
-        mem=args.mem, array_parallelism=args.array_parallelism, map_count=n_jobs)
+    folder = sweep_dir / "slurm" / "%j"
+    command = f"{sys.executable} -u -m submitit.core._submit {folder}"
+    script = _make_sbatch_string(command=command, folder=folder, map_count=len(jobs), **slurm_parameters(args))
+    tasks = [f"#   {i}: {' '.join(train_command(job, False))}" for i, job in enumerate(jobs)]
+    return (script.rstrip("\n") + "\n\n# Each array task runs one job (nnunetv2_llm.sweep.run_job), i.e. the stock "
+            "command below\n# (with --c when the fold has checkpoint_latest.pth; skipped when it has "
+            "checkpoint_final.pth):\n" + "\n".join(tasks) + "\n")
 
 
 def compare_commands(sweep_dir: Path, jobs: list[dict]) -> list[list[str]]:
@@ -198,12 +369,17 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plan_sweep(args) -> int:
+    if args.grid and (args.llm or args.layer):
+        raise SweepError("--llm/--layer are flags for a grid given as flags; in a grid file write "
+                         "llm: [--llm, NAME, --layer, 0-15].")
     if args.grid:
         grid = load_grid(args.grid)
     else:
         grid = {"dataset": args.dataset, "configurations": args.configurations, "folds": args.folds,
                 "trainers": args.trainers, "plans": args.plans,
                 "train_args": ["-device", args.device] if args.device else []}
+        if args.llm:
+            grid["llm"] = ["--llm", args.llm, *(["--layer", args.layer] if args.layer else [])]
     jobs = plan_sweep(grid, Path(args.output))
     for job in jobs:
         print(" ".join(train_command(job, False)))
@@ -212,26 +388,37 @@ def cmd_plan_sweep(args) -> int:
 
 
 def cmd_run(args) -> int:
+    submitit = import_submitit(args.backend)  # before anything else: a missing package is the first thing to fix
     sweep_dir = Path(args.sweep_dir).resolve()
     jobs = load_sweep(sweep_dir)
+    if not os.environ.get("nnUNet_results"):
+        raise SweepError("nnUNet_results is not set; export it (the folder nnUNetv2_train writes to).")
     if args.backend == "local":
-        results = [run_job(job, str(sweep_dir)) for job in jobs]
+        results = run_local(jobs, sweep_dir, args)
         print(f"{results.count('done')}/{len(jobs)} jobs done")
         if not all(r == "done" for r in results):
+            failed = [j["id"] for j, r in zip(jobs, results) if r != "done"]
+            print(f"failed: {', '.join(failed)}; see {sweep_dir / 'logs'}; run `nnunetv2-llm sweep run` again to "
+                  f"resume", file=sys.stderr)
             return 1
         return run_compare(sweep_dir, jobs) if args.compare else 0
-    try:
-        import submitit
-    except ImportError:
-        raise SweepError("the slurm backend needs submitit: pip install submitit") from None
     if args.dry_run:
-        print(sbatch_script(sweep_dir, len(jobs), args))
+        script = sbatch_script(sweep_dir, jobs, args)
+        path = sweep_dir / "slurm" / "sweep.sbatch"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(script)
+        print(script)
+        print(f"wrote {path}; nothing submitted")
         return 0
-    executor = submitit.AutoExecutor(folder=sweep_dir / "slurm", cluster="slurm")
-    executor.update_parameters(slurm_partition=args.partition, timeout_min=args.time, gpus_per_node=args.gpus_per_job,
-                               slurm_mem=args.mem, slurm_array_parallelism=args.array_parallelism)
+    try:
+        executor = submitit.SlurmExecutor(folder=sweep_dir / "slurm" / "%j")
+    except RuntimeError as e:
+        raise SweepError(f"{e} The slurm backend submits with sbatch from a SLURM login node; use --dry-run to "
+                         f"see the script here, or --backend local.") from None
+    executor.update_parameters(**slurm_parameters(args))
     submitted = executor.map_array(run_job, jobs, [str(sweep_dir)] * len(jobs))
-    print(f"submitted {len(submitted)} jobs (array {submitted[0].job_id.split('_')[0]})")
+    print(f"submitted {len(submitted)} jobs (array {submitted[0].job_id.split('_')[0]}); follow them with "
+          f"nnunetv2-llm sweep status {args.sweep_dir}, then run nnunetv2-llm sweep compare {args.sweep_dir}")
     return 0
 
 
@@ -255,15 +442,19 @@ def register(subparsers) -> None:
     plan.add_argument("-o", "--output", required=True, help="sweep folder")
     plan.add_argument("-d", "--dataset")
     plan.add_argument("-c", "--configurations", nargs="+", default=["2d"])
-    plan.add_argument("-f", "--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    plan.add_argument("-f", "--folds", nargs="+", default=[0, 1, 2, 3, 4], help="folds (0-4 or 'all')")
     plan.add_argument("-tr", "--trainers", nargs="+")
     plan.add_argument("-p", "--plans", nargs="+", default=["nnUNetPlans"])
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
+    plan.add_argument("--llm", help="also write LLM plans (nnunetv2-llm plan --llm) and train them with "
+                                    "nnUNetTrainerLLM; the layer is fetched once into the sweep folder")
+    plan.add_argument("--layer", help="with --llm: the layer(s), e.g. 0-15 (one plans file and job per layer x fold)")
     plan.set_defaults(func=cmd_plan_sweep)
     run = sub.add_parser("run", help="run or resume the jobs of a sweep folder")
     run.add_argument("sweep_dir")
     run.add_argument("--backend", choices=["local", "slurm"], default="local")
-    run.add_argument("--gpus-per-job", type=int, default=1)
+    run.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per job (local: jobs run in parallel, one "
+                                                                  "per group of this many visible GPUs)")
     run.add_argument("--partition")
     run.add_argument("--time", type=int, default=1440, help="minutes per job")
     run.add_argument("--mem")

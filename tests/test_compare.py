@@ -84,6 +84,43 @@ def test_nan_pairs_are_left_out():
     assert result["n"] == 2 and result["mean_difference"] == pytest.approx(0.2)
 
 
+def test_nsd_tolerances_default_global_and_per_label():
+    from nnunetv2_llm.compare import CompareError, parse_tolerances
+    from nnunetv2_llm.metrics import DEFAULT_TOLERANCE_MM
+    assert parse_tolerances(None, [1, 2]) == {1: DEFAULT_TOLERANCE_MM, 2: DEFAULT_TOLERANCE_MM}
+    assert parse_tolerances(["3"], [1, 2]) == {1: 3.0, 2: 3.0}
+    assert parse_tolerances(["1.5", "2=0.5"], [1, 2]) == {1: 1.5, 2: 0.5}
+    with pytest.raises(CompareError, match=r"label '3' is not one of the labels \[1, 2\]"):
+        parse_tolerances(["3=1"], [1, 2])
+    with pytest.raises(CompareError, match="give a positive distance in mm"):
+        parse_tolerances(["-1"], [1, 2])
+
+
+def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
+    """A cached case is read back, not recomputed, while its files are unchanged; a changed prediction is
+    scored again."""
+    from PIL import Image
+    from rich.progress import Progress
+    from nnunetv2_llm.compare import Case, score_cases
+    ref, pred = tmp_path / "ref.png", tmp_path / "pred.png"
+    Image.fromarray(_square().astype(np.uint8)).save(ref)
+    Image.fromarray(_square(start=(10, 12)).astype(np.uint8)).save(pred)
+    cases, cache = {"c1": Case("c1", ref, pred, 0)}, tmp_path / "cache"
+
+    def score():
+        with Progress(disable=True) as progress:
+            return score_cases(cases, cache, "NaturalImage2DIO", [1], {1: 1.0}, 1, progress, "scoring")
+
+    first = score()[("c1")][1]
+    assert first["Dice"] == pytest.approx(2 * 80 / 200)
+    entry = json.loads((cache / "c1.json").read_text())
+    entry["metrics"]["1"]["Dice"] = 0.123  # a marker: only a cache read returns it
+    (cache / "c1.json").write_text(json.dumps(entry))
+    assert score()["c1"][1]["Dice"] == 0.123
+    Image.fromarray(_square().astype(np.uint8)).save(pred)
+    assert score()["c1"][1]["Dice"] == 1.0, "a changed prediction is scored again"
+
+
 # ---------------------------------------------------------------- end to end on trained folds
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,32 @@
 """nnunetv2-llm sweep: grid expansion, bad input, SLURM dry-run, and a real local run that resumes."""
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import NNUNetEnv
+from conftest import BIN, NNUNetEnv
+
+PLAIN = "nnUNetTrainer_2epochs_5its"
+SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
+# A stock-nnU-Net trainer that writes checkpoint_latest.pth after every epoch, so a run can be killed mid-way
+# and resumed; it lives in a folder on nnUNet_extTrainer, as a user's own trainer would.
+RESUMABLE = "nnUNetTrainer_3epochs_5its_saveEvery1"
+RESUMABLE_SOURCE = f"""
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class {RESUMABLE}(nnUNetTrainer):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 3, 5, 1
+        self.save_every = 1
+"""
 
 
 @pytest.fixture
@@ -30,55 +52,161 @@ def test_plan_flags_writes_jobs_and_refuses_other_grid(sweep_env, tmp_path):
     assert other.returncode == 2 and "another grid" in other.stderr
 
 
+@pytest.fixture
+def sweep_cli(sweep_env, monkeypatch, capsys):
+    """`nnunetv2-llm ARGS` in this process (bad input needs no training): (exit code, stderr)."""
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, sweep_env.env[key])
+
+    def run(*args):
+        from nnunetv2_llm.cli import main
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        return rc, capsys.readouterr().err
+    return run
+
+
 @pytest.mark.parametrize("flags,message", [
-    (["-tr", "nnUNetTrainerNoSuch"], "unknown trainer 'nnUNetTrainerNoSuch'"),
-    (["-tr", "nnUNetTrainer", "-f", "5"], "outside 0-4"),
-    (["-tr", "nnUNetTrainer", "-p", "NoPlans"], "plans 'NoPlans' not found"),
+    (["-d", "501", "-tr", "nnUNetTrainerNoSuch"], "unknown trainer 'nnUNetTrainerNoSuch'"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-f", "5"], "fold(s) ['5'] outside 0-4"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-f", "one"], "fold(s) ['one'] outside 0-4"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-p", "NoPlans"], "plans 'NoPlans' not found"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-c", "3d_fullres"], "have no configuration 3d_fullres"),
+    (["-d", "999", "-tr", "nnUNetTrainer"], "-d 999: no preprocessed dataset matches"),
+    (["-tr", "nnUNetTrainer"], "the grid has no 'dataset'"),
 ])
-def test_plan_bad_input(sweep_env, tmp_path, flags, message):
-    proc = sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", tmp_path / "s", "-d", "501", *flags, check=False)
-    assert proc.returncode == 2 and message in proc.stderr
+def test_plan_bad_input(sweep_cli, tmp_path, flags, message):
+    rc, err = sweep_cli("sweep", "plan", "-o", tmp_path / "s", *flags)
+    assert rc == 2 and message in err
     assert not (tmp_path / "s").exists()
 
 
+def test_grid_file_bad_input(sweep_cli, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("dataset: 501\ntrainer: [nnUNetTrainer]\n")
+    rc, err = sweep_cli("sweep", "plan", typo, "-o", tmp_path / "s")
+    assert rc == 2 and "unknown keys ['trainer']" in err and "trainers" in err
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"dataset": 501,')
+    rc, err = sweep_cli("sweep", "plan", broken, "-o", tmp_path / "s")
+    assert rc == 2 and f"grid file {broken} is not valid JSON" in err
+    assert not (tmp_path / "s").exists()
+    rc, err = sweep_cli("sweep", "run", tmp_path)
+    assert rc == 2 and "is not a sweep folder (no sweep.json)" in err
+
+
+def test_slurm_backend_without_submitit_names_the_install_line(sweep_cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # its import now fails as if it were not installed
+    rc, err = sweep_cli("sweep", "run", tmp_path, "--backend", "slurm", "--dry-run")
+    assert rc == 2 and "submitit, which is not installed" in err and "-m pip install 'submitit>=1.5'" in err
+    assert not (tmp_path / "slurm").exists()
+
+
 def test_layer_range_grid(sweep_env, tmp_path, smollm2_gguf):
+    """One plans file per layer, one job per layer x fold; every layer fetched once into the sweep folder, the
+    plans pinned to it, and the sha256 of the tensors recorded per job (preset trainers' too)."""
+    from nnunetv2_llm.weights import load_extracted, load_layer
+    from nnunetv2_llm.spec import preset_spec
     grid = tmp_path / "grid.yaml"
-    grid.write_text(f"dataset: 501\ntrainers: [nnUNetTrainer]\nfolds: [0, 1]\n"
-                    f"llm: [--llm, '{smollm2_gguf}', --layer, 0-2]\n")
+    grid.write_text(f"dataset: 501\ntrainers: [nnUNetTrainer, {SMOL}]\nfolds: [0, 1]\n"
+                    f"llm: [--llm, '{smollm2_gguf}', --layer, 0-1]\n")
     sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", tmp_path / "s")
     jobs = json.loads((tmp_path / "s" / "sweep.json").read_text())["jobs"]
-    llm_plans = sorted({j["plans"] for j in jobs if j["trainer"] == "nnUNetTrainerLLM"})
-    assert len(llm_plans) == 3 and all((sweep_env.preprocessed_folder(501) / f"{p}.json").is_file()
-                                       for p in llm_plans)
-    assert len([j for j in jobs if j["trainer"] == "nnUNetTrainerLLM"]) == 6
+    llm_jobs = [j for j in jobs if j["trainer"] == "nnUNetTrainerLLM"]
+    llm_plans = sorted({j["plans"] for j in llm_jobs})
+    assert len(llm_plans) == 2 and len(llm_jobs) == 4 and len(jobs) == 8
+    weights = sorted((tmp_path / "s" / "weights").glob("*.safetensors"))
+    assert [w.stem for w in weights] == llm_plans
+    for layer, name in enumerate(llm_plans):
+        entry = json.loads((sweep_env.preprocessed_folder(501) / f"{name}.json").read_text())[
+            "configurations"]["2d"]["llm"]
+        extracted = load_extracted(tmp_path / "s" / "weights" / f"{name}.safetensors")
+        assert extracted.layer == layer and entry["layer"] == layer
+        assert entry["source"] == str((tmp_path / "s" / "weights" / f"{name}.safetensors").resolve())
+        assert entry["sha256"] == extracted.sha256
+        assert {j["llm_sha256"] for j in llm_jobs if j["plans"] == name} == {extracted.sha256}
+    assert len({j["llm_sha256"] for j in llm_jobs}) == 2
+    smol = load_layer(preset_spec("smollm2-135m")).sha256
+    assert {j["llm_sha256"] for j in jobs if j["trainer"] == SMOL} == {smol}
+    assert all(j["llm_sha256"] is None for j in jobs if j["trainer"] == "nnUNetTrainer")
 
 
 def test_slurm_dry_run(sweep_env, tmp_path):
     out = tmp_path / "sweep"
-    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "1", "2",
-                  "-tr", "nnUNetTrainer_2epochs_5its")
-    proc = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "slurm", "--dry-run",
-                         "--partition", "gpu", "--gpus-per-job", "2", "--time", "600", "--array-parallelism", "2")
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "1", "2", "-tr", PLAIN)
+    proc = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "slurm", "--dry-run", "--partition", "gpu",
+                         "--gpus-per-job", "2", "--time", "600", "--mem", "32G", "--array-parallelism", "2")
+    script = (out / "slurm" / "sweep.sbatch").read_text()
+    assert script in proc.stdout and "nothing submitted" in proc.stdout
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=2", "#SBATCH --time=600",
-                 "#SBATCH --array=0-2%2"):
-        assert line in proc.stdout
+                 "#SBATCH --mem=32G", "#SBATCH --array=0-2%2"):
+        assert line in script.splitlines()
+    assert "-m submitit.core._submit" in script
+    for fold in range(3):
+        assert f"#   {fold}: {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d {fold} -tr {PLAIN} -p nnUNetPlans\n" in script
+    assert not list((out / "slurm").glob("**/*.pkl")), "a dry run submits nothing"
+
+
+def _wait_for(predicate, process, what, timeout=600):
+    start = time.time()
+    while not predicate():
+        assert process.poll() is None, f"sweep run ended (rc {process.returncode}) before {what}"
+        assert time.time() - start < timeout, f"no {what} after {timeout} s"
+        time.sleep(0.2)
 
 
 @pytest.mark.slow
-def test_local_run_resumes_and_skips(sweep_env, tmp_path):
+def test_local_run_kill_resume_skip_and_compare(nnunet_env, dataset_2d, sweep_env, tmp_path):
+    """2 trainers x 2 folds through submitit's local executor. Fold 0 of the plain trainer is already trained
+    (copied from the session's run): it is never started. The resumable trainer's fold 0 is killed (SIGKILL to
+    the whole sweep) after its first epoch; the second `sweep run` continues it with --c, trains what is left,
+    starts nothing that finished, and ends with `compare` over the grid."""
+    ext = tmp_path / "ext_trainers"
+    ext.mkdir()
+    (ext / "sweep_test_trainers.py").write_text(RESUMABLE_SOURCE)
+    env = {**sweep_env.env, "nnUNet_extTrainer": os.pathsep.join([sweep_env.env["nnUNet_extTrainer"], str(ext)]),
+           "nnUNet_n_proc_DA": "0"}
+    shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN))
     out = tmp_path / "sweep"
-    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0",
-                  "-tr", "nnUNetTrainer_2epochs_5its", "--device", "cpu")
-    sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare")
-    log = next((out / "logs").glob("*.log"))
-    first = log.read_text()
-    assert first.count("$ ") == 1
-    fold = sweep_env.results_folder(501, "nnUNetTrainer_2epochs_5its") / "fold_0"
-    assert (fold / "checkpoint_final.pth").is_file()
-    sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare")
-    assert log.read_text() == first
-    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out)
-    assert "done" in status.stdout
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "1", "-tr", PLAIN, RESUMABLE,
+                  "--device", "cpu", extra_env=env)
+    log = {(t, f): out / "logs" / f"2d__{t}__nnUNetPlans__fold{f}.log" for t in (PLAIN, RESUMABLE) for f in (0, 1)}
+    fold = {(t, f): sweep_env.results_folder(501, t) / f"fold_{f}" for t in (PLAIN, RESUMABLE) for f in (0, 1)}
+    final = {k: v / "checkpoint_final.pth" for k, v in fold.items()}
+    run = [str(BIN / "nnunetv2-llm"), "sweep", "run", str(out), "--backend", "local"]
+
+    first = subprocess.Popen(run + ["--no-compare"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        # nnU-Net logs "Epoch 1" right after writing checkpoint_latest.pth at the end of epoch 0.
+        _wait_for(lambda: log[RESUMABLE, 0].exists() and "Epoch 1" in log[RESUMABLE, 0].read_text()
+                  and (fold[RESUMABLE, 0] / "checkpoint_latest.pth").exists(), first, "a first epoch to kill after")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not final[RESUMABLE, 0].exists() and not log[RESUMABLE, 1].exists()
+    assert final[PLAIN, 1].is_file()
+    assert not log[PLAIN, 0].exists() or "$ " not in log[PLAIN, 0].read_text(), "a finished fold was started"
+    done_before = {k: (final[k].stat().st_mtime_ns, log[k].read_text() if log[k].exists() else "")
+                   for k in ((PLAIN, 0), (PLAIN, 1))}
+
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=1500)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    assert "4/4 jobs done" in second.stdout
+    assert all(f.is_file() for f in final.values())
+    for key, (mtime, text) in done_before.items():  # finished jobs are not re-run
+        assert final[key].stat().st_mtime_ns == mtime
+        assert (log[key].read_text() if log[key].exists() else "") == text
+    commands = [line for line in log[RESUMABLE, 0].read_text().splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and not commands[0].endswith("--c") and commands[1].endswith(" --c")
+    resumed = log[RESUMABLE, 0].read_text().split(commands[1])[1]
+    assert "Epoch 1" in resumed and "Epoch 0" not in resumed, "the resumed run restarted from scratch"
+    assert [line for line in log[RESUMABLE, 1].read_text().splitlines() if line.startswith("$ ")][0].endswith(
+        "-device cpu")
+    report = out / "compare_2d" / "report.md"
+    assert report.is_file() and PLAIN in report.read_text() and RESUMABLE in report.read_text()
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out, extra_env=env)
+    assert status.stdout.count(" done ") == 4 and "pending" not in status.stdout and "failed" not in status.stdout
 
 
 def test_compare_command(sweep_env, tmp_path):
