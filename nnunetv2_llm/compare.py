@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import math
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .files import atomic_path, read_json, write_json
+from .files import atomic_path, file_sha256, read_json, write_json
 from .metrics import DEFAULT_TOLERANCE_MM, HIGHER_IS_BETTER, METRICS, case_metrics
 from .statistics import holm, paired_comparison, rank_stability, significance_mark
 
@@ -263,14 +262,6 @@ def external_cases(ext: External, predictions: Path, ending: str) -> dict[str, C
 
 # ---------------------------------------------------------------- scoring (cached, parallel)
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _score(job) -> tuple:
     reference, prediction, reader_name, labels, tolerances = job
     from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
@@ -284,7 +275,7 @@ def score_cases(cases: dict[str, Case], cache_dir: Path, reader_name: str, label
     settings = {"version": CACHE_VERSION, "labels": labels, "tolerances": {str(k): v for k, v in tolerances.items()}}
     results, todo = {}, []
     for name, case in cases.items():
-        key = {"prediction": _sha256(case.prediction), "reference": _sha256(case.reference), **settings}
+        key = {"prediction": file_sha256(case.prediction), "reference": file_sha256(case.reference), **settings}
         cached = cache_dir / f"{name}.json"
         if cached.is_file():
             entry = json.loads(cached.read_text())

@@ -17,9 +17,7 @@ the LLM files out of reach) and compares its labels with the stock ``nnUNetv2_pr
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
-import json
 import os
 import re
 import shutil
@@ -30,7 +28,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .files import honour_umask, load_checkpoint, read_json, write_json
+from .files import file_sha256, honour_umask, load_checkpoint, read_json, write_json
 
 EXPORT_FORMAT = "nnunetv2-llm-submission"
 EXPORT_FILE = "export.json"
@@ -318,14 +316,6 @@ def export_submission(dataset: str, configuration: str, trainer: str, plans: str
     echo(f"wrote {out}: {MODEL_ZIP} ({(out / MODEL_ZIP).stat().st_size / 2 ** 20:.1f} MiB), Dockerfile, predict.py, "
          f"README.md; check it with `nnunetv2-llm export --check {output}`")
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_record(folder: Path) -> dict:

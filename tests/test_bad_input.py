@@ -157,6 +157,28 @@ def test_info_names_a_plans_file_that_is_not_json(in_process_env, dataset_2d, ca
     assert rc == 2 and f"{broken} is not valid JSON" in err
 
 
+@pytest.mark.parametrize("command", ["info", "compare", "export"])
+def test_a_results_plans_json_that_is_not_json_is_named(in_process_env, dataset_2d, capsys, tmp_path, command):
+    """The issue's case: a hand-edited results plans.json used to print only 'Expecting value: line 2 column 1'."""
+    run_folder = in_process_env.results / in_process_env.dataset_folder(dataset_2d).name / \
+        "nnUNetTrainerBroken__nnUNetPlans__2d"
+    run_folder.mkdir(parents=True)
+    broken = run_folder / "plans.json"
+    broken.write_text('{"plans_name": \n')
+    (run_folder / "dataset.json").write_text(json.dumps(in_process_env.dataset_json(dataset_2d)))
+    args = {"info": ["info", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerBroken"],
+            "compare": ["compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerBroken", "-f", "0",
+                        "-o", tmp_path / "report"],
+            "export": ["export", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerBroken", "-f", "0",
+                       "-o", tmp_path / "submission"]}[command]
+    try:
+        rc, err = run(capsys, *args)
+    finally:
+        shutil.rmtree(run_folder)
+    assert rc == 2 and f"{broken} is not valid JSON" in err and "Expecting value" in err
+    assert not (tmp_path / "report").exists() and not (tmp_path / "submission").exists()
+
+
 # ---------------------------------------------------------------- synth, file modes
 
 def test_synth_refuses_a_dataset_id_that_is_taken(in_process_env, dataset_2d, capsys):
