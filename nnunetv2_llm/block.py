@@ -82,6 +82,16 @@ def head_dim(config: PretrainedConfig) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
+def sliding_window(config: PretrainedConfig, layer: int) -> int | None:
+    """The attention window of decoder layer ``layer`` (None: it attends to every earlier token): Mistral's
+    ``sliding_window``, or Qwen2's and others' for the layers ``layer_types`` marks as sliding."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if window is None or (types is not None and types[layer] != "sliding_attention"):
+        return None
+    return int(window)
+
+
 def rope_theta(config: PretrainedConfig) -> float:
     params = getattr(config, "rope_parameters", None) or {}
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
@@ -137,6 +147,8 @@ class LLMBlock(nn.Module):
             self.layer = zeroed_decoder_layer(self.config, spec.layer, _DTYPES[spec.dtype])
         self.proj_out = nn.Linear(hidden, channels)
         self.rotary = build_rotary(self.config) if spec.positions == "rope" else None
+        # The block passes no mask, so a sliding window would be ignored: token grids beyond it are refused.
+        self.window = None if spec.init == "identity" else sliding_window(self.config, spec.layer)
         if spec.init == "random":
             self.reset_layer_parameters()
         self.layer.requires_grad_(spec.trainable)
@@ -235,6 +247,10 @@ class LLMBlock(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, channels, *spatial = features.shape
         tokens = math.prod(spatial)
+        if self.window is not None and tokens > self.window:
+            raise ValueError(f"{tokens} tokens exceed the {self.window}-token sliding window of layer {self.spec.layer} "
+                             f"of {self.spec.source!r}, which the block does not apply; use a smaller patch or a "
+                             f"later encoder stage (`stage`), or a layer without a window.")
         llm_dtype = _DTYPES[self.spec.dtype]
         with torch.autocast(device_type=features.device.type, enabled=False):
             x = features.float().flatten(2).transpose(1, 2)

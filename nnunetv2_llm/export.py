@@ -273,9 +273,11 @@ def export_submission(dataset: str, configuration: str, trainer: str, plans: str
     check_folds(variant, dataset_name, folds)
     provenance = check_llm_provenance(variant, dataset_name, folds)
     out = Path(output).expanduser().resolve()
-    if out.exists():
-        if not overwrite or not (out / EXPORT_FILE).is_file():
-            raise ExportError(f"-o {output} exists; {'pass --overwrite to replace it' if (out / EXPORT_FILE).is_file() else 'it is not a submission folder written by export, so it is not replaced'}, or pick another -o.")
+    if out.exists() and not (out / EXPORT_FILE).is_file():
+        raise ExportError(f"-o {output} exists and is not a submission folder written by export, so it is not "
+                          f"replaced; pick another -o.")
+    if out.exists() and not overwrite:
+        raise ExportError(f"-o {output} exists; pass --overwrite to replace it, or pick another -o.")
     versions = package_versions()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -4,6 +4,7 @@ Every test runs with the hub disabled (HF_HUB_OFFLINE=1): nothing here may need 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import subprocess
@@ -87,6 +88,59 @@ class NNUNetEnv:
         import json
         return json.loads((self.dataset_folder(dataset_id) / "dataset.json").read_text())
 
+    @contextlib.contextmanager
+    def in_process(self):
+        """nnU-Net's three folders in this process's environment for the duration (nnunetv2.paths reads them
+        lazily), restored after: for nnU-Net code called in-process from a session-scoped fixture."""
+        keys = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+        saved = {k: os.environ.get(k) for k in keys}
+        os.environ.update({k: self.env[k] for k in keys})
+        try:
+            yield self
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def add_lowres_stage(self, dataset_id: int, factor: float = 2.0) -> dict:
+        """Add the 3d_lowres / 3d_cascade_fullres pair to nnUNetPlans.json, as nnU-Net's ExperimentPlanner writes it
+        for data too large for one patch, which data small enough for CI never is.
+
+        The 3d_lowres configuration comes from the planner's own ``get_plans_for_configuration`` at ``factor`` times
+        the 3d_fullres spacing (nnU-Net keeps a lowres stage with at least 2x fewer voxels, so factor >= 2**(1/3)),
+        and the entries around it are those of ``ExperimentPlanner.plan_experiment``: ``batch_dice`` False for
+        lowres and True for fullres, ``next_stage`` on lowres, and the cascade inheriting from 3d_fullres."""
+        import numpy as np
+        from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+        from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+        with self.in_process():
+            planner = ExperimentPlanner(dataset_id)
+            plans = self.plans(dataset_id)
+            plans.pop("continue_training")
+            configs = plans["configurations"]
+            fullres = configs["3d_fullres"]
+            fingerprint = planner.dataset_fingerprint
+            fullres_spacing = planner.determine_fullres_target_spacing()  # not transposed, as in plan_experiment
+            shapes = [compute_new_shape(shape, spacing, fullres_spacing)
+                      for spacing, shape in zip(fingerprint["spacings"], fingerprint["shapes_after_crop"])]
+            median_shape = np.median(shapes, 0)[plans["transpose_forward"]]
+            lowres_spacing = np.array(fullres["spacing"]) * factor
+            lowres_shape = tuple(round(i) for i in np.array(fullres["spacing"]) / lowres_spacing * median_shape)
+            assert np.prod(median_shape) / np.prod(lowres_shape) >= 2, "nnU-Net drops a lowres stage this close"
+            lowres = planner.get_plans_for_configuration(
+                lowres_spacing, lowres_shape, planner.generate_data_identifier("3d_lowres"),
+                float(np.prod(lowres_shape) * planner.dataset_json["numTraining"]), {})
+            lowres["batch_dice"], fullres["batch_dice"] = False, True
+            others = {k: v for k, v in configs.items() if k not in ("3d_lowres", "3d_fullres", "3d_cascade_fullres")}
+            plans["configurations"] = {**others, "3d_lowres": {**lowres, "next_stage": "3d_cascade_fullres"},
+                                       "3d_fullres": fullres,
+                                       "3d_cascade_fullres": {"inherits_from": "3d_fullres",
+                                                              "previous_stage": "3d_lowres"}}
+            planner.save_plans(plans)
+        return plans
+
 
 @pytest.fixture
 def in_process_env(nnunet_env, monkeypatch):
@@ -116,6 +170,69 @@ def dataset_3d(nnunet_env) -> int:
     nnunet_env.run("nnunetv2-llm", "synth", "-d", "502", "--dim", "3", "--num-train", "6", "--num-test", "2")
     nnunet_env.run("nnUNetv2_plan_and_preprocess", "-d", "502", "-c", "3d_fullres", "-np", "1", "-npfp", "1")
     return 502
+
+
+@pytest.fixture(scope="session")
+def dataset_cascade(nnunet_env) -> int:
+    """Dataset 503: 6 + 2 synthetic 32^3 NIfTI volumes with a 3d_lowres stage (16^3 at twice the spacing) and the
+    3d_cascade_fullres stage on top, both preprocessed, and a 2-fold split (3 + 3 cases), so that two lowres folds
+    give every training case the out-of-fold prediction the cascade trains on."""
+    import json
+    nnunet_env.run("nnunetv2-llm", "synth", "-d", "503", "--dim", "3", "--num-train", "6", "--num-test", "2")
+    nnunet_env.run("nnUNetv2_plan_and_preprocess", "-d", "503", "-c", "3d_fullres", "-np", "1", "-npfp", "1")
+    nnunet_env.add_lowres_stage(503)
+    nnunet_env.run("nnUNetv2_preprocess", "-d", "503", "-c", "3d_lowres", "-np", "1")
+    cases = sorted(p.name[:-len(".nii.gz")] for p in (nnunet_env.dataset_folder(503) / "labelsTr").iterdir())
+    splits = [{"train": cases[3:], "val": cases[:3]}, {"train": cases[:3], "val": cases[3:]}]
+    (nnunet_env.preprocessed_folder(503) / "splits_final.json").write_text(json.dumps(splits, indent=1))
+    return 503
+
+
+def all_foreground_dice(gt_folder) -> float:
+    """Dice of predicting foreground everywhere: the floor a trained net must beat."""
+    import numpy as np
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+    scores = []
+    for f in sorted(gt_folder.iterdir()):
+        ending = ".nii.gz" if f.name.endswith(".nii.gz") else f.suffix
+        seg, _ = determine_reader_writer_from_file_ending(ending, str(f), allow_nonmatching_filename=True)() \
+            .read_seg(str(f))
+        gt = seg > 0
+        scores.append(2 * gt.sum() / (gt.sum() + gt.size))
+    return float(np.mean(scores))
+
+
+def predict_and_score(env: NNUNetEnv, dataset_id: int, out: Path, *args) -> tuple[dict, float]:
+    """The stock nnUNetv2_predict on the dataset's imagesTs, scored by `nnunetv2-llm dice` (checked against the
+    in-process score); returns the scores and the all-foreground floor."""
+    import re
+    from nnunetv2_llm.evaluate import dice_per_case
+    folder = env.dataset_folder(dataset_id)
+    env.run("nnUNetv2_predict", "-i", folder / "imagesTs", "-o", out, "-d", dataset_id, *args,
+            "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar")
+    printed = env.run("nnunetv2-llm", "dice", "--gt", folder / "labelsTs", "--pred", out,
+                      "--dataset-json", folder / "dataset.json").stdout
+    mean = float(re.search(r"^mean\s+Dice (\S+)$", printed, re.M).group(1))
+    scores = dice_per_case(folder / "labelsTs", out, folder / "dataset.json")
+    assert mean == pytest.approx(scores["mean"], abs=1e-4)
+    assert len(scores["per_case"]) == len(list((folder / "imagesTs").iterdir()))
+    return scores, all_foreground_dice(folder / "labelsTs")
+
+
+def check_3d_predictions(env: NNUNetEnv, dataset_id: int, pred: Path, scores: dict) -> None:
+    """Every prediction has its image's geometry and only the dataset's labels, and its score is its Dice."""
+    import numpy as np
+    import SimpleITK as sitk
+    folder = env.dataset_folder(dataset_id)
+    labels = set(env.dataset_json(dataset_id)["labels"].values())
+    for case in scores["per_case"]:
+        image = sitk.ReadImage(str(folder / "imagesTs" / f"{case}_0000.nii.gz"))
+        prediction = sitk.ReadImage(str(pred / f"{case}.nii.gz"))
+        assert prediction.GetSize() == image.GetSize() and prediction.GetSpacing() == image.GetSpacing()
+        assert prediction.GetOrigin() == image.GetOrigin() and prediction.GetDirection() == image.GetDirection()
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= labels, "only the dataset's labels"
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / f"{case}.nii.gz")))
+        assert scores["per_case"][case] == pytest.approx(dice(sitk.GetArrayFromImage(prediction), truth), abs=1e-6)
 
 
 def dice(pred, gt) -> float:

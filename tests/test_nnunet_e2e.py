@@ -7,41 +7,11 @@ import json
 import re
 import shutil
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
-from conftest import dice
-
-from nnunetv2_llm.evaluate import dice_per_case
+from conftest import check_3d_predictions, predict_and_score
 
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
 PLAIN = "nnUNetTrainer_2epochs_5its"
-
-
-def _all_foreground_dice(gt_folder) -> float:
-    """Dice of predicting foreground everywhere: the floor a trained net must beat."""
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
-    scores = []
-    for f in sorted(gt_folder.iterdir()):
-        ending = ".nii.gz" if f.name.endswith(".nii.gz") else f.suffix
-        seg, _ = determine_reader_writer_from_file_ending(ending, str(f), allow_nonmatching_filename=True)() \
-            .read_seg(str(f))
-        gt = seg > 0
-        scores.append(2 * gt.sum() / (gt.sum() + gt.size))
-    return float(np.mean(scores))
-
-
-def _predict_and_score(env, dataset_id, out, *args):
-    folder = env.dataset_folder(dataset_id)
-    env.run("nnUNetv2_predict", "-i", folder / "imagesTs", "-o", out, "-d", dataset_id, *args,
-            "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar")
-    printed = env.run("nnunetv2-llm", "dice", "--gt", folder / "labelsTs", "--pred", out,
-                      "--dataset-json", folder / "dataset.json").stdout
-    mean = float(re.search(r"^mean\s+Dice (\S+)$", printed, re.M).group(1))
-    scores = dice_per_case(folder / "labelsTs", out, folder / "dataset.json")
-    assert mean == pytest.approx(scores["mean"], abs=1e-4)
-    assert len(scores["per_case"]) == len(list((folder / "imagesTs").iterdir()))
-    return scores, _all_foreground_dice(folder / "labelsTs")
 
 
 @pytest.mark.slow
@@ -56,7 +26,7 @@ def test_2d_train_logs_the_llm_and_predicts_above_chance(nnunet_env, dataset_2d,
     assert plans["config"]["hidden_size"] == 576 and "Epoch 1" in log
 
     summary = json.loads((out / "fold_0" / "validation" / "summary.json").read_text())
-    scores, floor = _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", SMOL, "-f", "0")
+    scores, floor = predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", SMOL, "-f", "0")
     assert summary["foreground_mean"]["Dice"] > floor
     assert scores["mean"] > floor
 
@@ -96,7 +66,7 @@ def test_offline_llm_plans_continue_validate_and_predict_without_the_weights(nnu
     assert "Mean Validation Dice" in val.stdout and summary.stat().st_mtime_ns > first_validation
     assert json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"] == spec
 
-    scores, floor = _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", trainer,
+    scores, floor = predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", trainer,
                                        *args, "-f", "0")
     assert scores["mean"] > floor
 
@@ -104,7 +74,7 @@ def test_offline_llm_plans_continue_validate_and_predict_without_the_weights(nnu
 @pytest.mark.slow
 def test_stock_trainer_pretrained_weights_and_find_best_configuration(nnunet_env, dataset_2d, tmp_path):
     plain = nnunet_env.trained(dataset_2d, PLAIN)
-    _predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", PLAIN, "-f", "0")
+    predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", PLAIN, "-f", "0")
 
     proc = nnunet_env.train(dataset_2d, "2d", "1", "-tr", SMOL, "-pretrained_weights",
                             plain / "fold_0" / "checkpoint_final.pth")
@@ -126,16 +96,9 @@ def test_3d_fullres_train_and_predict(nnunet_env, dataset_3d, tmp_path):
     log = next((out / "fold_0").glob("training_log_*.txt")).read_text()
     assert re.search(r"\d+ tokens \(\d+x\d+x\d+\) of hidden size 576", log)
     assert json.loads((out / "plans.json").read_text())["configurations"]["3d_fullres"]["llm"]["sha256"]
-    scores, _ = _predict_and_score(nnunet_env, dataset_3d, tmp_path / "pred", "-c", "3d_fullres", "-tr", SMOL,
+    scores, _ = predict_and_score(nnunet_env, dataset_3d, tmp_path / "pred", "-c", "3d_fullres", "-tr", SMOL,
                                    "-f", "0")
-    folder = nnunet_env.dataset_folder(dataset_3d)
-    for case in scores["per_case"]:
-        image = sitk.ReadImage(str(folder / "imagesTs" / f"{case}_0000.nii.gz"))
-        prediction = sitk.ReadImage(str(tmp_path / "pred" / f"{case}.nii.gz"))
-        assert prediction.GetSize() == image.GetSize() and prediction.GetSpacing() == image.GetSpacing()
-        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}, "only the dataset's labels"
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTs" / f"{case}.nii.gz")))
-        assert scores["per_case"][case] == pytest.approx(dice(sitk.GetArrayFromImage(prediction), truth), abs=1e-6)
+    check_3d_predictions(nnunet_env, dataset_3d, tmp_path / "pred", scores)
 
 
 def test_missing_weights_fail_at_initialize_before_training(nnunet_env, dataset_2d, tmp_path):

