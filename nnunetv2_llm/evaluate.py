@@ -1,6 +1,7 @@
 """Dice of predicted segmentations against ground truth, with nnU-Net's own metric code."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
@@ -32,7 +33,8 @@ def check_folders(gt_folder: Path, pred_folder: Path, ending: str) -> None:
 
 
 def dice_per_case(gt_folder, pred_folder, dataset_json_file) -> dict:
-    """Mean foreground Dice per case and over cases; nnU-Net's summary.json is written to ``pred_folder``."""
+    """Mean foreground Dice per case (over the labels present in reference or prediction) and over cases;
+    nnU-Net's summary.json is written to ``pred_folder``."""
     dataset_json = read_json(dataset_json_file)
     if not isinstance(dataset_json, dict) or "labels" not in dataset_json or "file_ending" not in dataset_json:
         raise EvaluationError(f"{dataset_json_file} is not an nnU-Net dataset.json (it needs 'labels' and "
@@ -45,10 +47,16 @@ def dice_per_case(gt_folder, pred_folder, dataset_json_file) -> dict:
     reader = determine_reader_writer_from_dataset_json(dataset_json, str(example))()
     summary = compute_metrics_on_folder(str(gt_folder), str(pred_folder), str(Path(pred_folder) / "summary.json"),
                                         reader, ending, labels, num_processes=1)
-    per_case = {Path(c["prediction_file"]).name[: -len(ending)]:
-                sum(c["metrics"][k]["Dice"] for k in c["metrics"]) / len(c["metrics"])
+    per_case = {Path(c["prediction_file"]).name[: -len(ending)]: _mean([m["Dice"] for m in c["metrics"].values()])
                 for c in summary["metric_per_case"]}
-    return {"per_case": per_case, "mean": sum(per_case.values()) / len(per_case)}
+    return {"per_case": per_case, "mean": _mean(list(per_case.values()))}
+
+
+def _mean(values: list[float]) -> float:
+    """nnU-Net's convention: a label absent from both reference and prediction has Dice NaN and is left out (a
+    case of the context task holds one of its two classes); NaN only when nothing is left."""
+    present = [v for v in values if not math.isnan(v)]
+    return sum(present) / len(present) if present else math.nan
 
 
 def format_dice(scores: dict) -> str:
