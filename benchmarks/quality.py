@@ -2,7 +2,8 @@
 
 Everything runs through the stock CLIs in a temporary nnU-Net environment: nnunetv2-llm synth,
 nnUNetv2_plan_and_preprocess, nnUNetv2_train (fold 0) and nnUNetv2_predict on held-out test cases,
-scored with nnunetv2_llm.evaluate.dice_per_case. All trainers of one seed share the dataset, the
+scored with nnunetv2_llm.evaluate.dice_per_case, and compared per seed with ``nnunetv2-llm compare``
+(held-out cases, paired against plain nnU-Net). All trainers of one seed share the dataset, the
 plans and the schedule. nnU-Net has no seed option, so a "seed" here is the synthetic dataset's
 seed: each seed is a different dataset, and training itself is not seeded (runs are not
 bit-reproducible). Whatever comes out is reported as is.
@@ -94,6 +95,27 @@ def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, n
         print(f"  seed {seed} {label:<40} test Dice {out[label]['test_dice']:.4f} (per label {labels}; objects "
               f"regardless of class {out[label]['objects_dice']:.3f}; fold-0 validation {val:.4f}, "
               f"train {train_s:.0f}s)", flush=True)
+    if len(trainers) > 1 and "plain nnU-Net" in trainers:
+        out["compare"] = compare_seed(env, seed, dataset_id, folder, trainers, length)
+    return out
+
+
+def compare_seed(env: Env, seed: int, dataset_id: int, folder: Path, trainers: dict, length: str) -> dict:
+    """``nnunetv2-llm compare`` of every variant against plain nnU-Net on this seed's held-out cases: the paired
+    Dice difference with its bootstrap CI and the Holm-corrected Wilcoxon p."""
+    names = [base + length for base in trainers.values()]
+    report_dir = env.root / f"compare-{seed}"
+    env.run(f"compare-{seed}", "nnunetv2-llm", "compare", "-d", dataset_id, "-c", "2d", "-tr", *names, "-f", "0",
+            "--reference", "nnUNetTrainer" + length, "--external", f"held-out={folder}", "--device", "cpu",
+            "-np", "1", "-o", report_dir)
+    held_out = json.loads((report_dir / "report.json").read_text())["sets"]["held-out"]
+    out = {}
+    for label, base in trainers.items():
+        comparison = held_out["comparisons"].get(base + length)
+        if comparison is not None:
+            c = comparison["Dice"]
+            out[label] = {"cases": len(held_out["cases"]), "mean_difference": c["mean_difference"],
+                          "ci": [c["ci_low"], c["ci_high"]], "p_holm": c["p_holm"]}
     return out
 
 
@@ -120,18 +142,22 @@ def report(results: dict) -> None:
     rows = []
     for label in labels:
         dice = [results["seeds"][s][label]["test_dice"] for s in seeds]
+        compared = [results["seeds"][s].get("compare", {}).get(label) for s in seeds]
+        paired = " ".join(f"{c['mean_difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p_holm']:.2g}"
+                          for c in compared if c) or "-"
         plain = [results["seeds"][s]["plain nnU-Net"]["test_dice"] for s in seeds] if "plain nnU-Net" in labels else None
         diff = spread([d - p for d, p in zip(dice, plain)]) if plain and label != "plain nnU-Net" else "-"
         train = statistics.median(results["seeds"][s][label]["train_seconds"] for s in seeds)
         ckpt = statistics.median(results["seeds"][s][label]["checkpoint_final_bytes"] for s in seeds)
         objects = statistics.mean(results["seeds"][s][label].get("objects_dice", float("nan")) for s in seeds)
         rows.append([label, results["trainers"][label] + results["length"],
-                     " ".join(f"{d:.3f}" for d in dice), spread(dice), diff, f"{objects:.3f}", f"{train:.0f}",
+                     " ".join(f"{d:.3f}" for d in dice), spread(dice), diff, paired, f"{objects:.3f}", f"{train:.0f}",
                      common.mib(ckpt)])
     print(f"\nTest Dice on held-out synthetic 2D cases ({results['num_test']} per seed; seeds = dataset seeds "
           f"{seeds}; mean ± sample std over seeds)")
-    print(common.table(["variant", "trainer", "Dice per seed", "mean ± std", "minus plain (paired)",
-                        "objects Dice (any class)", "train s (median)", "checkpoint MiB"], rows))
+    print(common.table(["variant", "trainer", "Dice per seed", "mean ± std", "minus plain (paired over seeds)",
+                        "compare per seed: Δ case Dice [95% CI] p (Holm)", "objects Dice (any class)",
+                        "train s (median)", "checkpoint MiB"], rows))
 
 
 def main(argv=None) -> int:
