@@ -1,4 +1,5 @@
 """The user's first commands: `nnunetv2-llm demo`, `info` and `doctor`, on generated data and real environments."""
+import csv
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import torch
 from conftest import BIN, dice
 from PIL import Image
 from safetensors.torch import save_file
+from scipy.stats import wilcoxon
 
 import nnunetv2_llm
 from nnunetv2_llm import cli
@@ -56,7 +58,16 @@ def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_fo
     plain_dice, smol_dice, delta, low, high, p = map(float, rows["Dice"])
     assert plain_dice == pytest.approx(np.mean([printed[c][0] for c in cases]), abs=1e-4)
     assert smol_dice == pytest.approx(np.mean([printed[c][1] for c in cases]), abs=1e-4)
-    assert delta == pytest.approx(smol_dice - plain_dice, abs=2e-4) and low <= delta <= high and 0 <= p <= 1
+    assert delta == pytest.approx(smol_dice - plain_dice, abs=2e-4) and low <= delta <= high
+    comparison = json.loads((folder / "compare" / "report.json").read_text())["sets"]["held-out"]["comparisons"]
+    comparison = comparison[trainers[1]]["Dice"]
+    with open(folder / "compare" / "cases.csv") as f:
+        values = {(r["variant"], r["case"]): float(r["value"]) for r in csv.DictReader(f)
+                  if r["set"] == "held-out" and r["metric"] == "Dice"}
+    differences = [values[(trainers[1], c)] - values[(trainers[0], c)] for c in cases]
+    raw = 1.0 if not any(abs(d) > 1e-12 for d in differences) else wilcoxon(differences).pvalue
+    assert comparison["p"] == pytest.approx(raw, abs=1e-9), "the printed test is scipy's Wilcoxon on the cases"
+    assert p == pytest.approx(comparison["p_holm"], abs=5e-5) and comparison["p_holm"] >= comparison["p"] - 1e-12
     assert (folder / "compare" / "report.md").is_file()
     assert not elsewhere.exists(), "the demo wrote outside its folder"
 
