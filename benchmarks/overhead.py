@@ -39,7 +39,7 @@ class Bench:
     """One network with its optimizer, loss, a fixed batch and a predictor: what a trainer holds."""
 
     def __init__(self, plans: dict, configuration: str, spec_dict: dict | None, device: str, batch: int | None,
-                 case_factor: float, mirroring: bool):
+                 case_factor: float, mirroring: bool, compile_network: bool = False):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -54,6 +54,8 @@ class Bench:
         trainer = nnUNetTrainer if spec is None else nnUNetTrainerLLM
         hyper = SimpleNamespace(network=self.network, initial_lr=1e-2, weight_decay=3e-5, num_epochs=1000)
         self.optimizer = trainer.configure_optimizers(hyper)[0]
+        if compile_network:  # as nnUNetTrainer.initialize does on CUDA (nnUNet_compile), after the optimizer
+            self.network = torch.compile(self.network)
         self.grad_scaler = torch.GradScaler("cuda") if self.device.type == "cuda" else None
         self.batch = batch or cm.batch_size
         self.patch = tuple(cm.patch_size)
@@ -163,7 +165,7 @@ class Bench:
         }
 
 
-def memory_worker(plans, configuration, spec_dict, device, batch, case_factor, mirroring) -> dict:
+def memory_worker(plans, configuration, spec_dict, device, batch, case_factor, mirroring, compile_network) -> dict:
     """Run in a fresh process: peak memory of one variant's prediction, then of its training step.
 
     The peak is reset before each phase (VmHWM on Linux, CUDA peak stats on a GPU), so each
@@ -171,7 +173,7 @@ def memory_worker(plans, configuration, spec_dict, device, batch, case_factor, m
     """
     import torch
     out = {"rss_after_imports": common.rss_bytes()}
-    bench = Bench(plans, configuration, spec_dict, device, batch, case_factor, mirroring)
+    bench = Bench(plans, configuration, spec_dict, device, batch, case_factor, mirroring, compile_network)
     out["rss_after_build"] = common.rss_bytes()
     for phase, run in (("predict", bench.predict), ("train", bench.train_step)):
         if not common.reset_peak_rss() and phase == "train":
@@ -234,6 +236,8 @@ def main(argv=None) -> int:
                              "1.0 predicts a single tile, which keeps 3D 128^3 within minutes on a CPU")
     parser.add_argument("--no-mirroring", action="store_true",
                         help="predict without test-time mirroring (the ratio per forward pass is unchanged)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both networks, as nnU-Net does on CUDA (run with and without it on a GPU)")
     parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/overhead-<mode>.json)")
     args = parser.parse_args(argv)
     args.mode = args.mode or "quick"
@@ -255,18 +259,20 @@ def main(argv=None) -> int:
     machine = common.machine(device)
     print(common.describe_machine(machine))
     print(f"mode --{args.mode}: {reps} timed repetitions after one warm-up; LLM layer shaped like {args.llm} "
-          f"(random weights, frozen, float32)")
+          f"(random weights, frozen, float32); torch.compile {'on' if args.compile else 'off'}")
     spec = preset_spec(args.llm)
     all_plans = plans_for(scenarios)
-    results = {"mode": args.mode, "machine": machine, "llm": args.llm, "reps": reps, "scenarios": {}}
+    results = {"mode": args.mode, "machine": machine, "llm": args.llm, "reps": reps, "compile": args.compile,
+               "scenarios": {}}
     for name, (batch, case_factor, mirroring) in scenarios.items():
         case_factor = args.case_factor or case_factor
         mirroring = mirroring and not args.no_mirroring
         sc = SCENARIOS[name]
         plans = all_plans[name]
         planned_batch = plans["configurations"][sc.configuration]["batch_size"]
-        benches = {"plain": Bench(plans, sc.configuration, None, device, batch, case_factor, mirroring),
-                   "llm": Bench(plans, sc.configuration, spec.to_dict(), device, batch, case_factor, mirroring)}
+        benches = {"plain": Bench(plans, sc.configuration, None, device, batch, case_factor, mirroring, args.compile),
+                   "llm": Bench(plans, sc.configuration, spec.to_dict(), device, batch, case_factor, mirroring,
+                                args.compile)}
         llm_net = unwrap(benches["llm"].network)
         tokens = math.prod(llm_net.token_grid(benches["llm"].patch))
         b = benches["plain"]
@@ -287,7 +293,7 @@ def main(argv=None) -> int:
         del benches
         for variant, spec_dict in (("plain", None), ("llm", spec.to_dict())):
             entry["memory"][variant] = common.in_fresh_process(
-                memory_worker, plans, sc.configuration, spec_dict, device, batch, case_factor, mirroring)
+                memory_worker, plans, sc.configuration, spec_dict, device, batch, case_factor, mirroring, args.compile)
         results["scenarios"][name] = entry
     report(results)
     common.save(results, "overhead", args.mode, args.out)
