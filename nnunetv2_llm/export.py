@@ -110,10 +110,13 @@ def check_folds(variant, dataset: str, folds: list) -> None:
         if not (fold_dir / "checkpoint_final.pth").is_file():
             raise ExportError(f"fold {fold} of {variant.folder.name} has no checkpoint_final.pth (in {fold_dir}): "
                               f"finish its training (`{variant.train_command(dataset, fold)}`) or leave it out of -f.")
-        for needed in ("progress.png", "validation/summary.json"):
-            if not (fold_dir / needed).is_file():
-                raise ExportError(f"fold {fold} of {variant.folder.name} lacks {needed}, which nnU-Net's exporter "
-                                  f"copies; write it with `{variant.train_command(dataset, fold, ' --val')}`.")
+        if not (fold_dir / "validation" / "summary.json").is_file():
+            raise ExportError(f"fold {fold} of {variant.folder.name} lacks validation/summary.json, which nnU-Net's "
+                              f"exporter copies; write it with `{variant.train_command(dataset, fold, ' --val')}`.")
+        if not (fold_dir / "progress.png").is_file():
+            raise ExportError(f"fold {fold} of {variant.folder.name} lacks progress.png, which nnU-Net's exporter "
+                              f"copies and only training writes; copy it back from where the fold trained, or "
+                              f"retrain the fold.")
 
 
 def copy_package(dest: Path) -> None:

@@ -174,6 +174,10 @@ def test_export_refuses_plans_without_sha256_and_missing_folds(in_process_env, d
         plans_file.write_text(json.dumps(plans))
         assert cli.main([*args, "-f", "0"]) == 2
         assert "fold 0 trained another LLM block than" in capsys.readouterr().err
+        (copied / "fold_0" / "validation" / "summary.json").unlink()
+        assert cli.main([*args, "-f", "0"]) == 2
+        err = capsys.readouterr().err
+        assert "lacks validation/summary.json" in err and f"2d 0 -tr {SMOL} -p nnUNetPlans_nosha --val" in err
         assert not out.exists() and not list(tmp_path.glob(".submission*")), "nothing is half-written"
     finally:
         shutil.rmtree(copied)
