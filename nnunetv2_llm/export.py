@@ -68,15 +68,15 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def check_llm_provenance(variant, dataset: str, folds: list) -> list[str]:
+def check_llm_provenance(variant, dataset: str, folds: list) -> str:
     """Every LLM configuration must pin its tensors (sha256) and every fold's checkpoint must have trained with the
-    plans' spec. Returns one line per checked fold."""
+    plans' spec. Returns the line the submission's README states about the model's LLM layer."""
     from .block import EXTRA_STATE, LLMBlock
     from .spec import PLANS_KEY, describe_differences, spec_differences, spec_from_entry
     plans_file = variant.folder / "plans.json"
     entry = variant.plans_json["configurations"][variant.configuration].get(PLANS_KEY)
     if entry is None:
-        return []
+        return "Plain nnU-Net model (no LLM block)."
     spec = spec_from_entry(entry, str(plans_file))
     if spec.loads_pretrained and spec.sha256 is None:
         raise ExportError(
@@ -84,7 +84,6 @@ def check_llm_provenance(variant, dataset: str, folds: list) -> list[str]:
             f"tell which tensors this model was trained with. Restore the record from the checkpoint with "
             f"`{variant.train_command(dataset, folds[0], ' --val')}` (version 0.1 checkpoints carry none: retrain "
             f"the folds), then export again.")
-    lines = []
     for fold in folds:
         path = variant.folder / f"fold_{fold}" / "checkpoint_final.pth"
         state = load_checkpoint(path)["network_weights"]
@@ -99,8 +98,8 @@ def check_llm_provenance(variant, dataset: str, folds: list) -> list[str]:
                 raise ExportError(f"fold {fold} trained another LLM block than {plans_file} describes "
                                   f"({describe_differences(differences, 'plans', 'checkpoint')}); retrain the fold or "
                                   f"restore the plans it trained with.")
-        lines.append(f"fold {fold}: layer {spec.layer} of {spec.source}, sha256 {spec.sha256}")
-    return lines
+    return (f"LLM layer {spec.layer} of {spec.source}, pinned by sha256 {spec.sha256}; every exported fold's "
+            f"checkpoint was checked against it.")
 
 
 def check_folds(variant, dataset: str, folds: list) -> None:
@@ -274,7 +273,7 @@ def export_submission(dataset: str, configuration: str, trainer: str, plans: str
     if not 0 < tile_step_size <= 1:
         raise ExportError(f"--step-size {tile_step_size}: accepted is 0 < step <= 1 (nnU-Net's default 0.5).")
     check_folds(variant, dataset_name, folds)
-    provenance = check_llm_provenance(variant, dataset_name, folds)
+    llm_note = check_llm_provenance(variant, dataset_name, folds)
     out = Path(output).expanduser().resolve()
     if out.exists() and not (out / EXPORT_FILE).is_file():
         raise ExportError(f"-o {output} exists and is not a submission folder written by export, so it is not "
@@ -289,7 +288,6 @@ def export_submission(dataset: str, configuration: str, trainer: str, plans: str
         export_pretrained_model(dataset_name, str(tmp / MODEL_ZIP), configurations=(configuration,),
                                 trainer=variant.trainer, plans_identifier=variant.plans, folds=tuple(folds))
         copy_package(tmp / "src")
-        spec_note = "; ".join(provenance[:1]) if provenance else "Plain nnU-Net model (no LLM block)."
         record = {
             "format": EXPORT_FORMAT, "dataset": dataset_name, "configuration": configuration,
             "trainer": variant.trainer, "plans": variant.plans, "folds": folds,
@@ -301,7 +299,7 @@ def export_submission(dataset: str, configuration: str, trainer: str, plans: str
             "versions": versions, "python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "base_image": base_image or default_base_image(versions["torch"]),
             "image_name": re.sub(r"[^a-z0-9._-]+", "-", f"{dataset_name}-{variant.trainer}-{configuration}".lower()),
-            "llm_note": (f"LLM layer pinned by sha256: {spec_note}" if provenance else spec_note),
+            "llm_note": llm_note,
         }
         write_json(tmp / EXPORT_FILE, record)
         (tmp / "predict.py").write_text(PREDICT_PY)
