@@ -54,8 +54,8 @@ def checkpoint_like_nnunet(plans: dict, configuration: str, spec) -> dict:
     """The dict nnUNetTrainer.save_checkpoint writes, for a fresh network after one SGD step."""
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2_llm.spec import PLANS_KEY
-    from nnunetv2_llm.trainers import nnUNetTrainerLLM
+    from nnunetv2_llm.core.spec import PLANS_KEY
+    from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
     net = build_network(plans, configuration, spec)
     trainer = nnUNetTrainer if spec is None else nnUNetTrainerLLM
     optimizer = trainer.configure_optimizers(
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"--real: no such file(s) {missing}; pass checkpoint_final.pth files of finished runs")
 
-    from nnunetv2_llm import preset_spec
+    from nnunetv2_llm import model_spec
     machine = common.machine("cpu")
     print(common.describe_machine(machine))
     names = MODES[args.mode]
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
                  "patch_size": plans["configurations"][sc.configuration]["patch_size"], "variants": {}}
         variants = [("plain nnU-Net", None)] + [
             (f"+{model} {'trainable' if trainable else 'frozen'} {dtype}",
-             preset_spec(model, dtype=dtype, trainable=trainable))
+             model_spec(model, dtype=dtype, trainable=trainable))
             for model in MODELS for trainable in (False, True) for dtype in DTYPES]
         for label, spec in variants:
             v = measure_variant(plans, sc.configuration, spec)

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from nnunetv2_llm.files import write_json  # noqa: E402
+from nnunetv2_llm.core.files import write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -50,7 +50,7 @@ def _tensor_plan(config: dict) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes of the checkpoint's tensors, from the model built on the meta device."""
     import torch
     from transformers import AutoModelForCausalLM
-    from nnunetv2_llm.block import hf_config
+    from nnunetv2_llm.core.block import hf_config
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config(config))
     plan = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
@@ -123,8 +123,8 @@ def worker(approach: str, source: str, layer: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
     from nnunetv2_llm import LLMSpec, load_layer, read_config, resolve_spec
-    from nnunetv2_llm.block import LLMBlock
-    from nnunetv2_llm.weights import tensors_sha256
+    from nnunetv2_llm.core.block import LLMBlock
+    from nnunetv2_llm.core.weights import tensors_sha256
 
     # transformers imports a model's code lazily, on first use: do it here, outside the timing, for every approach.
     model_type = read_config(source)["model_type"]
@@ -161,10 +161,10 @@ def worker(approach: str, source: str, layer: int) -> dict:
 
 
 def measure(model: str, cache: Path, reps: int, max_reference_gb: float) -> dict:
-    from nnunetv2_llm import PRESETS
-    from nnunetv2_llm.weights import extract_layer
+    from nnunetv2_llm import MODELS
+    from nnunetv2_llm.core.weights import extract_layer
     from nnunetv2_llm import LLMSpec
-    preset = PRESETS[model]
+    preset = MODELS[model]
     folder = cache / f"{model}-random-bf16"
     t = time.perf_counter()
     existed = (folder / "config.json").is_file()

@@ -107,7 +107,7 @@ def managers(plans: dict, configuration: str, llm_spec=None):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     plans = copy.deepcopy(plans)
     if llm_spec is not None:
-        from nnunetv2_llm.spec import PLANS_KEY
+        from nnunetv2_llm.core.spec import PLANS_KEY
         plans["configurations"][configuration][PLANS_KEY] = llm_spec.to_dict()
     pm = PlansManager(plans)
     return pm, pm.get_configuration(configuration)
@@ -116,7 +116,7 @@ def managers(plans: dict, configuration: str, llm_spec=None):
 def build_network(plans: dict, configuration: str, llm_spec=None):
     """The network exactly as nnUNetTrainer (or our nnUNetTrainerLLM) builds it from these plans."""
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2_llm.trainers import nnUNetTrainerLLM
+    from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
     pm, cm = managers(plans, configuration, llm_spec)
     n_out = pm.get_label_manager(DATASET_JSON).num_segmentation_heads
     trainer = nnUNetTrainer if llm_spec is None else nnUNetTrainerLLM

@@ -44,8 +44,8 @@ class Bench:
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
         from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
         from nnunetv2_llm import LLMSpec
-        from nnunetv2_llm.network import unwrap
-        from nnunetv2_llm.trainers import nnUNetTrainerLLM
+        from nnunetv2_llm.core.network import unwrap
+        from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
 
         self.device = torch.device(device)
         spec = LLMSpec.from_dict(spec_dict) if spec_dict else None
@@ -145,7 +145,7 @@ class Bench:
 
     def gradient_and_state_bytes(self) -> dict:
         """Bytes of .grad and optimizer state, in total and for the LLM layer's own weights."""
-        from nnunetv2_llm.network import unwrap
+        from nnunetv2_llm.core.network import unwrap
         net = unwrap(self.network)
         layer_params = {id(p) for p in net.llm.layer.parameters()} if hasattr(net, "llm") else set()
         nbytes = lambda t: t.numel() * t.element_size()
@@ -246,9 +246,10 @@ def main(argv=None) -> int:
                      f"(use 1.0 for a single tile)")
 
     import torch
-    from nnunetv2_llm import preset_spec
-    from nnunetv2_llm.block import parameter_counts
-    from nnunetv2_llm.network import unwrap
+    from nnunetv2_llm import model_spec
+    from nnunetv2_llm.core.block import parameter_counts
+from nnunetv2_llm.core.cost import parameter_counts
+    from nnunetv2_llm.core.network import unwrap
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = MODES[args.mode]
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
     print(common.describe_machine(machine))
     print(f"mode --{args.mode}: {reps} timed repetitions after one warm-up; LLM layer shaped like {args.llm} "
           f"(random weights, frozen, float32); torch.compile {'on' if args.compile else 'off'}")
-    spec = preset_spec(args.llm)
+    spec = model_spec(args.llm)
     all_plans = plans_for(scenarios)
     results = {"mode": args.mode, "machine": machine, "llm": args.llm, "reps": reps, "compile": args.compile,
                "scenarios": {}}

@@ -46,7 +46,7 @@ class Env:
     """An isolated nnU-Net environment whose CLIs find our trainers; every command's output goes to a log."""
 
     def __init__(self, root: Path):
-        from nnunetv2_llm.environment import nnunet_cli_env
+        from nnunetv2_llm.nnunet.environment import nnunet_cli_env
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
         for p in (self.raw, self.preprocessed, self.results, root / "logs"):
@@ -67,7 +67,7 @@ class Env:
 
 def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, num_test: int,
              task: str = "blobs") -> dict:
-    from nnunetv2_llm.evaluate import dice_per_case
+    from nnunetv2_llm.evaluation.dice import dice_per_case
     dataset_id = FIRST_DATASET_ID + seed
     env.run(f"synth-{seed}", "nnunetv2-llm", "synth", "-d", dataset_id, "--dim", "2", "--num-train", num_train,
             "--num-test", num_test, "--seed", seed, "--task", task)
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                       help="2 seeds, 10 epochs of 20 iterations (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="5 seeds, 20 epochs of 25 iterations")
-    from nnunetv2_llm.synthetic import TASKS
+    from nnunetv2_llm.nnunet.synthetic import TASKS
     parser.add_argument("--task", default="blobs", choices=list(TASKS),
                         help="blobs: local texture decides the label; context: a distant cue decides it (synth --task)")
     parser.add_argument("--seeds", type=int, help="number of dataset seeds (0..N-1)")
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     length = args.length if args.length is not None else MODES[args.mode]["length"]
     trainers = {k: v for k, v in TRAINERS.items() if not args.trainers or v in args.trainers}
 
-    from nnunetv2_llm import trainers as our_trainers
+    from nnunetv2_llm.nnunet import trainers as our_trainers
     unknown = [b + length for b in trainers.values() if b + length not in our_trainers.__all__]
     if unknown:
         parser.error(f"--length {length!r}: no trainers {unknown}; choose one of {sorted(our_trainers.LENGTHS)}")

@@ -1,17 +1,32 @@
-"""nnunetv2-llm: a frozen pretrained LLM decoder layer at the bottleneck of nnU-Net's U-Nets (LLM4Seg)."""
-from .environment import trainers_folder
-from .spec import PRESETS, LLMSpec, LLMSpecError, preset_spec
-from .weights import LLMWeightsError, LayerWeights, extract_layer, load_extracted, load_layer, read_config
+"""nnunetv2-llm: a frozen pretrained LLM decoder layer at the bottleneck of nnU-Net's U-Nets (LLM4Seg).
 
-__version__ = "0.1.0"
-__all__ = ["PRESETS", "LLMSpec", "LLMSpecError", "LLMWeightsError", "LayerWeights", "extract_layer",
-           "load_extracted", "load_layer", "preset_spec", "read_config", "resolve_spec", "trainers_folder"]
+The public names below load on first use, so ``import nnunetv2_llm`` (and ``nnunetv2-llm --help``) stays quick.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.3.0"
+
+_PUBLIC = {
+    "LLMSpec": "core.spec", "LLMSpecError": "core.spec",
+    "MODELS": "core.models", "model_spec": "core.models",
+    "load_variant": "core.variants", "variant_names": "core.variants",
+    "LLMWeightsError": "core.weights", "LayerWeights": "core.weights", "extract_layer": "core.weights",
+    "load_extracted": "core.weights", "load_layer": "core.weights", "read_config": "core.weights",
+    "resolve_spec": "core.weights",
+    "LLMBlock": "core.block", "LLMUNet": "core.network",
+    "trainers_folder": "nnunet.environment",
+}
+# The 0.2 names of the named models (kept so scripts written for 0.2 run; see CHANGELOG.md).
+_RENAMED = {"PRESETS": ("core.models", "MODELS"), "preset_spec": ("core.models", "model_spec")}
+__all__ = sorted([*_PUBLIC, *_RENAMED])
 
 
-def resolve_spec(spec: LLMSpec) -> LLMSpec:
-    """The spec with its model config filled in (from the preset, a local file or the hub)."""
-    from .weights import canonical_source
-    spec = spec.replace(source=canonical_source(spec.source))
-    if spec.config is not None:
-        return spec
-    return spec.replace(config=read_config(spec.source, spec.revision))
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    if name in _RENAMED:
+        module, new = _RENAMED[name]
+        return getattr(importlib.import_module(f".{module}", __name__), new)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

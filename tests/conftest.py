@@ -39,7 +39,7 @@ class NNUNetEnv:
     """Three nnU-Net folders plus the environment the CLIs need to find our trainers."""
 
     def __init__(self, root: Path):
-        from nnunetv2_llm.environment import nnunet_cli_env
+        from nnunetv2_llm.nnunet.environment import nnunet_cli_env
         self.root = root
         self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
         for p in (self.raw, self.preprocessed, self.results):
@@ -206,7 +206,7 @@ def predict_and_score(env: NNUNetEnv, dataset_id: int, out: Path, *args) -> tupl
     """The stock nnUNetv2_predict on the dataset's imagesTs, scored by `nnunetv2-llm dice` (checked against the
     in-process score); returns the scores and the all-foreground floor."""
     import re
-    from nnunetv2_llm.evaluate import dice_per_case
+    from nnunetv2_llm.evaluation.dice import dice_per_case
     folder = env.dataset_folder(dataset_id)
     env.run("nnUNetv2_predict", "-i", folder / "imagesTs", "-o", out, "-d", dataset_id, *args,
             "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar")

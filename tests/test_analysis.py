@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnunetv2_llm.analysis import (activation_map, channel_spectra, concentration_iou, crop_or_pad, effective_rank,
+from nnunetv2_llm.evaluation.analysis import (activation_map, channel_spectra, concentration_iou, crop_or_pad, effective_rank,
                                    lsvr, mean_over_spectra, singular_values)
 
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"

@@ -12,8 +12,9 @@ import stat
 import pytest
 import torch
 
-from nnunetv2_llm import cli
-from nnunetv2_llm.spec import LLMSpec, LLMSpecError, preset_spec
+from nnunetv2_llm.commands import cli
+from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
+from nnunetv2_llm.core.models import model_spec
 
 
 def run(capsys, *args) -> tuple[int, str]:
@@ -56,7 +57,7 @@ def test_extract_overwrites_its_own_file_and_prints_a_usable_hint(tmp_path, caps
     shutil.copy(layer_file, tmp_path / "mine.safetensors")
     assert cli.main(["extract", "--llm", "smollm2-135m", "-o", "mine.safetensors", "--overwrite"]) == 0
     hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("use it offline with:")][0]
-    assert f"--llm {tmp_path / 'mine.safetensors'} --layer 14" in hint, "absolute: valid from any directory"
+    assert f"--llm {tmp_path / 'mine.safetensors'}" in hint, "absolute: valid from any directory"
 
 
 # ---------------------------------------------------------------- dice
@@ -114,14 +115,14 @@ def test_damaged_gguf_names_the_file_and_how_to_get_a_good_copy(damage, smollm2_
     ("stage", 1.5, "stage=1.5 must be int"),
 ])
 def test_mistyped_spec_fields_are_refused(field, value, expected):
-    entry = preset_spec("smollm2-135m").to_dict()
+    entry = model_spec("smollm2-135m").to_dict()
     entry[field] = value
     with pytest.raises(LLMSpecError, match=re.escape(expected)):
         LLMSpec.from_dict(entry)
 
 
 def test_a_config_edit_that_breaks_the_model_names_the_field():
-    spec = preset_spec("deepseek-r1-distill-qwen-1.5b")
+    spec = model_spec("deepseek-r1-distill-qwen-1.5b")
     config = copy.deepcopy(spec.config)
     config["hidden_size"] = 1540
     with pytest.raises(LLMSpecError, match=r"hidden_size=1540 .* is not a multiple of num_attention_heads=12"):
@@ -135,9 +136,9 @@ def test_a_config_edit_that_breaks_the_model_names_the_field():
 def test_plans_errors_name_the_plans(in_process_env, dataset_2d, capsys):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_llm.trainers import nnUNetTrainerLLM
+    from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
     plans = in_process_env.plans(dataset_2d)
-    entry = preset_spec("smollm2-135m").to_dict()
+    entry = model_spec("smollm2-135m").to_dict()
     entry["residual"] = "false"
     plans["configurations"]["2d"]["llm"] = entry
     manager = PlansManager(plans)
@@ -209,8 +210,8 @@ def test_written_files_honour_the_umask(in_process_env, dataset_2d, layer_file, 
 # ---------------------------------------------------------------- damaged checkpoints
 
 def test_analyze_and_pretrained_weights_name_a_damaged_checkpoint(in_process_env, dataset_2d, tmp_path, capsys):
-    from nnunetv2_llm.errors import UserError
-    from nnunetv2_llm.trainers import load_pretrained_weights
+    from nnunetv2_llm.core.errors import UserError
+    from nnunetv2_llm.nnunet.pretrained import load_pretrained_weights
     trained = in_process_env.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
     copy_dir = trained.parent / "nnUNetTrainerDamaged__nnUNetPlans__2d"
     shutil.rmtree(copy_dir, ignore_errors=True)

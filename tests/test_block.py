@@ -13,9 +13,11 @@ import torch
 from tiny_llm import capture_layer_io, save_tiny
 from torch import nn
 
-from nnunetv2_llm.block import LLMBlock, build_decoder_layer, hf_config, parameter_counts
-from nnunetv2_llm.spec import LLMSpec, preset_spec
-from nnunetv2_llm.weights import load_layer
+from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
+from nnunetv2_llm.core.cost import parameter_counts
+from nnunetv2_llm.core.spec import LLMSpec
+from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.core.weights import load_layer
 
 HIDDEN = 64
 CHECKPOINTS = {"llama": ("llama", 1, None), "qwen2": ("qwen2", 2, "60KB")}  # arch, layer, shard size
@@ -207,7 +209,7 @@ def test_layer_awaiting_pretrained_weights_is_zero_and_passes_its_input_through(
 
 def test_trainable_parameter_count_for_a_llama_3_2_1b_layer():
     """Paper: +2.10 M trainable for nnU-Net 2D (C=512) with LLaMA-3.2-1B; the structure needs no download."""
-    block = LLMBlock(512, preset_spec("llama-3.2-1b"))
+    block = LLMBlock(512, model_spec("llama-3.2-1b"))
     assert parameter_counts(block) == {"trainable": 2_099_712, "frozen": 60_821_504}
     assert block.proj_in.weight.shape == (2048, 512) and block.proj_out.weight.shape == (512, 2048)
 

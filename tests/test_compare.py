@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from nnunetv2_llm import cli
-from nnunetv2_llm.metrics import surface_metrics
-from nnunetv2_llm.statistics import bootstrap_ci, holm, paired_comparison, rank_biserial, rank_stability
+from nnunetv2_llm.commands import cli
+from nnunetv2_llm.evaluation.metrics import surface_metrics
+from nnunetv2_llm.evaluation.statistics import bootstrap_ci, holm, paired_comparison, rank_biserial, rank_stability
 
 PLAIN = "nnUNetTrainer_2epochs_5its"
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
@@ -85,15 +85,19 @@ def test_nan_pairs_are_left_out():
 
 
 def test_nsd_tolerances_default_global_and_per_label():
-    from nnunetv2_llm.compare import CompareError, parse_tolerances
-    from nnunetv2_llm.metrics import DEFAULT_TOLERANCE_MM
-    assert parse_tolerances(None, [1, 2]) == {1: DEFAULT_TOLERANCE_MM, 2: DEFAULT_TOLERANCE_MM}
-    assert parse_tolerances(["3"], [1, 2]) == {1: 3.0, 2: 3.0}
-    assert parse_tolerances(["1.5", "2=0.5"], [1, 2]) == {1: 1.5, 2: 0.5}
-    with pytest.raises(CompareError, match=r"label '3' is not one of the labels \[1, 2\]"):
-        parse_tolerances(["3=1"], [1, 2])
-    with pytest.raises(CompareError, match="give a positive distance in mm"):
-        parse_tolerances(["-1"], [1, 2])
+    from nnunetv2_llm.evaluation.compare import CompareError, parse_tolerances
+    from nnunetv2_llm.evaluation.metrics import DEFAULT_TOLERANCE_MM
+    keys = ["1", "2"]
+    assert parse_tolerances(None, keys) == {"1": DEFAULT_TOLERANCE_MM, "2": DEFAULT_TOLERANCE_MM}
+    assert parse_tolerances(["3"], keys) == {"1": 3.0, "2": 3.0}
+    assert parse_tolerances(["1.5", "2=0.5"], keys) == {"1": 1.5, "2": 0.5}
+    with pytest.raises(CompareError, match=r"label '3' is not one of the labels \['1', '2'\]"):
+        parse_tolerances(["3=1"], keys)
+    for bad in ("-1", "inf", "nan", "x"):
+        with pytest.raises(CompareError, match="give a positive distance in mm"):
+            parse_tolerances([bad], keys)
+    regions = ["(1, 2)", "2"]
+    assert parse_tolerances(["(1, 2)=2"], regions) == {"(1, 2)": 2.0, "2": DEFAULT_TOLERANCE_MM}
 
 
 def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
@@ -101,7 +105,9 @@ def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
     scored again."""
     from PIL import Image
     from rich.progress import Progress
-    from nnunetv2_llm.compare import Case, score_cases
+    from nnunetv2_llm.evaluation.cases import Case
+    from nnunetv2_llm.evaluation.labels import label_rule
+    from nnunetv2_llm.evaluation.scoring import score_cases
     ref, pred = tmp_path / "ref.png", tmp_path / "pred.png"
     Image.fromarray(_square().astype(np.uint8)).save(ref)
     Image.fromarray(_square(start=(10, 12)).astype(np.uint8)).save(pred)
@@ -109,16 +115,17 @@ def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
 
     def score():
         with Progress(disable=True) as progress:
-            return score_cases(cases, cache, "NaturalImage2DIO", [1], {1: 1.0}, 1, progress, "scoring")
+            return score_cases(cases, cache, "NaturalImage2DIO", rule, {"1": 1.0}, 1, progress, "scoring")
 
-    first = score()[("c1")][1]
+    rule = label_rule({"labels": {"background": 0, "lesion": 1}})
+    first = score()["c1"]["1"]
     assert first["Dice"] == pytest.approx(2 * 80 / 200)
     entry = json.loads((cache / "c1.json").read_text())
     entry["metrics"]["1"]["Dice"] = 0.123  # a marker: only a cache read returns it
     (cache / "c1.json").write_text(json.dumps(entry))
-    assert score()["c1"][1]["Dice"] == 0.123
+    assert score()["c1"]["1"]["Dice"] == 0.123
     Image.fromarray(_square().astype(np.uint8)).save(pred)
-    assert score()["c1"][1]["Dice"] == 1.0, "a changed prediction is scored again"
+    assert score()["c1"]["1"]["Dice"] == 1.0, "a changed prediction is scored again"
 
 
 # ---------------------------------------------------------------- end to end on trained folds

@@ -6,9 +6,9 @@ import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from tiny_llm import TINY_LLAMA
 
-from nnunetv2_llm.block import LLMBlock
-from nnunetv2_llm.network import LLMUNet
-from nnunetv2_llm.spec import POSITIONS, LLMSpec
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.network import LLMUNet
+from nnunetv2_llm.core.spec import POSITIONS, LLMSpec
 
 
 def _net(dim: int, trainable: bool) -> LLMUNet:

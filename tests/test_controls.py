@@ -7,11 +7,12 @@ re-drawn but RMSNorm gains kept pretrained.
 import pytest
 import torch
 
-from nnunetv2_llm.block import IdentityLayer, LLMBlock, parameter_counts
-from nnunetv2_llm.spec import preset_spec
-from nnunetv2_llm.trainers import (nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2FrozenRandom,
+from nnunetv2_llm.core.block import IdentityLayer, LLMBlock
+from nnunetv2_llm.core.cost import parameter_counts
+from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.nnunet.trainers import (builtin_spec, nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2FrozenRandom,
                                    nnUNetTrainerSmolLM2Identity)
-from nnunetv2_llm.weights import load_layer
+from nnunetv2_llm.core.weights import load_layer
 
 
 def _initialized(env, trainer_cls, dataset_id):
@@ -54,9 +55,9 @@ def test_frozen_random_control_is_random_frozen_and_out_of_the_optimizer(in_proc
 
 
 def test_random_reference_init_redraws_linears_and_keeps_pretrained_norms(smollm2_gguf):
-    weights = load_layer(preset_spec("smollm2-135m"))
+    weights = load_layer(model_spec("smollm2-135m"))
     torch.manual_seed(0)
-    block = LLMBlock(32, preset_spec("smollm2-135m", init="random-reference", trainable=True))
+    block = LLMBlock(32, model_spec("smollm2-135m", init="random-reference", trainable=True))
     block.load_pretrained(weights.tensors)
     state = block.layer.state_dict()
     for name, tensor in weights.tensors.items():
@@ -70,5 +71,5 @@ def test_random_reference_init_redraws_linears_and_keeps_pretrained_norms(smollm
 
 @pytest.mark.parametrize("cls", [nnUNetTrainerSmolLM2Identity, nnUNetTrainerSmolLM2FrozenRandom])
 def test_controls_load_no_pretrained_tensors(cls):
-    assert not preset_spec(cls.preset, **cls.options).loads_pretrained
-    assert preset_spec(nnUNetTrainerSmolLM2.preset, **nnUNetTrainerSmolLM2.options).loads_pretrained
+    assert not builtin_spec(cls.model, cls.variant).loads_pretrained
+    assert builtin_spec(nnUNetTrainerSmolLM2.model, nnUNetTrainerSmolLM2.variant).loads_pretrained

@@ -18,8 +18,8 @@ from tiny_llm import TINY_LLAMA
 def _net(trainable: bool):
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    from nnunetv2_llm.network import LLMUNet
-    from nnunetv2_llm.spec import LLMSpec
+    from nnunetv2_llm.core.network import LLMUNet
+    from nnunetv2_llm.core.spec import LLMSpec
     torch.manual_seed(0)
     unet = PlainConvUNet(1, 3, [8, 16, 32], torch.nn.Conv2d, 3, [1, 2, 2], 1, 2, 1, conv_bias=True,
                          norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"affine": True},

@@ -5,8 +5,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from nnunetv2_llm import cli
-from nnunetv2_llm.evaluate import dice_per_case
+from nnunetv2_llm.commands import cli
+from nnunetv2_llm.evaluation.dice import dice_per_case
 
 
 def _write(folder, name, squares):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunetv2_llm import cli
-from nnunetv2_llm.export import OfflineRun, package_versions, same_labels
+from nnunetv2_llm.commands import cli
+from nnunetv2_llm.submission.build import package_versions
+from nnunetv2_llm.submission.check import OfflineRun, same_labels
 
 PLAIN = "nnUNetTrainer_2epochs_5its"
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
@@ -35,7 +36,7 @@ def test_llm_submission_holds_the_model_and_no_llm_files(llm_submission, nnunet_
     plans = json.loads(zipfile.ZipFile(llm_submission / "model.zip").read(f"{model}/plans.json"))
     assert re.fullmatch(r"[0-9a-f]{64}", plans["configurations"]["2d"]["llm"]["sha256"])
     assert (llm_submission / "src" / "nnunetv2_llm" / "ext_trainers" / "nnunetv2_llm_trainers.py").is_file()
-    assert (llm_submission / "src" / "nnunetv2_llm" / "export.py").is_file()
+    assert (llm_submission / "src" / "nnunetv2_llm" / "submission" / "runtime.py").is_file()
     for name in ("Dockerfile", "predict.py", "README.md", "export.json"):
         assert (llm_submission / name).is_file(), name
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from tiny_llm import capture_layer_io, save_tiny
 
-from nnunetv2_llm.block import LLMBlock
-from nnunetv2_llm.spec import LLMSpec
-from nnunetv2_llm.weights import load_layer
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.spec import LLMSpec
+from nnunetv2_llm.core.weights import load_layer
 
 HIDDEN, LAYER, SPATIAL = 64, 1, (3, 4)  # 12 tokens
 GEMMA = dict(hidden_size=HIDDEN, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,

@@ -13,9 +13,9 @@ import torch
 from tiny_llm import tiny_model
 
 from nnunetv2_llm import resolve_spec
-from nnunetv2_llm.block import LLMBlock
-from nnunetv2_llm.spec import LLMSpec
-from nnunetv2_llm.weights import LLMWeightsError, load_layer
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.spec import LLMSpec
+from nnunetv2_llm.core.weights import LLMWeightsError, load_layer
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType

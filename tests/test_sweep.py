@@ -59,7 +59,7 @@ def sweep_cli(sweep_env, monkeypatch, capsys):
         monkeypatch.setenv(key, sweep_env.env[key])
 
     def run(*args):
-        from nnunetv2_llm.cli import main
+        from nnunetv2_llm.commands.cli import main
         capsys.readouterr()
         rc = main([str(a) for a in args])
         return rc, capsys.readouterr().err
@@ -72,7 +72,7 @@ def sweep_cli(sweep_env, monkeypatch, capsys):
     (["-d", "501", "-tr", "nnUNetTrainer", "-f", "one"], "fold(s) ['one'] outside 0-4"),
     (["-d", "501", "-tr", "nnUNetTrainer", "-p", "NoPlans"], "plans 'NoPlans' not found"),
     (["-d", "501", "-tr", "nnUNetTrainer", "-c", "3d_fullres"], "have no configuration 3d_fullres"),
-    (["-d", "999", "-tr", "nnUNetTrainer"], "-d 999: no preprocessed dataset matches"),
+    (["-d", "999", "-tr", "nnUNetTrainer"], "-d 999: no dataset has id 999"),
     (["-tr", "nnUNetTrainer"], "the grid has no 'dataset'"),
 ])
 def test_plan_bad_input(sweep_cli, tmp_path, flags, message):
@@ -105,11 +105,11 @@ def test_slurm_backend_without_submitit_names_the_install_line(sweep_cli, tmp_pa
 def test_layer_range_grid(sweep_env, tmp_path, smollm2_gguf):
     """One plans file per layer, one job per layer x fold; every layer fetched once into the sweep folder, the
     plans pinned to it, and the sha256 of the tensors recorded per job (preset trainers' too)."""
-    from nnunetv2_llm.weights import load_extracted, load_layer
-    from nnunetv2_llm.spec import preset_spec
+    from nnunetv2_llm.core.weights import load_extracted, load_layer
+    from nnunetv2_llm.core.models import model_spec
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"dataset: 501\ntrainers: [nnUNetTrainer, {SMOL}]\nfolds: [0, 1]\n"
-                    f"llm: [--llm, '{smollm2_gguf}', --layer, 0-1]\n")
+                    f"llm: {{llm: '{smollm2_gguf}', layer: 0-1}}\n")
     sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", tmp_path / "s")
     jobs = json.loads((tmp_path / "s" / "sweep.json").read_text())["jobs"]
     llm_jobs = [j for j in jobs if j["trainer"] == "nnUNetTrainerLLM"]
@@ -126,7 +126,7 @@ def test_layer_range_grid(sweep_env, tmp_path, smollm2_gguf):
         assert entry["sha256"] == extracted.sha256
         assert {j["llm_sha256"] for j in llm_jobs if j["plans"] == name} == {extracted.sha256}
     assert len({j["llm_sha256"] for j in llm_jobs}) == 2
-    smol = load_layer(preset_spec("smollm2-135m")).sha256
+    smol = load_layer(model_spec("smollm2-135m")).sha256
     assert {j["llm_sha256"] for j in jobs if j["trainer"] == SMOL} == {smol}
     assert all(j["llm_sha256"] is None for j in jobs if j["trainer"] == "nnUNetTrainer")
 
@@ -210,7 +210,7 @@ def test_local_run_kill_resume_skip_and_compare(nnunet_env, dataset_2d, sweep_en
 
 
 def test_compare_command(sweep_env, tmp_path):
-    from nnunetv2_llm.sweep import compare_commands
+    from nnunetv2_llm.sweep.grid import compare_commands
     jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "fold": f, "trainer": t, "plans": "nnUNetPlans"}
             for t in ("nnUNetTrainer_2epochs_5its", "nnUNetTrainerSmolLM2_2epochs_5its") for f in (1, 0)]
     (command,) = compare_commands(tmp_path, jobs)

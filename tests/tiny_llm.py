@@ -157,8 +157,8 @@ def ddp_hub_worker(rank: int, world: int, port: int, root: str, spec: dict, out:
 
     import torch.distributed as dist
 
-    from nnunetv2_llm.spec import LLMSpec
-    from nnunetv2_llm.weights import load_layer
+    from nnunetv2_llm.core.spec import LLMSpec
+    from nnunetv2_llm.core.weights import load_layer
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     hub, counter = serve(root)

@@ -1,0 +1,65 @@
+"""``nnunetv2-llm compare``: paired statistics, surface metrics and held-out / zero-shot sets of trained variants."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..evaluation.metrics import DEFAULT_TOLERANCE_MM
+
+DESCRIPTION = """\
+Is the difference between trained nnU-Net variants real? Any trained results count (stock trainers, ours,
+other plugins'), scored the same way:
+
+  in-domain   the out-of-fold validation predictions nnU-Net wrote (fold_X/validation), pooled over the
+              folds you name, against nnUNet_preprocessed/<dataset>/gt_segmentations
+  held-out    --held-out NAME=FOLDER: labelled cases of the training distribution the models never saw
+  zero-shot   --external NAME=FOLDER: labelled cases of a shifted distribution (another scanner, site, ...)
+
+The other sets are predicted by each variant with the stock nnUNetv2_predict (ensemble of the named folds),
+once, and cached in the report folder. Per case and label: Dice and IoU (nnU-Net's code and label rule),
+HD95 and NSD in mm (MONAI). Against the reference: paired difference with a bootstrap 95% CI, Wilcoxon p
+with Holm's correction over every comparison of the report, rank-biserial r, wins/ties/losses; ranks with
+bootstrap stability; parameters and GFLOPs. Writes report.md, report.json, cases.csv and figures to -o.
+
+A second run into the same -o waits for the first, then reuses its predictions and scores.
+"""
+
+
+def cmd_compare(args) -> int:
+    from ..evaluation.compare import CompareRequest, run_compare
+    run_compare(CompareRequest(
+        dataset=args.dataset, configuration=args.configuration, trainers=args.trainers, output=args.output,
+        plans=args.plans, folds=args.folds, reference=args.reference, external=args.external or [],
+        held_out=args.held_out or [], nsd_tolerance=args.nsd_tolerance, bootstrap=args.bootstrap, seed=args.seed,
+        processes=args.processes, device=args.device))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare", help="paired statistics, surface metrics, held-out and zero-shot sets of trained nnU-Net variants",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
+    p.add_argument("-tr", "--trainers", nargs="+", required=True, metavar="TRAINER[__PLANS]|FOLDER",
+                   help="the variants: trainer names (any trainer, stock or plugin), TRAINER__PLANS, or results folders")
+    p.add_argument("-p", "--plans", nargs="+", default=["nnUNetPlans"],
+                   help="plans identifier for all variants, or one per -tr (default nnUNetPlans)")
+    p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"],
+                   help="folds (default 0 1 2 3 4; 'all' for the fold trained on every case)")
+    p.add_argument("--reference", help="the variant the others are compared with (default: the first)")
+    p.add_argument("--held-out", nargs="+", metavar="NAME=FOLDER",
+                   help="held-out sets of the training distribution: an nnU-Net raw dataset or a folder with "
+                        "imagesTs/labelsTs (else imagesTr/labelsTr), same labels")
+    p.add_argument("--external", nargs="+", metavar="NAME=FOLDER",
+                   help="zero-shot sets (a shifted distribution), in the same form as --held-out")
+    p.add_argument("--nsd-tolerance", nargs="+", metavar="MM|LABEL=MM",
+                   help=f"NSD tolerance in mm, for all labels or per label (default {DEFAULT_TOLERANCE_MM:g})")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples, 100 or more (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("-np", "--processes", type=int, default=os.cpu_count() or 1,
+                   help="processes scoring cases in parallel (default: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="device of the held-out and zero-shot predictions (default: cuda if available)")
+    p.add_argument("-o", "--output", required=True, help="report folder")
+    p.set_defaults(func=cmd_compare)

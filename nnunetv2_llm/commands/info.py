@@ -1,0 +1,66 @@
+"""``nnunetv2-llm info``: parameters and FLOPs of a configured nnU-Net with and without the LLM block.
+
+The paper's "Param(M) / GFLOPs" columns for your own plans. The net is built from the preprocessed
+plans, or from a trained run's ``plans.json`` when ``-tr`` names one; the LLM layer gets random
+weights (its structure is all that counts), so nothing is downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..core.models import MODELS
+
+DEFAULT_LLM = "llama-3.2-1b"
+
+
+def print_table(info: dict) -> None:
+    from rich.table import Table
+
+    from ..core.terminal import console as make_console
+    console = make_console(140)
+    patch = "x".join(map(str, info["patch_size"]))
+    table = Table(title=f"{info['dataset']} {info['configuration']}: patch {patch}, batch size 1")
+    for column in ("network", "trainable (M)", "frozen (M)", "GFLOPs", "GMACs", "tokens", "hidden"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+
+    def row(name, cost, sign=""):
+        tokens = "-" if cost.get("tokens") is None else f"{cost['tokens']} ({'x'.join(map(str, cost['token_grid']))})"
+        table.add_row(name, f"{sign}{cost['trainable'] / 1e6:.2f}", f"{sign}{cost['frozen'] / 1e6:.2f}",
+                      f"{sign}{cost['gflops']:.2f}", f"{sign}{cost['gmacs']:.2f}", tokens,
+                      "-" if cost.get("hidden_size") is None else str(cost["hidden_size"]))
+    row("nnU-Net", info["nnunet"])
+    row(f"+ {info['llm_description']}", info["nnunet_llm"])
+    row("added by the block", info["added"], sign="+")
+    console.print(table)
+    print(f"{info['flops_note']}\nplans: {info['plans']}\nLLM spec from {info['llm_from']}; block on "
+          f"{info['bottleneck_channels']} bottleneck channels", flush=True)
+
+
+def cmd_info(args) -> int:
+    from ..core.models import model_spec
+    from ..nnunet.networks import cost_report
+    fallback = model_spec(args.llm, **({"layer": args.layer} if args.layer is not None else {}),
+                          trainable=args.trainable, stage=args.stage)
+    info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print_table(info)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("info", help="parameters and GFLOPs of the configured net with and without the LLM block",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name, as for nnUNetv2_train")
+    p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
+    p.add_argument("-tr", "--trainer", help="trainer: its trained run's plans.json if it exists, and its built-in LLM")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("--llm", default=DEFAULT_LLM, choices=sorted(MODELS),
+                   help=f"LLM when neither the trainer nor the plans name one (default {DEFAULT_LLM})")
+    p.add_argument("--layer", type=int, help="0-based decoder layer of --llm (default: the model's paper layer)")
+    p.add_argument("--trainable", action="store_true", help="count the --llm layer as trainable (paper '(T)')")
+    p.add_argument("--stage", type=int, default=-1, help="encoder stage of the --llm block (default -1, the bottleneck)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_info)

@@ -1,0 +1,65 @@
+"""``nnunetv2-llm plan``: LLM plans derived from any nnU-Net plans, for ablations and layer sweeps without new code.
+
+A derived plans file is a copy of the source plans (nnUNetPlans, nnUNetResEncUNet{M,L,XL}Plans, ...) with its own
+plans_name and the LLM spec in every configuration that defines a network. Every data_identifier stays, so
+nnU-Net trains on the data it already preprocessed:
+
+    nnunetv2-llm plan -d 501 --llm llama-3.2-1b --variant layer-sweep
+    nnUNetv2_train 501 2d 0 -tr nnUNetTrainerLLM -p nnUNetPlans_LLM_llama-3.2-1b_L07
+
+A variant (--variant) is a named wiring (plans/NAME.json); flags override its options.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..core.variants import variant_names
+from .options import add_spec_arguments, layers_type, spec_options
+
+
+def cmd_plan(args) -> int:
+    from ..core.files import read_json
+    from ..core.spec import PLANS_KEY, LLMSpec
+    from ..nnunet.planning import PlanningError, PlansRequest, write_llm_plans
+    from ..nnunet.results import dataset_id
+    if args.preset:
+        raise PlanningError(f"--preset was split into --llm MODEL and --variant NAME in 0.3: --preset llama-paper is "
+                            f"--llm llama-3.2-1b --variant paper (variants: {', '.join(variant_names())}).")
+    request = PlansRequest(llm=args.llm, variant=args.variant, layers=args.layer, options=spec_options(args),
+                           output=args.output)
+    targets = write_llm_plans(args.dataset, args.plans, request, overwrite=args.overwrite)
+    for path in targets:
+        plans = read_json(path)
+        with_llm = [c for c, conf in plans["configurations"].items() if PLANS_KEY in conf]
+        spec = LLMSpec.from_dict(plans["configurations"][with_llm[0]][PLANS_KEY])
+        print(f"wrote {path}: {spec.source} layer {spec.layer} (init={spec.init}, trainable={spec.trainable}, "
+              f"positions={spec.positions}, attention={spec.attention}, residual={spec.residual}) "
+              f"in {', '.join(with_llm)}")
+    number = dataset_id(targets[0].parent.name)
+    print("train with:")
+    for path in targets:
+        print(f"  nnUNetv2_train {number} {with_llm[0]} FOLD -tr nnUNetTrainerLLM -p {path.stem}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "plan", help="write LLM plans next to existing nnU-Net plans (layer sweeps, ablations)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-d", "--dataset", required=True, help="dataset id (501) or name (Dataset501_Synth2D)")
+    p.add_argument("-p", "--plans", default="nnUNetPlans",
+                   help="source plans, e.g. nnUNetPlans or nnUNetResEncUNetMPlans (default: nnUNetPlans)")
+    add_spec_arguments(p, llm_default=None, layer_type=layers_type,
+                       layer_help="0-based decoder layer: 14, a range 0-15, a list 0,3,7-9, last or all (one plans "
+                                  "file per layer; default: the variant's, else the named model's paper layer)")
+    p.add_argument("--variant", metavar="NAME|FILE",
+                   help=f"a named wiring whose options the flags override (plans/NAME.json, or a JSON file of your "
+                        f"own): {', '.join(variant_names())}; default: the authors' wiring")
+    p.add_argument("--preset", help=argparse.SUPPRESS)
+    p.add_argument("-o", "--output", help="plans name (default: <source>_LLM_<model>[-options]_L<layer>); with "
+                                          "several layers, _L<layer> is appended")
+    p.add_argument("--overwrite", action="store_const", const=True, default=False,
+                   help="replace LLM plans of the same name (refused if folds were trained with them)")
+    p.add_argument("--overwrite-trained", dest="overwrite", action="store_const", const="trained",
+                   help="replace LLM plans even if folds were trained with them (retrain every fold)")
+    p.set_defaults(func=cmd_plan)

@@ -1,0 +1,186 @@
+"""What LLM layer goes into the bottleneck, and how it is wired: a plain, JSON-serialisable spec.
+
+The spec lives in nnU-Net plans (``configurations[c]['llm']``), so the network structure can be
+rebuilt at inference from ``plans.json`` alone, with no download.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+# Where the spec lives in nnU-Net plans: configurations[c][PLANS_KEY].
+PLANS_KEY = "llm"
+POSITIONS = ("reference", "rope", "axial", "none")
+ATTENTION = ("causal", "bidirectional")
+# pretrained: the LLM's tensors; random: the '+Transformer' baseline, every tensor re-drawn (norm gains at 1);
+# random-reference: the authors' '+Transformer' (linears re-drawn, RMSNorm gains kept pretrained);
+# identity: the control with the layer replaced by identity (only the two projections remain).
+INIT = ("pretrained", "random", "random-reference", "identity")
+DTYPES = ("float32", "bfloat16")
+# The wiring options of a spec, besides its source and layer: what `--positions` etc. set on the command line.
+SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision")
+
+
+class LLMSpecError(UserError, ValueError):
+    """A spec value is invalid; the message names the value, the accepted range and the fix."""
+
+
+def check_layers(layers: list[int], n_layers: int | None, source: str, fix: str = "") -> None:
+    """Every index must name one of the model's ``n_layers`` decoder layers (unknown count: no check)."""
+    outside = [i for i in layers if n_layers is not None and not 0 <= i < n_layers]
+    if outside:
+        raise LLMSpecError(
+            f"{'layers' if len(outside) > 1 else 'layer'} {', '.join(map(str, outside))} out of range for {source}: "
+            f"it has {n_layers} decoder layers, valid indices are 0..{n_layers - 1} (0-based; the paper's 'k-th' "
+            f"layer is index k-1).{fix}")
+
+
+def check_model_config(config: dict, source: str) -> None:
+    """The config fields that shape a decoder layer must describe a buildable one (e.g. after a hand edit)."""
+    def field_value(name):
+        value = config.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise LLMSpecError(f"config {name}={value!r} of {source} must be a positive integer; restore the "
+                               f"model's own config.json values.")
+        return value
+    if not isinstance(config.get("model_type"), str):
+        raise LLMSpecError(f"config of {source} has no model_type string; store the model's own config.json.")
+    hidden, heads, kv_heads = field_value("hidden_size"), field_value("num_attention_heads"), \
+        field_value("num_key_value_heads")
+    for name in ("intermediate_size", "num_hidden_layers", "head_dim"):
+        field_value(name)
+    if hidden and heads and config.get("head_dim") is None and hidden % heads:
+        raise LLMSpecError(f"config hidden_size={hidden} of {source} is not a multiple of num_attention_heads={heads}, "
+                           f"so no attention head size fits; restore the model's own config.json values.")
+    if heads and kv_heads and heads % kv_heads:
+        raise LLMSpecError(f"config num_attention_heads={heads} of {source} is not a multiple of "
+                           f"num_key_value_heads={kv_heads}; restore the model's own config.json values.")
+
+
+def _choice(name: str, value: Any, accepted: tuple) -> None:
+    if value not in accepted:
+        raise LLMSpecError(f"{name}={value!r} is not accepted; choose one of {', '.join(map(repr, accepted))}.")
+
+
+_FIELD_TYPES = {"source": (str,), "layer": (int,), "positions": (str,), "attention": (str,), "residual": (bool,),
+                "init": (str,), "trainable": (bool,), "dtype": (str,), "stage": (int,), "revision": (str, type(None)),
+                "sha256": (str, type(None)), "config": (dict, type(None))}
+
+
+@dataclass
+class LLMSpec:
+    """One decoder layer of an LLM and the options of the block around it.
+
+    Defaults reproduce the authors' code: frozen pretrained weights, no outer residual, causal
+    attention over raster order and their fixed 1-rad-per-token position rotation.
+    """
+
+    source: str
+    layer: int
+    positions: str = "reference"
+    attention: str = "causal"
+    residual: bool = False
+    init: str = "pretrained"
+    trainable: bool = False
+    dtype: str = "float32"
+    stage: int = -1
+    revision: str | None = None
+    sha256: str | None = None
+    config: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        for name, kinds in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                accepted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                hint = " (JSON true/false, not a string)" if bool in kinds else ""
+                raise LLMSpecError(f"{name}={value!r} must be {accepted}{hint}; fix the llm entry.")
+        _choice("positions", self.positions, POSITIONS)
+        _choice("attention", self.attention, ATTENTION)
+        _choice("init", self.init, INIT)
+        _choice("dtype", self.dtype, DTYPES)
+        if self.config is not None:
+            check_model_config(self.config, self.source)
+            check_layers([self.layer], self.config.get("num_hidden_layers"), self.source)
+
+    @property
+    def loads_pretrained(self) -> bool:
+        """Whether the layer needs the source's tensors (all of them, or the norm gains of 'random-reference')."""
+        return self.init in ("pretrained", "random-reference")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LLMSpec":
+        fields = dataclasses.fields(cls)
+        known = {f.name for f in fields}
+        unknown = set(d) - known
+        if unknown:
+            raise LLMSpecError(f"unknown LLM spec keys {sorted(unknown)}; accepted keys are {sorted(known)}.")
+        required = {f.name for f in fields
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        if required - set(d):
+            raise LLMSpecError(f"LLM spec {d} lacks the required keys {sorted(required - set(d))}; "
+                               f"write the spec with LLMSpec.to_dict().")
+        return cls(**d)
+
+    def replace(self, **changes) -> "LLMSpec":
+        return dataclasses.replace(self, **changes)
+
+
+# The fields that change what the block computes (trainable only changes how it trains).
+COMPUTATION_FIELDS = ("source", "sha256", "layer", "positions", "attention", "residual", "init", "dtype", "stage",
+                      "config")
+
+
+def spec_differences(a: LLMSpec, b: LLMSpec) -> list[tuple[str, Any, Any]]:
+    """(field, a's value, b's value) for every computation field that differs; a missing sha256 matches any."""
+    out = []
+    for name in COMPUTATION_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if name == "sha256" and (x is None or y is None):
+            continue
+        if x != y:
+            out.append((name, x, y))
+    return out
+
+
+def describe_differences(differences, first: str, second: str) -> str:
+    def short(value):
+        text = repr(value)
+        return text if len(text) <= 120 else text[:117] + "..."
+    return "; ".join(f"{name}: {first} {short(x)}, {second} {short(y)}" for name, x, y in differences)
+
+
+def spec_from_entry(entry, where: str) -> LLMSpec:
+    """The spec stored in a plans file's ``llm`` entry; a bad entry is an error that says ``where`` it is."""
+    if not isinstance(entry, dict):
+        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where} is {entry!r}, not a JSON object; rewrite it with "
+                           f"`nnunetv2-llm plan`.")
+    try:
+        return LLMSpec.from_dict(entry)
+    except LLMSpecError as e:
+        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where}: {e}") from None
+
+
+def parse_layers(text, num_layers: int | None = None) -> list[int]:
+    """``14``, ``0-15``, ``0,3,7-9``, or (with the model's ``num_layers``) ``last`` and ``all`` -> sorted indices."""
+    words = {"last": f"{num_layers - 1}", "all": f"0-{num_layers - 1}"} if num_layers else {}
+    layers = set()
+    for part in str(text).split(","):
+        part = words.get(part.strip(), part)
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if m is None:
+            named = " or 'last' / 'all'" if num_layers else ""
+            raise LLMSpecError(f"layer {text!r} is not understood; write an index (14), a range (0-15) or a comma "
+                               f"list (0,3,7-9){named}.")
+        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+        if last < first:
+            raise LLMSpecError(f"layer range {part.strip()!r} runs backwards; write {last}-{first}.")
+        layers.update(range(first, last + 1))
+    return sorted(layers)

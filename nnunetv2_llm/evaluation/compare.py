@@ -1,0 +1,264 @@
+"""``compare``: is the difference between trained nnU-Net variants real?
+
+For any nnU-Net results (ours, stock nnU-Net's or another plugin's), scored the same way:
+
+* in-domain: the out-of-fold validation predictions nnU-Net wrote (``fold_X/validation``), pooled over
+  the requested folds against the ground truth nnU-Net evaluated them with
+  (``nnUNet_preprocessed/<dataset>/gt_segmentations``), so every training case counts once per variant;
+* held-out (``--held-out NAME=FOLDER``: the training distribution) and zero-shot (``--external NAME=FOLDER``: a
+  shifted one) sets: labelled images the models never saw, predicted by each variant with the stock
+  ``nnUNetv2_predict`` (ensemble of the requested folds), cached in the report folder.
+
+Per case and label (or region): Dice and IoU (nnU-Net's own code and label rule, equal to its summary.json), HD95
+and NSD in mm (MONAI); see :mod:`.metrics` for the empty-mask conventions. Against the reference variant: mean
+paired difference with a seeded bootstrap 95% CI, Wilcoxon signed-rank p (Holm-corrected over every comparison in
+the report), matched-pairs rank-biserial effect size and win/tie/loss counts; per-fold means; a ranking with
+bootstrap rank stability; trainable/frozen parameters and GFLOPs per patch.
+
+Everything is checked before anything is written or predicted; the report folder is locked while a run writes it
+(a second run into the same folder waits, then reuses the first one's predictions and scores).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import did_you_mean
+from ..core.files import atomic_path, check_checkpoint_file, exclusive, write_json
+from ..nnunet.environment import ensure_trainer_lookup, resolve_device
+from ..nnunet.results import DEFAULT_PLANS, TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
+from .cases import IN_DOMAIN, CompareError, check_same_cases, validation_cases
+from .external import External, check_external, external_cases, parse_external, predict_external
+from .figures import save_figures
+from .labels import LabelRule, label_rule
+from .metrics import DEFAULT_TOLERANCE_MM
+from .report import apply_holm, json_safe, markdown_report, summarize_set, write_cases_csv
+from .scoring import score_cases
+
+BOOTSTRAP_RANGE = (100, 1_000_000)
+
+
+@dataclass
+class CompareRequest:
+    """What to compare: the variants (trainer names, ``TRAINER__PLANS`` or results folders) of one dataset and
+    configuration, the folds, the other case sets, and how to test."""
+
+    dataset: str
+    configuration: str
+    trainers: list[str]
+    output: str
+    plans: list[str] = field(default_factory=lambda: [DEFAULT_PLANS])
+    folds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    reference: str | None = None
+    external: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
+    nsd_tolerance: list[str] | None = None
+    bootstrap: int = 2000
+    seed: int = 0
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    device: str = "auto"
+
+
+@dataclass
+class Prepared:
+    """A request with every input checked: nothing is written until this exists."""
+
+    request: CompareRequest
+    dataset: str
+    variants: list[TrainedVariant]
+    reference: int
+    rule: LabelRule
+    folds: list
+    tolerances: dict[str, float]
+    externals: list[External]
+    external_cases: dict[str, list[str]]
+    in_domain: dict
+    reader_name: str
+    efficiency: dict
+    out: Path
+
+
+def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, float]:
+    """``1.5`` for every label, or ``LABEL=MM`` per label (a region as nnU-Net names it, ``(1, 2)=2``)."""
+    tolerances = dict.fromkeys(keys, DEFAULT_TOLERANCE_MM)
+    for item in items or []:
+        key, sep, value = item.rpartition("=")
+        try:
+            mm = float(value)
+        except ValueError:
+            mm = -1.0
+        if not mm > 0 or not math.isfinite(mm):
+            raise CompareError(f"--nsd-tolerance {item!r}: give a positive distance in mm, for all labels (2.0) "
+                               f"or per label (1=2.0).")
+        if not sep:
+            tolerances = dict.fromkeys(keys, mm)
+        elif key.strip() not in keys:
+            raise CompareError(f"--nsd-tolerance {item!r}: label {key!r} is not one of the labels {keys}.")
+        else:
+            tolerances[key.strip()] = mm
+    return tolerances
+
+
+def pick_reference(variants: list[TrainedVariant], reference: str | None) -> int:
+    if reference is None:
+        return 0
+    matches = [i for i, v in enumerate(variants) if reference in (v.label, v.trainer)]
+    if len(matches) != 1:
+        labels = [v.label for v in variants]
+        raise CompareError(f"--reference {reference!r} names none (or several) of the variants {labels}; pass one "
+                           f"of those.{did_you_mean(reference, labels)}")
+    return matches[0]
+
+
+def check_labels(variants: list[TrainedVariant]) -> LabelRule:
+    """Every variant must segment the same labels; returns nnU-Net's rule for them."""
+    first = variants[0]
+    for v in variants[1:]:
+        if (v.dataset_json["labels"], v.dataset_json.get("regions_class_order")) != \
+                (first.dataset_json["labels"], first.dataset_json.get("regions_class_order")):
+            raise CompareError(f"{v.label} segments labels {v.dataset_json['labels']}, {first.label} segments "
+                               f"{first.dataset_json['labels']}: variants of one comparison must be trained on the "
+                               f"same dataset and labels.")
+    return label_rule(first.dataset_json, str(first.folder / "dataset.json"))
+
+
+def efficiency(variant: TrainedVariant) -> dict:
+    """Trainable/frozen parameters and GFLOPs of one patch, as ``nnunetv2-llm info`` counts them."""
+    from ..core.cost import measure
+    from ..core.spec import spec_from_entry
+    from ..nnunet.networks import build_unet
+    entry = variant.llm_entry()
+    spec = None if entry is None else spec_from_entry(entry, str(variant.folder / "plans.json"))
+    net = build_unet(variant.plans_json, variant.dataset_json, variant.configuration, spec)
+    cost = measure(net.network.eval(), net.in_channels, net.patch_size)
+    return {"trainable_M": cost.trainable / 1e6, "frozen_M": cost.frozen / 1e6, "gflops": cost.gflops,
+            "patch_size": list(net.patch_size), "llm": entry is not None}
+
+
+def prepare(request: CompareRequest) -> Prepared:
+    """Check every input (variants, labels, folds, checkpoints, the other sets' files, options) before anything
+    is written or predicted."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    require_folder("nnUNet_results")
+    gt_root = require_folder("nnUNet_preprocessed")
+    name = dataset_name(request.dataset)
+    if not BOOTSTRAP_RANGE[0] <= request.bootstrap <= BOOTSTRAP_RANGE[1]:
+        raise CompareError(f"--bootstrap {request.bootstrap}: accepted are {BOOTSTRAP_RANGE[0]}..{BOOTSTRAP_RANGE[1]} "
+                           f"resamples (fewer give a CI that changes with the seed; the default is 2000).")
+    if request.processes < 1:
+        raise CompareError(f"-np {request.processes}: give at least 1 process.")
+    if len(request.plans) not in (1, len(request.trainers)):
+        raise CompareError(f"-p takes one plans name for all variants or one per -tr ({len(request.trainers)}); "
+                           f"got {len(request.plans)}.")
+    plans = request.plans * len(request.trainers) if len(request.plans) == 1 else request.plans
+    variants = [resolve_variant(t, p, name, request.configuration) for t, p in zip(request.trainers, plans)]
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels):
+        raise CompareError(f"a variant is listed twice: {labels}.")
+    reference = pick_reference(variants, request.reference)
+    rule = check_labels(variants)
+    dataset_json = variants[0].dataset_json
+    folds = parse_folds(request.folds, name)
+    tolerances = parse_tolerances(request.nsd_tolerance, rule.keys)
+    externals = [parse_external(e, dataset_json, "zero-shot") for e in request.external] + \
+                [parse_external(e, dataset_json, "held-out") for e in request.held_out]
+    if len({e.name for e in externals}) != len(externals):
+        raise CompareError("--external / --held-out: each NAME must be unique.")
+    out = Path(request.output).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"-o {request.output} is a file; pass a folder for the report.")
+    gt = gt_root / name / "gt_segmentations"
+    in_domain = {v.label: validation_cases(v, folds, gt) for v in variants}
+    check_same_cases(in_domain, "in-domain validation")
+    for v in variants:
+        for fold in folds:
+            check_checkpoint_file(v.checkpoint(fold))
+    example = next(iter(in_domain[labels[0]].values())).reference
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its choice
+        reader_writer_cls = determine_reader_writer_from_dataset_json(dataset_json, str(example))
+    ext_cases = {ext.name: check_external(ext, dataset_json, rule, reader_writer_cls()) for ext in externals}
+    costs = {v.label: efficiency(v) for v in variants}
+    return Prepared(request, name, variants, reference, rule, folds, tolerances, externals, ext_cases, in_domain,
+                    reader_writer_cls.__name__, costs, out)
+
+
+def run_compare(request: CompareRequest, echo=print) -> dict:
+    """Check, then (holding the report folder's lock) predict the other sets, score, test and write the report."""
+    prepared = prepare(request)
+    out = prepared.out
+    with exclusive(out.parent / f".{out.name}.lock", f"the report folder {out}", echo):
+        return _run(prepared, echo)
+
+
+def _run(p: Prepared, echo) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..core.terminal import console
+    start = time.monotonic()
+    device = resolve_device(p.request.device) if p.externals else "cpu"
+    ensure_trainer_lookup()
+    labels = [v.label for v in p.variants]
+    sets = {IN_DOMAIN: p.in_domain}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console(), transient=True) as progress:
+        task = progress.add_task("predictions of the other sets (nnUNetv2_predict)",
+                                 total=len(p.externals) * len(p.variants))
+        say = lambda m: progress.console.print(m, markup=False, highlight=False)  # noqa: E731
+        for ext in p.externals:
+            cases = p.external_cases[ext.name]
+            sets[ext.name] = {}
+            for v in p.variants:
+                predictions = predict_external(v, ext, cases, p.folds, p.out, device, say)
+                sets[ext.name][v.label] = external_cases(ext, predictions, cases, v.dataset_json["file_ending"])
+                progress.advance(task)
+    case_lists = {s: check_same_cases(by, s) for s, by in sets.items()}
+    scores: dict[str, dict] = {}
+    score_start = time.monotonic()
+    with Progress(*columns, console=console(), transient=True) as progress:
+        for set_name, by_variant in sets.items():
+            scores[set_name] = {v: score_cases(by_variant[v], p.out / "cache" / set_name / v, p.reader_name, p.rule,
+                                               p.tolerances, p.request.processes, progress,
+                                               f"scoring {v} on {set_name}") for v in labels}
+    scored = sum(len(c) for c in case_lists.values()) * len(labels)
+    score_seconds = time.monotonic() - score_start
+    case_folds = {s: {v: {c: case.fold for c, case in cases.items()} for v, cases in by.items()}
+                  for s, by in sets.items()}
+    summaries = {s: summarize_set(labels, p.reference, scores[s], case_lists[s], case_folds[s], p.rule.keys,
+                                  p.request.seed, p.request.bootstrap) for s in sets}
+    apply_holm(summaries)
+    report = {
+        "dataset": p.dataset, "configuration": p.request.configuration, "folds": p.folds,
+        "labels": p.rule.keys, "ignore_label": p.rule.ignore_label, "output": str(p.out),
+        "targets_note": f"{'regions' if any(isinstance(t, tuple) for t in p.rule.targets) else 'labels'} "
+                        f"{', '.join(p.rule.keys)}" + (f", ignore label {p.rule.ignore_label} masked"
+                                                        if p.rule.ignore_label is not None else ""),
+        "reference": labels[p.reference], "seed": p.request.seed, "bootstrap_resamples": p.request.bootstrap,
+        "nsd_tolerance_mm": p.tolerances,
+        "tolerance_note": ", ".join(f"label {k}: {v:g} mm" for k, v in p.tolerances.items()),
+        "variants": {v.label: {"trainer": v.trainer, "plans": v.plans, "folder": str(v.folder)} for v in p.variants},
+        "set_kinds": {e.name: e.kind for e in p.externals},
+        "efficiency": p.efficiency,
+        "num_comparisons": sum(1 for e in summaries.values() for c in e["comparisons"].values() for _ in c),
+        "sets": summaries,
+        "conventions": {"both_empty": "NaN for every metric (left out of means and tests)",
+                        "one_empty": "Dice = IoU = NSD = 0, HD95 = image diagonal in mm",
+                        "case_value": "mean over labels of the case, NaN labels left out",
+                        "ignore_label": "voxels under the reference's ignore label are left out of every metric"},
+        "timing": {"seconds_scoring": score_seconds, "cases_scored": scored,
+                   "seconds_per_case": score_seconds / scored if scored else math.nan,
+                   "seconds_total": time.monotonic() - start},
+    }
+    markdown = markdown_report(report)
+    write_json(p.out / "report.json", json_safe(report), indent=2)
+    with atomic_path(p.out / "report.md") as tmp:
+        Path(tmp).write_text(markdown + "\n")
+    write_cases_csv(p.out / "cases.csv", scores, summaries, p.rule.keys, case_folds)
+    figures = save_figures(p.out, report, scores, p.rule.keys)
+    echo(markdown)
+    echo(f"wrote {p.out / 'report.md'}, report.json, cases.csv and {len(figures)} figures in {p.out}")
+    return report

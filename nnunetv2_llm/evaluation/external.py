@@ -1,0 +1,160 @@
+"""Zero-shot and held-out sets for compare: labelled images the models never trained on, predicted by each variant
+with the stock ``nnUNetv2_predict`` (ensemble of the requested folds), once, and cached in the report folder.
+
+Every image and label file is checked before anything is predicted (channels, a label file per image pair, shapes,
+label values). A cached prediction is trusted only when its marker, written last, lists cases that all exist and
+checkpoints that have not changed since; a prediction runs into a folder of its own, renamed into place when
+complete, so a killed or concurrent run leaves nothing that a rerun would trust.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.files import read_json, write_json
+from ..nnunet.environment import cli_path, with_our_trainers
+from ..nnunet.results import TrainedVariant
+from .cases import IN_DOMAIN, Case, CompareError
+from .labels import LabelRule
+
+MARKER = ".nnunetv2-llm-prediction.json"
+KINDS = ("held-out", "zero-shot")  # same distribution as the training data, or a shifted one
+CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass(frozen=True)
+class External:
+    name: str
+    images: Path
+    labels: Path
+    kind: str = "zero-shot"
+
+
+def parse_external(item: str, dataset_json: dict, kind: str = "zero-shot") -> External:
+    """``NAME=FOLDER``: a raw dataset (imagesTs+labelsTs, else imagesTr+labelsTr) or a folder holding those."""
+    ending = dataset_json["file_ending"]
+    name, sep, folder = item.partition("=")
+    if not sep or not name or not folder:
+        raise CompareError(f"--{kind} {item!r}: write NAME=FOLDER, e.g. --{kind} shifted=/data/Dataset601_X.")
+    if name == IN_DOMAIN or not all(c.isalnum() or c in "-_." for c in name):
+        raise CompareError(f"--{kind} {item!r}: NAME must use letters, digits, '-', '_', '.' and not be "
+                           f"{IN_DOMAIN!r}.")
+    root = Path(folder).expanduser().resolve()
+    pairs = [(root / f"images{s}", root / f"labels{s}") for s in ("Ts", "Tr")]
+    found = next(((i, lab) for i, lab in pairs if i.is_dir() and lab.is_dir()), None)
+    if found is None:
+        raise CompareError(f"--{kind} {name}={folder}: no imagesTs+labelsTs (or imagesTr+labelsTr) folders in "
+                           f"{root}. Point it at an nnU-Net raw dataset or a folder holding those two folders.")
+    own = root / "dataset.json"
+    if own.is_file():
+        ext_json = read_json(own)
+        if not isinstance(ext_json, dict) or ext_json.get("labels") != dataset_json["labels"]:
+            labels = ext_json.get("labels") if isinstance(ext_json, dict) else ext_json
+            raise CompareError(f"--{kind} {name}: its dataset.json labels {labels} differ from the models' labels "
+                               f"{dataset_json['labels']}; a {kind} set needs the same labels.")
+        if ext_json.get("file_ending", ending) != ending:
+            raise CompareError(f"--{kind} {name}: files end in {ext_json['file_ending']!r}, the models were "
+                               f"trained on {ending!r}; convert the images first.")
+    if not list(found[1].glob(f"*{ending}")):
+        raise CompareError(f"--{kind} {name}: {found[1]} holds no label files ending in {ending!r}.")
+    return External(name, *found, kind=kind)
+
+
+def check_external(ext: External, dataset_json: dict, rule: LabelRule, reader_writer) -> list[str]:
+    """Before any prediction: every label file has its image with the model's channels, of the same shape, and
+    holds only the dataset's label values. Returns the case names."""
+    ending = dataset_json["file_ending"]
+    n_channels = len(dataset_json["channel_names"])
+    channels: dict[str, list[int]] = {}
+    for image in sorted(ext.images.glob(f"*{ending}")):
+        match = CHANNEL.match(image.name[: -len(ending)])
+        if match is None:
+            raise CompareError(f"--{ext.kind} {ext.name}: {image.name} is not named CASE_XXXX{ending} (nnU-Net's "
+                               f"naming of channel files); rename it.")
+        channels.setdefault(match["case"], []).append(int(match["channel"]))
+    cases = sorted(p.name[: -len(ending)] for p in ext.labels.glob(f"*{ending}"))
+    expected = list(range(n_channels))
+    for case in cases:
+        given = sorted(channels.get(case, []))
+        if not given:
+            raise CompareError(f"--{ext.kind} {ext.name}: the label {case}{ending} has no image "
+                               f"({ext.images}/{case}_0000{ending}); every label file needs its image.")
+        if given != expected:
+            raise CompareError(
+                f"--{ext.kind} {ext.name}: case {case} has {len(given)} channel file(s) "
+                f"({', '.join(f'_{c:04d}' for c in given)}), the model takes {n_channels} "
+                f"({', '.join(f'_{c:04d}' for c in expected)}: {', '.join(dataset_json['channel_names'].values())}). "
+                f"Give each case exactly the model's channels.")
+        seg, _ = reader_writer.read_seg(str(ext.labels / f"{case}{ending}"))
+        image, _ = reader_writer.read_images([str(ext.images / f"{case}_{c:04d}{ending}") for c in expected])
+        if seg.shape[1:] != image.shape[1:]:
+            raise CompareError(f"--{ext.kind} {ext.name}: the label {case}{ending} has shape {seg.shape[1:]}, its "
+                               f"image {image.shape[1:]}; every label must cover its image voxel for voxel.")
+        extra = sorted(set(np.unique(seg).astype(int).tolist()) - set(rule.values) - {0})
+        if extra:
+            raise CompareError(f"--{ext.kind} {ext.name}: {case}{ending} holds labels {extra} that the models do not "
+                               f"know (they segment {sorted(rule.values)}); a {ext.kind} set needs the same labels.")
+    return cases
+
+
+def checkpoint_stamp(variant: TrainedVariant, folds: list) -> list:
+    return [[str(f), variant.checkpoint(f).stat().st_mtime_ns] for f in folds]
+
+
+def cached_prediction(out: Path, stamp: dict, ending: str) -> bool:
+    """Whether ``out`` holds a complete prediction for ``stamp``: its marker matches and every case it lists is there."""
+    marker = out / MARKER
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return recorded == stamp and all((out / f"{c}{ending}").is_file() for c in stamp["cases"])
+
+
+def predict_external(variant: TrainedVariant, ext: External, cases: list[str], folds: list, out_root: Path,
+                     device: str, echo) -> Path:
+    """The variant's ensemble prediction of ``ext`` with the stock ``nnUNetv2_predict``, run once and cached. The
+    caller holds the report folder's lock, so folders named ``.*.partial`` here are a killed run's: removed."""
+    ending = variant.dataset_json["file_ending"]
+    out = out_root / "external" / ext.name / variant.label
+    stamp = {"folds": checkpoint_stamp(variant, folds), "images": str(ext.images), "cases": cases}
+    if cached_prediction(out, stamp, ending):
+        echo(f"reusing {variant.label}'s predictions of {ext.name} ({out})")
+        return out
+    for stale in out.parent.glob(f".{variant.label}.*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = out.with_name(f".{variant.label}.{uuid.uuid4().hex[:12]}.partial")
+    cmd = [cli_path("nnUNetv2_predict"), "-i", str(ext.images), "-o", str(partial), "-d", variant.dataset,
+           "-c", variant.configuration, "-tr", variant.trainer, "-p", variant.plans,
+           "-f", *[str(f) for f in folds], "-device", device, "--disable_progress_bar"]
+    if device == "cpu":
+        cmd += ["-npp", "0", "-nps", "0"]
+    echo(f"predicting {ext.name} with {variant.label} (folds {' '.join(map(str, folds))}) ...")
+    try:
+        proc = subprocess.run(cmd, env=with_our_trainers(dict(os.environ)), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CompareError(f"nnUNetv2_predict for {variant.label} on {ext.name} failed (exit {proc.returncode}):\n"
+                               + (proc.stdout + proc.stderr)[-3000:])
+        absent = [c for c in cases if not (partial / f"{c}{ending}").is_file()]
+        if absent:
+            raise CompareError(f"nnUNetv2_predict for {variant.label} on {ext.name} wrote no prediction for "
+                               f"{', '.join(absent[:5])}; see its output above, or predict again.")
+        write_json(partial / MARKER, stamp)  # last: a marker means every prediction it lists is complete
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def external_cases(ext: External, predictions: Path, cases: list[str], ending: str) -> dict[str, Case]:
+    return {c: Case(c, ext.labels / f"{c}{ending}", predictions / f"{c}{ending}", "ensemble") for c in cases}

@@ -1,0 +1,173 @@
+"""The numbers of a compare report (means, per-fold means, paired comparisons, ranks, Holm over the whole report)
+and how they are written: report.md, report.json and cases.csv."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..core.files import atomic_path
+from .cases import IN_DOMAIN
+from .metrics import HIGHER_IS_BETTER, METRICS
+from .scoring import case_means
+from .statistics import (bootstrap_ci, holm, mean_of_present, paired_comparison, present, rank_stability,
+                         significance_mark, std_of_present, wilcoxon_p)
+
+
+def summarize_set(labels: list[str], reference: int, scores: dict, cases: list[str], case_folds: dict,
+                  keys: list[str], seed: int, resamples: int) -> dict:
+    """Means (with a bootstrap CI over cases), per-fold and per-target means, paired comparisons with the
+    reference and ranks of every variant (``labels``) on one case set."""
+    entry = {"cases": cases, "variants": {}, "comparisons": {}, "ranking": {}}
+    values = {(v, m): case_means(scores[v], cases, keys, m) for v in labels for m in METRICS}
+    for i, v in enumerate(labels):
+        per_metric = {}
+        for metric in METRICS:
+            x = values[v, metric]
+            folds = {fold: mean_of_present([value for c, value in zip(cases, x) if str(case_folds[v][c]) == fold])
+                     for fold in sorted({str(case_folds[v][c]) for c in cases})}
+            per_target = {k: mean_of_present([scores[v][c][k][metric] for c in cases]) for k in keys}
+            kept = present(x)
+            low, high = bootstrap_ci(kept, seed, resamples) if len(kept) else (math.nan, math.nan)
+            per_metric[metric] = {"mean": mean_of_present(x), "std": std_of_present(x), "ci_low": low,
+                                  "ci_high": high, "n": int(len(kept)), "per_fold": folds, "per_label": per_target}
+        entry["variants"][v] = per_metric
+        if i != reference:
+            entry["comparisons"][v] = {
+                metric: paired_comparison(values[v, metric], values[labels[reference], metric],
+                                          HIGHER_IS_BETTER[metric], seed, resamples)
+                for metric in METRICS}
+    for metric in METRICS:
+        matrix = np.stack([values[v, metric] for v in labels], axis=1)
+        ranks = rank_stability(matrix, HIGHER_IS_BETTER[metric], seed)
+        entry["ranking"][metric] = {v: {"rank": r, "first": f} for v, r, f in zip(labels, ranks["rank"], ranks["first"])}
+    entry["pairwise_dice_p_holm"] = pairwise_matrix(labels, scores, cases, keys)
+    return entry
+
+
+def apply_holm(sets: dict) -> None:
+    """Holm over every (set, variant, metric) comparison in the report."""
+    keys = [(s, v, m) for s, e in sets.items() for v, c in e["comparisons"].items() for m in c
+            if not math.isnan(c[m]["p"])]
+    adjusted = holm([sets[s]["comparisons"][v][m]["p"] for s, v, m in keys])
+    for (s, v, m), p in zip(keys, adjusted):
+        sets[s]["comparisons"][v][m]["p_holm"] = p
+    for e in sets.values():
+        for c in e["comparisons"].values():
+            for m in c.values():
+                m.setdefault("p_holm", math.nan)
+
+
+def pairwise_matrix(labels: list[str], scores: dict, cases: list[str], keys: list[str],
+                    metric: str = "Dice") -> list[list[float]]:
+    """Wilcoxon p between every pair of variants on one set, Holm-corrected over those pairs (the figure's)."""
+    values = [case_means(scores[v], cases, keys, metric) for v in labels]
+    pairs = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels))]
+    raw = []
+    for i, j in pairs:
+        keep = ~(np.isnan(values[i]) | np.isnan(values[j]))
+        raw.append(wilcoxon_p(values[i][keep] - values[j][keep]) if keep.any() else 1.0)
+    matrix = [[math.nan] * len(labels) for _ in labels]
+    for (i, j), p in zip(pairs, holm(raw)):
+        matrix[i][j] = matrix[j][i] = p
+    return matrix
+
+
+def fmt(x, digits=3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _delta(comparison: dict | None, metric: str) -> str:
+    if comparison is None:
+        return "(reference)"
+    c = comparison[metric]
+    return f"{c['mean_difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{significance_mark(c['p_holm'])}"
+
+
+def _set_table(report: dict, set_name: str, entry: dict) -> list[str]:
+    lines = [f"## {set_name} ({len(entry['cases'])} cases{', ' + report['set_kinds'][set_name] if set_name in report['set_kinds'] else ''})",
+             "",
+             "| variant | Dice | Δ Dice [95% CI] | p | r | W/T/L | IoU | NSD | Δ NSD | HD95 (mm) | Δ HD95 (mm) | "
+             "P(rank 1) | trainable M | frozen M | GFLOPs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, per_metric in entry["variants"].items():
+        comp = entry["comparisons"].get(label)
+        eff = report["efficiency"].get(label, {})
+        dice = comp["Dice"] if comp else None
+        wtl = f"{dice['wins']}/{dice['ties']}/{dice['losses']}" if dice else "-"
+        lines.append(
+            f"| {label} | {fmt(per_metric['Dice']['mean'])} ± {fmt(per_metric['Dice']['std'])} | {_delta(comp, 'Dice')} "
+            f"| {fmt(dice['p_holm'], 4) if dice else '-'} | {fmt(dice['rank_biserial'], 2) if dice else '-'} "
+            f"| {wtl} | {fmt(per_metric['IoU']['mean'])} | {fmt(per_metric['NSD']['mean'])} | {_delta(comp, 'NSD')} "
+            f"| {fmt(per_metric['HD95']['mean'], 2)} | {_delta(comp, 'HD95')} "
+            f"| {fmt(entry['ranking']['Dice'][label]['first'], 2)} | {fmt(eff.get('trainable_M'), 2)} "
+            f"| {fmt(eff.get('frozen_M'), 2)} | {fmt(eff.get('gflops'), 2)} |")
+    folds = sorted({f for v in entry["variants"].values() for f in v["Dice"]["per_fold"]})
+    if set_name == IN_DOMAIN and len(folds) > 1:
+        lines += ["", "Dice per fold: " + "; ".join(
+            f"{label} " + " ".join(fmt(v['Dice']['per_fold'].get(f)) for f in folds)
+            for label, v in entry["variants"].items())]
+    return lines + [""]
+
+
+def _generalisation_table(report: dict) -> list[str]:
+    """In-domain Dice next to each other set's; a zero-shot set's column of differences is its drop."""
+    others = [s for s in report["sets"] if s != IN_DOMAIN]
+    kinds = report["set_kinds"]
+    title = " and ".join(sorted({kinds[s] for s in others}, reverse=True))
+    lines = [f"## In-domain vs {title} (mean Dice)", "",
+             "Δ = the set's mean Dice minus the in-domain (cross-validation) mean: a held-out set has the training "
+             "distribution, so its Δ is noise around 0; for a zero-shot (shifted) set a negative Δ is the drop.", "",
+             "| variant | " + " | ".join(report["sets"]) + " | " + " | ".join(f"Δ {s} ({kinds[s]})" for s in others)
+             + " |", "|---|" + "---|" * (len(report["sets"]) + len(others))]
+    for label in report["sets"][IN_DOMAIN]["variants"]:
+        means = {s: e["variants"][label]["Dice"]["mean"] for s, e in report["sets"].items()}
+        lines.append(f"| {label} | " + " | ".join(fmt(m) for m in means.values()) + " | "
+                     + " | ".join(f"{means[s] - means[IN_DOMAIN]:+.3f}" for s in others) + " |")
+    return lines + [""]
+
+
+def markdown_report(report: dict) -> str:
+    lines = [f"# nnunetv2-llm compare: {report['dataset']} {report['configuration']}", "",
+             f"Reference: **{report['reference']}**. Folds: {' '.join(map(str, report['folds']))}. Values are means "
+             f"over cases (each case: mean over {report['targets_note']}); Δ = variant - reference with a bootstrap "
+             f"95% CI ({report['bootstrap_resamples']} resamples, seed {report['seed']}); p = paired Wilcoxon "
+             f"signed-rank, Holm-corrected over all {report['num_comparisons']} comparisons in this report "
+             f"(* p<0.05, ** p<0.01, *** p<0.001); r = matched-pairs rank-biserial; W/T/L = wins/ties/losses "
+             f"of the variant. Dice, IoU and NSD: higher is better; HD95 in mm: lower is better. NSD at "
+             f"{report['tolerance_note']}.", ""]
+    for set_name, entry in report["sets"].items():
+        lines += _set_table(report, set_name, entry)
+    if len(report["sets"]) > 1:
+        lines += _generalisation_table(report)
+    return "\n".join(lines)
+
+
+def write_cases_csv(path: Path, report_scores: dict, sets: dict, keys: list[str], case_folds: dict) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["set", "variant", "case", "fold", "label", "metric", "value"])
+    for set_name, by_variant in report_scores.items():
+        for variant, scores in by_variant.items():
+            for case in sets[set_name]["cases"]:
+                fold = case_folds[set_name][variant][case]
+                for key in keys:
+                    for metric in METRICS:
+                        writer.writerow([set_name, variant, case, fold, key, metric, scores[case][key][metric]])
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(buffer.getvalue())
+
+
+def json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (np.floating, np.integer)):
+        return json_safe(x.item())
+    return x

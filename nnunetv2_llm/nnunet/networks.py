@@ -1,0 +1,130 @@
+"""The configured U-Net of a plans file, built as nnU-Net's trainers build it for inference, with or without the
+LLM block: what ``info``, ``compare`` and the benchmarks count and time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.network import LLMUNet
+from ..core.spec import LLMSpec
+
+
+@dataclass
+class ConfiguredNet:
+    network: object
+    in_channels: int
+    patch_size: tuple[int, ...]
+
+
+def build_unet(plans: dict, dataset_json: dict, configuration: str, spec: LLMSpec | None = None,
+               deep_supervision: bool = False) -> ConfiguredNet:
+    """nnU-Net's network for ``configuration`` of ``plans`` (its own ``build_network_architecture``), wrapped with
+    the LLM block of ``spec`` when one is given. The layer's tensors are the block's zeros or random init: only the
+    structure counts here."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    plans_manager = PlansManager(plans)
+    config_manager = plans_manager.get_configuration(configuration)
+    in_channels = determine_num_input_channels(plans_manager, config_manager, dataset_json)
+    out_channels = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    net = nnUNetTrainer.build_network_architecture(plans_manager, config_manager, in_channels, out_channels,
+                                                   enable_deep_supervision=deep_supervision)
+    if spec is not None:
+        net = LLMUNet(net, spec)
+    return ConfiguredNet(net, in_channels, tuple(config_manager.patch_size))
+
+
+# ---------------------------------------------------------------- what `info` reports
+
+@dataclass
+class PlansSource:
+    plans: dict
+    dataset_json: dict
+    origin: str
+    trained: bool
+
+
+def load_plans(dataset, plans_identifier: str, trainer: str | None, configuration: str) -> PlansSource:
+    """A trained run's plans.json when ``trainer`` has one, else the preprocessed plans."""
+    import os
+    from pathlib import Path
+
+    from ..core.files import read_json
+    from .results import ResultsError, dataset_name, preprocessed_folder, results_folder
+    name = dataset_name(dataset)
+    if trainer is not None and os.environ.get("nnUNet_results"):
+        run = results_folder(name, trainer, plans_identifier, configuration)
+        if (run / "plans.json").is_file():
+            source = PlansSource(read_json(run / "plans.json"), read_json(run / "dataset.json"),
+                                 str(run / "plans.json"), True)
+            return _with_configuration(source, configuration)
+    folder = preprocessed_folder(dataset)
+    plans_file = Path(folder) / f"{plans_identifier}.json"
+    if not plans_file.is_file():
+        found = sorted(p.stem for p in folder.glob("*.json") if p.stem not in ("dataset", "dataset_fingerprint",
+                                                                              "splits_final"))
+        raise ResultsError(f"no plans {plans_identifier!r} for {name} in {folder} (found: {found or 'none'}); run "
+                           f"`nnUNetv2_plan_and_preprocess -d {dataset}` or pass -p with one of those.")
+    return _with_configuration(PlansSource(read_json(plans_file), read_json(folder / "dataset.json"),
+                                           str(plans_file), False), configuration)
+
+
+def _with_configuration(source: PlansSource, configuration: str) -> PlansSource:
+    from .results import ResultsError
+    configurations = source.plans.get("configurations") if isinstance(source.plans, dict) else None
+    if not isinstance(configurations, dict) or configuration not in configurations:
+        raise ResultsError(f"configuration {configuration!r} is not in {source.origin}; available: "
+                           f"{list(configurations or {})}.")
+    return source
+
+
+def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec) -> tuple[LLMSpec, str]:
+    """The spec the trainer would use: a trained run's, a built-in trainer's, the plans', else ``fallback``."""
+    from ..core.errors import did_you_mean
+    from ..core.spec import PLANS_KEY, spec_from_entry
+    from . import trainers
+    from .results import ResultsError
+    entry = source.plans["configurations"][configuration].get(PLANS_KEY)
+    if source.trained and entry is not None:
+        return spec_from_entry(entry, source.origin), f"the trained run's plans ({source.origin})"
+    cls = getattr(trainers, trainer, None) if trainer else None
+    if trainer and not source.trained and not (isinstance(cls, type) and trainer in trainers.__all__):
+        raise ResultsError(f"trainer {trainer!r} is neither an nnunetv2-llm trainer nor trained for these plans; "
+                           f"pass one of ours (`nnunetv2-llm trainers` lists them) or leave out -tr and choose "
+                           f"--llm.{did_you_mean(trainer, trainers.__all__)}")
+    if cls is not None and issubclass(cls, trainers.BuiltinTrainer):
+        return trainers.builtin_spec(cls.model, cls.variant), f"trainer {trainer}"
+    if entry is not None:
+        return spec_from_entry(entry, source.origin), f"the plans ({source.origin})"
+    if cls is not None and issubclass(cls, trainers.nnUNetTrainerLLM):
+        raise ResultsError(f"{trainer} takes its LLM from the plans, and {source.origin} carries none; pass -p with "
+                           f"plans written by `nnunetv2-llm plan`.")
+    return fallback, "--llm"
+
+
+def describe(spec: LLMSpec) -> str:
+    mode = "trainable" if spec.trainable else "frozen"
+    return f"{spec.source} layer {spec.layer} ({mode}, init {spec.init})"
+
+
+def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec) -> dict:
+    """Parameters and FLOPs of the configured net with and without the LLM block (what ``info`` prints)."""
+    from ..core.cost import FLOPS_NOTE, measure
+    source = load_plans(dataset, plans_identifier, trainer, configuration)
+    spec, spec_origin = choose_spec(source, configuration, trainer, fallback)
+    plain = build_unet(source.plans, source.dataset_json, configuration)
+    with_llm = build_unet(source.plans, source.dataset_json, configuration, spec)
+    base = measure(plain.network.eval(), plain.in_channels, plain.patch_size)
+    llm = measure(with_llm.network.eval(), with_llm.in_channels, with_llm.patch_size)
+    return {
+        "dataset": source.plans.get("dataset_name"), "configuration": configuration, "plans": source.origin,
+        "patch_size": list(plain.patch_size), "batch_size": 1,
+        "llm": {k: v for k, v in spec.to_dict().items() if k != "config"},
+        "llm_description": describe(spec), "llm_from": spec_origin,
+        "bottleneck_channels": with_llm.network.llm.proj_in.in_features,
+        "nnunet": base.to_dict(), "nnunet_llm": llm.to_dict(),
+        "added": {"trainable": llm.trainable - base.trainable, "frozen": llm.frozen - base.frozen,
+                  "flops": llm.flops - base.flops, "gflops": llm.gflops - base.gflops,
+                  "gmacs": (llm.gflops - base.gflops) / 2},
+        "flops_note": FLOPS_NOTE,
+    }

@@ -1,0 +1,296 @@
+"""LLM plans derived from any nnU-Net plans, for ablations and layer sweeps without new code.
+
+A derived plans file is a copy of the source plans (nnUNetPlans, nnUNetResEncUNet{M,L,XL}Plans, ...)
+with its own plans_name and the LLM spec in every configuration that defines a network
+(configurations[c]['llm']; configurations that inherit, like 3d_cascade_fullres, inherit it).
+Every data_identifier stays, so nnU-Net trains on the data it already preprocessed. ``nnunetv2-llm plan``
+and ``sweep plan`` both go through :func:`write_llm_plans`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import pydoc
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.errors import UserError, did_you_mean
+from ..core.files import write_json
+from ..core.models import MODELS
+from ..core.spec import PLANS_KEY, LLMSpec, check_layers, parse_layers
+from ..core.variants import load_variant
+from .results import preprocessed_folder
+
+DEFAULT_MODEL = "smollm2-135m"  # the model that works offline
+# Plans names nnU-Net writes itself (plus the files that share the folder): never ours to replace.
+NNUNET_NAMES = re.compile(r"^(nnUNetPlans|nnUNetResEncUNet[A-Z]*Plans|dataset|dataset_fingerprint|splits_final)$")
+PLANS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")
+# Written into plans made by a sweep: which sweep folder they belong to (no other run may replace them).
+SWEEP_KEY = "nnunetv2_llm_sweep"
+
+
+class PlanningError(UserError, ValueError):
+    """Bad input to ``plan``; the message names the value, what is accepted and the fix."""
+
+
+# ---------------------------------------------------------------- the dataset's plans
+
+def is_plans(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text()).get("configurations"), dict)
+    except (json.JSONDecodeError, AttributeError, OSError, UnicodeDecodeError):
+        return False
+
+
+def load_source_plans(folder: Path, name: str) -> dict:
+    path = folder / f"{name}.json"
+    if not (path.is_file() and is_plans(path)):
+        available = sorted(p.stem for p in folder.glob("*.json") if is_plans(p))
+        raise PlanningError(
+            f"-p {name}: there are no such plans in {folder} (available: {', '.join(available) or 'none'})."
+            f"{did_you_mean(name, available)} Create them with nnUNetv2_plan_experiment -d {folder.name} "
+            f"[-pl nnUNetPlannerResEncM|L|XL], or pick one of those.")
+    return json.loads(path.read_text())
+
+
+def _architecture_check(plans: dict, spec: LLMSpec) -> list[str]:
+    """Names of the configurations that define a network; each must be one the LLM block can wrap."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+    names = []
+    for name, conf in plans["configurations"].items():
+        arch = conf.get("architecture")
+        if arch is None:
+            continue
+        cls = pydoc.locate(arch["network_class_name"])
+        if not (isinstance(cls, type) and issubclass(cls, (PlainConvUNet, ResidualEncoderUNet))):
+            raise PlanningError(
+                f"configuration {name!r} uses the network {arch['network_class_name']}; the LLM block wraps "
+                f"PlainConvUNet and ResidualEncoderUNet (and subclasses). Plan from nnUNetPlans or a ResEnc preset.")
+        n_stages = arch["arch_kwargs"]["n_stages"]
+        if not -n_stages <= spec.stage < n_stages:
+            raise PlanningError(f"--stage {spec.stage} is out of range for configuration {name!r}: its net has "
+                                f"{n_stages} encoder stages, valid values are {-n_stages}..{n_stages - 1} "
+                                f"(-1 is the bottleneck).")
+        names.append(name)
+    if not names:
+        raise PlanningError(f"the plans {plans.get('plans_name')!r} define no network in any configuration; "
+                            f"plan from nnUNetPlans or a ResEnc preset.")
+    return names
+
+
+def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
+    """The source plans renamed, with the spec in every configuration that defines a network."""
+    plans = copy.deepcopy(source)
+    plans["plans_name"] = name
+    with_network = _architecture_check(plans, spec)
+    for conf_name, conf in plans["configurations"].items():
+        if conf_name in with_network or PLANS_KEY in conf:  # an inheriting entry's own spec would shadow the new one
+            conf[PLANS_KEY] = spec.to_dict()
+    return plans
+
+
+def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
+    """The source plans renamed, with the spec in every configuration that defines a network."""
+    plans = copy.deepcopy(source)
+    plans["plans_name"] = name
+    with_network = _architecture_check(plans, spec)
+    for conf_name, conf in plans["configurations"].items():
+        if conf_name in with_network or PLANS_KEY in conf:  # an inheriting entry's own spec would shadow the new one
+            conf[PLANS_KEY] = spec.to_dict()
+    return plans
+
+
+# ---------------------------------------------------------------- specs and names
+
+def _model(llm: str, revision: str | None) -> tuple[str, dict]:
+    """Source and model config of ``--llm``; named models carry their config (no download)."""
+    if llm in MODELS:
+        return MODELS[llm].source, copy.deepcopy(MODELS[llm].config)
+    from ..core.weights import canonical_source, read_config
+    return canonical_source(llm), read_config(llm, revision)
+
+
+def model_tag(llm: str) -> str:
+    """A short, name-safe label of the model: the preset name or the last part of the source."""
+    stem = re.sub(r"\.(gguf|safetensors)$", "", re.split(r"[/:\\]", llm.rstrip("/\\"))[-1])
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip("-.") or "model"
+
+
+def variant_tag(spec: LLMSpec) -> str:
+    """Suffixes for every option that differs from the paper's frozen reference wiring."""
+    parts = []
+    if spec.init != "pretrained":
+        parts.append({"random": "rand", "random-reference": "randref", "identity": "identity"}[spec.init])
+    if spec.trainable:
+        parts.append("T")
+    if spec.positions != "reference":
+        parts.append("nopos" if spec.positions == "none" else spec.positions)
+    if spec.attention == "bidirectional":
+        parts.append("bidir")
+    if spec.residual:
+        parts.append("res")
+    if spec.dtype == "bfloat16":
+        parts.append("bf16")
+    if spec.stage != -1:
+        parts.append(f"stage{spec.stage}")
+    return "".join(f"-{p}" for p in parts)
+
+
+@dataclass
+class PlansRequest:
+    """What to plan: a model (a named one, hub id, folder or file; default: the variant's, else smollm2-135m), a
+    variant (a shipped name or a JSON file), layers (``14``, ``0-15``, ``last``, ``all``, a list; default: the
+    variant's, else the named model's), spec options that override the variant's, and the plans name."""
+
+    llm: str | None = None
+    variant: str | None = None
+    layers: str | list[int] | None = None
+    options: dict = field(default_factory=dict)
+    output: str | None = None
+
+
+@dataclass
+class PlannedSpecs:
+    specs: list[LLMSpec]
+    names: list[str]
+
+
+def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str = "") -> PlannedSpecs:
+    """Variant options, overridden by the request's, into one spec and plans name per layer (the name ends in
+    ``name_suffix`` before the layer, e.g. a sweep's tag)."""
+    variant = load_variant(request.variant) if request.variant else None
+    llm = request.llm or (variant.llm if variant else None) or DEFAULT_MODEL
+    options = {**(variant.options if variant else {}), **request.options}
+    source, config = _model(llm, options.get("revision"))
+    n_layers = config.get("num_hidden_layers")
+    from ..core.weights import extracted_layer
+    in_file = extracted_layer(source)
+    asked = request.layers if request.layers is not None else (variant.layer if variant else None)
+    layers = asked if isinstance(asked, list) or asked is None else parse_layers(asked, n_layers)
+    if in_file is not None and layers is not None and layers != [in_file]:
+        raise PlanningError(f"--llm {llm} holds only layer {in_file} (a file from `nnunetv2-llm extract`), not "
+                            f"--layer {','.join(map(str, layers))}. Drop --layer, or extract the layer you want "
+                            f"(`nnunetv2-llm extract --layer N`).")
+    if in_file is not None:
+        layers = [in_file]
+    elif layers is None and llm in MODELS:
+        layers = [MODELS[llm].layer]
+    elif layers is None:
+        raise PlanningError(f"--llm {llm!r} is not a named model ({', '.join(sorted(MODELS))}), so --layer is "
+                            f"required" + (f": 0..{n_layers - 1}, or last / all." if n_layers else "."))
+    check_layers(layers, n_layers, llm, " Pass --layer within that range.")
+    specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
+
+    width = max(2, len(str((n_layers or max(layers) + 1) - 1)))
+    if request.output:
+        base = request.output.removesuffix(".json") + name_suffix
+        names = [base] if len(layers) == 1 else [f"{base}_L{i:0{width}d}" for i in layers]
+    else:
+        tag = f"{source_plans}_LLM_{model_tag(llm)}{variant_tag(specs[0])}{name_suffix}"
+        names = [f"{tag}_L{i:0{width}d}" for i in layers]
+    return PlannedSpecs(specs, names)
+
+
+def check_name(folder: Path, name: str, source_name: str, overwrite: bool | str, sweep: str | None = None) -> Path:
+    """The target file of a new plans name, refusing names that are not ours to write. A sweep replaces only the
+    plans it wrote itself; plans written by ``plan`` or another sweep are never replaced by one."""
+    if not PLANS_NAME.fullmatch(name):
+        raise PlanningError(
+            f"plans name {name!r} is not usable: use letters, digits, '.', '-' and single '_' (nnU-Net splits "
+            f"results folders {{trainer}}__{{plans}}__{{configuration}} on '__'), e.g. {source_name}_LLM_mine.")
+    if NNUNET_NAMES.fullmatch(name) or name == source_name:
+        raise PlanningError(
+            f"plans name {name!r} belongs to nnU-Net (its own plans, the source plans or its dataset files) and "
+            f"would be overwritten; pick another -o NAME, e.g. {source_name}_LLM_mine.")
+    path = folder / f"{name}.json"
+    if not path.exists():
+        return path
+    existing = json.loads(path.read_text()) if is_plans(path) else {}
+    if not any(PLANS_KEY in c for c in existing.get("configurations", {}).values()):
+        raise PlanningError(f"{path} exists and holds no LLM plans; it is not ours to replace. Pick another -o NAME.")
+    owner = existing.get(SWEEP_KEY)
+    if sweep is not None and owner != str(Path(sweep).resolve()):
+        by = f"the sweep in {owner}" if owner else "`nnunetv2-llm plan`"
+        raise PlanningError(f"{path} exists, written by {by}; this sweep does not replace plans it did not write. "
+                            f"Give this sweep's llm entry its own output name, or use another sweep folder name.")
+    if sweep is None and not overwrite:
+        raise PlanningError(f"{path} exists; pass --overwrite to replace it, or pick another -o NAME.")
+    if sweep is None:
+        refuse_retraining(folder.name, name, overwrite)
+    return path
+
+
+def refuse_retraining(dataset_name: str, name: str, overwrite: bool | str) -> None:
+    """New plans under a name that trained folds would mix two networks in one results folder."""
+    trained = trained_folds(dataset_name, name)
+    if trained and overwrite != "trained":
+        raise PlanningError(
+            f"plans {name!r} already trained {len(trained)} fold(s) ({', '.join(map(str, trained[:3]))}"
+            f"{' ...' if len(trained) > 3 else ''}); new plans under that name would mix two networks in one "
+            f"results folder (and in an ensemble of its folds). Pick another -o NAME, or pass "
+            f"--overwrite-trained if you mean to retrain every fold.")
+
+
+def trained_folds(dataset_name: str, plans_name: str) -> list[Path]:
+    """Fold folders in nnUNet_results with a checkpoint of these plans (any trainer or configuration)."""
+    import os
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        return []
+    return sorted({p.parent for p in (Path(results) / dataset_name).glob(f"*__{plans_name}__*/fold_*/checkpoint_*.pth")})
+
+
+def extract_into(specs: list[LLMSpec], names: list[str], weights_dir: Path) -> list[LLMSpec]:
+    """Fetch each pretrained layer once into ``weights_dir/NAME.safetensors`` and point the spec at that file,
+    pinned by its sha256: every job trained from these plans then reads the same tensors, and none of them
+    touches the hub. A file already there for the same source and layer is reused."""
+    from ..core.weights import LLMWeightsError, extract_layer, load_extracted
+    out = []
+    for spec, name in zip(specs, names):
+        if not spec.loads_pretrained:
+            out.append(spec)
+            continue
+        path = (Path(weights_dir) / f"{name}.safetensors").resolve()
+        weights = None
+        if path.is_file():
+            try:
+                weights = load_extracted(path)
+            except LLMWeightsError:
+                weights = None
+            if weights is not None and (weights.source, weights.layer) != (spec.source, spec.layer):
+                weights = None
+        if weights is None:
+            extract_layer(spec, path)
+            weights = load_extracted(path)
+        out.append(spec.replace(source=str(path), sha256=weights.sha256))
+    return out
+
+
+def write_llm_plans(dataset, source_plans: str, request: PlansRequest, overwrite: bool | str = False,
+                    weights_dir: Path | None = None, sweep: str | None = None) -> list[Path]:
+    """Validate everything first, then write one plans file per layer next to the source plans. With
+    ``weights_dir`` each layer is fetched into that folder first (see :func:`extract_into`); ``sweep`` (a sweep
+    folder) tags the plans as that sweep's: their names end in ``_sweep-<folder name>``, and plans of that name are
+    replaced only if the same sweep wrote them."""
+    folder = preprocessed_folder(dataset)
+    source = load_source_plans(folder, source_plans)
+    suffix = f"_sweep-{re.sub(r'[^A-Za-z0-9.-]+', '-', Path(sweep).name).strip('-.') or 'sweep'}" if sweep else ""
+    planned = resolve_request(request, source_plans, suffix)
+    if len(set(planned.names)) != len(planned.names):
+        raise PlanningError(f"plans names {planned.names} repeat; give -o a distinct name per layer.")
+    targets = [check_name(folder, name, source_plans, overwrite, sweep) for name in planned.names]
+    specs = planned.specs if weights_dir is None else extract_into(planned.specs, planned.names, weights_dir)
+    plans = [llm_plans(source, name, spec) for name, spec in zip(planned.names, specs)]
+    if sweep:
+        for p in plans:
+            p[SWEEP_KEY] = str(Path(sweep).resolve())
+    # A sweep planned again writes the same plans: leave those (and the folds they trained) alone.
+    changed = [(path, p) for path, p in zip(targets, plans) if not (path.is_file() and json.loads(path.read_text()) == p)]
+    if sweep:
+        for path, _ in changed:
+            if path.exists():
+                refuse_retraining(folder.name, path.stem, overwrite)
+    for path, p in changed:
+        write_json(path, p)
+    return targets

@@ -1,0 +1,257 @@
+"""A trained variant: the results folder ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>``, its folds,
+checkpoints and validation, and the dataset and fold names that lead to it.
+
+Every command that reads trained results (compare, analyze, export, info, sweep, the demo) finds them here, so a
+dataset id, a fold list, a variant's label and "a fold is done" mean the same everywhere.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import UserError, did_you_mean
+from ..core.files import read_json
+
+DEFAULT_PLANS = "nnUNetPlans"
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+NNUNET_FOLDS = 5  # nnU-Net's default split when a dataset has no splits_final.json yet
+
+
+class ResultsError(UserError, ValueError):
+    """A dataset, fold, variant or results folder that cannot be used; the message names it and the fix."""
+
+
+# ---------------------------------------------------------------- datasets
+
+def _known_datasets() -> list[str]:
+    names = set()
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        root = os.environ.get(var)
+        if root and Path(root).is_dir():
+            names.update(p.name for p in Path(root).glob("Dataset*") if p.is_dir())
+    return sorted(names)
+
+
+def dataset_name(dataset) -> str:
+    """``501``, ``"501"`` or ``"Dataset501_Name"`` -> ``"Dataset501_Name"`` by nnU-Net's own lookup (raw,
+    preprocessed and results folders); anything else is refused with the datasets that exist."""
+    from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets
+    text = str(dataset).strip()
+    if re.fullmatch(r"Dataset\d{3}_.+", text):
+        return text
+    known = _known_datasets()
+    listing = f" (datasets found: {', '.join(known) or 'none'})"
+    if not text.isdigit():
+        raise ResultsError(f"-d {dataset!r} is neither a dataset id (e.g. 501) nor a dataset name (e.g. "
+                           f"Dataset501_Name){listing}.{did_you_mean(text, known)}")
+    candidates = list(find_candidate_datasets(int(text)))
+    if len(candidates) != 1:
+        what = f"several datasets have id {int(text)}: {', '.join(candidates)}" if candidates else \
+            f"no dataset has id {int(text)} in nnUNet_raw, nnUNet_preprocessed or nnUNet_results{listing}"
+        raise ResultsError(f"-d {dataset}: {what}. Pass an id or name of one dataset, or create it first "
+                           f"(nnUNetv2_plan_and_preprocess -d {int(text)}); check the three nnU-Net folders with "
+                           f"`nnunetv2-llm doctor`.")
+    return str(candidates[0])
+
+
+def dataset_id(name: str) -> int:
+    return int(name[len("Dataset"):len("Dataset") + 3])
+
+
+def require_folder(variable: str) -> Path:
+    """The folder an nnU-Net variable names; unset or missing is refused with what to export."""
+    value = os.environ.get(variable)
+    if not value or not Path(value).is_dir():
+        raise ResultsError(f"{variable}={value!r} is not a folder; export {variable} (see `nnunetv2-llm doctor`).")
+    return Path(value)
+
+
+def preprocessed_folder(dataset) -> Path:
+    """``nnUNet_preprocessed/DatasetXXX_Name`` of a dataset id or name; it must have been planned."""
+    root = require_folder("nnUNet_preprocessed")
+    name = dataset_name(dataset)
+    folder = root / name
+    if not folder.is_dir():
+        raise ResultsError(f"-d {dataset}: {name} has no preprocessed data in {root}; run "
+                           f"nnUNetv2_plan_and_preprocess -d {dataset_id(name)} first.")
+    return folder
+
+
+# ---------------------------------------------------------------- folds
+
+def dataset_splits(name: str) -> list[dict] | None:
+    """The dataset's ``splits_final.json`` (nnU-Net writes it with the first training), or None."""
+    root = os.environ.get("nnUNet_preprocessed")
+    path = Path(root) / name / "splits_final.json" if root else None
+    if path is None or not path.is_file():
+        return None
+    splits = read_json(path)
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and "val" in s for s in splits):
+        raise ResultsError(f"{path} is not an nnU-Net split (a list of {{'train': [...], 'val': [...]}}); restore it "
+                           f"or delete it so that nnU-Net writes it again.")
+    return splits
+
+
+def parse_folds(values, name: str | None = None) -> list:
+    """Fold names -> ``[0, 1, ..., 'all']``: integers within the dataset's splits (``splits_final.json``, else
+    nnU-Net's 5), or ``all``; each at most once."""
+    splits = dataset_splits(name) if name else None
+    n = len(splits) if splits is not None else NNUNET_FOLDS
+    where = f"{name}'s splits_final.json has {n} splits" if splits is not None else "nnU-Net's default 5-fold split"
+    folds, bad = [], []
+    for value in [values] if isinstance(values, (str, int)) else values:
+        text = str(value).strip()
+        if text == "all":
+            folds.append("all")
+        elif text.isdigit() and int(text) < n:
+            folds.append(int(text))
+        else:
+            bad.append(text)
+    if bad:
+        raise ResultsError(f"fold(s) {bad} outside 0-{n - 1} ({where}); use folds in 0-{n - 1}, or 'all'.")
+    if len(set(map(str, folds))) != len(folds):
+        raise ResultsError(f"-f {' '.join(map(str, folds))}: a fold is listed twice.")
+    return folds
+
+
+def validation_keys(name: str, fold) -> list[str]:
+    """The cases nnU-Net validates fold ``fold`` on (``all``: every training case)."""
+    splits = dataset_splits(name)
+    if splits is None:
+        raise ResultsError(f"{name} has no splits_final.json in nnUNet_preprocessed: nnU-Net writes it when the "
+                           f"first fold trains.")
+    if fold == "all":
+        return sorted({k for s in splits for k in s.get("train", []) + s["val"]})
+    if not 0 <= int(fold) < len(splits):
+        raise ResultsError(f"fold {fold} is not in {name}'s splits_final.json (folds 0..{len(splits) - 1}, or 'all').")
+    return sorted(splits[int(fold)]["val"])
+
+
+# ---------------------------------------------------------------- trained variants
+
+def results_folder(name: str, trainer: str, plans: str, configuration: str, root: str | os.PathLike | None = None) -> Path:
+    """``<nnUNet_results>/<dataset>/<trainer>__<plans>__<configuration>`` (nnU-Net's own naming)."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+    base = Path(root) if root is not None else require_folder("nnUNet_results")
+    return base / name / convert_trainer_plans_config_to_identifier(trainer, plans, configuration)
+
+
+@dataclass(frozen=True)
+class FoldState:
+    """``missing`` (no fold folder), ``unfinished`` (no final checkpoint), ``unvalidated`` (nnU-Net's final
+    validation did not finish: no summary.json, or cases of the split without a prediction), or ``done``."""
+
+    status: str
+    missing_cases: tuple[str, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+
+@dataclass(frozen=True)
+class TrainedVariant:
+    """One results folder: a trainer trained with a plans name on one configuration of a dataset."""
+
+    dataset: str
+    trainer: str
+    plans: str
+    configuration: str
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        """How reports name the variant: the trainer, with ``__PLANS`` unless the plans are nnU-Net's default."""
+        return self.trainer if self.plans == DEFAULT_PLANS else f"{self.trainer}__{self.plans}"
+
+    def fold_folder(self, fold) -> Path:
+        return self.folder / f"fold_{fold}"
+
+    def checkpoint(self, fold, name: str = FINAL_CHECKPOINT) -> Path:
+        return self.fold_folder(fold) / name
+
+    def train_command(self, fold, extra: str = "") -> str:
+        plans = "" if self.plans == DEFAULT_PLANS else f" -p {self.plans}"
+        return (f"nnUNetv2_train {dataset_id(self.dataset)} {self.configuration} {fold} -tr {self.trainer}{plans}"
+                f"{extra}")
+
+    @functools.cached_property
+    def plans_json(self) -> dict:
+        plans = read_json(self.folder / "plans.json")
+        if not isinstance(plans, dict) or self.configuration not in (plans.get("configurations") or {}):
+            raise ResultsError(f"{self.folder / 'plans.json'} holds no configuration {self.configuration!r}: it is "
+                               f"damaged or not nnU-Net's plans. Restore it from the checkpoint's plans (nnUNetv2_train "
+                               f"... --val writes it again) or train the variant again.")
+        return plans
+
+    @functools.cached_property
+    def dataset_json(self) -> dict:
+        data = read_json(self.folder / "dataset.json")
+        if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or "file_ending" not in data:
+            raise ResultsError(f"{self.folder / 'dataset.json'} is not an nnU-Net dataset.json (it needs 'labels' and "
+                               f"'file_ending'); restore it from the raw dataset.")
+        return data
+
+    def llm_entry(self):
+        from ..core.spec import PLANS_KEY
+        return self.plans_json["configurations"][self.configuration].get(PLANS_KEY)
+
+    def fold_state(self, fold) -> FoldState:
+        folder = self.fold_folder(fold)
+        if not folder.is_dir():
+            return FoldState("missing")
+        if not (folder / FINAL_CHECKPOINT).is_file():
+            return FoldState("unfinished")
+        validation = folder / "validation"
+        if not (validation / "summary.json").is_file():
+            return FoldState("unvalidated")
+        ending = self.dataset_json["file_ending"]
+        missing = tuple(k for k in validation_keys(self.dataset, fold) if not (validation / f"{k}{ending}").is_file())
+        return FoldState("unvalidated", missing) if missing else FoldState("done")
+
+    def require_done(self, fold) -> None:
+        """A fold to score, analyse or export must have finished training and nnU-Net's final validation."""
+        state = self.fold_state(fold)
+        if state.status in ("missing", "unfinished"):
+            what = "is missing" if state.status == "missing" else "is unfinished (no checkpoint_final.pth)"
+            raise ResultsError(f"{self.label}: fold {fold} {what} in {self.folder}. Train it: "
+                               f"{self.train_command(fold)}, or leave it out of -f.")
+        if state.status == "unvalidated":
+            why = (f"its validation lacks {len(state.missing_cases)} case(s) of the split "
+                   f"({', '.join(state.missing_cases[:5])}{' ...' if len(state.missing_cases) > 5 else ''})"
+                   if state.missing_cases else "it has no validation/summary.json")
+            raise ResultsError(f"{self.label}: fold {fold} did not finish nnU-Net's final validation ({why}). Run "
+                               f"{self.train_command(fold, ' --val')}.")
+
+
+def trained_variant(name: str, trainer: str, plans: str, configuration: str) -> TrainedVariant:
+    return TrainedVariant(name, trainer, plans, configuration, results_folder(name, trainer, plans, configuration))
+
+
+def resolve_variant(item: str, plans: str, name: str, configuration: str) -> TrainedVariant:
+    """``TRAINER``, ``TRAINER__PLANS`` or a results folder path (``.../<dataset>/TRAINER__PLANS__CONFIGURATION``)
+    of dataset ``name``; it must hold trained results."""
+    path = Path(item).expanduser()
+    if path.is_dir() and path.name.count("__") == 2:
+        trainer, plans, conf = path.name.split("__")
+        if conf != configuration:
+            raise ResultsError(f"-tr {item}: that results folder is for configuration {conf!r}, not -c {configuration}.")
+        if path.resolve().parent.name != name:
+            raise ResultsError(f"-tr {item}: that results folder belongs to {path.resolve().parent.name}, not to -d "
+                               f"{name}; pass a results folder of {name}, or -d {path.resolve().parent.name}.")
+        variant = TrainedVariant(name, trainer, plans, configuration, path.resolve())
+    else:
+        trainer, _, own_plans = item.partition("__")
+        variant = trained_variant(name, trainer, own_plans or plans, configuration)
+    folder = variant.folder
+    if not (folder / "plans.json").is_file() or not (folder / "dataset.json").is_file():
+        found = sorted(p.name for p in folder.parent.glob(f"*__{configuration}") if p.is_dir()) \
+            if folder.parent.is_dir() else []
+        raise ResultsError(f"-tr {item}: no trained results in {folder} (plans.json and dataset.json missing). "
+                           f"Train it with nnUNetv2_train, or pick one of: {', '.join(found) or 'none'}."
+                           f"{did_you_mean(folder.name, found)}")
+    variant.plans_json, variant.dataset_json  # read and checked now, before any work
+    return variant

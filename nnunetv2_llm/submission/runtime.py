@@ -1,0 +1,208 @@
+"""The container's entry point: every case of an input folder -> one label image per case in an output folder.
+
+This is what ``predict.py`` in a submission imports; it needs nnU-Net, the model installed from the zip and this
+package's trainers, and nothing else (no hub, no LLM files, no network).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from ..core.errors import UserError
+from ..core.files import read_json
+
+EXPORT_FORMAT = "nnunetv2-llm-submission"
+EXPORT_FILE = "export.json"
+MODEL_ZIP = "model.zip"
+# Image types the entry point reads besides the dataset's own file ending.
+IMAGE_ENDINGS = (".mha", ".nii.gz", ".nrrd", ".tif", ".tiff")
+IGNORED_SUFFIXES = (".json",)  # platform metadata next to the images (e.g. inputs.json)
+LAYOUTS = ("nnunet", "folders")
+CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+class ExportError(UserError, ValueError):
+    """A model that cannot be exported, a submission folder that is not ours, or input the entry point cannot read."""
+
+
+def load_record(folder: Path) -> dict:
+    path = Path(folder) / EXPORT_FILE
+    if not path.is_file():
+        raise ExportError(f"{folder} is not a submission folder ({EXPORT_FILE} missing); write one with "
+                          f"`nnunetv2-llm export -d D -c C -tr T -f F -o {folder}`.")
+    record = read_json(path, fix="export the model again (`nnunetv2-llm export ... --overwrite`)")
+    if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
+        raise ExportError(f"{path} was not written by `nnunetv2-llm export`; export the model again.")
+    return record
+
+
+def endings_read(record: dict) -> list[str]:
+    return sorted({record["file_ending"].lower(), *IMAGE_ENDINGS})
+
+
+def _ending(name: str, endings: list[str]) -> str | None:
+    return next((e for e in sorted(endings, key=len, reverse=True) if name.lower().endswith(e)), None)
+
+
+def _image_files(folder: Path, endings: list[str]) -> dict[str, Path]:
+    """Stem -> image file of a folder; anything else there (but metadata and hidden files) is an error."""
+    if not folder.is_dir():
+        raise ExportError(f"input folder {folder} does not exist; mount the images there.")
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.name.lower().endswith(IGNORED_SUFFIXES):
+            continue
+        ending = _ending(path.name, endings) if path.is_file() else None
+        if ending is None:
+            raise ExportError(f"{path}: not an image this model reads ({'a folder' if path.is_dir() else 'type'}"
+                              f"); accepted are files ending in {', '.join(endings)}. Convert it or remove it.")
+        found[path.name[: -len(ending)]] = path
+    return found
+
+
+def _cases_in_channel_folders(input_dir: Path, record: dict, endings: list[str]) -> dict[str, list[Path]]:
+    folders = record["input"]["channel_folders"]
+    per_channel = [_image_files(input_dir / name, endings) for name in folders]
+    cases = {}
+    for name in sorted(set().union(*per_channel)):
+        missing = [f for f, files in zip(folders, per_channel) if name not in files]
+        if missing:
+            raise ExportError(f"case {name!r} has no image in channel folder(s) {', '.join(missing)}; every case "
+                              f"needs one file per channel ({', '.join(folders)}).")
+        cases[name] = [files[name] for files in per_channel]
+    return cases
+
+
+def _cases_in_nnunet_naming(input_dir: Path, record: dict, endings: list[str]) -> dict[str, list[Path]]:
+    n_channels = len(record["channels"])
+    grouped: dict[str, dict[int, Path]] = {}
+    for stem, path in _image_files(input_dir, endings).items():
+        match = CHANNEL.match(stem)
+        if match is None and n_channels == 1:
+            grouped.setdefault(stem, {})[0] = path
+        elif match is None:
+            raise ExportError(f"{path}: the model takes {n_channels} channels, so files are named CASE_0000, "
+                              f"CASE_0001, ... (nnU-Net's naming); rename it.")
+        else:
+            grouped.setdefault(match["case"], {})[int(match["channel"])] = path
+    cases = {}
+    for name, files in sorted(grouped.items()):
+        if sorted(files) != list(range(n_channels)):
+            expected = ", ".join(f"_{c:04d}" for c in range(n_channels))
+            got = ", ".join(f"_{c:04d}" for c in sorted(files))
+            raise ExportError(f"case {name!r} has channel files {got}; the model takes {n_channels} channel(s): "
+                              f"{expected} ({', '.join(record['channels'].values())}). Add or rename the files.")
+        cases[name] = [files[c] for c in range(n_channels)]
+    return cases
+
+
+def _check_readable(cases: dict[str, list[Path]], endings: list[str]) -> None:
+    import SimpleITK as sitk
+    for name, files in cases.items():
+        used = {_ending(f.name, endings) for f in files}
+        if len(used) > 1:
+            raise ExportError(f"case {name!r} mixes file types {sorted(used)}; give all its channels one type.")
+        for path in files:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            try:
+                reader.ReadImageInformation()
+            except RuntimeError:
+                raise ExportError(f"{path} cannot be read as an image (damaged, or not what its name says); replace "
+                                  f"it with a readable {_ending(path.name, endings)} file.") from None
+
+
+def find_cases(input_dir: Path, record: dict) -> dict[str, list[Path]]:
+    """Case name -> its channel files in the model's order; any unreadable type or missing channel is an error that
+    names the file or case, before anything is predicted."""
+    endings = endings_read(record)
+    by_layout = _cases_in_channel_folders if record["input"]["layout"] == "folders" else _cases_in_nnunet_naming
+    cases = by_layout(input_dir, record, endings)
+    if not cases:
+        raise ExportError(f"no images in {input_dir}; accepted are files ending in {', '.join(endings)}.")
+    _check_readable(cases, endings)
+    return cases
+
+
+def reader_writer(ending: str, example: Path, dataset_json: dict, dims: int):
+    """nnU-Net's reader/writer for a file: the dataset's own for its file ending (as nnUNetv2_predict reads it),
+    otherwise the one nnU-Net picks for that ending (TIFFs by the model's dimensionality)."""
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+    from nnunetv2.imageio.reader_writer_registry import (determine_reader_writer_from_dataset_json,
+                                                         determine_reader_writer_from_file_ending)
+    from nnunetv2.imageio.tif_reader_writer import Tiff3DIO
+    if ending == dataset_json["file_ending"].lower():
+        return determine_reader_writer_from_dataset_json(dataset_json, str(example), verbose=False)
+    if ending in (".tif", ".tiff"):
+        return NaturalImage2DIO if dims == 2 else Tiff3DIO
+    return determine_reader_writer_from_file_ending(ending, str(example), verbose=False)
+
+
+def predict_folder(record: dict, model_folder: Path, input_dir: Path, output_dir: Path, device: str = "auto",
+                   echo=print) -> list[dict]:
+    """The entry point's work: check every input, then predict case by case; each label image appears only
+    complete (written under a hidden name, then renamed)."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from ..nnunet.environment import ensure_trainer_lookup, resolve_device
+    cases = find_cases(input_dir, record)
+    output_dir = output_dir / record["input"]["output_subfolder"] if record["input"]["output_subfolder"] else output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    ensure_trainer_lookup()
+    predictor = nnUNetPredictor(tile_step_size=record["tile_step_size"], use_gaussian=True,
+                                use_mirroring=record["use_mirroring"], perform_everything_on_device=device == "cuda",
+                                device=torch.device(device), verbose=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), tuple(record["folds"]), "checkpoint_final.pth")
+    dims = len(predictor.configuration_manager.patch_size)
+    endings = endings_read(record)
+    timings = []
+    for name, files in cases.items():
+        start = time.perf_counter()
+        ending = _ending(files[0].name, endings)
+        io = reader_writer(ending, files[0], predictor.dataset_json, dims)()
+        image, properties = io.read_images([str(f) for f in files])
+        segmentation = predictor.predict_single_npy_array(image, properties, None, None, False)
+        target = output_dir / f"{name}{ending}"
+        tmp = output_dir / f".{name}.partial{ending}"
+        io.write_seg(segmentation, str(tmp), properties)
+        os.replace(tmp, target)
+        seconds = time.perf_counter() - start
+        timings.append({"case": name, "seconds": round(seconds, 3), "output": target.name})
+        echo(f"{name}: {target} ({seconds:.1f} s on {device})")
+    return timings
+
+
+def container_main(record_file: Path, argv=None) -> int:
+    """``predict.py``: input and output folders from the arguments, else $INPUT_FOLDER/$OUTPUT_FOLDER, else the
+    platforms' /input and /output."""
+    from ..core.files import write_json
+    parser = argparse.ArgumentParser(description="Predict every case of the input folder (see README.md).")
+    parser.add_argument("--input", default=os.environ.get("INPUT_FOLDER", "/input"))
+    parser.add_argument("--output", default=os.environ.get("OUTPUT_FOLDER", "/output"))
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--timings", help="write the per-case runtimes to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        record = load_record(record_file.parent)
+        results = os.environ.get("nnUNet_results")
+        if not results:
+            raise ExportError("nnUNet_results is not set; the Dockerfile sets it to where the model is installed.")
+        model_folder = Path(results) / record["model_folder"]
+        if not (model_folder / "plans.json").is_file():
+            raise ExportError(f"no model in {model_folder}; install it with `nnUNetv2_install_pretrained_model_from_zip "
+                              f"{MODEL_ZIP}` (the Dockerfile does this at build time).")
+        timings = predict_folder(record, model_folder, Path(args.input), Path(args.output), args.device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.timings:
+        write_json(args.timings, {"package": str(Path(__file__).resolve().parents[1]), "cases": timings})
+    return 0

@@ -1,0 +1,231 @@
+"""A sweep's grid: validated, expanded into jobs (one ``nnUNetv2_train`` each), and written as ``sweep.json``.
+
+LLM layers are planned through the planning library (:func:`~nnunetv2_llm.nnunet.planning.write_llm_plans`), the
+weights fetched once into the sweep folder and pinned by sha256, before any job exists.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+from pathlib import Path
+
+from ..core.errors import UserError, did_you_mean
+from ..core.files import exclusive, read_json, write_json
+from ..core.spec import SPEC_OPTIONS
+from ..nnunet.results import parse_folds, preprocessed_folder
+
+GRID_FILE = "sweep.json"
+GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args")
+# The keys of one `llm` entry: what `nnunetv2-llm plan` takes (spec options may be lists: one plans file per value).
+LLM_KEYS = ("llm", "variant", "layer", "output", *SPEC_OPTIONS)
+
+
+class SweepError(UserError, ValueError):
+    """A grid, sweep folder or run option the sweep cannot use."""
+
+
+def load_grid(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SweepError(f"grid file {path} does not exist; write a JSON or YAML grid (see README) or use flags.")
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+            grid = yaml.safe_load(p.read_text())
+        else:
+            grid = json.loads(p.read_text())
+    except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: both name the line
+        raise SweepError(f"grid file {path} is not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'} "
+                         f"({str(e).splitlines()[0]}); fix the file.") from None
+    check_grid(grid, f"grid file {path}")
+    return grid
+
+
+def check_grid(grid, where: str) -> None:
+    if not isinstance(grid, dict):
+        raise SweepError(f"{where} must hold a mapping with keys from {', '.join(GRID_KEYS)}.")
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if unknown:
+        hint = "".join(did_you_mean(k, GRID_KEYS) for k in unknown)
+        raise SweepError(f"{where} has unknown keys {unknown}; accepted keys are {', '.join(GRID_KEYS)}.{hint}")
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def check_trainer(name: str) -> type:
+    """nnU-Net's own lookup (with our trainers on nnUNet_extTrainer), before anything is submitted."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from ..nnunet.environment import ensure_trainer_lookup
+    ensure_trainer_lookup()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints every folder it searches
+            found = recursive_find_trainer_class_by_name(name)
+    except (RuntimeError, AssertionError):
+        found = None
+    if found is None:
+        from ..nnunet.trainers import __all__ as ours
+        raise SweepError(f"unknown trainer {name!r}: nnU-Net's lookup (nnunetv2 and nnUNet_extTrainer) has no class "
+                         f"of that name; check the spelling (`nnunetv2-llm trainers` lists ours) or put its folder "
+                         f"on nnUNet_extTrainer.{did_you_mean(name, ours)}")
+    return found
+
+
+def llm_requests(value) -> list:
+    """The grid's ``llm`` entries as planning requests: a mapping (or a list of them) of ``nnunetv2-llm plan``'s
+    options; a spec option given as a list plans one file per value (their product, per entry)."""
+    from ..nnunet.planning import PlansRequest
+    entries = value if isinstance(value, list) else [value]
+    if entries and all(isinstance(e, str) for e in entries):
+        raise SweepError(f"llm: {value} is the 0.2 form (plan's command-line flags); since 0.3 write a mapping of "
+                         f"its options, e.g. llm: {{llm: smollm2-135m, layer: 0-15}} (see CHANGELOG.md).")
+    requests = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise SweepError(f"llm: each entry must be a mapping of {', '.join(LLM_KEYS)}; got {entry!r}.")
+        unknown = sorted(set(entry) - set(LLM_KEYS))
+        if unknown:
+            hint = "".join(did_you_mean(k, LLM_KEYS) for k in unknown)
+            raise SweepError(f"llm: unknown keys {unknown}; accepted keys are {', '.join(LLM_KEYS)}.{hint}")
+        options = {k: entry[k] for k in SPEC_OPTIONS if k in entry}
+        grid = [[(k, v) for v in _as_list(vals)] for k, vals in options.items()]
+        for combination in itertools.product(*grid):
+            layer = entry.get("layer")
+            requests.append(PlansRequest(llm=entry.get("llm"), variant=entry.get("variant"),
+                                         layers=None if layer is None else str(layer), options=dict(combination),
+                                         output=entry.get("output")))
+    return requests
+
+
+def job_spec(trainer: type, plans_file: Path, configuration: str):
+    """The LLM spec a job trains with (a built-in trainer's, or the plans' for nnUNetTrainerLLM), or None."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from ..core.spec import PLANS_KEY, spec_from_entry
+    from ..nnunet.trainers import BuiltinTrainer, builtin_spec, nnUNetTrainerLLM
+    if not issubclass(trainer, nnUNetTrainerLLM):
+        return None
+    if issubclass(trainer, BuiltinTrainer):
+        return builtin_spec(trainer.model, trainer.variant)
+    entry = PlansManager(str(plans_file)).get_configuration(configuration).configuration.get(PLANS_KEY)
+    return None if entry is None else spec_from_entry(entry, f"plans {plans_file}")
+
+
+def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
+    """Read the job's pretrained layer now, once per (source, layer, revision), before any job starts: a hub
+    model lands in the hub cache (the jobs then run offline). Returns (files, sha256)."""
+    if spec is None or not spec.loads_pretrained:
+        return None, None
+    key = (spec.source, spec.layer, spec.revision)
+    if key not in cache:
+        from ..core.weights import check_pin, load_layer
+        weights = load_layer(spec)
+        check_pin(spec, weights)
+        cache[key] = (", ".join(weights.files), weights.sha256)
+    return cache[key]
+
+
+def expand(grid: dict, sweep_dir: Path) -> list[dict]:
+    """Validate a grid (dataset, plans, trainers, folds) and return its jobs, writing LLM plans first."""
+    from ..nnunet.planning import write_llm_plans
+    if "dataset" not in grid or grid["dataset"] in (None, ""):
+        raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
+    folder = preprocessed_folder(grid["dataset"])
+    configurations = _as_list(grid.get("configurations", ["2d"]))
+    trainers = _as_list(grid.get("trainers"))
+    if not trainers:
+        raise SweepError("the grid has no 'trainers'; list at least one, e.g. trainers: [nnUNetTrainer].")
+    classes = {t: check_trainer(t) for t in trainers}
+    folds = parse_folds(_as_list(grid.get("folds", [0, 1, 2, 3, 4])), folder.name)
+    plans = _as_list(grid.get("plans", ["nnUNetPlans"]))
+    for p in plans:
+        if not (folder / f"{p}.json").is_file():
+            available = sorted(f.stem for f in folder.glob("*Plans*.json"))
+            raise SweepError(f"plans {p!r} not found in {folder} (available: {', '.join(available) or 'none'}); run "
+                             f"nnUNetv2_plan_and_preprocess or nnunetv2-llm plan first.{did_you_mean(p, available)}")
+        known = (read_json(folder / f"{p}.json").get("configurations") or {})
+        missing = [c for c in configurations if c not in known]
+        if missing:
+            raise SweepError(f"plans {p!r} have no configuration {', '.join(missing)} (they have "
+                             f"{', '.join(known)}); pick configurations from those.")
+    llm = grid.get("llm")
+    requests = llm_requests(llm) if llm else []
+    llm_trainers = _as_list(grid.get("llm_trainers", ["nnUNetTrainerLLM"])) if llm else []
+    classes.update({t: check_trainer(t) for t in llm_trainers})
+    llm_names = [path.stem for request in requests
+                 for path in write_llm_plans(folder.name, plans[0], request, weights_dir=sweep_dir / "weights",
+                                             sweep=str(sweep_dir))]
+    extra = [str(a) for a in _as_list(grid.get("train_args"))]
+    combos = [(t, p) for t in trainers for p in plans] + [(t, p) for t in llm_trainers for p in llm_names]
+    cache, jobs = {}, []
+    for c in configurations:
+        for t, p in combos:
+            files, sha = fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
+            jobs += [{"id": f"{c}__{t}__{p}__fold{f}", "dataset": folder.name, "configuration": c, "fold": f,
+                      "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha}
+                     for f in folds]
+    return jobs
+
+
+def grid_hash(grid: dict) -> str:
+    return hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()
+
+
+def lock_file(sweep_dir: Path) -> Path:
+    """The sweep's lock, beside its folder (so a refused `sweep plan` leaves no folder behind)."""
+    sweep_dir = Path(sweep_dir).resolve()
+    return sweep_dir.parent / f".{sweep_dir.name}.sweep.lock"
+
+
+def plan_sweep(grid: dict, sweep_dir: Path, echo=print) -> list[dict]:
+    """Validate and expand the grid, then write ``sweep.json`` (a folder holding another grid is refused). Holds the
+    sweep's lock, so two ``sweep plan`` on one folder run one after the other."""
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise SweepError(f"-o {sweep_dir} is a file; pass a folder for the sweep (it is created if missing).")
+    meta = sweep_dir / GRID_FILE
+    with exclusive(lock_file(sweep_dir), f"the sweep {sweep_dir}", echo):
+        if meta.exists() and load_meta(sweep_dir)["grid_sha256"] != grid_hash(grid):
+            raise SweepError(f"{sweep_dir} holds a sweep of another grid; choose a new -o folder or delete it.")
+        jobs = expand(grid, sweep_dir)
+        write_json(meta, {"grid": grid, "grid_sha256": grid_hash(grid), "jobs": jobs})
+    return jobs
+
+
+JOB_KEYS = ("id", "dataset", "configuration", "fold", "trainer", "plans", "train_args", "llm_weights", "llm_sha256")
+
+
+def load_meta(sweep_dir: Path) -> dict:
+    """``sweep.json``, checked: a damaged or hand-edited file is refused with how to write it again."""
+    meta = sweep_dir / GRID_FILE
+    if not meta.is_file():
+        raise SweepError(f"{sweep_dir} is not a sweep folder (no {GRID_FILE}); run nnunetv2-llm sweep plan first.")
+    fix = f"run `nnunetv2-llm sweep plan GRID -o {sweep_dir}` again to write it (finished folds are kept)"
+    data = read_json(meta, fix=fix)
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not (isinstance(data, dict) and isinstance(data.get("grid"), dict) and isinstance(data.get("grid_sha256"), str)
+            and isinstance(jobs, list) and all(isinstance(j, dict) and set(JOB_KEYS) <= set(j) for j in jobs)):
+        raise SweepError(f"{meta} is not a sweep written by `nnunetv2-llm sweep plan` (it needs 'grid', "
+                         f"'grid_sha256' and 'jobs' with {', '.join(JOB_KEYS)}); {fix}.")
+    return data
+
+
+def load_sweep(sweep_dir: Path) -> list[dict]:
+    return load_meta(sweep_dir)["jobs"]
+
+
+def compare_commands(sweep_dir: Path, jobs: list[dict]) -> list[list[str]]:
+    """One ``nnunetv2-llm compare`` per configuration, over every trainer x plans variant of the sweep."""
+    from ..nnunet.environment import cli_path
+    commands = []
+    for c in dict.fromkeys(j["configuration"] for j in jobs):
+        mine = [j for j in jobs if j["configuration"] == c]
+        variants = list(dict.fromkeys(f"{j['trainer']}__{j['plans']}" for j in mine))
+        folds = sorted({str(j["fold"]) for j in mine}, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
+        commands.append([cli_path("nnunetv2-llm"), "compare", "-d", mine[0]["dataset"], "-c", c, "-tr", *variants,
+                         "-f", *folds, "-o", str(sweep_dir / f"compare_{c}")])
+    return commands

@@ -1,0 +1,182 @@
+"""One job of a sweep: a stock ``nnUNetv2_train`` of one fold, run, resumed or skipped, under a lock.
+
+Done means what compare and export need: ``checkpoint_final.pth`` and nnU-Net's final validation of every case of
+the fold's split; a fold with a final checkpoint but an unfinished validation runs ``--val``, one with
+``checkpoint_latest.pth`` continues with ``--c``. A job holds ``locks/<job>.lock`` while it runs (filelock: across
+processes and, on a shared file system, across nodes), so a second ``sweep run`` skips it, and ``status`` tells a
+live job (lock held) from one whose process died (lock free). ``logs/<job>.state`` records its pid and host.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from ..core.files import read_json, write_json
+from ..nnunet.environment import cli_path, with_our_trainers
+from ..nnunet.results import TrainedVariant, results_folder
+
+LOCKS = "locks"
+
+
+def variant(job: dict, results: str | os.PathLike | None = None) -> TrainedVariant:
+    return TrainedVariant(job["dataset"], job["trainer"], job["plans"], job["configuration"],
+                          results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], results))
+
+
+def train_command(job: dict, resume: str | None) -> list[str]:
+    """The job's stock command; ``resume``: ``--c`` (continue) or ``--val`` (validate only), or None."""
+    return [cli_path("nnUNetv2_train"), job["dataset"], job["configuration"], str(job["fold"]),
+            "-tr", job["trainer"], "-p", job["plans"], *job["train_args"], *([resume] if resume else [])]
+
+
+def resume_flag(v: TrainedVariant, fold) -> str | None:
+    state = v.fold_state(fold)
+    if state.status == "unvalidated":
+        return "--val"
+    if state.status == "unfinished" and v.checkpoint(fold, "checkpoint_latest.pth").exists():
+        return "--c"
+    return None
+
+
+def job_lock(sweep_dir: Path, job: dict) -> Path:
+    return Path(sweep_dir) / LOCKS / f"{job['id']}.lock"
+
+
+def is_held(lock: Path) -> bool:
+    """Whether another process holds ``lock`` now (free when it is acquired and released at once)."""
+    from filelock import FileLock, Timeout
+    try:
+        FileLock(str(lock)).acquire(timeout=0).lock.release()
+    except Timeout:
+        return True
+    return False
+
+
+def state_path(sweep_dir: Path, job: dict) -> Path:
+    return Path(sweep_dir) / "logs" / f"{job['id']}.state"
+
+
+def read_state(sweep_dir: Path, job: dict) -> dict:
+    """The job's recorded state (``{"status": ...}``, with pid and host while it runs); plain text of 0.2 too."""
+    path = state_path(sweep_dir, job)
+    if not path.exists():
+        return {"status": "pending"}
+    text = path.read_text().strip()
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError:
+        return {"status": text or "pending"}
+    return state if isinstance(state, dict) and "status" in state else {"status": "pending"}
+
+
+def write_state(sweep_dir: Path, job: dict, status: str, **more) -> None:
+    write_json(state_path(sweep_dir, job), {"status": status, "host": socket.gethostname(), "pid": os.getpid(),
+                                            "time": time.strftime("%Y-%m-%d %H:%M:%S"), **more})
+
+
+def trained_sha256(v: TrainedVariant) -> str | None:
+    """The sha256 of the layer the fold trained with, as the trainer recorded it in the results folder's plans."""
+    plans = v.folder / "plans.json"
+    if not plans.is_file():
+        return None
+    entry = (read_json(plans).get("configurations", {}).get(v.configuration) or {}).get("llm") or {}
+    return entry.get("sha256")
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop the trainer and everything it started (its data-augmentation and export workers)."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
+class _TerminatedError(SystemExit):
+    """SIGTERM (a cancel, a preemption) turned into an exception, so the trainer's process group is stopped."""
+
+
+def _raise_on_sigterm(signum, frame):
+    raise _TerminatedError(128 + signum)
+
+
+def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
+    """Run (or resume, or validate, or skip) one job; module-level so submitit can pickle it. Returns ``done``,
+    ``failed`` or ``held`` (another process runs it)."""
+    from filelock import FileLock, Timeout
+    env = with_our_trainers(dict(os.environ if env is None else env))
+    if job.get("llm_sha256"):
+        env["HF_HUB_OFFLINE"] = "1"  # `sweep plan` fetched the layer: no job touches the hub
+    if "cpu" in job["train_args"]:
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env["nnUNet_n_proc_DA"] = "0"
+    v = variant(job, env["nnUNet_results"])
+    sweep_dir = Path(sweep_dir)
+    logs = sweep_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(job_lock(sweep_dir, job)))
+    job_lock(sweep_dir, job).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return "held"
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        if v.fold_state(job["fold"]).done:
+            write_state(sweep_dir, job, "done")
+            return "done"
+        command = train_command(job, resume_flag(v, job["fold"]))
+        with open(logs / f"{job['id']}.log", "a") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            write_state(sweep_dir, job, "running", trainer_pid=process.pid)
+            try:
+                rc = process.wait()
+            finally:
+                _stop_group(process)  # on Ctrl-C, SIGTERM or a cancel from submitit, no trainer is left behind
+            result = "done" if rc == 0 and v.fold_state(job["fold"]).done else "failed"
+            trained = trained_sha256(v) if job.get("llm_sha256") else None
+            if trained is not None and trained != job["llm_sha256"]:
+                log.write(f"error: the job trained with LLM tensors of sha256 {trained}, but the sweep recorded "
+                          f"{job['llm_sha256']} ({job['llm_weights']}); the weights changed since `sweep plan`.\n")
+                result = "failed"
+            elif trained is not None:
+                log.write(f"LLM tensors sha256 {trained}, as recorded by `sweep plan`\n")
+        write_state(sweep_dir, job, result, exit_code=rc)
+        return result
+    except BaseException:
+        write_state(sweep_dir, job, "interrupted")
+        raise
+    finally:
+        lock.release()
+
+
+def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[str, str, str]:
+    """(status, last epoch, detail) of a job: ``done`` from the results folder itself; ``running`` while a process
+    holds its lock (pid and host named); ``died`` when it was running and no process holds it any more."""
+    import re
+    log = Path(sweep_dir) / "logs" / f"{job['id']}.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    epochs = re.findall(r"Epoch (\d+)", text)
+    epoch = epochs[-1] if epochs else "-"
+    state = read_state(sweep_dir, job)
+    held = is_held(job_lock(sweep_dir, job))
+    if variant(job, results).fold_state(job["fold"]).done and not held:
+        return "done", epoch, ""
+    if held:
+        return "running", epoch, f"pid {state.get('pid', '?')} on {state.get('host', '?')}"
+    status = state["status"]
+    if status == "running":
+        return "died", epoch, (f"its process (pid {state.get('pid', '?')} on {state.get('host', '?')}) ended without "
+                               f"finishing; `sweep run` resumes it")
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), "") if status == "failed" else ""
+    return status, epoch, last
