@@ -12,6 +12,7 @@ each variant in a fresh process (its peak reset before each phase), so the numbe
 
     python benchmarks/overhead.py            # quick: 2 CPU cores, a few minutes (reduced batch, see output)
     python benchmarks/overhead.py --full     # the issue's sizes and nnU-Net's planned batch sizes
+    python benchmarks/overhead.py --variants paper lora depth2 gate pang medvisionllama   # each adaptation's cost
 """
 from __future__ import annotations
 
@@ -148,6 +149,8 @@ class Bench:
         from nnunetv2_llm.core.network import unwrap
         net = unwrap(self.network)
         layer_params = {id(p) for p in net.llm.layer.parameters()} if hasattr(net, "llm") else set()
+        lora_params = {id(p) for n, p in net.llm.layer.named_parameters() if ".lora_" in n} if hasattr(net, "llm") \
+            else set()
         nbytes = lambda t: t.numel() * t.element_size()
         grads = {id(p): nbytes(p.grad) for p in net.parameters() if p.grad is not None}
         state = {id(p): sum(nbytes(v) for v in s.values() if hasattr(v, "numel"))
@@ -159,9 +162,11 @@ class Bench:
             "llm_layer_grad_bytes": sum(b for i, b in grads.items() if i in layer_params),
             "llm_layer_optimizer_state_bytes": sum(b for i, b in state.items() if i in layer_params),
             "llm_layer_params_in_optimizer": sum(1 for g in self.optimizer.param_groups for p in g["params"]
-                                                 if id(p) in layer_params),
+                                                 if id(p) in layer_params - lora_params),
+            "llm_layer_lora_bytes": sum(b for i, b in state.items() if i in lora_params),
             "block_trainable_bytes": sum(nbytes(p) for p in block.parameters() if p.requires_grad) if block else 0,
-            "llm_layer_weight_bytes": sum(nbytes(p) for p in block.layer.parameters()) if block else 0,
+            "llm_layer_weight_bytes": sum(nbytes(p) for n, p in block.layer.named_parameters()
+                                          if ".lora_" not in n) if block else 0,
         }
 
 
@@ -221,6 +226,12 @@ def summarise(times: dict, plain: str, llm: str) -> dict:
     return out
 
 
+def variant_spec(model: str, variant: str):
+    """A variant (plans/NAME.json) of a named model, as its built-in trainer or `plan --variant` builds it."""
+    from nnunetv2_llm.nnunet.trainers import builtin_spec
+    return builtin_spec(model, variant)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
@@ -238,6 +249,9 @@ def main(argv=None) -> int:
                         help="predict without test-time mirroring (the ratio per forward pass is unchanged)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile both networks, as nnU-Net does on CUDA (run with and without it on a GPU)")
+    parser.add_argument("--variants", nargs="+", default=["paper"],
+                        help="variants (plans/NAME.json) of --llm to time against plain nnU-Net, interleaved "
+                             "(default: paper, the frozen layer; e.g. paper lora depth2 gate pang medvisionllama)")
     parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/overhead-<mode>.json)")
     args = parser.parse_args(argv)
     args.mode = args.mode or "quick"
@@ -246,9 +260,7 @@ def main(argv=None) -> int:
                      f"(use 1.0 for a single tile)")
 
     import torch
-    from nnunetv2_llm import model_spec
-    from nnunetv2_llm.core.block import parameter_counts
-from nnunetv2_llm.core.cost import parameter_counts
+    from nnunetv2_llm.core.cost import parameter_counts
     from nnunetv2_llm.core.network import unwrap
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -260,22 +272,22 @@ from nnunetv2_llm.core.cost import parameter_counts
     machine = common.machine(device)
     print(common.describe_machine(machine))
     print(f"mode --{args.mode}: {reps} timed repetitions after one warm-up; LLM layer shaped like {args.llm} "
-          f"(random weights, frozen, float32); torch.compile {'on' if args.compile else 'off'}")
-    spec = model_spec(args.llm)
+          f"(random weights), variants {', '.join(args.variants)}; torch.compile {'on' if args.compile else 'off'}")
+    specs = {v: variant_spec(args.llm, v) for v in args.variants}
     all_plans = plans_for(scenarios)
     results = {"mode": args.mode, "machine": machine, "llm": args.llm, "reps": reps, "compile": args.compile,
-               "scenarios": {}}
+               "variants": {v: s.to_dict() | {"config": None} for v, s in specs.items()}, "scenarios": {}}
     for name, (batch, case_factor, mirroring) in scenarios.items():
         case_factor = args.case_factor or case_factor
         mirroring = mirroring and not args.no_mirroring
         sc = SCENARIOS[name]
         plans = all_plans[name]
         planned_batch = plans["configurations"][sc.configuration]["batch_size"]
-        benches = {"plain": Bench(plans, sc.configuration, None, device, batch, case_factor, mirroring, args.compile),
-                   "llm": Bench(plans, sc.configuration, spec.to_dict(), device, batch, case_factor, mirroring,
-                                args.compile)}
-        llm_net = unwrap(benches["llm"].network)
-        tokens = math.prod(llm_net.token_grid(benches["llm"].patch))
+        benches = {"plain": Bench(plans, sc.configuration, None, device, batch, case_factor, mirroring, args.compile)}
+        benches.update({v: Bench(plans, sc.configuration, spec.to_dict(), device, batch, case_factor, mirroring,
+                                 args.compile) for v, spec in specs.items()})
+        first = unwrap(benches[args.variants[0]].network)
+        tokens = math.prod(first.token_grid(benches[args.variants[0]].patch))
         b = benches["plain"]
         arch = plans["configurations"][sc.configuration]["architecture"]["arch_kwargs"]
         print(f"\n[{name}] nnU-Net plans '{sc.configuration}' for {sc.fingerprint.describe()}: patch "
@@ -288,13 +300,15 @@ from nnunetv2_llm.core.cost import parameter_counts
                  "patch_size": list(b.patch), "features_per_stage": arch["features_per_stage"],
                  "planned_batch_size": planned_batch, "batch_size": b.batch, "tokens": tokens,
                  "case_shape": b.case_shape, "tiles": b.tiles, "mirrorings": b.mirrors,
-                 "parameters": {"plain": sum(p.numel() for p in b.network.parameters()),
-                                "llm_block": parameter_counts(llm_net.llm)},
-                 "timing": summarise(times, "plain", "llm"), "memory": {}}
+                 "parameters": {"plain": parameter_counts(b.network)}, "variants": {}}
+        for v in specs:
+            entry["variants"][v] = {"timing": summarise(times, "plain", v),
+                                    "parameters": parameter_counts(benches[v].network),
+                                    "block_parameters": parameter_counts(unwrap(benches[v].network).llm)}
         del benches
-        for variant, spec_dict in (("plain", None), ("llm", spec.to_dict())):
-            entry["memory"][variant] = common.in_fresh_process(
-                memory_worker, plans, sc.configuration, spec_dict, device, batch, case_factor, mirroring, args.compile)
+        entry["memory"] = {variant: common.in_fresh_process(memory_worker, plans, sc.configuration, spec_dict, device,
+                                                            batch, case_factor, mirroring, args.compile)
+                           for variant, spec_dict in [("plain", None)] + [(v, s.to_dict()) for v, s in specs.items()]}
         results["scenarios"][name] = entry
     report(results)
     common.save(results, "overhead", args.mode, args.out)
@@ -303,45 +317,53 @@ from nnunetv2_llm.core.cost import parameter_counts
 
 def report(results: dict) -> None:
     cuda = results["machine"]["device"].startswith("cuda")
+    variants = list(results["variants"])
     rows = []
     for name, e in results["scenarios"].items():
-        t = e["timing"]
-        rows.append([name, "x".join(map(str, e["patch_size"])), e["batch_size"], e["tokens"],
-                     f"{t['train']['plain_median_s']:.3f}", f"{t['train']['llm_median_s']:.3f}",
-                     f"{t['train']['median_ratio']:.3f}",
-                     f"{t['predict']['plain_median_s']:.3f}", f"{t['predict']['llm_median_s']:.3f}",
-                     f"{t['predict']['median_ratio']:.3f}"])
-    print(f"\nTime (median of {results['reps']} interleaved repetitions; ratio = median of per-repetition LLM/plain)")
-    print(common.table(["scenario", "patch", "batch", "tokens", "train plain s", "train +LLM s", "train ratio",
-                        "predict plain s", "predict +LLM s", "predict ratio"], rows))
+        for v in variants:
+            t, params = e["variants"][v]["timing"], e["variants"][v]["parameters"]
+            m = e["memory"]
+            rows.append([name, v, "x".join(map(str, e["patch_size"])), e["batch_size"],
+                         f"{params['trainable'] / 1e6:.2f}", f"{params['frozen'] / 1e6:.2f}",
+                         f"{m[v]['train_step_flops'] / m['plain']['train_step_flops']:.3f}",
+                         f"{t['train']['plain_median_s']:.3f}", f"{t['train']['llm_median_s']:.3f}",
+                         f"{t['train']['median_ratio']:.3f}",
+                         f"{t['predict']['plain_median_s']:.3f}", f"{t['predict']['llm_median_s']:.3f}",
+                         f"{t['predict']['median_ratio']:.3f}"])
+    print(f"\nTime (median of {results['reps']} interleaved repetitions; ratio = median of per-repetition "
+          f"variant/plain); parameters of the whole net (M); FLOPs ratio of a training step (torch's counter)")
+    print(common.table(["scenario", "variant", "patch", "batch", "trainable M", "frozen M", "train FLOPs ratio",
+                        "train plain s", "train variant s", "train ratio", "predict plain s", "predict variant s",
+                        "predict ratio"], rows))
     for name, e in results["scenarios"].items():
-        t = e["timing"]
-        block_s = t["llm_block_forward"]["median_s"]
-        calls = e["tiles"] * e["mirrorings"]
-        print(f"[{name}] the LLM block alone, one batch-1 call: {block_s:.3f}s; x {calls} calls per case = "
-              f"{block_s * calls:.2f}s, measured prediction difference "
-              f"{t['predict']['llm_median_s'] - t['predict']['plain_median_s']:.2f}s")
+        for v in variants:
+            t = e["variants"][v]["timing"]
+            block_s = t["llm_block_forward"]["median_s"]
+            calls = e["tiles"] * e["mirrorings"]
+            print(f"[{name}, {v}] the LLM block alone, one batch-1 call: {block_s:.3f}s; x {calls} calls per case = "
+                  f"{block_s * calls:.2f}s, measured prediction difference "
+                  f"{t['predict']['llm_median_s'] - t['predict']['plain_median_s']:.2f}s")
     rows = []
     for name, e in results["scenarios"].items():
         m = e["memory"]
-        rows.append([name] + [f"{m[v][k] / 1e9:,.1f}" for k in ("train_step_flops", "predict_flops")
-                              for v in ("plain", "llm")] +
-                    [f"{m['llm'][k] / m['plain'][k]:.3f}" for k in ("train_step_flops", "predict_flops")])
+        for v in variants:
+            rows.append([name, v] + [f"{m[x][k] / 1e9:,.1f}" for k in ("train_step_flops", "predict_flops")
+                                     for x in ("plain", v)] +
+                        [f"{m[v][k] / m['plain'][k]:.3f}" for k in ("train_step_flops", "predict_flops")])
     print("\nFLOPs (torch.utils.flop_counter, GFLOP; load-independent)")
-    print(common.table(["scenario", "train plain", "train +LLM", "predict plain", "predict +LLM", "train ratio",
-                        "predict ratio"], rows))
-    train_ok = all(e["timing"]["train"]["median_ratio"] <= TARGET_TRAIN for e in results["scenarios"].values())
-    infer_ok = all(e["timing"]["predict"]["median_ratio"] <= TARGET_INFER for e in results["scenarios"].values())
-    print(f"targets: training <= {TARGET_TRAIN}x {'met' if train_ok else 'NOT met'}, "
-          f"inference <= {TARGET_INFER}x {'met' if infer_ok else 'NOT met'}")
+    print(common.table(["scenario", "variant", "train plain", "train variant", "predict plain", "predict variant",
+                        "train ratio", "predict ratio"], rows))
+    ratios = [(e["variants"][v]["timing"]["train"]["median_ratio"], e["variants"][v]["timing"]["predict"]["median_ratio"])
+              for e in results["scenarios"].values() for v in variants]
+    print(f"targets: training <= {TARGET_TRAIN}x {'met' if all(t <= TARGET_TRAIN for t, _ in ratios) else 'NOT met'}, "
+          f"inference <= {TARGET_INFER}x {'met' if all(p <= TARGET_INFER for _, p in ratios) else 'NOT met'}")
 
     rows = []
     for name, e in results["scenarios"].items():
-        for variant in ("plain", "llm"):
+        for variant in ["plain", *variants]:
             m = e["memory"][variant]
             key = "cuda_max_allocated" if cuda else "peak_rss"
-            rows.append([name, "plain" if variant == "plain" else f"+{results['llm']}",
-                         common.mib(m["rss_after_imports"]), common.mib(m["rss_after_build"]),
+            rows.append([name, variant, common.mib(m["rss_after_imports"]), common.mib(m["rss_after_build"]),
                          common.mib(m[f"{key}_train"]), common.mib(m[f"{key}_predict"]),
                          common.mib(m["grad_bytes"]), common.mib(m["optimizer_state_bytes"]),
                          "-" if variant == "plain" else
@@ -350,19 +372,21 @@ def report(results: dict) -> None:
     print(f"\nMemory (MiB; each variant in a fresh process, peak reset before each phase; {kind}; RSS includes "
           f"the imports)")
     print(common.table(["scenario", "variant", "RSS after imports", "RSS after build", f"{kind} train step",
-                        f"{kind} predict",
-                        ".grad", "optimizer state", "LLM layer .grad / state bytes"], rows))
+                        f"{kind} predict", ".grad", "optimizer state", "LLM layer .grad / state bytes"], rows))
     for name, e in results["scenarios"].items():
-        plain, llm = e["memory"]["plain"], e["memory"]["llm"]
-        extra_grad = llm["grad_bytes"] - plain["grad_bytes"]
-        extra_state = llm["optimizer_state_bytes"] - plain["optimizer_state_bytes"]
-        proj = llm["block_trainable_bytes"]
-        frozen_ok = (llm["llm_layer_grad_bytes"] == 0 and llm["llm_layer_optimizer_state_bytes"] == 0 and
-                     llm["llm_layer_params_in_optimizer"] == 0)
-        print(f"[{name}] +LLM adds {mib(extra_grad)} MiB of .grad and {mib(extra_state)} MiB of optimizer state = "
-              f"exactly the two projections ({mib(proj)} MiB)? {'yes' if extra_grad == proj == extra_state else 'NO'}; "
-              f"frozen layer ({mib(llm['llm_layer_weight_bytes'])} MiB of weights): no gradient, "
-              f"no optimizer state, not in the optimizer: {'yes' if frozen_ok else 'NO'}")
+        plain = e["memory"]["plain"]
+        for v in variants:
+            llm = e["memory"][v]
+            extra_grad = llm["grad_bytes"] - plain["grad_bytes"]
+            extra_state = llm["optimizer_state_bytes"] - plain["optimizer_state_bytes"]
+            trainable = llm["block_trainable_bytes"]
+            frozen_ok = llm["llm_layer_optimizer_state_bytes"] == llm["llm_layer_lora_bytes"]
+            print(f"[{name}, {v}] adds {mib(extra_grad)} MiB of .grad and {mib(extra_state)} MiB of optimizer state "
+                  f"= exactly the block's trainable tensors ({mib(trainable)} MiB: projections"
+                  f"{', adapters' if llm['llm_layer_lora_bytes'] else ''}{', gate' if v == 'gate' else ''})? "
+                  f"{'yes' if extra_grad == trainable == extra_state else 'NO'}; frozen layer tensors "
+                  f"({mib(llm['llm_layer_weight_bytes'])} MiB): no gradient, no optimizer state: "
+                  f"{'yes' if frozen_ok else 'NO'}")
 
 
 mib = common.mib

@@ -1,8 +1,10 @@
-"""Dice on the synthetic 2D task: plain nnU-Net vs + SmolLM2 frozen vs + SmolLM2-shaped random init vs + trainable.
+"""Dice on the synthetic 2D tasks: plain nnU-Net against the SmolLM2 block's variants (the paper's, its controls,
+and the adaptations peers use: LoRA, two layers, a zero-init gate, Pang et al.'s and MedVisionLlama's wirings).
 
 Everything runs through the stock CLIs in a temporary nnU-Net environment: nnunetv2-llm synth,
-nnUNetv2_plan_and_preprocess, nnUNetv2_train (fold 0) and nnUNetv2_predict on held-out test cases,
-scored with nnunetv2_llm.evaluate.dice_per_case, and compared per seed with ``nnunetv2-llm compare``
+nnUNetv2_plan_and_preprocess, nnunetv2-llm plan (for the variants without a built-in trainer), nnUNetv2_train
+(fold 0) and nnUNetv2_predict on held-out test cases, scored with nnunetv2_llm.evaluation.dice, and compared per
+seed with ``nnunetv2-llm compare``
 (held-out cases, paired against plain nnU-Net). All trainers of one seed share the dataset, the
 plans and the schedule. nnU-Net has no seed option, so a "seed" here is the synthetic dataset's
 seed: each seed is a different dataset, and training itself is not seeded (runs are not
@@ -29,13 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-TRAINERS = {  # label -> trainer base name (a length suffix is appended)
+TRAINERS = {  # label -> trainer base name (a length suffix is appended), or nnUNetTrainerLLM with a variant's plans
     "plain nnU-Net": "nnUNetTrainer",
     "+SmolLM2 frozen": "nnUNetTrainerSmolLM2",
     "+SmolLM2-shaped random init (trained)": "nnUNetTrainerSmolLM2Transformer",
     "+SmolLM2 trainable": "nnUNetTrainerSmolLM2Trainable",
     "identity control (projections only)": "nnUNetTrainerSmolLM2Identity",
     "frozen random control": "nnUNetTrainerSmolLM2FrozenRandom",
+    "+SmolLM2 LoRA (rank 8)": "nnUNetTrainerSmolLM2LoRA",
+    "+SmolLM2 two layers (14, 15)": "nnUNetTrainerLLM:depth2",
+    "+SmolLM2 zero-init gate": "nnUNetTrainerLLM:gate",
+    "+SmolLM2 Pang et al.'s wiring (layer 29)": "nnUNetTrainerLLM:pang",
+    "+SmolLM2 MedVisionLlama's wiring (layer 29)": "nnUNetTrainerLLM:medvisionllama",
 }
 MODES = {"quick": {"seeds": 2, "length": "_10epochs_20its"}, "full": {"seeds": 5, "length": "_20epochs_25its"}}
 FIRST_DATASET_ID = 650
@@ -75,18 +82,23 @@ def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, n
     folder = next(env.raw.glob(f"Dataset{dataset_id:03d}_*"))
     out = {}
     for label, base in trainers.items():
-        trainer = base + length
-        train_s = env.run(f"train-{seed}-{trainer}", "nnUNetv2_train", dataset_id, "2d", "0", "-tr", trainer,
-                          "-device", "cpu", extra_env={"nnUNet_n_proc_DA": "0"})
-        pred = env.root / "predictions" / f"{dataset_id}-{trainer}"
-        env.run(f"predict-{seed}-{trainer}", "nnUNetv2_predict", "-i", folder / "imagesTs", "-o", pred,
-                "-d", dataset_id, "-c", "2d", "-tr", trainer, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0")
-        scores = dice_per_case(folder / "labelsTs", pred, folder / "dataset.json")
-        summary = json.loads((pred / "summary.json").read_text())  # nnU-Net's: NaN (label absent) left out
+        trainer, plans = variant_of(base, length)
+        if plans != "nnUNetPlans":
+            env.run(f"plan-{seed}-{plans}", "nnunetv2-llm", "plan", "-d", dataset_id, "--llm", "smollm2-135m",
+                    "--variant", base.split(":")[1], "-o", plans)
+        train_s = env.run(f"train-{seed}-{trainer}-{plans}", "nnUNetv2_train", dataset_id, "2d", "0", "-tr", trainer,
+                          "-p", plans, "-device", "cpu", extra_env={"nnUNet_n_proc_DA": "0"})
+        pred = env.root / "predictions" / f"{dataset_id}-{trainer}-{plans}"
+        env.run(f"predict-{seed}-{trainer}-{plans}", "nnUNetv2_predict", "-i", folder / "imagesTs", "-o", pred,
+                "-d", dataset_id, "-c", "2d", "-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "0",
+                "-nps", "0")
+        summary_file = env.root / "predictions" / f"{dataset_id}-{trainer}-{plans}-summary.json"
+        scores = dice_per_case(folder / "labelsTs", pred, folder / "dataset.json", summary_file=summary_file)
+        summary = json.loads(summary_file.read_text())  # nnU-Net's layout: NaN (label absent) left out
         per_label = {k: v["Dice"] for k, v in summary["mean"].items()}
-        fold = next(env.results.glob(f"Dataset{dataset_id:03d}_*")) / f"{trainer}__nnUNetPlans__2d" / "fold_0"
+        fold = next(env.results.glob(f"Dataset{dataset_id:03d}_*")) / f"{trainer}__{plans}__2d" / "fold_0"
         val = json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
-        out[label] = {"trainer": trainer, "test_dice": summary["foreground_mean"]["Dice"],
+        out[label] = {"trainer": trainer, "plans": plans, "test_dice": summary["foreground_mean"]["Dice"],
                       "test_dice_per_label": per_label, "test_dice_per_case": scores["per_case"],
                       "objects_dice": objects_dice(folder / "labelsTs", pred),
                       "validation_dice": val, "train_seconds": train_s,
@@ -100,18 +112,30 @@ def run_seed(env: Env, seed: int, trainers: dict, length: str, num_train: int, n
     return out
 
 
+def variant_of(base: str, length: str) -> tuple[str, str]:
+    """(trainer, plans): a built-in trainer on nnU-Net's plans, or nnUNetTrainerLLM on the plans of a variant."""
+    trainer, _, variant = base.partition(":")
+    return trainer + length, f"nnUNetPlans_{variant}" if variant else "nnUNetPlans"
+
+
+def variant_label(base: str, length: str) -> str:
+    """How compare names the variant: the trainer, with __PLANS unless they are nnU-Net's."""
+    trainer, plans = variant_of(base, length)
+    return trainer if plans == "nnUNetPlans" else f"{trainer}__{plans}"
+
+
 def compare_seed(env: Env, seed: int, dataset_id: int, folder: Path, trainers: dict, length: str) -> dict:
     """``nnunetv2-llm compare`` of every variant against plain nnU-Net on this seed's held-out cases: the paired
     Dice difference with its bootstrap CI and the Holm-corrected Wilcoxon p."""
-    names = [base + length for base in trainers.values()]
+    names = [variant_label(base, length) for base in trainers.values()]
     report_dir = env.root / f"compare-{seed}"
     env.run(f"compare-{seed}", "nnunetv2-llm", "compare", "-d", dataset_id, "-c", "2d", "-tr", *names, "-f", "0",
-            "--reference", "nnUNetTrainer" + length, "--external", f"held-out={folder}", "--device", "cpu",
+            "--reference", "nnUNetTrainer" + length, "--held-out", f"held-out={folder}", "--device", "cpu",
             "-np", "1", "-o", report_dir)
     held_out = json.loads((report_dir / "report.json").read_text())["sets"]["held-out"]
     out = {}
     for label, base in trainers.items():
-        comparison = held_out["comparisons"].get(base + length)
+        comparison = held_out["comparisons"].get(variant_label(base, length))
         if comparison is not None:
             c = comparison["Dice"]
             out[label] = {"cases": len(held_out["cases"]), "mean_difference": c["mean_difference"],
@@ -150,7 +174,7 @@ def report(results: dict) -> None:
         train = statistics.median(results["seeds"][s][label]["train_seconds"] for s in seeds)
         ckpt = statistics.median(results["seeds"][s][label]["checkpoint_final_bytes"] for s in seeds)
         objects = statistics.mean(results["seeds"][s][label].get("objects_dice", float("nan")) for s in seeds)
-        rows.append([label, results["trainers"][label] + results["length"],
+        rows.append([label, variant_label(results["trainers"][label], results["length"]),
                      " ".join(f"{d:.3f}" for d in dice), spread(dice), diff, paired, f"{objects:.3f}", f"{train:.0f}",
                      common.mib(ckpt)])
     print(f"\nTest Dice on held-out synthetic 2D cases ({results['num_test']} per seed; seeds = dataset seeds "
@@ -185,7 +209,8 @@ def main(argv=None) -> int:
     trainers = {k: v for k, v in TRAINERS.items() if not args.trainers or v in args.trainers}
 
     from nnunetv2_llm.nnunet import trainers as our_trainers
-    unknown = [b + length for b in trainers.values() if b + length not in our_trainers.__all__]
+    unknown = [variant_of(b, length)[0] for b in trainers.values()
+               if variant_of(b, length)[0] not in our_trainers.__all__]
     if unknown:
         parser.error(f"--length {length!r}: no trainers {unknown}; choose one of {sorted(our_trainers.LENGTHS)}")
     machine = common.machine("cpu")

@@ -212,7 +212,7 @@ def predict_and_score(env: NNUNetEnv, dataset_id: int, out: Path, *args) -> tupl
             "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar")
     printed = env.run("nnunetv2-llm", "dice", "--gt", folder / "labelsTs", "--pred", out,
                       "--dataset-json", folder / "dataset.json").stdout
-    mean = float(re.search(r"^mean\s+Dice (\S+)$", printed, re.M).group(1))
+    mean = float(re.search(r"^mean\s+Dice (\S+)", printed, re.M).group(1))
     scores = dice_per_case(folder / "labelsTs", out, folder / "dataset.json")
     assert mean == pytest.approx(scores["mean"], abs=1e-4)
     assert len(scores["per_case"]) == len(list((folder / "imagesTs").iterdir()))

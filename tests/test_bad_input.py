@@ -52,6 +52,24 @@ def test_extract_refuses_existing_files_folders_and_other_endings(tmp_path, caps
     assert snapshot(tmp_path) == before, "nothing overwritten, nothing half-written"
 
 
+def test_extract_overwrite_replaces_a_damaged_layer_file_and_says_so(tmp_path, capsys, layer_file):
+    """Issue 21 #23: a truncated file from extract was refused as 'not a layer file written by extract' even with
+    --overwrite; another writer's safetensors file is still never replaced."""
+    from safetensors.torch import save_file
+
+    from nnunetv2_llm.core.weights import load_extracted
+    damaged = tmp_path / "layer.safetensors"
+    damaged.write_bytes(layer_file.read_bytes()[: layer_file.stat().st_size // 2])
+    assert cli.main(["extract", "--llm", "smollm2-135m", "-o", str(damaged), "--overwrite"]) == 0
+    assert "is a damaged layer file of `nnunetv2-llm extract`" in capsys.readouterr().out
+    assert load_extracted(damaged).sha256 == load_extracted(layer_file).sha256
+    foreign = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    before = foreign.read_bytes()
+    rc, err = run(capsys, "extract", "--llm", "smollm2-135m", "-o", foreign, "--overwrite")
+    assert rc == 2 and "another writer's safetensors file" in err and foreign.read_bytes() == before
+
+
 def test_extract_overwrites_its_own_file_and_prints_a_usable_hint(tmp_path, capsys, layer_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copy(layer_file, tmp_path / "mine.safetensors")
@@ -89,6 +107,133 @@ def test_dice_names_unmatched_cases_empty_folders_and_bad_dataset_json(dice_inpu
     rc, err = run(capsys, "dice", "--gt", gt, "--pred", pred, "--dataset-json", broken)
     assert rc == 2 and f"{broken} is not valid JSON" in err and "fix the file" in err
     assert not (pred / "summary.json").exists(), "refused before anything was written"
+
+
+def test_dice_names_missing_predictions_and_writes_its_summary_only_where_asked(dice_inputs, tmp_path, capsys):
+    """Issue 21 #10: predictions for 2 of 4 references: the mean says over how many, the others are named;
+    --require-all refuses; nothing is written into the folders (a raw dataset's labelsTs, say) unless -o says where."""
+    dataset, gt, pred = dice_inputs
+    cases = sorted(pred.glob("*.png"))
+    for extra in cases[2:]:
+        extra.unlink()
+    before = snapshot(gt) | snapshot(pred)
+    rc = cli.main(["dice", "--gt", str(gt), "--pred", str(pred), "--dataset-json", str(dataset / "dataset.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"(over 2 of {len(cases)} references)" in out
+    assert "not scored: 2 reference(s) without a prediction" in out and cases[2].name in out and cases[3].name in out
+    rc, err = run(capsys, "dice", "--gt", gt, "--pred", pred, "--dataset-json", dataset / "dataset.json",
+                  "--require-all")
+    assert rc == 2 and f"2 of {len(cases)} references have no prediction" in err and cases[3].name in err
+    summary = tmp_path / "scores" / "summary.json"
+    assert cli.main(["dice", "--gt", str(gt), "--pred", str(pred), "--dataset-json", str(dataset / "dataset.json"),
+                     "-o", str(summary)]) == 0
+    written = json.loads(summary.read_text())
+    assert len(written["metric_per_case"]) == 2 and set(written["mean"]) == {"1"}
+    assert snapshot(gt) | snapshot(pred) == before, "nothing written next to the references or predictions"
+
+
+def test_dice_refuses_a_prediction_of_another_shape(dice_inputs, tmp_path, capsys):
+    """Issue 21 #22: a broadcast ValueError before."""
+    from PIL import Image
+    dataset, gt, pred = dice_inputs
+    victim = sorted(pred.glob("*.png"))[0]
+    Image.new("L", (20, 30)).save(victim)
+    rc, err = run(capsys, "dice", "--gt", gt, "--pred", pred, "--dataset-json", dataset / "dataset.json")
+    assert rc == 2 and f"{victim} has shape" in err and "its reference" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["dice", "compare", "info"])
+def test_a_dataset_json_that_is_a_list_is_named(in_process_env, dataset_2d, dice_inputs, tmp_path, capsys, command):
+    """Issue 21 #19."""
+    dataset, gt, pred = dice_inputs
+    run_folder = in_process_env.results / in_process_env.dataset_folder(dataset_2d).name / \
+        "nnUNetTrainerListed__nnUNetPlans__2d"
+    run_folder.mkdir(parents=True)
+    shutil.copy(in_process_env.preprocessed_folder(dataset_2d) / "nnUNetPlans.json", run_folder / "plans.json")
+    listed = run_folder / "dataset.json"
+    listed.write_text("[1, 2]")
+    args = {"dice": ["dice", "--gt", gt, "--pred", pred, "--dataset-json", listed],
+            "compare": ["compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerListed", "-f", "0",
+                        "-o", tmp_path / "report"],
+            "info": ["info", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerListed"]}[command]
+    try:
+        rc, err = run(capsys, *args)
+    finally:
+        shutil.rmtree(run_folder)
+    assert rc == 2 and str(listed) in err and "dataset.json" in err and "Traceback" not in err, err
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "export", "info", "analyze"])
+def test_a_dataset_that_is_neither_an_id_nor_a_name(in_process_env, dataset_2d, tmp_path, capsys, command):
+    """Issue 21 #16: nnU-Net's ValueError traceback before; now the value, the datasets there and the closest."""
+    args = {"compare": ["compare", "-c", "2d", "-tr", "nnUNetTrainer", "-o", tmp_path / "r"],
+            "export": ["export", "-c", "2d", "-o", tmp_path / "s"],
+            "info": ["info", "-c", "2d"], "analyze": ["analyze", "-c", "2d", "-tr", "nnUNetTrainer"]}[command]
+    rc, err = run(capsys, *args, "-d", "abc")
+    assert rc == 2 and "-d 'abc' is neither a dataset id" in err and "Dataset501_Synth2D" in err
+    rc, err = run(capsys, *args, "-d", "Dataset501_Synth2d")
+    assert rc == 2 and "Did you mean 'Dataset501_Synth2D'?" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_compare_refuses_a_results_folder_of_another_dataset(in_process_env, dataset_2d, tmp_path, capsys):
+    """Issue 21 #4: -d 501 with a results folder of Dataset502 reported 502's cases under 501's title."""
+    other = in_process_env.results / "Dataset502_Other" / "nnUNetTrainer__nnUNetPlans__2d"
+    other.mkdir(parents=True)
+    (other / "plans.json").write_text("{}")
+    (other / "dataset.json").write_text("{}")
+    try:
+        rc, err = run(capsys, "compare", "-d", dataset_2d, "-c", "2d", "-tr", other, "-f", "0", "-o", tmp_path / "r")
+    finally:
+        shutil.rmtree(other.parent)
+    assert rc == 2 and "belongs to Dataset502_Other, not to -d Dataset501_Synth2D" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_results_plans_json_without_the_configuration(in_process_env, dataset_2d, tmp_path, capsys):
+    """Issue 21 #20: plans.json of {"configurations": {}} failed after scoring and left cache/ behind."""
+    run_folder = in_process_env.results / in_process_env.dataset_folder(dataset_2d).name / \
+        "nnUNetTrainerEmpty__nnUNetPlans__2d"
+    run_folder.mkdir(parents=True)
+    (run_folder / "plans.json").write_text('{"configurations": {}}')
+    (run_folder / "dataset.json").write_text(json.dumps(in_process_env.dataset_json(dataset_2d)))
+    try:
+        rc, err = run(capsys, "compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerEmpty", "-f", "0",
+                      "-o", tmp_path / "report")
+    finally:
+        shutil.rmtree(run_folder)
+    assert rc == 2 and "holds no configuration '2d'" in err
+    assert not (tmp_path / "report").exists(), "refused before anything is written"
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "99"])
+def test_compare_checks_the_bootstrap_range_first(in_process_env, dataset_2d, tmp_path, capsys, value):
+    """Issue 21 #21: scipy's ValueError after scoring before."""
+    rc, err = run(capsys, "compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainer", "--bootstrap", value,
+                  "-o", tmp_path / "report")
+    assert rc == 2 and f"--bootstrap {value}: accepted are 100..1000000" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_check_refuses_an_input_folder_that_does_not_exist(tmp_path, capsys):
+    """Issue 21 #18: FileNotFoundError before."""
+    from nnunetv2_llm.submission.runtime import EXPORT_FORMAT
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "export.json").write_text(json.dumps({"format": EXPORT_FORMAT}))
+    rc, err = run(capsys, "export", "--check", submission, "-i", tmp_path / "nonexistent")
+    assert rc == 2 and f"-i {tmp_path / 'nonexistent'} is not a folder" in err
+
+
+def test_a_damaged_export_json_is_not_said_to_come_back_by_itself(tmp_path, capsys):
+    """Issue 21 #23 (second half): its message tells to export again, not that nnU-Net writes it."""
+    submission = tmp_path / "submission"
+    submission.mkdir()
+    (submission / "export.json").write_text("{garbage")
+    rc, err = run(capsys, "export", "--check", submission)
+    assert rc == 2 and "export.json is not valid JSON" in err and "export the model again" in err
+    assert "nnU-Net writes it again" not in err
 
 
 # ---------------------------------------------------------------- damaged GGUF files

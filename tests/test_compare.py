@@ -2,6 +2,7 @@
 scipy and hand-computed values, zero-shot sets through the stock predict CLI, and bad input."""
 import csv
 import json
+import os
 import math
 import shutil
 
@@ -238,9 +239,10 @@ def test_compare_bad_input_names_the_value_and_the_fix(in_process_env, dataset_2
 
     fewer = _copy_variant(trained[PLAIN], "nnUNetTrainerFewer")
     dropped = sorted((fewer / "fold_0" / "validation").glob("*.png"))[0]
-    dropped.unlink()
-    rc, err = _main(capsys, "-tr", PLAIN, "nnUNetTrainerFewer", "-f", "0", "-o", out)
-    assert rc == 2 and f"only in {PLAIN}: {dropped.stem}" in err
+    dropped.unlink()  # issue 21 #3: a fold whose validation lacks a case of the split is not scored
+    rc, err = _main(capsys, "-tr", "nnUNetTrainerFewer", PLAIN, "-f", "0", "-o", out)
+    assert rc == 2 and "fold 0 did not finish nnU-Net's final validation" in err and dropped.stem in err
+    assert "nnUNetv2_train 501 2d 0 -tr nnUNetTrainerFewer --val" in err
 
     relabelled = _copy_variant(trained[PLAIN], "nnUNetTrainerRelabelled")
     dataset_json = json.loads((relabelled / "dataset.json").read_text())
@@ -260,3 +262,137 @@ def test_compare_bad_input_names_the_value_and_the_fix(in_process_env, dataset_2
     rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", "nofolder", "-o", out)
     assert rc == 2 and "write NAME=FOLDER" in err
     assert not out.exists(), "nothing written for refused input"
+
+
+# ---------------------------------------------------------------- faults and concurrency (issue 21)
+
+def test_a_marker_is_trusted_only_with_the_predictions_it_lists(tmp_path):
+    """#1: a folder left with only its marker (a killed run) is not reused."""
+    from nnunetv2_llm.evaluation.external import MARKER, cached_prediction
+    stamp = {"folds": [["0", 1]], "images": "x", "cases": ["a", "b"]}
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps(stamp))
+    assert not cached_prediction(out, stamp, ".png")
+    (out / "a.png").write_bytes(b"x")
+    assert not cached_prediction(out, stamp, ".png")
+    (out / "b.png").write_bytes(b"x")
+    assert cached_prediction(out, stamp, ".png")
+    assert not cached_prediction(out, {**stamp, "folds": [["0", 2]]}, ".png"), "a retrained fold predicts again"
+
+
+@pytest.mark.slow
+def test_two_compares_into_one_folder_both_finish_with_the_same_report(nnunet_env, dataset_2d, trained, shifted,
+                                                                      tmp_path):
+    """#1: the second run waits for the first (a lock on the report folder), then reuses its predictions; no
+    partial folder is left and both reports agree."""
+    import subprocess
+    import time
+    from conftest import BIN
+    out = tmp_path / "report"
+    cmd = [str(BIN / "nnunetv2-llm"), "compare", "-d", "501", "-c", "2d", "-tr", PLAIN, SMOL, "-f", "0",
+           "--external", f"shifted={shifted}", "-np", "1", "-o", str(out)]
+    first = subprocess.Popen(cmd, env=nnunet_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    second = subprocess.Popen(cmd, env=nnunet_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [p.communicate(timeout=900) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, results
+    assert "waiting for another run" in results[1][0] + results[1][1]
+    assert results[1][0].count("reusing") == 2, "the second run reused the first one's predictions"
+    assert not list((out / "external").rglob("*.partial")), "no partial folder is left"
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["sets"]) == {"in-domain", "shifted"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_compare_leaves_nothing_half_written(nnunet_env, dataset_2d, trained, shifted, tmp_path):
+    """#14: exit 130 with one line, no traceback, no partial prediction folder; the rerun finishes."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+    out = tmp_path / "report"
+    cmd = [str(BIN / "nnunetv2-llm"), "compare", "-d", "501", "-c", "2d", "-tr", PLAIN, SMOL, "-f", "0",
+           "--external", f"shifted={shifted}", "-np", "1", "-o", str(out)]
+    proc = subprocess.Popen(cmd, env=nnunet_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not list((out / "external").rglob("*.partial")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "compare ended before it predicted"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) <= 2
+    assert not list((out / "external").rglob("*.partial")) and not (out / "report.json").exists()
+    assert _compare(nnunet_env, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shifted={shifted}", "-np", "1",
+                    "-o", out).returncode == 0
+
+
+@pytest.mark.slow
+def test_other_sets_and_checkpoints_are_checked_before_anything_is_predicted(in_process_env, dataset_2d, trained,
+                                                                             shifted, tmp_path, capsys):
+    """#11 an extra channel, #12 a truncated checkpoint in one fold, #13 a label of another shape: each a message
+    naming the case or file, before any variant predicted."""
+    from PIL import Image
+    out = tmp_path / "out"
+
+    def broken_set(name, damage):
+        folder = tmp_path / name
+        shutil.copytree(shifted, folder)
+        damage(folder)
+        return folder
+
+    extra = broken_set("extra", lambda f: shutil.copy(next((f / "imagesTs").glob("*_0000.png")),
+                                                      f / "imagesTs" / next((f / "imagesTs").glob("*_0000.png")).name
+                                                      .replace("_0000", "_0001")))
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"extra={extra}", "-o", out)
+    assert rc == 2 and "has 2 channel file(s) (_0000, _0001), the model takes 1" in err
+
+    def reshape(folder):
+        label = next((folder / "labelsTs").glob("*.png"))
+        Image.new("L", (20, 30)).save(label)
+    wrong_shape = broken_set("shape", reshape)
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shape={wrong_shape}", "-o", out)
+    assert rc == 2 and "has shape (1, 30, 20), its image (1, 64, 64)" in err
+
+    truncated = _copy_variant(trained[SMOL], "nnUNetTrainerTruncated")
+    checkpoint = truncated / "fold_0" / "checkpoint_final.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    rc, err = _main(capsys, "-tr", PLAIN, "nnUNetTrainerTruncated", "-f", "0", "--external", f"shifted={shifted}",
+                    "-o", out)
+    assert rc == 2 and f"checkpoint {checkpoint} cannot be read" in err and "truncated or damaged" in err
+    assert not out.exists(), "nothing predicted, nothing written"
+
+
+# ---------------------------------------------------------------- accuracy against cost, Dice by layer (issue 24)
+
+def test_pareto_front_on_hand_made_numbers():
+    from nnunetv2_llm.evaluation.efficiency import pareto_front
+    points = [(0.90, 10.0), (0.85, 2.0), (0.80, 5.0), (0.90, 12.0), (0.95, 30.0), (float("nan"), 1.0)]
+    assert pareto_front(points) == [True, True, False, False, True, False]
+    assert pareto_front([(0.5, 1.0), (0.5, 1.0)]) == [True, True], "equal points do not dominate each other"
+
+
+def test_by_layer_refuses_plans_that_differ_in_more_than_their_layer(in_process_env, dataset_2d, tmp_path, capsys):
+    from nnunetv2_llm.core.models import model_spec
+    results = in_process_env.results / in_process_env.dataset_folder(dataset_2d).name
+    plans = in_process_env.plans(dataset_2d)
+    folders = []
+    for name, spec in (("A", model_spec("smollm2-135m", layer=3)),
+                       ("B", model_spec("smollm2-135m", layer=4, positions="rope", gate=True))):
+        folder = results / f"nnUNetTrainerLLM__nnUNetPlans_{name}__2d"
+        folder.mkdir(parents=True)
+        plans["configurations"]["2d"]["llm"] = spec.to_dict()
+        (folder / "plans.json").write_text(json.dumps(plans))
+        (folder / "dataset.json").write_text(json.dumps(in_process_env.dataset_json(dataset_2d)))
+        folders.append(folder)
+    try:
+        rc, err = _main(capsys, "-tr", "nnUNetTrainerLLM__nnUNetPlans_A", "nnUNetTrainerLLM__nnUNetPlans_B",
+                        "--by-layer", "-f", "0", "-o", tmp_path / "r")
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder)
+    assert rc == 2 and "differ only in their layer, but these differ in gate, positions too" in err
+    assert not (tmp_path / "r").exists()

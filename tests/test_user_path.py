@@ -23,7 +23,7 @@ TRAINER = "nnUNetTrainerSmolLM2"
 LENGTH = "_2epochs_5its"
 CASE_LINE = re.compile(r"^(synth_\d+)\s+(\d\.\d{4})\s+(\d\.\d{4})$", re.M)
 NUMBER = r"([-+]?\d+\.\d+)"
-SUMMARY_LINE = re.compile(rf"^(Dice|NSD|HD95)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+\[{NUMBER}, {NUMBER}\]\s+{NUMBER}$",
+SUMMARY_LINE = re.compile(rf"^(Dice|NSD|HD95)\b[^\n]*?better\)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+\[{NUMBER}, {NUMBER}\]\s+{NUMBER}$",
                           re.M)
 
 

@@ -168,10 +168,10 @@ def test_smollm2_gguf_layer_matches_transformers_gguf_load(smollm2_layer, smollm
     for k, v in reference.items():
         torch.testing.assert_close(smollm2_layer.tensors[k], v.float(), atol=0, rtol=0, msg=k)
 
-    block = LLMBlock(spec.hidden_size, spec)
+    block = LLMBlock(spec.config["hidden_size"], spec)
     block.load_pretrained(smollm2_layer.tensors)
     torch.manual_seed(0)
-    hidden = torch.randn(2, 37, spec.hidden_size)
+    hidden = torch.randn(2, 37, spec.config["hidden_size"])
     position_ids = torch.arange(37)[None]
     with torch.no_grad():
         hf_positions = model.model.rotary_emb(hidden, position_ids)

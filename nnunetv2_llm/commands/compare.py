@@ -31,7 +31,7 @@ def cmd_compare(args) -> int:
         dataset=args.dataset, configuration=args.configuration, trainers=args.trainers, output=args.output,
         plans=args.plans, folds=args.folds, reference=args.reference, external=args.external or [],
         held_out=args.held_out or [], nsd_tolerance=args.nsd_tolerance, bootstrap=args.bootstrap, seed=args.seed,
-        processes=args.processes, device=args.device))
+        processes=args.processes, device=args.device, by_layer="strict" if args.by_layer else None))
     return 0
 
 
@@ -61,5 +61,9 @@ def register(subparsers) -> None:
                    help="processes scoring cases in parallel (default: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="device of the held-out and zero-shot predictions (default: cuda if available)")
+    p.add_argument("--by-layer", action="store_true",
+                   help="the LLM variants are plans that differ only in their layer: also write layers.csv and "
+                        "layers.png (Dice by layer next to plain nnU-Net, the paper's Fig. 3) and a 'Which layer?' "
+                        "summary; a single plain variant becomes the reference")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.set_defaults(func=cmd_compare)

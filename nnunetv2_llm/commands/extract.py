@@ -73,13 +73,15 @@ def spec_from_args(args):
 
 
 def cmd_extract(args) -> int:
-    from ..core.weights import extract_layer, load_extracted
+    from ..core.weights import extract_layer, extracted_layers, load_extracted
     out = check_extract_output(args.output, args.overwrite)
     spec = spec_from_args(args)
     extract_layer(spec, out)
-    weights = load_extracted(out)
+    weights = [load_extracted(out, layer) for layer in extracted_layers(out)]
     size = os.path.getsize(out) / 2 ** 20
-    print(f"wrote {out} ({size:.1f} MiB): {weights.source} layer {weights.layer}, sha256 {weights.sha256}")
+    print(f"wrote {out} ({size:.1f} MiB): {weights[0].source} "
+          + ", ".join(f"layer {w.layer} (sha256 {w.sha256})" for w in weights)
+          + (" and the final norm" if spec.final_norm else ""))
     print(f"use it offline with: nnunetv2-llm plan -d DATASET --llm {shlex.quote(str(out))}")
     return 0
 
@@ -91,7 +93,8 @@ def register(subparsers) -> None:
                     "checkpoint, or its tensors of a GGUF file) and write it with the model config, source, layer and "
                     "the sha256 of its tensors into one .safetensors file; `--llm FILE` then trains offline with it. "
                     "The file holds the tensors only: how the block is wired (positions, attention, ...) is chosen "
-                    "later by `nnunetv2-llm plan`.")
+                    "later by `nnunetv2-llm plan`. With --depth N the file holds layers --layer .. --layer+N-1, with "
+                    "--final-norm the model's final norm too.")
     add_spec_arguments(p, llm_default="smollm2-135m", wiring=False)
     p.add_argument("-o", "--output", required=True, help="output .safetensors file (must not exist)")
     p.add_argument("--overwrite", action="store_true",

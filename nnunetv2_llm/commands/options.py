@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..core.models import MODELS
-from ..core.spec import ATTENTION, DTYPES, INIT, POSITIONS, SPEC_OPTIONS, LLMSpecError
+from ..core.spec import ATTENTION, DTYPES, INIT, LORA_ALPHA, LORA_RANK, LORA_TARGETS, POSITIONS, SPEC_OPTIONS, \
+    LLMSpecError
 
 
 def layers_type(text: str) -> str:
@@ -17,6 +18,15 @@ def layers_type(text: str) -> str:
     except LLMSpecError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def targets_type(text: str) -> list[str]:
+    """``q_proj,v_proj``: the linears of the decoder layer LoRA adapts."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"--lora-targets {text!r}: name linears of the decoder layer, e.g. "
+                                         f"{','.join(LORA_TARGETS)}.")
+    return names
 
 
 def spec_options(args) -> dict:
@@ -34,6 +44,10 @@ def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, laye
                         f"a .gguf file or a file from `nnunetv2-llm extract`{default}")
     p.add_argument("--layer", type=layer_type, help=layer_help)
     p.add_argument("--revision", help="hub revision (branch, tag or commit; default main)")
+    p.add_argument("--depth", type=int, help="consecutive decoder layers from --layer on in one block (default 1)")
+    p.add_argument("--final-norm", action=argparse.BooleanOptionalAction,
+                   help="the model's own final RMSNorm after the layer(s), pretrained and frozen with them, as "
+                        "MedVisionLlama applies it (default off)")
     if not wiring:
         return
     g = p.add_argument_group("wiring of the block (default: the authors' code, or the variant's)")
@@ -54,3 +68,16 @@ def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, laye
                    help="dtype the layer is stored and run in (bfloat16 halves its share of the checkpoint; "
                         "default float32)")
     g.add_argument("--stage", type=int, help="encoder stage the block acts on (default -1, the bottleneck)")
+    a = p.add_argument_group("adaptations (what peers use after a frozen layer shows no gain)")
+    a.add_argument("--lora-rank", type=int, metavar="R",
+                   help=f"LoRA adapters of rank R (peft) inside the frozen layer; only they and the two projections "
+                        f"train, the layer's tensors stay bit-identical (0: none, the default; e.g. {LORA_RANK})")
+    a.add_argument("--lora-alpha", type=float, metavar="A",
+                   help=f"LoRA's alpha: its update is scaled by A / R (default {LORA_ALPHA:g})")
+    a.add_argument("--lora-targets", type=targets_type, metavar="NAMES",
+                   help=f"comma-separated linears of the layer that get adapters (default {','.join(LORA_TARGETS)}, "
+                        f"the attention projections; e.g. add gate_proj,up_proj,down_proj for the MLP)")
+    a.add_argument("--lora-dropout", type=float, metavar="P", help="dropout on LoRA's input while training (default 0)")
+    a.add_argument("--gate", action=argparse.BooleanOptionalAction,
+                   help="output = input + g * block(input) with a learnt scalar g starting at 0: the net starts "
+                        "exactly as the plain U-Net and adds only what training finds useful (default off)")

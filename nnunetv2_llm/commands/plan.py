@@ -42,10 +42,24 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def variants_epilog() -> str:
+    """Every shipped variant with what it reproduces, for --help."""
+    import textwrap
+
+    from ..core.variants import load_variant
+    lines = ["variants (plans/NAME.json):"]
+    for name in variant_names():
+        v = load_variant(name)
+        trainer = f" Built-in trainers: nnUNetTrainer<Model>{v.trainer}." if v.trainer is not None else ""
+        lines += textwrap.wrap(f"{name}: {v.description} ({v.reproduces}.){trainer}", 100, initial_indent="  ",
+                               subsequent_indent="    ")
+    return "\n".join(lines)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plan", help="write LLM plans next to existing nnU-Net plans (layer sweeps, ablations)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, epilog=variants_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", "--dataset", required=True, help="dataset id (501) or name (Dataset501_Synth2D)")
     p.add_argument("-p", "--plans", default="nnUNetPlans",
                    help="source plans, e.g. nnUNetPlans or nnUNetResEncUNetMPlans (default: nnUNetPlans)")

@@ -31,15 +31,31 @@ def _options(args):
     return options
 
 
-def compare_sweep(sweep_dir: Path, jobs: list[dict]) -> int:
-    import subprocess
+def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None) -> list:
+    """One compare per configuration, over every trainer x plans variant of the sweep and its folds; a grid with
+    LLM layers also gets the by-layer report (a line per model and wiring, Dice by layer next to plain nnU-Net)."""
+    from ..evaluation.compare import CompareRequest
+    requests = []
+    for c in dict.fromkeys(j["configuration"] for j in jobs):
+        mine = [j for j in jobs if j["configuration"] == c]
+        variants = list(dict.fromkeys(f"{j['trainer']}__{j['plans']}" for j in mine))
+        folds = sorted({str(j["fold"]) for j in mine}, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
+        layer_plans = {j["plans"] for j in mine if "_sweep-" in j["plans"]}  # the plans of the grid's `llm` entries
+        by_layer = "series" if (grid or {}).get("llm") and len(layer_plans) > 1 else None
+        requests.append(CompareRequest(dataset=mine[0]["dataset"], configuration=c, trainers=variants, folds=folds,
+                                       output=str(sweep_dir / f"compare_{c}"), by_layer=by_layer))
+    return requests
 
-    from ..sweep.grid import compare_commands
-    rc = 0
-    for command in compare_commands(sweep_dir, jobs):
-        print("$ " + " ".join(command))
-        rc = max(rc, subprocess.run(command).returncode)
-    return rc
+
+def compare_sweep(sweep_dir: Path) -> int:
+    """`nnunetv2-llm compare` of the sweep's variants, in this process (one report per configuration)."""
+    from ..evaluation.compare import run_compare
+    from ..sweep.grid import load_meta
+    meta = load_meta(sweep_dir)
+    for request in compare_requests(sweep_dir, meta["jobs"], meta["grid"]):
+        print(f"compare {' '.join(request.trainers)} (folds {' '.join(request.folds)}) -> {request.output}")
+        run_compare(request)
+    return 0
 
 
 def cmd_compare(args) -> int:
@@ -50,7 +66,7 @@ def cmd_compare(args) -> int:
     pending = [j["id"] for j in jobs if job_status(j, sweep_dir)[0] != "done"]
     if pending:
         raise SweepError(f"{len(pending)} job(s) not done (e.g. {pending[0]}); run nnunetv2-llm sweep run first.")
-    return compare_sweep(sweep_dir, jobs)
+    return compare_sweep(sweep_dir)
 
 
 def cmd_plan(args) -> int:
@@ -102,7 +118,7 @@ def cmd_run(args) -> int:
                   f"resume", file=sys.stderr)
         if held or failed:
             return 1
-        return compare_sweep(sweep_dir, jobs) if args.compare else 0
+        return compare_sweep(sweep_dir) if args.compare else 0
     if args.dry_run:
         from ..core.files import atomic_path
         script = sbatch_script(sweep_dir, jobs, options)

@@ -18,6 +18,7 @@ from .spec import LLMSpec, LLMSpecError, describe_differences, spec_differences
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 EXTRA_STATE = "_extra_state"  # torch's state-dict key suffix of a module's extra state
 _SPEC_RECORD = "nnunetv2_llm_spec"
+_VERSION_RECORD = "nnunetv2_llm_version"
 
 
 def hf_config(config: dict) -> PretrainedConfig:
@@ -115,11 +116,46 @@ class IdentityLayer(nn.Module):
         return hidden_states
 
 
+def build_final_norm(config: PretrainedConfig) -> nn.Module:
+    """The model's own final norm (the one before its LM head), at its constructor values (gain 1)."""
+    norm_cls = type(_base_model_on_meta(config).norm)
+    return norm_cls(config.hidden_size, eps=config.rms_norm_eps)
+
+
+def linear_names(layer: nn.Module) -> list[str]:
+    """The names LoRA can target in a decoder layer: the last part of each linear's name (``q_proj``, ...)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in layer.named_modules() if isinstance(m, nn.Linear)})
+
+
+def add_lora(layer: nn.Module, spec: LLMSpec) -> None:
+    """peft's LoRA adapters on ``spec.lora_targets`` of a (frozen) decoder layer, in place; the adapters are kept in
+    float32 (the layer may be bfloat16) and start as a zero update (peft's init: B = 0)."""
+    from peft import LoraConfig, inject_adapter_in_model
+    unknown = sorted(set(spec.lora_targets) - set(linear_names(layer)))
+    if unknown:
+        raise LLMSpecError(f"lora_targets {unknown} are not linears of layer {spec.layer} of {spec.source!r}; its "
+                           f"linears are {', '.join(linear_names(layer))}. Pass --lora-targets from those.")
+    config = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                        target_modules=list(spec.lora_targets), bias="none")
+    inject_adapter_in_model(config, layer)
+    for name, p in layer.named_parameters():
+        if ".lora_" in name:
+            p.data = p.data.float()
+
+
+def base_tensors(layer: nn.Module) -> dict[str, torch.Tensor]:
+    """A decoder layer's own tensors under their checkpoint names: LoRA's adapters left out and peft's
+    ``.base_layer`` taken out of the wrapped linears' names (what the pretrained file holds and its sha256 covers)."""
+    return {name.replace(".base_layer", ""): t for name, t in layer.state_dict(keep_vars=True).items()
+            if ".lora_" not in name}
+
+
 class LLMBlock(nn.Module):
-    """Linear(C->H) -> one pretrained LLM decoder layer -> Linear(H->C) over the flattened feature map.
+    """Linear(C->H) -> one (or ``depth``) pretrained LLM decoder layer(s) [-> the model's final norm] -> Linear(H->C)
+    over the flattened feature map [, added as ``input + g * block(input)`` with a gate ``g`` learnt from 0].
 
     A frozen layer keeps ``requires_grad=False``, stays in eval mode and runs outside autocast in its
-    own dtype (fp32 or bf16), so nnU-Net's fp16 autocast cannot overflow it.
+    own dtype (fp32 or bf16), so nnU-Net's fp16 autocast cannot overflow it; LoRA adapters on it train.
     """
 
     def __init__(self, channels: int, spec: LLMSpec):
@@ -132,18 +168,35 @@ class LLMBlock(nn.Module):
         self.config = hf_config(spec.config)
         hidden = self.config.hidden_size
         self.proj_in = nn.Linear(channels, hidden)
+        indices = range(spec.layer, spec.layer + spec.depth)
         if spec.init == "identity":
             self.layer = IdentityLayer()
         else:
             # Zeros until the pretrained tensors (load_pretrained) or a checkpoint's state dict arrive.
-            self.layer = zeroed_decoder_layer(self.config, spec.layer, _DTYPES[spec.dtype])
+            layers = [zeroed_decoder_layer(self.config, i, _DTYPES[spec.dtype]) for i in indices]
+            self.layer = layers[0] if spec.depth == 1 else nn.ModuleList(layers)
+        self.norm = build_final_norm(self.config).to(_DTYPES[spec.dtype]) if spec.final_norm else None
         self.proj_out = nn.Linear(hidden, channels)
+        self.gate = nn.Parameter(torch.zeros(())) if spec.gate else None
         self.rotary = build_rotary(self.config) if spec.positions == "rope" else None
         # The block passes no mask, so a sliding window would be ignored: token grids beyond it are refused.
-        self.window = None if spec.init == "identity" else sliding_window(self.config, spec.layer)
+        windows = [] if spec.init == "identity" else [w for i in indices if (w := sliding_window(self.config, i))]
+        self.window = min(windows) if windows else None
         if spec.init == "random":
             self.reset_layer_parameters()
         self.layer.requires_grad_(spec.trainable)
+        if self.norm is not None:
+            self.norm.requires_grad_(spec.trainable)
+        if spec.lora_rank:
+            for layer in self.decoder_layers:
+                add_lora(layer, spec)
+
+    @property
+    def decoder_layers(self) -> list[nn.Module]:
+        """The decoder layer(s) in the order they run (none for the identity control)."""
+        if isinstance(self.layer, IdentityLayer):
+            return []
+        return list(self.layer) if isinstance(self.layer, nn.ModuleList) else [self.layer]
 
     @property
     def frozen(self) -> bool:
@@ -152,42 +205,65 @@ class LLMBlock(nn.Module):
     def reset_layer_parameters(self, keep_norms: bool = False) -> None:
         """'+Transformer' init: Xavier-uniform linears, zero biases; norms at their constructor values, or kept
         as they are (``keep_norms``: the authors' baseline, run after the pretrained tensors are loaded)."""
-        fresh = build_decoder_layer(self.config, self.spec.layer)
-        for m in fresh.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        state = fresh.state_dict()
-        if keep_norms:
+        for index, layer in zip(range(self.spec.layer, self.spec.layer + self.spec.depth), self.decoder_layers):
+            fresh = build_decoder_layer(self.config, index)
+            for m in fresh.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
             linears = {f"{name}.{p}" for name, m in fresh.named_modules() if isinstance(m, nn.Linear)
                        for p in ("weight", "bias") if getattr(m, p, None) is not None}
-            state = {**self.layer.state_dict(), **{k: v for k, v in state.items() if k in linears}}
-        self.layer.load_state_dict(state)
+            own = base_tensors(layer)
+            with torch.no_grad():
+                for k, v in fresh.state_dict().items():
+                    if not keep_norms or k in linears:
+                        own[k].copy_(v)
+        if self.norm is not None and not keep_norms:
+            with torch.no_grad():
+                self.norm.load_state_dict(build_final_norm(self.config).state_dict())
 
-    def load_pretrained(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Copy one layer's checkpoint tensors in, naming any missing, extra or misshapen tensor."""
-        # Older exports saved the rotary buffer; it is recomputed from the config, never a weight.
-        tensors = {k: v for k, v in tensors.items() if not k.endswith("rotary_emb.inv_freq")}
-        own = self.layer.state_dict()
-        missing = sorted(set(own) - set(tensors))
-        extra = sorted(set(tensors) - set(own))
-        bad = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs config {tuple(own[k].shape)}"
-               for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
-        if missing or extra or bad:
-            raise ValueError(
-                f"the weights of layer {self.spec.layer} of {self.spec.source!r} do not fit the structure its "
-                f"config describes (missing {missing}, unexpected {extra}, shape mismatches {bad}). The config "
-                f"and the weights come from different models: store the checkpoint's own config.json.")
-        with torch.no_grad():
-            for k, v in own.items():
-                v.copy_(tensors[k])  # converts the dtype in place, no temporary
+    def load_pretrained(self, tensors: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+                        final_norm: torch.Tensor | None = None) -> None:
+        """Copy the layers' checkpoint tensors in (one dict per layer; a single dict for one layer), and the final
+        norm's gain, naming any missing, extra or misshapen tensor."""
+        per_layer = [tensors] if isinstance(tensors, dict) else list(tensors)
+        if len(per_layer) != len(self.decoder_layers):
+            raise ValueError(f"{len(per_layer)} layer(s) of tensors for a block of {len(self.decoder_layers)}.")
+        for index, (layer, given) in enumerate(zip(self.decoder_layers, per_layer), start=self.spec.layer):
+            # Older exports saved the rotary buffer; it is recomputed from the config, never a weight.
+            given = {k: v for k, v in given.items() if not k.endswith("rotary_emb.inv_freq")}
+            own = base_tensors(layer)
+            missing = sorted(set(own) - set(given))
+            extra = sorted(set(given) - set(own))
+            bad = [f"{k}: checkpoint {tuple(given[k].shape)} vs config {tuple(own[k].shape)}"
+                   for k in sorted(set(own) & set(given)) if given[k].shape != own[k].shape]
+            if missing or extra or bad:
+                raise ValueError(
+                    f"the weights of layer {index} of {self.spec.source!r} do not fit the structure its config "
+                    f"describes (missing {missing}, unexpected {extra}, shape mismatches {bad}). The config and the "
+                    f"weights come from different models: store the checkpoint's own config.json.")
+            with torch.no_grad():
+                for k, v in own.items():
+                    v.copy_(given[k])  # converts the dtype in place, no temporary
+        if self.norm is not None:
+            if final_norm is None:
+                raise ValueError(f"the block applies the final norm of {self.spec.source!r}, but no final norm "
+                                 f"weight was given.")
+            with torch.no_grad():
+                self.norm.weight.copy_(final_norm)
         if self.spec.init == "random-reference":
             self.reset_layer_parameters(keep_norms=True)
 
+    def pretrained_tensors(self) -> list[dict[str, torch.Tensor]]:
+        """The layers' own tensors as they are now (LoRA's adapters left out), one dict per layer."""
+        return [{k: v.detach() for k, v in base_tensors(layer).items()} for layer in self.decoder_layers]
+
     def get_extra_state(self) -> dict:
-        """The spec the block was built (and trained) with travels in every state dict and checkpoint."""
-        return {_SPEC_RECORD: self.spec.to_dict()}
+        """The spec the block was built (and trained) with travels in every state dict and checkpoint, with the
+        version of this package that wrote it."""
+        from .. import __version__
+        return {_SPEC_RECORD: self.spec.to_dict(), _VERSION_RECORD: __version__}
 
     @staticmethod
     def recorded_spec(state: dict) -> LLMSpec:
@@ -218,9 +294,13 @@ class LLMBlock(nn.Module):
                                       error_msgs)
 
     def train(self, mode: bool = True):
+        """A frozen layer (and its final norm) stays in eval mode; LoRA's dropout follows ``mode``."""
         super().train(mode)
         if self.frozen:
             self.layer.eval()
+            for name, module in self.layer.named_modules():
+                if name.endswith("lora_dropout"):
+                    module.train(mode)
         return self
 
     def position_embeddings(self, spatial, hidden, position_ids) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,7 +320,9 @@ class LLMBlock(nn.Module):
         batch, channels, *spatial = features.shape
         tokens = math.prod(spatial)
         if self.window is not None and tokens > self.window:
-            raise ValueError(f"{tokens} tokens exceed the {self.window}-token sliding window of layer {self.spec.layer} "
+            layers = (f"layer {self.spec.layer}" if self.spec.depth == 1 else
+                      f"layers {self.spec.layer}..{self.spec.layer + self.spec.depth - 1}")
+            raise ValueError(f"{tokens} tokens exceed the {self.window}-token sliding window of {layers} "
                              f"of {self.spec.source!r}, which the block does not apply; use a smaller patch or a "
                              f"later encoder stage (`stage`), or a layer without a window.")
         llm_dtype = _DTYPES[self.spec.dtype]
@@ -249,12 +331,16 @@ class LLMBlock(nn.Module):
             hidden = self.proj_in(x.to(self.proj_in.weight.dtype)).to(llm_dtype)
             position_ids = torch.arange(tokens, device=features.device)[None]
             cos_sin = self.position_embeddings(spatial, hidden, position_ids)
-            out = self.layer(hidden, attention_mask=None, position_ids=position_ids,
-                             position_embeddings=cos_sin,
-                             is_causal=self.spec.attention == "causal")
-            y = self.proj_out(out.to(self.proj_out.weight.dtype))
+            for layer in self.decoder_layers or [self.layer]:
+                hidden = layer(hidden, attention_mask=None, position_ids=position_ids, position_embeddings=cos_sin,
+                               is_causal=self.spec.attention == "causal")
+            if self.norm is not None:
+                hidden = self.norm(hidden)
+            y = self.proj_out(hidden.to(self.proj_out.weight.dtype))
             y = y.transpose(1, 2).reshape(batch, channels, *spatial)
-            if self.spec.residual:
+            if self.gate is not None:
+                y = features.float() + self.gate * y
+            elif self.spec.residual:
                 y = y + features.float()
             if features.dtype in (torch.float16, torch.bfloat16):
                 # Under nnU-Net's fp16 autocast the decoder gets fp16: saturate instead of overflowing to inf.

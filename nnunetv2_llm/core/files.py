@@ -94,12 +94,13 @@ def check_checkpoint_file(path: str | os.PathLike, error: Exception | None = Non
                         f"again, or copy the file again from where it was made.")
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """``torch.load`` of an nnU-Net checkpoint on the CPU; a missing or damaged file is a UserError naming it."""
+def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
+    """``torch.load`` of an nnU-Net checkpoint on the CPU (``mmap``: tensors read only when used); a missing or
+    damaged file is a UserError naming it."""
     import torch
     check_checkpoint_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except CHECKPOINT_ERRORS as e:
         check_checkpoint_file(path, e)
 

@@ -21,8 +21,12 @@ ATTENTION = ("causal", "bidirectional")
 # identity: the control with the layer replaced by identity (only the two projections remain).
 INIT = ("pretrained", "random", "random-reference", "identity")
 DTYPES = ("float32", "bfloat16")
+# LoRA's defaults: the attention projections, rank 8 (when asked for), alpha 16 (scaling alpha / rank = 2).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+LORA_RANK, LORA_ALPHA = 8, 16.0
 # The wiring options of a spec, besides its source and layer: what `--positions` etc. set on the command line.
-SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision")
+SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision",
+                "lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "depth", "gate", "final_norm")
 
 
 class LLMSpecError(UserError, ValueError):
@@ -68,15 +72,22 @@ def _choice(name: str, value: Any, accepted: tuple) -> None:
 
 _FIELD_TYPES = {"source": (str,), "layer": (int,), "positions": (str,), "attention": (str,), "residual": (bool,),
                 "init": (str,), "trainable": (bool,), "dtype": (str,), "stage": (int,), "revision": (str, type(None)),
-                "sha256": (str, type(None)), "config": (dict, type(None))}
+                "lora_rank": (int,), "lora_alpha": (int, float), "lora_targets": (list,), "lora_dropout": (int, float),
+                "depth": (int,), "gate": (bool,), "final_norm": (bool,),
+                "sha256": (str, list, type(None)), "config": (dict, type(None))}
 
 
 @dataclass
 class LLMSpec:
-    """One decoder layer of an LLM and the options of the block around it.
+    """One decoder layer of an LLM (or ``depth`` consecutive ones from ``layer`` on) and the options of the block
+    around it.
 
-    Defaults reproduce the authors' code: frozen pretrained weights, no outer residual, causal
-    attention over raster order and their fixed 1-rad-per-token position rotation.
+    Defaults reproduce the authors' code: one frozen pretrained layer, no outer residual, causal attention over
+    raster order and their fixed 1-rad-per-token position rotation. The adaptations peers use are options:
+    ``lora_rank`` > 0 puts LoRA adapters (peft) on ``lora_targets`` of the frozen layer(s), ``gate`` adds the block
+    as ``input + g * block(input)`` with ``g`` learnt from 0, ``final_norm`` applies the model's own final RMSNorm
+    after the layer(s). ``sha256`` pins the tensors: one hash for one layer, else one per layer (and the final
+    norm's last).
     """
 
     source: str
@@ -89,7 +100,14 @@ class LLMSpec:
     dtype: str = "float32"
     stage: int = -1
     revision: str | None = None
-    sha256: str | None = None
+    lora_rank: int = 0
+    lora_alpha: float = LORA_ALPHA
+    lora_targets: list = field(default_factory=lambda: list(LORA_TARGETS))
+    lora_dropout: float = 0.0
+    depth: int = 1
+    gate: bool = False
+    final_norm: bool = False
+    sha256: str | list | None = None
     config: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -103,9 +121,50 @@ class LLMSpec:
         _choice("attention", self.attention, ATTENTION)
         _choice("init", self.init, INIT)
         _choice("dtype", self.dtype, DTYPES)
+        self._check_adaptations()
         if self.config is not None:
             check_model_config(self.config, self.source)
-            check_layers([self.layer], self.config.get("num_hidden_layers"), self.source)
+            n_layers = self.config.get("num_hidden_layers")
+            check_layers([self.layer], n_layers, self.source)
+            if n_layers is not None and self.layer + self.depth > n_layers:
+                raise LLMSpecError(
+                    f"depth={self.depth} from layer {self.layer} runs past the last decoder layer of {self.source} "
+                    f"(layers {self.layer}..{self.layer + self.depth - 1}, the model has 0..{n_layers - 1}); use "
+                    f"--layer {max(0, n_layers - self.depth)} or lower, or --depth {n_layers - self.layer} or less.")
+
+    def _check_adaptations(self) -> None:
+        """Ranges of the LoRA, depth, gate and final-norm options, and the combinations that mean nothing."""
+        def refuse(message):
+            raise LLMSpecError(message)
+        if self.lora_rank < 0:
+            refuse(f"lora_rank={self.lora_rank}: a LoRA rank is >= 0 (0: no LoRA; e.g. --lora-rank {LORA_RANK}).")
+        if not self.lora_alpha > 0:
+            refuse(f"lora_alpha={self.lora_alpha}: LoRA's alpha is > 0 (its update is scaled by alpha / rank; "
+                   f"default {LORA_ALPHA:g}).")
+        if not 0 <= self.lora_dropout < 1:
+            refuse(f"lora_dropout={self.lora_dropout}: a dropout probability is in [0, 1) (default 0).")
+        if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets) \
+                or len(set(self.lora_targets)) != len(self.lora_targets):
+            refuse(f"lora_targets={self.lora_targets!r}: name each linear of the decoder layer once, e.g. "
+                   f"{','.join(LORA_TARGETS)}.")
+        if self.depth < 1:
+            refuse(f"depth={self.depth}: the block holds 1 or more consecutive decoder layers (default 1).")
+        if self.lora_rank and self.trainable:
+            refuse("LoRA adapts a frozen layer, but trainable=True fine-tunes the whole layer: drop --trainable "
+                   "(LoRA) or --lora-rank (full fine-tuning).")
+        if self.init == "identity":
+            asked = [name for name, on in (("--lora-rank", self.lora_rank), ("--gate", self.gate),
+                                           ("--final-norm", self.final_norm), ("--depth", self.depth > 1)) if on]
+            if asked:
+                refuse(f"init='identity' replaces the layer by identity (the control of the projections alone), so "
+                       f"{', '.join(asked)} has nothing to act on: drop {' and '.join(asked)}, or choose another "
+                       f"--init.")
+        if self.gate and self.residual:
+            refuse("--gate already adds the block's input (output = input + g * block(input), g learnt from 0): "
+                   "drop --residual.")
+        if isinstance(self.sha256, list) and (not self.sha256 or not all(isinstance(h, str) for h in self.sha256)):
+            refuse(f"sha256={self.sha256!r}: one hash string per layer (and one for the final norm); write the spec "
+                   f"with `nnunetv2-llm plan`.")
 
     @property
     def loads_pretrained(self) -> bool:
@@ -135,6 +194,7 @@ class LLMSpec:
 
 # The fields that change what the block computes (trainable only changes how it trains).
 COMPUTATION_FIELDS = ("source", "sha256", "layer", "positions", "attention", "residual", "init", "dtype", "stage",
+                      "lora_rank", "lora_alpha", "lora_targets", "depth", "gate", "final_norm",
                       "config")
 
 

@@ -18,7 +18,9 @@ from .spec import SPEC_OPTIONS
 
 DESCRIPTIVE_KEYS = ("description", "reproduces", "trainer", "llm", "layer")
 KEYS = (*DESCRIPTIVE_KEYS, *SPEC_OPTIONS)
-_TYPES = {"layer": (int, str), "stage": (int,), "residual": (bool,), "trainable": (bool,), "revision": (str,)}
+_TYPES = {"layer": (int, str), "stage": (int,), "residual": (bool,), "trainable": (bool,), "revision": (str,),
+          "lora_rank": (int,), "lora_alpha": (int, float), "lora_targets": (list,), "lora_dropout": (int, float),
+          "depth": (int,), "gate": (bool,), "final_norm": (bool,)}
 
 
 class VariantError(UserError, ValueError):

@@ -117,13 +117,6 @@ def canonical_source(source: str) -> str:
     return source
 
 
-def extracted_layer(source: str) -> int | None:
-    """The one layer a file from ``nnunetv2-llm extract`` holds; None for other sources."""
-    if source_kind(source) != "extracted":
-        return None
-    return int(_read_extracted_metadata(Path(source).expanduser())["layer"])
-
-
 def local_source_path(source: str) -> Path | None:
     """The file or folder a non-hub source reads from (None for a hub id)."""
     kind = source_kind(source)
@@ -339,17 +332,17 @@ def _read_range(fs, path: str, start: int, end: int) -> bytes:
     return data
 
 
-def _ranged_layer_tensors(fs, path: str, layer: int, where: str) -> tuple[dict, int]:
-    """The layer's tensors of a safetensors file read through ``fs`` from its header and the layer's byte ranges
-    only; returns them and the number of bytes read."""
+def _ranged_tensors(fs, path: str, choose) -> tuple[dict, int]:
+    """Tensors of a safetensors file read through ``fs`` from its header and their own byte ranges only.
+    ``choose(header keys)`` returns (the keys to read, a prefix to strip from their names). Returns the tensors and
+    the number of bytes read."""
     header_len = struct.unpack("<Q", _read_range(fs, path, 0, 8))[0]
     if header_len > _MAX_SAFETENSORS_HEADER:
         raise ValueError(f"{path} announces a {header_len}-byte header: not a safetensors file")
     header = json.loads(_read_range(fs, path, 8, 8 + header_len))
     header.pop("__metadata__", None)
-    prefix = _layer_prefix(header, layer, where)
-    entries = sorted(((k, v) for k, v in header.items() if k.startswith(prefix)),
-                     key=lambda kv: kv[1]["data_offsets"][0])
+    keys, prefix = choose(list(header))
+    entries = sorted(((k, header[k]) for k in keys), key=lambda kv: kv[1]["data_offsets"][0])
     runs: list[list[int]] = []  # adjacent tensors are fetched in one request
     for _, v in entries:
         start, end = v["data_offsets"]
@@ -359,17 +352,41 @@ def _ranged_layer_tensors(fs, path: str, layer: int, where: str) -> tuple[dict, 
             runs.append([start, end])
     data_start = 8 + header_len
     chunks = [_read_range(fs, path, data_start + start, data_start + end) for start, end in runs]
-    # The layer's bytes re-packed as a safetensors buffer of their own, so safetensors decodes dtypes and shapes.
-    layer_header, offset = {}, 0
+    # The tensors' bytes re-packed as a safetensors buffer of their own, so safetensors decodes dtypes and shapes.
+    own_header, offset = {}, 0
     for k, v in entries:
         size = v["data_offsets"][1] - v["data_offsets"][0]
-        layer_header[k[len(prefix):]] = {"dtype": v["dtype"], "shape": v["shape"],
-                                         "data_offsets": [offset, offset + size]}
+        own_header[k[len(prefix):]] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [offset, offset + size]}
         offset += size
-    head = json.dumps(layer_header).encode()
+    head = json.dumps(own_header).encode()
     head += b" " * (-len(head) % 8)
     tensors = load_safetensors_bytes(b"".join([struct.pack("<Q", len(head)), head, *chunks]))
     return tensors, data_start + sum(len(c) for c in chunks)
+
+
+def _layer_keys(layer: int, where: str):
+    def choose(keys):
+        prefix = _layer_prefix(keys, layer, where)
+        return [k for k in keys if k.startswith(prefix)], prefix
+    return choose
+
+
+def _norm_keys(layer: int, where: str):
+    def choose(keys):
+        key = final_norm_key(keys, layer, where)
+        return [key], key[: -len("weight")]
+    return choose
+
+
+def final_norm_key(keys, layer: int, where: str) -> str:
+    """The model's final norm next to its decoder layers: ``model.layers.N.`` -> ``model.norm.weight``."""
+    prefix = _layer_prefix(keys, layer, where)
+    key = prefix[: prefix.rindex("layers.")] + "norm.weight"
+    if key not in keys:
+        raise LLMWeightsError(f"{where} holds no final norm {key!r} next to its decoder layers; it is a partial "
+                              f"checkpoint, or its final norm is named otherwise. Drop final_norm, or pass the "
+                              f"model's full checkpoint.")
+    return key
 
 
 def _hub_file_path(repo_id: str, revision: str | None, filename: str) -> str:
@@ -395,7 +412,7 @@ def _load_hub_layer(spec: LLMSpec, fs, echo) -> LayerWeights:
     if fs is not None:
         path = _hub_file_path(spec.source, spec.revision, SINGLE_NAME)
         try:
-            tensors, read = _ranged_layer_tensors(fs, path, spec.layer, f"hub model {spec.source!r}")
+            tensors, read = _ranged_tensors(fs, path, _layer_keys(spec.layer, f"hub model {spec.source!r}"))
         except LLMWeightsError:
             raise
         except FileNotFoundError:
@@ -518,53 +535,199 @@ def load_layer(spec: LLMSpec, hub_fs=None, echo=print) -> LayerWeights:
     return LayerWeights(tensors, spec.config, spec.source, spec.layer, spec.revision, files)
 
 
+def _extracted_layers(meta: dict) -> list[int]:
+    return [int(i) for i in json.loads(meta["layers"])] if "layers" in meta else [int(meta["layer"])]
+
+
+def extracted_layers(path: str | os.PathLike) -> list[int]:
+    """The layers a file from ``nnunetv2-llm extract`` holds."""
+    return _extracted_layers(_read_extracted_metadata(Path(path)))
+
+
 def load_extracted(path: str | os.PathLike, layer: int | None = None) -> LayerWeights:
-    """Load a file from :func:`extract_layer`, verifying the recorded sha256."""
+    """One layer of a file from :func:`extract_layer` (default: its first), verifying the recorded sha256."""
     path = Path(path)
     meta = _read_extracted_metadata(path)
-    if layer is not None and int(meta["layer"]) != layer:
-        raise LLMWeightsError(f"{path} holds layer {meta['layer']} of {meta['source']}, not layer {layer}; "
-                              f"set the layer to {meta['layer']} or extract layer {layer}.")
+    held = _extracted_layers(meta)
+    layer = held[0] if layer is None else layer
+    if layer not in held:
+        what = f"layer {held[0]}" if len(held) == 1 else f"layers {held[0]}..{held[-1]}"
+        raise LLMWeightsError(f"{path} holds {what} of {meta['source']}, not layer {layer}; set the layer to "
+                              f"{held[0]} or extract layer {layer}.")
+    prefix = "" if "layers" not in meta else f"layers.{layer}."
     with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    weights = LayerWeights(tensors, json.loads(meta["config"]), meta["source"], int(meta["layer"]),
+        tensors = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix) and
+                   (prefix or not k.startswith("norm."))}
+    recorded = json.loads(meta["sha256s"])[str(layer)] if "sha256s" in meta else meta["sha256"]
+    weights = LayerWeights(tensors, json.loads(meta["config"]), meta["source"], layer,
                            meta.get("revision") or None, [str(path)])
-    if weights.sha256 != meta["sha256"]:
-        raise LLMWeightsError(f"{path} is corrupted: its tensors hash to {weights.sha256}, the file records "
-                              f"{meta['sha256']}. Extract the layer again.")
+    if weights.sha256 != recorded:
+        which = f" of layer {layer}" if len(held) > 1 else ""
+        raise LLMWeightsError(f"{path} is corrupted: its tensors{which} hash to {weights.sha256}, the file records "
+                              f"{recorded}. Extract the layer again.")
     return weights
 
 
-def write_extracted(weights: LayerWeights, out_path: str | os.PathLike) -> Path:
-    """The single-layer file (tensors, config, source, layer, sha256), written atomically; :func:`load_extracted`
-    reads it. Both ``nnunetv2-llm extract`` and the hub layer cache write this format."""
-    out_path = Path(out_path)
-    metadata = {
-        "format": EXTRACT_FORMAT,
-        "source": weights.source,
-        "revision": weights.revision or "",
-        "layer": str(weights.layer),
-        "sha256": weights.sha256,
-        "config": json.dumps(weights.config),
-    }
+def write_extracted(weights: LayerWeights | list[LayerWeights], out_path: str | os.PathLike,
+                    final_norm: FinalNorm | None = None) -> Path:
+    """The layer file (tensors, config, source, layer(s), sha256), written atomically; :func:`load_extracted` reads
+    it. One layer without a final norm keeps the 0.2 format (tensors under their own names); several layers, or a
+    final norm, are stored as ``layers.N.*`` and ``norm.weight`` with a sha256 for each. ``nnunetv2-llm extract``
+    and the hub layer cache write this format."""
+    layers = [weights] if isinstance(weights, LayerWeights) else list(weights)
+    out_path, first = Path(out_path), layers[0]
+    metadata = {"format": EXTRACT_FORMAT, "source": first.source, "revision": first.revision or "",
+                "layer": str(first.layer), "sha256": first.sha256, "config": json.dumps(first.config)}
+    if len(layers) == 1 and final_norm is None:
+        tensors = first.tensors
+    else:
+        tensors = {f"layers.{w.layer}.{k}": v for w in layers for k, v in w.tensors.items()}
+        metadata.update(layers=json.dumps([w.layer for w in layers]),
+                        sha256s=json.dumps({str(w.layer): w.sha256 for w in layers}))
+        if final_norm is not None:
+            tensors["norm.weight"] = final_norm.weight
+            metadata["norm_sha256"] = final_norm.sha256
     with atomic_path(out_path) as tmp:
-        save_file({k: v.contiguous() for k, v in weights.tensors.items()}, tmp, metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
     return out_path
 
 
-def extract_layer(spec: LLMSpec, out_path: str | os.PathLike, echo=print) -> Path:
-    """Write one layer plus its config into a standalone safetensors file (atomically)."""
-    return write_extracted(load_layer(spec, echo=echo), out_path)
+def per_layer(spec: LLMSpec) -> list[LLMSpec]:
+    """One single-layer spec for each layer of a block of ``spec.depth`` layers."""
+    return [spec.replace(layer=spec.layer + i, depth=1, sha256=None, final_norm=False) for i in range(spec.depth)]
 
 
-def check_pin(spec: LLMSpec, weights: LayerWeights) -> LLMSpec:
-    """A sha256 in the spec pins the tensors: refuse others; returns the spec with the loaded tensors' hash."""
-    if spec.sha256 is not None and weights.sha256 != spec.sha256:
+def load_layers(spec: LLMSpec, hub_fs=None, echo=print) -> list[LayerWeights]:
+    """Each of the block's ``depth`` consecutive layers, each read with the one-layer loader."""
+    with_config = spec if spec.config is not None else spec.replace(config=read_config(spec.source, spec.revision))
+    return [load_layer(one, hub_fs, echo) for one in per_layer(with_config)]
+
+
+# ---------------------------------------------------------------- the final norm
+
+@dataclass
+class FinalNorm:
+    """The model's final norm gain (what ``final_norm`` applies after the layers)."""
+
+    weight: torch.Tensor
+    files: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        return tensors_sha256({"weight": self.weight})
+
+
+NORM_CACHE = "final-norm.safetensors"
+
+
+def load_final_norm(spec: LLMSpec, hub_fs=None, echo=print) -> FinalNorm:
+    """The final norm of ``spec.source``, read as its layers are: from a GGUF's ``output_norm``, a checkpoint's
+    ``model.norm.weight`` (for the hub by byte ranges, cached next to the layer cache), or an extracted file that
+    holds it."""
+    kind = source_kind(spec.source)
+    where = f"LLM source {spec.source!r}"
+    if kind == "hub":
+        return _hub_final_norm(spec, hub_fs, echo)
+    path = local_source_path(spec.source)
+    if path.suffix == ".gguf":
+        reader = _gguf_reader(path)
+        from gguf.quants import dequantize
+        found = [t for t in reader.tensors if t.name == "output_norm.weight"]
+        if not found:
+            raise LLMWeightsError(f"{path} holds no output_norm.weight (the model's final norm); drop final_norm.")
+        with _readable_gguf(path):
+            weight = torch.from_numpy(dequantize(found[0].data, found[0].tensor_type).copy()).reshape(-1)
+        return FinalNorm(weight, [str(path)])
+    if kind == "extracted" or path.suffix == ".safetensors":
+        meta = _read_extracted_metadata(path)
+        if "norm_sha256" not in meta:
+            raise LLMWeightsError(f"{path} holds no final norm: extract it with `nnunetv2-llm extract ... "
+                                  f"--final-norm`, or drop final_norm.")
+        with safe_open(str(path), framework="pt") as f:
+            norm = FinalNorm(f.get_tensor("norm.weight"), [str(path)])
+        if norm.sha256 != meta["norm_sha256"]:
+            raise LLMWeightsError(f"{path} is corrupted: its final norm hashes to {norm.sha256}, the file records "
+                                  f"{meta['norm_sha256']}. Extract it again.")
+        return norm
+    index = path / INDEX_NAME
+    if index.is_file():
+        weight_map = read_json(index)["weight_map"]
+        key = final_norm_key(weight_map, spec.layer, where)
+        file = path / weight_map[key]
+    else:
+        file = path / SINGLE_NAME
+        with safe_open(str(file), framework="pt") as f:
+            key = final_norm_key(list(f.keys()), spec.layer, where)
+    with safe_open(str(file), framework="pt") as f:
+        return FinalNorm(f.get_tensor(key), [str(file)])
+
+
+def _hub_final_norm(spec: LLMSpec, fs, echo) -> FinalNorm:
+    from huggingface_hub import constants
+    cache = hub_layer_cache(spec.source, spec.revision, spec.layer).with_name(NORM_CACHE)
+    if cache.is_file():
+        try:
+            with safe_open(str(cache), framework="pt") as f:
+                norm, recorded = FinalNorm(f.get_tensor("weight"), [str(cache)]), (f.metadata() or {}).get("sha256")
+            if norm.sha256 == recorded:
+                return norm
+        except (SafetensorError, OSError):
+            pass
+        echo(f"{cache} is damaged; fetching the final norm again.")
+    where = f"hub model {spec.source!r}"
+    if fs is None and not constants.HF_HUB_OFFLINE:
+        from huggingface_hub import HfFileSystem
+        fs = HfFileSystem()
+    if fs is not None:
+        try:
+            tensors, _ = _ranged_tensors(fs, _hub_file_path(spec.source, spec.revision, SINGLE_NAME),
+                                         _norm_keys(spec.layer, where))
+            norm = FinalNorm(tensors["weight"], [str(cache)])
+        except FileNotFoundError:
+            norm = None
+        if norm is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                save_file({"weight": norm.weight.contiguous()}, tmp, metadata={"sha256": norm.sha256})
+            return norm
+    index = _hub_download(spec.source, INDEX_NAME, spec.revision, optional=True)
+    if index is None:
+        file = _hub_download(spec.source, SINGLE_NAME, spec.revision)
+        with safe_open(file, framework="pt") as f:
+            key = final_norm_key(list(f.keys()), spec.layer, where)
+    else:
+        weight_map = read_json(index)["weight_map"]
+        key = final_norm_key(weight_map, spec.layer, where)
+        file = _hub_download(spec.source, weight_map[key], spec.revision)
+    with safe_open(file, framework="pt") as f:
+        return FinalNorm(f.get_tensor(key), [file])
+
+
+# ---------------------------------------------------------------- what a run loads, and its pins
+
+def pinned_hashes(layers: list[LayerWeights], norm: FinalNorm | None = None) -> str | list[str]:
+    """What a spec's ``sha256`` records: the layer's hash for one layer, else one per layer and the norm's last."""
+    hashes = [w.sha256 for w in layers] + ([norm.sha256] if norm is not None else [])
+    return hashes[0] if len(hashes) == 1 else hashes
+
+
+def check_pin(spec: LLMSpec, layers: LayerWeights | list[LayerWeights], norm: FinalNorm | None = None) -> LLMSpec:
+    """A sha256 in the spec pins the tensors: refuse others; returns the spec with the loaded tensors' hashes."""
+    loaded = pinned_hashes([layers] if isinstance(layers, LayerWeights) else layers, norm)
+    if spec.sha256 is not None and loaded != spec.sha256:
         raise LLMWeightsError(
-            f"layer {spec.layer} of {spec.source!r} hashes to {weights.sha256}, but the plans pin {spec.sha256}: the "
+            f"layer {spec.layer} of {spec.source!r} hashes to {loaded}, but the plans pin {spec.sha256}: the "
             f"weights changed. Restore them, or remove 'sha256' from the plans' llm entry to accept the new ones "
             f"(then write the plans again).")
-    return spec.replace(sha256=weights.sha256)
+    return spec.replace(sha256=loaded)
+
+
+def extract_layer(spec: LLMSpec, out_path: str | os.PathLike, echo=print) -> Path:
+    """Write the spec's layer(s) (``depth``) plus its config, and the final norm when ``spec.final_norm``, into a
+    standalone safetensors file (atomically)."""
+    spec = spec if spec.config is not None else spec.replace(config=read_config(spec.source, spec.revision))
+    norm = load_final_norm(spec, echo=echo) if spec.final_norm else None
+    return write_extracted(load_layers(spec, echo=echo), out_path, norm)
 
 
 def resolve_spec(spec: LLMSpec) -> LLMSpec:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..core.errors import did_you_mean
 from ..core.files import atomic_path, check_checkpoint_file, exclusive, write_json
+from ..core.spec import spec_from_entry
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
 from ..nnunet.results import DEFAULT_PLANS, TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
 from .cases import IN_DOMAIN, CompareError, check_same_cases, validation_cases
@@ -62,6 +63,7 @@ class CompareRequest:
     seed: int = 0
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     device: str = "auto"
+    by_layer: str | None = None  # "strict": one series of plans that differ only in their layer; "series": several
 
 
 @dataclass
@@ -81,6 +83,8 @@ class Prepared:
     reader_name: str
     efficiency: dict
     out: Path
+    layer_series: dict | None = None  # variant label -> its series (by-layer reports)
+    specs: dict | None = None
 
 
 def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, float]:
@@ -160,7 +164,15 @@ def prepare(request: CompareRequest) -> Prepared:
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise CompareError(f"a variant is listed twice: {labels}.")
+    specs = {v.label: None if v.llm_entry() is None else spec_from_entry(v.llm_entry(), str(v.folder / "plans.json"))
+             for v in variants}
+    if request.by_layer and request.reference is None and sum(s is None for s in specs.values()) == 1:
+        request.reference = next(v.label for v in variants if specs[v.label] is None)  # Δ to plain nnU-Net
     reference = pick_reference(variants, request.reference)
+    layer_series = None
+    if request.by_layer:
+        from .layers import check_series
+        layer_series = check_series(specs, {v.label: v.trainer for v in variants}, request.by_layer == "strict")
     rule = check_labels(variants)
     dataset_json = variants[0].dataset_json
     folds = parse_folds(request.folds, name)
@@ -184,14 +196,14 @@ def prepare(request: CompareRequest) -> Prepared:
     ext_cases = {ext.name: check_external(ext, dataset_json, rule, reader_writer_cls()) for ext in externals}
     costs = {v.label: efficiency(v) for v in variants}
     return Prepared(request, name, variants, reference, rule, folds, tolerances, externals, ext_cases, in_domain,
-                    reader_writer_cls.__name__, costs, out)
+                    reader_writer_cls.__name__, costs, out, layer_series, specs)
 
 
 def run_compare(request: CompareRequest, echo=print) -> dict:
     """Check, then (holding the report folder's lock) predict the other sets, score, test and write the report."""
     prepared = prepare(request)
     out = prepared.out
-    with exclusive(out.parent / f".{out.name}.lock", f"the report folder {out}", echo):
+    with exclusive(out / ".compare.lock", f"the report folder {out}", echo):
         return _run(prepared, echo)
 
 
@@ -209,13 +221,19 @@ def _run(p: Prepared, echo) -> dict:
         task = progress.add_task("predictions of the other sets (nnUNetv2_predict)",
                                  total=len(p.externals) * len(p.variants))
         say = lambda m: progress.console.print(m, markup=False, highlight=False)  # noqa: E731
+        timings: dict[str, list[float]] = {v.label: [] for v in p.variants}
         for ext in p.externals:
             cases = p.external_cases[ext.name]
             sets[ext.name] = {}
             for v in p.variants:
-                predictions = predict_external(v, ext, cases, p.folds, p.out, device, say)
-                sets[ext.name][v.label] = external_cases(ext, predictions, cases, v.dataset_json["file_ending"])
+                predicted = predict_external(v, ext, cases, p.folds, p.out, device, say)
+                sets[ext.name][v.label] = external_cases(ext, predicted.folder, cases, v.dataset_json["file_ending"])
+                if predicted.seconds_per_case is not None:
+                    timings[v.label].append(predicted.seconds_per_case)
                 progress.advance(task)
+    for label, seconds in timings.items():
+        p.efficiency[label]["seconds_per_case"] = sum(seconds) / len(seconds) if seconds else None
+        p.efficiency[label]["device"] = device if seconds else None
     case_lists = {s: check_same_cases(by, s) for s, by in sets.items()}
     scores: dict[str, dict] = {}
     score_start = time.monotonic()
@@ -253,12 +271,22 @@ def _run(p: Prepared, echo) -> dict:
                    "seconds_per_case": score_seconds / scored if scored else math.nan,
                    "seconds_total": time.monotonic() - start},
     }
-    markdown = markdown_report(report)
+    figures, first = [], []
+    if p.layer_series is not None:
+        from .layers import layer_rows, layers_figure, which_layer, write_layers_csv
+        rows, plain = layer_rows(report, p.specs, p.layer_series)
+        write_layers_csv(p.out / "layers.csv", rows)
+        figures += [layers_figure(p.out / ("layers.png" if s == IN_DOMAIN else f"layers_{s}.png"), rows, report, s,
+                                  plain) for s in report["sets"]]
+        first = which_layer(rows, plain, IN_DOMAIN)
+        report["layers"] = [r.__dict__ for r in rows]
+    markdown = markdown_report(report, first)
     write_json(p.out / "report.json", json_safe(report), indent=2)
     with atomic_path(p.out / "report.md") as tmp:
         Path(tmp).write_text(markdown + "\n")
     write_cases_csv(p.out / "cases.csv", scores, summaries, p.rule.keys, case_folds)
-    figures = save_figures(p.out, report, scores, p.rule.keys)
+    figures += save_figures(p.out, report, scores, p.rule.keys)
     echo(markdown)
-    echo(f"wrote {p.out / 'report.md'}, report.json, cases.csv and {len(figures)} figures in {p.out}")
+    echo(f"wrote {p.out / 'report.md'}, report.json, cases.csv{', layers.csv' if first else ''} and {len(figures)} "
+         f"figures in {p.out}")
     return report

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,26 +110,36 @@ def checkpoint_stamp(variant: TrainedVariant, folds: list) -> list:
     return [[str(f), variant.checkpoint(f).stat().st_mtime_ns] for f in folds]
 
 
-def cached_prediction(out: Path, stamp: dict, ending: str) -> bool:
-    """Whether ``out`` holds a complete prediction for ``stamp``: its marker matches and every case it lists is there."""
+def cached_prediction(out: Path, stamp: dict, ending: str) -> dict | None:
+    """The marker of ``out`` when it holds a complete prediction for ``stamp`` (the marker matches and every case it
+    lists is there), else None. The marker also records how long the prediction took."""
     marker = out / MARKER
     try:
         recorded = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return recorded == stamp and all((out / f"{c}{ending}").is_file() for c in stamp["cases"])
+        return None
+    if not isinstance(recorded, dict) or {k: recorded.get(k) for k in stamp} != stamp:
+        return None
+    return recorded if all((out / f"{c}{ending}").is_file() for c in stamp["cases"]) else None
+
+
+@dataclass(frozen=True)
+class Predicted:
+    folder: Path
+    seconds_per_case: float | None  # wall time of nnUNetv2_predict (its start-up included) per image it predicted
 
 
 def predict_external(variant: TrainedVariant, ext: External, cases: list[str], folds: list, out_root: Path,
-                     device: str, echo) -> Path:
-    """The variant's ensemble prediction of ``ext`` with the stock ``nnUNetv2_predict``, run once and cached. The
-    caller holds the report folder's lock, so folders named ``.*.partial`` here are a killed run's: removed."""
+                     device: str, echo) -> Predicted:
+    """The variant's ensemble prediction of ``ext`` with the stock ``nnUNetv2_predict``, run once, timed and cached.
+    The caller holds the report folder's lock, so folders named ``.*.partial`` here are a killed run's: removed."""
     ending = variant.dataset_json["file_ending"]
     out = out_root / "external" / ext.name / variant.label
     stamp = {"folds": checkpoint_stamp(variant, folds), "images": str(ext.images), "cases": cases}
-    if cached_prediction(out, stamp, ending):
+    cached = cached_prediction(out, stamp, ending)
+    if cached is not None:
         echo(f"reusing {variant.label}'s predictions of {ext.name} ({out})")
-        return out
+        return Predicted(out, cached.get("seconds_per_case"))
     for stale in out.parent.glob(f".{variant.label}.*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
     partial = out.with_name(f".{variant.label}.{uuid.uuid4().hex[:12]}.partial")
@@ -139,7 +150,9 @@ def predict_external(variant: TrainedVariant, ext: External, cases: list[str], f
         cmd += ["-npp", "0", "-nps", "0"]
     echo(f"predicting {ext.name} with {variant.label} (folds {' '.join(map(str, folds))}) ...")
     try:
+        start = time.perf_counter()
         proc = subprocess.run(cmd, env=with_our_trainers(dict(os.environ)), capture_output=True, text=True)
+        seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise CompareError(f"nnUNetv2_predict for {variant.label} on {ext.name} failed (exit {proc.returncode}):\n"
                                + (proc.stdout + proc.stderr)[-3000:])
@@ -147,13 +160,17 @@ def predict_external(variant: TrainedVariant, ext: External, cases: list[str], f
         if absent:
             raise CompareError(f"nnUNetv2_predict for {variant.label} on {ext.name} wrote no prediction for "
                                f"{', '.join(absent[:5])}; see its output above, or predict again.")
-        write_json(partial / MARKER, stamp)  # last: a marker means every prediction it lists is complete
+        predicted = len(list(partial.glob(f"*{ending}")))
+        per_case = seconds / predicted
+        # last: a marker means every prediction it lists is complete
+        write_json(partial / MARKER, {**stamp, "seconds": round(seconds, 3), "seconds_per_case": round(per_case, 4),
+                                      "device": device})
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return out
+    return Predicted(out, per_case)
 
 
 def external_cases(ext: External, predictions: Path, cases: list[str], ending: str) -> dict[str, Case]:

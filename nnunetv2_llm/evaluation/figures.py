@@ -39,6 +39,8 @@ def save_figures(out: Path, report: dict, report_scores: dict, keys: list[str]) 
         if len(entry["variants"]) > 1:
             written.append(significance(out / f"significance_{tag}.png", set_name, entry,
                                         report["num_comparisons"]))
+    from .efficiency import efficiency_figure
+    written.append(efficiency_figure(out / "efficiency.png", report, "in-domain"))
     return written
 
 

@@ -130,8 +130,11 @@ def _generalisation_table(report: dict) -> list[str]:
     return lines + [""]
 
 
-def markdown_report(report: dict) -> str:
-    lines = [f"# nnunetv2-llm compare: {report['dataset']} {report['configuration']}", "",
+def markdown_report(report: dict, first: list[str] = ()) -> str:
+    """report.md: ``first`` (a sweep's "Which layer?"), the explanation, a table per case set, in-domain against the
+    other sets, and accuracy against cost."""
+    from .efficiency import efficiency_table
+    lines = [f"# nnunetv2-llm compare: {report['dataset']} {report['configuration']}", "", *first,
              f"Reference: **{report['reference']}**. Folds: {' '.join(map(str, report['folds']))}. Values are means "
              f"over cases (each case: mean over {report['targets_note']}); Δ = variant - reference with a bootstrap "
              f"95% CI ({report['bootstrap_resamples']} resamples, seed {report['seed']}); p = paired Wilcoxon "
@@ -143,6 +146,7 @@ def markdown_report(report: dict) -> str:
         lines += _set_table(report, set_name, entry)
     if len(report["sets"]) > 1:
         lines += _generalisation_table(report)
+    lines += efficiency_table(report, IN_DOMAIN)
     return "\n".join(lines)
 
 

@@ -50,12 +50,12 @@ def load_plans(dataset, plans_identifier: str, trainer: str | None, configuratio
     from pathlib import Path
 
     from ..core.files import read_json
-    from .results import ResultsError, dataset_name, preprocessed_folder, results_folder
+    from .results import ResultsError, dataset_name, preprocessed_folder, read_dataset_json, results_folder
     name = dataset_name(dataset)
     if trainer is not None and os.environ.get("nnUNet_results"):
         run = results_folder(name, trainer, plans_identifier, configuration)
         if (run / "plans.json").is_file():
-            source = PlansSource(read_json(run / "plans.json"), read_json(run / "dataset.json"),
+            source = PlansSource(read_json(run / "plans.json"), read_dataset_json(run / "dataset.json"),
                                  str(run / "plans.json"), True)
             return _with_configuration(source, configuration)
     folder = preprocessed_folder(dataset)
@@ -65,7 +65,7 @@ def load_plans(dataset, plans_identifier: str, trainer: str | None, configuratio
                                                                               "splits_final"))
         raise ResultsError(f"no plans {plans_identifier!r} for {name} in {folder} (found: {found or 'none'}); run "
                            f"`nnUNetv2_plan_and_preprocess -d {dataset}` or pass -p with one of those.")
-    return _with_configuration(PlansSource(read_json(plans_file), read_json(folder / "dataset.json"),
+    return _with_configuration(PlansSource(read_json(plans_file), read_dataset_json(folder / "dataset.json"),
                                            str(plans_file), False), configuration)
 
 

@@ -9,6 +9,7 @@ and ``sweep plan`` both go through :func:`write_llm_plans`.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import pydoc
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 from ..core.errors import UserError, did_you_mean
 from ..core.files import write_json
 from ..core.models import MODELS
-from ..core.spec import PLANS_KEY, LLMSpec, check_layers, parse_layers
+from ..core.spec import LORA_ALPHA, LORA_TARGETS, PLANS_KEY, LLMSpec, check_layers, parse_layers
 from ..core.variants import load_variant
 from .results import preprocessed_folder
 
@@ -134,6 +135,18 @@ def variant_tag(spec: LLMSpec) -> str:
         parts.append("bf16")
     if spec.stage != -1:
         parts.append(f"stage{spec.stage}")
+    if spec.depth > 1:
+        parts.append(f"d{spec.depth}")
+    if spec.lora_rank:
+        targets = "" if tuple(spec.lora_targets) == LORA_TARGETS else \
+            "t" + hashlib.sha256(",".join(spec.lora_targets).encode()).hexdigest()[:4]
+        alpha = "" if spec.lora_alpha == LORA_ALPHA else f"a{spec.lora_alpha:g}"
+        dropout = "" if not spec.lora_dropout else f"p{spec.lora_dropout:g}"
+        parts.append(f"lora{spec.lora_rank}{alpha}{dropout}{targets}")
+    if spec.gate:
+        parts.append("gate")
+    if spec.final_norm:
+        parts.append("fnorm")
     return "".join(f"-{p}" for p in parts)
 
 
@@ -150,6 +163,19 @@ class PlansRequest:
     output: str | None = None
 
 
+def check_lora_targets(spec: LLMSpec) -> None:
+    """LoRA's target names must be linears of the model's decoder layer (built on the meta device: no memory)."""
+    import torch
+
+    from ..core.block import build_decoder_layer, hf_config, linear_names
+    with torch.device("meta"):
+        names = linear_names(build_decoder_layer(hf_config(spec.config), spec.layer))
+    unknown = sorted(set(spec.lora_targets) - set(names))
+    if unknown:
+        raise PlanningError(f"--lora-targets {','.join(unknown)}: not linears of {spec.source}'s decoder layer; its "
+                            f"linears are {', '.join(names)}.")
+
+
 @dataclass
 class PlannedSpecs:
     specs: list[LLMSpec]
@@ -164,16 +190,23 @@ def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str =
     options = {**(variant.options if variant else {}), **request.options}
     source, config = _model(llm, options.get("revision"))
     n_layers = config.get("num_hidden_layers")
-    from ..core.weights import extracted_layer
-    in_file = extracted_layer(source)
+    from ..core.weights import extracted_layers, source_kind
+    held = extracted_layers(source) if source_kind(source) == "extracted" else None
+    if held is not None and len(held) > 1:
+        options.setdefault("depth", len(held))  # a file of several layers was extracted for a block of them
+    depth = options.get("depth", 1)
+    starts = None if n_layers is None else n_layers - depth + 1  # 'last' / 'all': start layers of a full block
     asked = request.layers if request.layers is not None else (variant.layer if variant else None)
-    layers = asked if isinstance(asked, list) or asked is None else parse_layers(asked, n_layers)
-    if in_file is not None and layers is not None and layers != [in_file]:
-        raise PlanningError(f"--llm {llm} holds only layer {in_file} (a file from `nnunetv2-llm extract`), not "
-                            f"--layer {','.join(map(str, layers))}. Drop --layer, or extract the layer you want "
-                            f"(`nnunetv2-llm extract --layer N`).")
-    if in_file is not None:
-        layers = [in_file]
+    layers = asked if isinstance(asked, list) or asked is None else parse_layers(asked, starts)
+    if held is not None:
+        fitting = [i for i in held if all(j in held for j in range(i, i + depth))]
+        layers = layers or fitting[:1]
+        if not fitting or any(i not in fitting for i in layers):
+            what = f"only layer {held[0]}" if len(held) == 1 else f"layers {held[0]}..{held[-1]}"
+            asked_for = f"--layer {','.join(map(str, layers))}" + (f" with --depth {depth}" if depth > 1 else "")
+            raise PlanningError(f"--llm {llm} holds {what} (a file from `nnunetv2-llm extract`), not {asked_for}. "
+                                f"Drop --layer, or extract what you want (`nnunetv2-llm extract --layer N"
+                                f"{' --depth D' if depth > 1 else ''}`).")
     elif layers is None and llm in MODELS:
         layers = [MODELS[llm].layer]
     elif layers is None:
@@ -181,6 +214,8 @@ def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str =
                             f"required" + (f": 0..{n_layers - 1}, or last / all." if n_layers else "."))
     check_layers(layers, n_layers, llm, " Pass --layer within that range.")
     specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
+    if specs[0].lora_rank:
+        check_lora_targets(specs[0])
 
     width = max(2, len(str((n_layers or max(layers) + 1) - 1)))
     if request.output:
@@ -242,28 +277,29 @@ def trained_folds(dataset_name: str, plans_name: str) -> list[Path]:
 
 
 def extract_into(specs: list[LLMSpec], names: list[str], weights_dir: Path) -> list[LLMSpec]:
-    """Fetch each pretrained layer once into ``weights_dir/NAME.safetensors`` and point the spec at that file,
-    pinned by its sha256: every job trained from these plans then reads the same tensors, and none of them
-    touches the hub. A file already there for the same source and layer is reused."""
-    from ..core.weights import LLMWeightsError, extract_layer, load_extracted
+    """Fetch each block's pretrained layer(s) (and final norm) once into ``weights_dir/NAME.safetensors`` and point
+    the spec at that file, pinned by its sha256: every job trained from these plans then reads the same tensors,
+    and none of them touches the hub. A file already there for the same source and layers is reused."""
+    from ..core.weights import LLMWeightsError, extract_layer, load_extracted, load_final_norm, load_layers, \
+        pinned_hashes
     out = []
     for spec, name in zip(specs, names):
         if not spec.loads_pretrained:
             out.append(spec)
             continue
         path = (Path(weights_dir) / f"{name}.safetensors").resolve()
-        weights = None
-        if path.is_file():
-            try:
-                weights = load_extracted(path)
-            except LLMWeightsError:
-                weights = None
-            if weights is not None and (weights.source, weights.layer) != (spec.source, spec.layer):
-                weights = None
-        if weights is None:
+        local = spec.replace(source=str(path), sha256=None)
+        try:
+            first = load_extracted(path, spec.layer) if path.is_file() else None
+            if first is None or first.source != spec.source:
+                raise LLMWeightsError("not this spec's file")
+            layers = load_layers(local)
+            norm = load_final_norm(local) if spec.final_norm else None
+        except LLMWeightsError:
             extract_layer(spec, path)
-            weights = load_extracted(path)
-        out.append(spec.replace(source=str(path), sha256=weights.sha256))
+            layers = load_layers(local)
+            norm = load_final_norm(local) if spec.final_norm else None
+        out.append(local.replace(sha256=pinned_hashes(layers, norm)))
     return out
 
 

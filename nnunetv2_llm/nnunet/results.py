@@ -40,10 +40,13 @@ def dataset_name(dataset) -> str:
     preprocessed and results folders); anything else is refused with the datasets that exist."""
     from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets
     text = str(dataset).strip()
-    if re.fullmatch(r"Dataset\d{3}_.+", text):
-        return text
     known = _known_datasets()
     listing = f" (datasets found: {', '.join(known) or 'none'})"
+    if re.fullmatch(r"Dataset\d{3}_.+", text):
+        if text not in known:
+            raise ResultsError(f"-d {text}: no such dataset in nnUNet_raw, nnUNet_preprocessed or nnUNet_results"
+                               f"{listing}.{did_you_mean(text, known)} Pass an id or the name of one of those.")
+        return text
     if not text.isdigit():
         raise ResultsError(f"-d {dataset!r} is neither a dataset id (e.g. 501) nor a dataset name (e.g. "
                            f"Dataset501_Name){listing}.{did_you_mean(text, known)}")
@@ -78,6 +81,16 @@ def preprocessed_folder(dataset) -> Path:
         raise ResultsError(f"-d {dataset}: {name} has no preprocessed data in {root}; run "
                            f"nnUNetv2_plan_and_preprocess -d {dataset_id(name)} first.")
     return folder
+
+
+def read_dataset_json(path: Path) -> dict:
+    """An nnU-Net dataset.json, checked for what every reader here needs ('labels', 'file_ending', 'channel_names')."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or "file_ending" not in data \
+            or not isinstance(data.get("channel_names", {}), dict):
+        raise ResultsError(f"{path} is not an nnU-Net dataset.json (it needs a 'labels' mapping, 'file_ending' and "
+                           f"'channel_names'); restore it from the raw dataset.")
+    return data
 
 
 # ---------------------------------------------------------------- folds
@@ -189,11 +202,7 @@ class TrainedVariant:
 
     @functools.cached_property
     def dataset_json(self) -> dict:
-        data = read_json(self.folder / "dataset.json")
-        if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or "file_ending" not in data:
-            raise ResultsError(f"{self.folder / 'dataset.json'} is not an nnU-Net dataset.json (it needs 'labels' and "
-                               f"'file_ending'); restore it from the raw dataset.")
-        return data
+        return read_dataset_json(self.folder / "dataset.json")
 
     def llm_entry(self):
         from ..core.spec import PLANS_KEY

@@ -28,7 +28,7 @@ from ..core.models import MODELS, model_spec
 from ..core.network import LLMUNet, unwrap
 from ..core.spec import PLANS_KEY, LLMSpec, LLMSpecError, describe_differences, spec_differences, spec_from_entry
 from ..core.variants import load_variant, variant_names
-from ..core.weights import LLMWeightsError, check_pin, load_layer
+from ..core.weights import LLMWeightsError, check_pin, load_final_norm, load_layers
 from . import pretrained
 from .lengths import LENGTHS
 
@@ -87,8 +87,10 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         super().initialize()
         block = unwrap(self.network).llm
         if weights is not None:
-            block.load_pretrained(weights.tensors)
-            if spec.init == "pretrained" and not any(p.detach().abs().sum() > 0 for p in block.layer.parameters()):
+            layers, norm = weights
+            block.load_pretrained([w.tensors for w in layers], None if norm is None else norm.weight)
+            if spec.init == "pretrained" and not any(t.abs().sum() > 0 for layer in block.pretrained_tensors()
+                                                     for t in layer.values()):
                 raise LLMWeightsError(f"layer {spec.layer} of {spec.source} loaded as all zeros: the block would be a "
                                       f"plain linear bottleneck. The source is broken; get a good copy of it.")
         self._log_llm(spec, weights)
@@ -102,12 +104,13 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         if not spec.loads_pretrained:
             return spec, None
         try:
-            weights = load_layer(spec, echo=self.print_to_log_file)
+            layers = load_layers(spec, echo=self.print_to_log_file)
+            norm = load_final_norm(spec, echo=self.print_to_log_file) if spec.final_norm else None
         except LLMWeightsError as e:
             raise LLMWeightsError(f"{type(self).__name__}: cannot load the pretrained LLM layer. {e}") from None
-        spec = check_pin(spec, weights)
+        spec = check_pin(spec, layers, norm)
         self._check_trained_folds(spec)
-        return spec, weights
+        return spec, (layers, norm)
 
     def _check_trained_folds(self, spec: LLMSpec) -> None:
         """Every fold of a results folder (and a fold resumed later) trains with the same tensors and wiring."""
@@ -128,8 +131,8 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         """The checkpoint holds the layer's weights and the spec (with sha256) they were trained with: ``--c`` and
         ``--val`` train and validate with that spec (refused when it is not the one planned), so the record in the
         results folder's plans.json stays intact and no pretrained layer is read again."""
-        checkpoint = (load_checkpoint(filename_or_checkpoint) if isinstance(filename_or_checkpoint, (str, Path))
-                      else filename_or_checkpoint)
+        checkpoint = (load_checkpoint(filename_or_checkpoint, mmap=True)  # a peek at the record: tensors stay on disk
+                      if isinstance(filename_or_checkpoint, (str, Path)) else filename_or_checkpoint)
         record = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
         if record is not None and not self.was_initialized:
             trained = LLMBlock.recorded_spec(record)
@@ -140,18 +143,28 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                     f"({describe_differences(differences, 'plans', 'trained')}); resume or validate it with the "
                     f"plans it trained with (its init_args hold them), or train these plans under another name.")
             self._checkpoint_spec = trained
-        super().load_checkpoint(checkpoint)
+        super().load_checkpoint(str(filename_or_checkpoint) if isinstance(filename_or_checkpoint, Path)
+                                else filename_or_checkpoint)
 
     def _log_llm(self, spec: LLMSpec, weights) -> None:
         net = unwrap(self.network)
         counts = parameter_counts(net)
         grid = net.token_grid(self.configuration_manager.patch_size)
-        origin = (f"sha256 {weights.sha256} from {', '.join(weights.files)}" if weights is not None else
-                  "weights from the checkpoint" if self._checkpoint_spec is not None else f"init {spec.init}")
+        if weights is not None:
+            layers, norm = weights
+            loaded = [(f"layer {w.layer}: ", w) for w in layers] + ([("final norm: ", norm)] if norm is not None else [])
+            origin = "; ".join(f"{name if len(loaded) > 1 else ''}sha256 {w.sha256} from {', '.join(w.files)}"
+                               for name, w in loaded)
+        else:
+            origin = "weights from the checkpoint" if self._checkpoint_spec is not None else f"init {spec.init}"
+        layers_named = f"layer {spec.layer}" if spec.depth == 1 else f"layers {spec.layer}..{spec.layer + spec.depth - 1}"
+        adaptations = (f", lora_rank={spec.lora_rank} on {','.join(spec.lora_targets)} (alpha {spec.lora_alpha:g})"
+                       if spec.lora_rank else "") + (", gate" if spec.gate else "") + \
+            (", final_norm" if spec.final_norm else "")
         self.print_to_log_file(
-            f"LLM block: {spec.source} layer {spec.layer} ({origin}); init={spec.init}, "
+            f"LLM block: {spec.source} {layers_named} ({origin}); init={spec.init}, "
             f"trainable={spec.trainable}, dtype={spec.dtype}, positions={spec.positions}, "
-            f"attention={spec.attention}, residual={spec.residual}, stage={net.stage}")
+            f"attention={spec.attention}, residual={spec.residual}, stage={net.stage}{adaptations}")
         self.print_to_log_file(
             f"LLM block: {math.prod(grid)} tokens ({'x'.join(map(str, grid))}) of hidden size "
             f"{net.llm.config.hidden_size} from {net.llm.proj_in.in_features} channels; parameters: "

@@ -173,14 +173,27 @@ ENTRYPOINT ["python", "{root}/predict.py"]
 
 
 PREDICT_PY = '''\
-"""Challenge entry point: predict every case of the input folder into the output folder (see README.md)."""
+"""Challenge entry point: predict every case of the input folder into the output folder (see README.md).
+
+Input and output folders from the arguments, else $INPUT_FOLDER / $OUTPUT_FOLDER, else the platforms' /input and
+/output.
+"""
+import argparse
+import os
 import sys
 from pathlib import Path
 
-from nnunetv2_llm.submission.runtime import container_main
+from nnunetv2_llm.submission.runtime import run_container
 
 if __name__ == "__main__":
-    sys.exit(container_main(Path(__file__).resolve().with_name("export.json")))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--input", default=os.environ.get("INPUT_FOLDER", "/input"))
+    parser.add_argument("--output", default=os.environ.get("OUTPUT_FOLDER", "/output"))
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--timings", help="write the per-case runtimes to this JSON file")
+    args = parser.parse_args()
+    sys.exit(run_container(Path(__file__).resolve().with_name("export.json"), Path(args.input), Path(args.output),
+                           args.device, Path(args.timings) if args.timings else None))
 '''
 
 

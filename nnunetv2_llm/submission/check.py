@@ -186,10 +186,10 @@ def check_submission(folder: str, input_dir: str | None = None, device: str = "c
     from ..nnunet.environment import cli_path
     folder = Path(folder).expanduser().resolve()
     record = load_record(folder)
-    verify_recorded(folder, record)
     if input_dir is not None and not Path(input_dir).is_dir():
         raise ExportError(f"-i {input_dir} is not a folder; pass a folder of cases in nnU-Net's naming "
                           f"(CASE_0000.ext), or leave -i out to use the dataset's imagesTs.")
+    verify_recorded(folder, record)
     if input_dir is None:
         raw = os.environ.get("nnUNet_raw")
         candidate = Path(raw) / record["dataset"] / "imagesTs" if raw else None

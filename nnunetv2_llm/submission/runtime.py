@@ -5,7 +5,6 @@ package's trainers, and nothing else (no hub, no LLM files, no network).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -180,16 +179,11 @@ def predict_folder(record: dict, model_folder: Path, input_dir: Path, output_dir
     return timings
 
 
-def container_main(record_file: Path, argv=None) -> int:
-    """``predict.py``: input and output folders from the arguments, else $INPUT_FOLDER/$OUTPUT_FOLDER, else the
-    platforms' /input and /output."""
+def run_container(record_file: Path, input_dir: Path, output_dir: Path, device: str = "auto",
+                  timings_file: Path | None = None) -> int:
+    """What ``predict.py`` runs: the model installed where the Dockerfile put it, every case of ``input_dir``
+    predicted into ``output_dir``; exit code 2 and one line for bad input or a model that is not installed."""
     from ..core.files import write_json
-    parser = argparse.ArgumentParser(description="Predict every case of the input folder (see README.md).")
-    parser.add_argument("--input", default=os.environ.get("INPUT_FOLDER", "/input"))
-    parser.add_argument("--output", default=os.environ.get("OUTPUT_FOLDER", "/output"))
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--timings", help="write the per-case runtimes to this JSON file")
-    args = parser.parse_args(argv)
     try:
         record = load_record(record_file.parent)
         results = os.environ.get("nnUNet_results")
@@ -199,10 +193,10 @@ def container_main(record_file: Path, argv=None) -> int:
         if not (model_folder / "plans.json").is_file():
             raise ExportError(f"no model in {model_folder}; install it with `nnUNetv2_install_pretrained_model_from_zip "
                               f"{MODEL_ZIP}` (the Dockerfile does this at build time).")
-        timings = predict_folder(record, model_folder, Path(args.input), Path(args.output), args.device)
+        timings = predict_folder(record, model_folder, input_dir, output_dir, device)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.timings:
-        write_json(args.timings, {"package": str(Path(__file__).resolve().parents[1]), "cases": timings})
+    if timings_file:
+        write_json(timings_file, {"package": str(Path(__file__).resolve().parents[1]), "cases": timings})
     return 0

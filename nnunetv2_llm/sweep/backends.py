@@ -76,6 +76,9 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
     trainers too) before this returns; a rerun resumes them."""
     submitit = import_submitit("local")
     executor = submitit.LocalExecutor(folder=sweep_dir / "local" / "%j")
+    # The job controllers write to their own log, not to this terminal (a Ctrl-C there would print their traceback).
+    (sweep_dir / "local").mkdir(parents=True, exist_ok=True)
+    setup = [f"exec 2>>{shlex.quote(str(sweep_dir / 'local' / 'controllers.log'))}"]
     slots = local_slots(jobs, options.gpus_per_job)
     results, todo, running = {}, list(jobs), {}
 
@@ -95,7 +98,8 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
                             echo(f"{job['id']}: held by another run (pid {state.get('pid', '?')} on "
                                  f"{state.get('host', '?')}); skipped")
                         continue
-                    executor.update_parameters(timeout_min=options.time, gpus_per_node=len(slot), visible_gpus=slot)
+                    executor.update_parameters(timeout_min=options.time, gpus_per_node=len(slot), visible_gpus=slot,
+                                               setup=setup)
                     running[i] = (job, executor.submit(run_job, job, str(sweep_dir)))
                     echo(f"started {job['id']}" + (f" on GPU {','.join(map(str, slot))}" if slot else ""))
             for i, (job, submitted) in list(running.items()):
@@ -112,11 +116,7 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
             if running:
                 time.sleep(1)
     except _Stop as e:
-        for job, submitted in running.values():
-            submitted.cancel(check=False)
-        deadline = time.time() + 30
-        while any(not s.done() for _, s in running.values()) and time.time() < deadline:
-            time.sleep(0.2)
+        stop_descendants()
         for job, _ in running.values():
             write_state(sweep_dir, job, "interrupted")
         raise KeyboardInterrupt(f"stopped by signal {e.signum}: {len(running)} running job(s) stopped") from None
@@ -124,6 +124,24 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
         for s, handler in previous.items():
             signal.signal(s, handler)
     return [results[j["id"]] for j in jobs]
+
+
+def stop_descendants(timeout: float = 30) -> None:
+    """SIGTERM to every process this one started (job controllers, jobs, their trainers): each job stops its
+    trainer's process tree; whatever is left after ``timeout`` seconds is killed."""
+    import psutil
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def slurm_parameters(options: RunOptions) -> dict:

@@ -121,12 +121,14 @@ def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
     model lands in the hub cache (the jobs then run offline). Returns (files, sha256)."""
     if spec is None or not spec.loads_pretrained:
         return None, None
-    key = (spec.source, spec.layer, spec.revision)
+    key = (spec.source, spec.layer, spec.depth, spec.final_norm, spec.revision)
     if key not in cache:
-        from ..core.weights import check_pin, load_layer
-        weights = load_layer(spec)
-        check_pin(spec, weights)
-        cache[key] = (", ".join(weights.files), weights.sha256)
+        from ..core.weights import check_pin, load_final_norm, load_layers
+        layers = load_layers(spec)
+        norm = load_final_norm(spec) if spec.final_norm else None
+        pinned = check_pin(spec, layers, norm).sha256
+        files = sorted({f for w in layers + ([norm] if norm else []) for f in w.files})
+        cache[key] = (", ".join(files), pinned)
     return cache[key]
 
 
@@ -216,16 +218,3 @@ def load_meta(sweep_dir: Path) -> dict:
 
 def load_sweep(sweep_dir: Path) -> list[dict]:
     return load_meta(sweep_dir)["jobs"]
-
-
-def compare_commands(sweep_dir: Path, jobs: list[dict]) -> list[list[str]]:
-    """One ``nnunetv2-llm compare`` per configuration, over every trainer x plans variant of the sweep."""
-    from ..nnunet.environment import cli_path
-    commands = []
-    for c in dict.fromkeys(j["configuration"] for j in jobs):
-        mine = [j for j in jobs if j["configuration"] == c]
-        variants = list(dict.fromkeys(f"{j['trainer']}__{j['plans']}" for j in mine))
-        folds = sorted({str(j["fold"]) for j in mine}, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
-        commands.append([cli_path("nnunetv2-llm"), "compare", "-d", mine[0]["dataset"], "-c", c, "-tr", *variants,
-                         "-f", *folds, "-o", str(sweep_dir / f"compare_{c}")])
-    return commands

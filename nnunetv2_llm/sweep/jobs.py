@@ -89,13 +89,21 @@ def trained_sha256(v: TrainedVariant) -> str | None:
     return entry.get("sha256")
 
 
-def _stop_group(process: subprocess.Popen) -> None:
+def _stop_tree(process: subprocess.Popen) -> None:
     """Stop the trainer and everything it started (its data-augmentation and export workers)."""
+    import psutil
     if process.poll() is None:
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            tree = psutil.Process(process.pid)
+            victims = [*tree.children(recursive=True), tree]
+        except psutil.NoSuchProcess:
+            victims = []
+        for victim in victims:
+            try:
+                victim.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=10)
     process.wait()
 
 
@@ -129,6 +137,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         return "held"
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    process = None
     try:
         if v.fold_state(job["fold"]).done:
             write_state(sweep_dir, job, "done")
@@ -137,12 +146,12 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         with open(logs / f"{job['id']}.log", "a") as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
             write_state(sweep_dir, job, "running", trainer_pid=process.pid)
             try:
                 rc = process.wait()
             finally:
-                _stop_group(process)  # on Ctrl-C, SIGTERM or a cancel from submitit, no trainer is left behind
+                _stop_tree(process)  # on Ctrl-C, SIGTERM or a cancel from submitit, no trainer is left behind
             result = "done" if rc == 0 and v.fold_state(job["fold"]).done else "failed"
             trained = trained_sha256(v) if job.get("llm_sha256") else None
             if trained is not None and trained != job["llm_sha256"]:
@@ -154,7 +163,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         write_state(sweep_dir, job, result, exit_code=rc)
         return result
     except BaseException:
-        write_state(sweep_dir, job, "interrupted")
+        write_state(sweep_dir, job, "interrupted", **({"trainer_pid": process.pid} if process is not None else {}))
         raise
     finally:
         lock.release()

@@ -1,0 +1,95 @@
+"""Accuracy next to its cost: each variant's mean Dice (with its CI) against trainable parameters, GFLOPs of one
+patch and, where it was measured, prediction time per case; the variants no other beats on both axes (the Pareto
+front) are marked. U-Bench's U-Score is not computed: its formula is not in the material available here."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .report import fmt
+
+# (key in report["efficiency"], axis label); lower cost is better on each.
+COSTS = (("trainable_M", "trainable parameters (M)"), ("gflops", "GFLOPs of one patch"),
+         ("seconds_per_case", "prediction time per case (s)"))
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (quality, cost) points, higher quality and lower cost being better: whether each is on the Pareto front,
+    i.e. no other point is at least as good on both and better on one. Points with a NaN are never on it."""
+    def bad(q, c):
+        return q is None or c is None or math.isnan(q) or math.isnan(c)
+    out = []
+    for i, (q, c) in enumerate(points):
+        if bad(q, c):
+            out.append(False)
+            continue
+        dominated = any(not bad(q2, c2) and q2 >= q and c2 <= c and (q2 > q or c2 < c)
+                        for j, (q2, c2) in enumerate(points) if j != i)
+        out.append(not dominated)
+    return out
+
+
+def efficiency_rows(report: dict, set_name: str) -> list[dict]:
+    """Per variant of one set: Dice with CI, each cost, and whether it is on the front for that cost."""
+    entry = report["sets"][set_name]
+    labels = list(entry["variants"])
+    rows = [{"variant": v, "dice": entry["variants"][v]["Dice"]["mean"], "ci_low": entry["variants"][v]["Dice"]["ci_low"],
+             "ci_high": entry["variants"][v]["Dice"]["ci_high"],
+             **{key: report["efficiency"].get(v, {}).get(key) for key, _ in COSTS}} for v in labels]
+    for key, _ in COSTS:
+        front = pareto_front([(r["dice"], r[key]) for r in rows])
+        for r, on in zip(rows, front):
+            r[f"front_{key}"] = on
+    return rows
+
+
+def efficiency_table(report: dict, set_name: str) -> list[str]:
+    rows = efficiency_rows(report, set_name)
+    measured = any(r["seconds_per_case"] is not None for r in rows)
+    lines = [f"## Accuracy and cost ({set_name})", "",
+             "Mean Dice (higher is better) with its bootstrap 95% CI over cases, against what each variant costs "
+             "(lower is better). * = on the Pareto front for that cost: no other variant has at least the Dice at "
+             "most the cost, and is better on one." + (" Prediction time: nnUNetv2_predict's wall time per case on "
+                                                       "the held-out / zero-shot sets, start-up included." if measured
+                                                       else ""), "",
+             "| variant | Dice [95% CI] | trainable M | GFLOPs |" + (" s / case |" if measured else ""),
+             "|---|---|---|---|" + ("---|" if measured else "")]
+    for r in rows:
+        cells = [f"{fmt(r['trainable_M'], 2)}{'*' if r['front_trainable_M'] else ''}",
+                 f"{fmt(r['gflops'], 2)}{'*' if r['front_gflops'] else ''}"]
+        if measured:
+            cells.append(f"{fmt(r['seconds_per_case'], 3)}{'*' if r['front_seconds_per_case'] else ''}")
+        lines.append(f"| {r['variant']} | {fmt(r['dice'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] | "
+                     + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def efficiency_figure(path: Path, report: dict, set_name: str) -> Path:
+    from matplotlib.figure import Figure
+
+    from .figures import _savefig, wrapped
+    rows = efficiency_rows(report, set_name)
+    axes_used = [(k, label) for k, label in COSTS if any(r[k] is not None for r in rows)]
+    fig = Figure(figsize=(4.6 * len(axes_used), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(axes_used), sharey=True, squeeze=False)[0]
+    markers = "osD^v<>pP*hX"
+    for ax, (key, label) in zip(axes, axes_used):
+        front = [r for r in rows if r[f"front_{key}"]]
+        for i, r in enumerate(rows):
+            if r[key] is None:
+                continue
+            ax.errorbar(r[key], r["dice"], yerr=[[r["dice"] - r["ci_low"]], [r["ci_high"] - r["dice"]]],
+                        fmt=markers[i % len(markers)], capsize=3, label=r["variant"],
+                        markeredgecolor="k" if r[f"front_{key}"] else "none", markersize=8)
+        if len(front) > 1:
+            ordered = sorted(front, key=lambda r: r[key])
+            ax.plot([r[key] for r in ordered], [r["dice"] for r in ordered], "k--", lw=0.8, label=None)
+        ax.set_xlabel(f"{label}, lower is better", fontsize=8)
+        ax.set_title(f"Dice vs {label.split(' (')[0]}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean Dice with 95% CI, higher is better", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, wrapped(labels, 40), loc="outside lower center", fontsize=7, ncols=min(3, len(labels)))
+    fig.suptitle(f"{set_name}: accuracy against cost; black-edged markers and dashed line = Pareto front", fontsize=10)
+    return _savefig(fig, path)

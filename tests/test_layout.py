@@ -1,0 +1,95 @@
+"""The architecture, as rules the code can be held to: roles are folders, imports go downwards, commands are thin.
+
+    core  <-  nnunet  <-  evaluation, submission, sweep  <-  commands
+
+``core`` (the spec, models, variants, weights, block, network, cost) imports nothing of the other folders; no
+library module imports ``commands`` or ``argparse``; the container's entry point loads only what predicting needs;
+building the command line loads no torch (so ``--help`` is quick).
+"""
+import ast
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "nnunetv2_llm"
+ROLES = ("core", "nnunet", "evaluation", "submission", "sweep", "commands")
+# What each role may import of the others (it may always import itself).
+ALLOWED = {"core": set(), "nnunet": {"core"}, "evaluation": {"core", "nnunet"}, "submission": {"core", "nnunet"},
+           "sweep": {"core", "nnunet"}, "commands": set(ROLES)}
+
+
+def imported_roles(path: Path) -> dict[str, list[str]]:
+    """The other roles a module imports (relative or absolute imports of this package), with the lines."""
+    from importlib.util import resolve_name
+    rel = path.relative_to(PACKAGE)
+    package = ".".join(("nnunetv2_llm", *rel.parent.parts))
+    targets = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module or ""
+            names = [base] if node.module else [f"{base}.{a.name}" for a in node.names]
+            targets += [(n, node.lineno) for n in names]
+        elif isinstance(node, ast.Import):
+            targets += [(a.name, node.lineno) for a in node.names]
+    found: dict[str, list[str]] = {}
+    for name, line in targets:
+        parts = name.split(".")
+        if parts[0] == "nnunetv2_llm" and len(parts) > 1 and parts[1] in ROLES and parts[1] != rel.parts[0]:
+            found.setdefault(parts[1], []).append(f"line {line}")
+    return found
+
+
+def modules(role: str) -> list[Path]:
+    return sorted((PACKAGE / role).glob("*.py"))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_imports_go_downwards(role):
+    assert modules(role), f"no modules in {role}/"
+    wrong = {f"{p.relative_to(PACKAGE)}": {r: lines for r, lines in imported_roles(p).items() if r not in ALLOWED[role]}
+             for p in modules(role)}
+    assert not {k: v for k, v in wrong.items() if v}, f"{role}/ may import only {sorted(ALLOWED[role])}"
+
+
+def test_the_rule_checker_sees_imports():
+    """The checker itself: it finds the imports the rules are about (else every rule passes vacuously)."""
+    assert "core" in imported_roles(PACKAGE / "nnunet" / "trainers.py")
+    assert {"core", "nnunet"} <= set(imported_roles(PACKAGE / "evaluation" / "compare.py"))
+    assert "evaluation" in imported_roles(PACKAGE / "commands" / "compare.py")
+
+
+def test_only_commands_parse_arguments():
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "commands":
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
+                   {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "argparse" not in imported, f"{path.relative_to(PACKAGE)} parses arguments: that belongs in commands/"
+
+
+def _loaded_after(statement: str) -> set[str]:
+    probe = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(proc.stdout.split())
+
+
+def test_the_command_line_builds_without_torch():
+    loaded = _loaded_after("from nnunetv2_llm.commands.cli import build_parser; build_parser()")
+    heavy = {"torch", "nnunetv2", "transformers", "matplotlib", "scipy", "monai", "SimpleITK"} & loaded
+    assert not heavy, f"building the parser imports {sorted(heavy)}: --help would wait for them"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nnunetv2_llm.commands.cli", "compare", "--help"], capture_output=True,
+                   check=True)
+    print(f"`nnunetv2-llm compare --help`: {time.perf_counter() - start:.2f} s")
+
+
+def test_the_container_entry_point_loads_only_what_predicting_needs():
+    loaded = _loaded_after("import nnunetv2_llm.submission.runtime")
+    unneeded = {m for m in loaded if m.startswith(("nnunetv2_llm.evaluation", "nnunetv2_llm.sweep",
+                                                   "nnunetv2_llm.commands", "nnunetv2_llm.nnunet.planning",
+                                                   "matplotlib", "submitit", "monai", "scipy"))}
+    assert not unneeded, sorted(unneeded)
