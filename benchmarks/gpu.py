@@ -46,9 +46,12 @@ BUDGET = {"gpu": {"overhead": 200, "latency": 20, "cli": 190, "ddp": 60},
 SIZES = {
     # scenario -> (batch: None = nnU-Net's planned one, case edge as a multiple of the patch, mirroring)
     "gpu": {"scenarios": {"2d-256": (None, 2.0, True), "2d-512": (None, 2.0, True), "3d-128": (None, 1.0, False)},
-            "compile": ["2d-256"], "reps": 5, "latency_edge": 256, "latency_reps": 50, "length": "_10epochs_20its"},
-    "rehearse": {"scenarios": {"2d-64": (2, 1.5, False)}, "compile": ["2d-64"], "reps": 2, "latency_edge": 64,
-                 "latency_reps": 5, "length": "_2epochs_5its"},
+            "compile": ["2d-256"], "reps": 5, "latency_edge": 256, "latency_reps": 50, "length": "_10epochs_20its",
+            "model": "llama-3.2-1b"},
+    # Every code path at the smallest sizes: a SmolLM2-shaped layer, one repetition (figures to check the script, not
+    # to quote).
+    "rehearse": {"scenarios": {"2d-64": (2, 1.0, False)}, "compile": ["2d-64"], "reps": 1, "latency_edge": 64,
+                 "latency_reps": 3, "length": "_2epochs_5its", "model": "smollm2-135m"},
 }
 PAPER_MS = {"plain": 5.0, "llm": 5.9}  # the paper's UNet vs UNet + LLaMA per image (Table 1's inference time)
 
@@ -116,9 +119,9 @@ def step_overhead(run: Run, deadline: float) -> dict:
 
     from nnunetv2_llm import model_spec
     sizes = SIZES[run.mode]
-    spec = model_spec("llama-3.2-1b")
+    spec = model_spec(sizes["model"])
     variants = {"fp32": spec, "bf16": spec.replace(dtype="bfloat16")}
-    out = {"llm": "llama-3.2-1b layer 14 shape, random weights, frozen", "scenarios": {},
+    out = {"llm": f"{sizes['model']} layer {spec.layer} shape, random weights, frozen", "scenarios": {},
            "bf16_vs_fp32_block_output": bf16_error(spec)}
     scenarios = _fingerprints()
     for name, (batch, case_factor, mirroring) in sizes["scenarios"].items():
@@ -164,7 +167,7 @@ def step_latency(run: Run, deadline: float) -> dict:
     edge, reps = SIZES[run.mode]["latency_edge"], SIZES[run.mode]["latency_reps"]
     plans = default_plans(_fingerprints()["2d-256" if edge == 256 else "2d-64"].fingerprint)
     nets = {"plain": build_unet(plans, DATASET_JSON, "2d").network,
-            "llm": build_unet(plans, DATASET_JSON, "2d", model_spec("llama-3.2-1b")).network}
+            "llm": build_unet(plans, DATASET_JSON, "2d", model_spec(SIZES[run.mode]["model"])).network}
     device = torch.device(run.device)
     x = torch.randn(1, 1, edge, edge, device=device)
     times = {v: [] for v in nets}
@@ -180,7 +183,8 @@ def step_latency(run: Run, deadline: float) -> dict:
             if _left(deadline) < 0:
                 break
     medians = {v: common.median(t) for v, t in times.items()}
-    return {"input": f"1x1x{edge}x{edge}", "reps": len(times["plain"]), "median_ms": medians,
+    return {"input": f"1x1x{edge}x{edge}", "llm": SIZES[run.mode]["model"], "reps": len(times["plain"]),
+            "median_ms": medians,
             "ratio": medians["llm"] / medians["plain"], "paper_ms": PAPER_MS,
             "paper_ratio": PAPER_MS["llm"] / PAPER_MS["plain"],
             "note": "nnU-Net's 2D U-Net of 256x256 plans (not the paper's UNet), forward pass at batch 1, fp16 "
@@ -266,8 +270,6 @@ def _prepare_cli(root: Path, length: str, device: str) -> dict:
     (ext / "gpu_check_trainers.py").write_text(CHECK_TRAINERS.replace("{length}", length))
     env = nnunet_cli_env(root / "raw", root / "preprocessed", root / "results", device)
     env["nnUNet_extTrainer"] = os.pathsep.join([env["nnUNet_extTrainer"], str(ext)])
-    if device == "cpu":
-        env["nnUNet_n_proc_DA"] = "0"
     for key in ("raw", "preprocessed", "results"):
         (root / key).mkdir()
     make_dataset(root / "raw", 701, dim=2, num_train=20, num_test=4, seed=0)
@@ -292,8 +294,9 @@ def step_cli(run: Run, deadline: float, work: Path) -> dict:
     results = root / "results" / "Dataset701_Synth2D"
     for trainer in ("GpuCheckPlain", "GpuCheckSmolLM2"):
         start = time.monotonic()
-        _cli([cli_path("nnUNetv2_train"), "701", "2d", "0", "-tr", trainer, "-device", run.device], env, deadline,
-             log)
+        # one data-augmentation process on the CPU (nnU-Net's planner must not see this setting, it crashes on 0)
+        _cli([cli_path("nnUNetv2_train"), "701", "2d", "0", "-tr", trainer, "-device", run.device],
+             {**env, **({"nnUNet_n_proc_DA": "0"} if run.device == "cpu" else {})}, deadline, log)
         (checks,) = _checks(results / f"{trainer}__nnUNetPlans__2d" / "fold_0")
         summary = json.loads((results / f"{trainer}__nnUNetPlans__2d" / "fold_0" / "validation" / "summary.json")
                              .read_text())
@@ -360,7 +363,8 @@ def readme_table(results: dict) -> str:
              f"on {device} ({results['machine']['device']}); torch {results['machine']['torch']}.", ""]
     overhead = results["steps"].get("overhead", {})
     if overhead.get("status") == "done":
-        lines += ["| scenario | batch | train +LLM fp32 | train +LLM bf16 | predict +LLM fp32 | predict +LLM bf16 | "
+        lines += [f"Ratios to plain nnU-Net ({overhead['llm']}), medians of interleaved repetitions:", "",
+                  "| scenario | batch | train +LLM fp32 | train +LLM bf16 | predict +LLM fp32 | predict +LLM bf16 | "
                   "max allocated plain / fp32 / bf16 (MiB) |", "|---|---|---|---|---|---|---|"]
         for name, e in overhead["scenarios"].items():
             if "variants" not in e:
@@ -377,7 +381,7 @@ def readme_table(results: dict) -> str:
     latency = results["steps"].get("latency", {})
     if latency.get("status") == "done":
         m = latency["median_ms"]
-        lines.append(f"Per-image forward ({latency['input']}): plain {m['plain']:.2f} ms, +LLaMA {m['llm']:.2f} ms "
+        lines.append(f"Per-image forward ({latency['input']}): plain {m['plain']:.2f} ms, +{latency['llm']} {m['llm']:.2f} ms "
                      f"({latency['ratio']:.2f}x; the paper: 5.0 -> 5.9 ms, {latency['paper_ratio']:.2f}x).")
     cli = results["steps"].get("cli", {})
     if cli.get("status") == "done":

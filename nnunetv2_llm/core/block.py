@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-from .spec import LLMSpec, LLMSpecError, describe_differences, spec_differences
+from .spec import LLMSpec, LLMSpecError, refuse_another_block
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 EXTRA_STATE = "_extra_state"  # torch's state-dict key suffix of a module's extra state
@@ -273,14 +273,12 @@ class LLMBlock(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         """Refuse weights trained with a different computation than the spec this block was built from."""
         trained = self.recorded_spec(state)
-        differences = spec_differences(self.spec, trained)
-        if differences:
-            raise LLMSpecError(
-                f"these weights were trained with a different LLM block than the plans describe ("
-                f"{describe_differences(differences, 'plans', 'trained')}). The results folder's plans.json was "
-                f"edited or replaced after training, or folds of different plans are mixed: restore plans.json "
-                f"(the checkpoint's init_args hold the plans it trained with), or predict each fold with its own "
-                f"plans.")
+        refuse_another_block(
+            self.spec, trained,
+            "these weights were trained with a different LLM block than the plans describe ({differences}). The "
+            "results folder's plans.json was edited or replaced after training, or folds of different plans are "
+            "mixed: restore plans.json (the checkpoint's init_args hold the plans it trained with), or predict each "
+            "fold with its own plans.")
         self.trained_spec = trained
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,

@@ -217,6 +217,14 @@ def describe_differences(differences, first: str, second: str) -> str:
     return "; ".join(f"{name}: {first} {short(x)}, {second} {short(y)}" for name, x, y in differences)
 
 
+def refuse_another_block(expected: LLMSpec, other: LLMSpec, message: str, first: str = "plans",
+                         second: str = "trained", error=LLMSpecError) -> None:
+    """Raise ``message`` (its ``{differences}`` filled in) when the two specs compute different blocks."""
+    differences = spec_differences(expected, other)
+    if differences:
+        raise error(message.replace("{differences}", describe_differences(differences, first, second)))
+
+
 def spec_from_entry(entry, where: str) -> LLMSpec:
     """The spec stored in a plans file's ``llm`` entry; a bad entry is an error that says ``where`` it is."""
     if not isinstance(entry, dict):

@@ -91,17 +91,6 @@ def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
     return plans
 
 
-def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
-    """The source plans renamed, with the spec in every configuration that defines a network."""
-    plans = copy.deepcopy(source)
-    plans["plans_name"] = name
-    with_network = _architecture_check(plans, spec)
-    for conf_name, conf in plans["configurations"].items():
-        if conf_name in with_network or PLANS_KEY in conf:  # an inheriting entry's own spec would shadow the new one
-            conf[PLANS_KEY] = spec.to_dict()
-    return plans
-
-
 # ---------------------------------------------------------------- specs and names
 
 def _model(llm: str, revision: str | None) -> tuple[str, dict]:

@@ -26,7 +26,7 @@ from ..core.cost import parameter_counts
 from ..core.files import load_checkpoint, read_json
 from ..core.models import MODELS, model_spec
 from ..core.network import LLMUNet, unwrap
-from ..core.spec import PLANS_KEY, LLMSpec, LLMSpecError, describe_differences, spec_differences, spec_from_entry
+from ..core.spec import PLANS_KEY, LLMSpec, LLMSpecError, refuse_another_block, spec_from_entry
 from ..core.variants import load_variant, variant_names
 from ..core.weights import LLMWeightsError, check_pin, load_final_norm, load_layers
 from . import pretrained
@@ -119,13 +119,12 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                  if results_plans.is_file() else None)
         if entry is None:
             return
-        differences = spec_differences(spec, spec_from_entry(entry, str(results_plans)))
-        if differences:
-            raise LLMWeightsError(
-                f"{results_plans} records folds trained with a different LLM block "
-                f"({describe_differences(differences, 'now', 'there')}); all folds of a run must train with the "
-                f"same tensors and wiring. Restore the weights and plans the first folds used, or train these "
-                f"plans under another name (`nnunetv2-llm plan -o NEW_NAME`).")
+        refuse_another_block(
+            spec, spec_from_entry(entry, str(results_plans)),
+            f"{results_plans} records folds trained with a different LLM block ({{differences}}); all folds of a run "
+            f"must train with the same tensors and wiring. Restore the weights and plans the first folds used, or "
+            f"train these plans under another name (`nnunetv2-llm plan -o NEW_NAME`).", "now", "there",
+            error=LLMWeightsError)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """The checkpoint holds the layer's weights and the spec (with sha256) they were trained with: ``--c`` and
@@ -136,12 +135,11 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         record = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
         if record is not None and not self.was_initialized:
             trained = LLMBlock.recorded_spec(record)
-            differences = spec_differences(self.planned_spec, trained)
-            if differences:
-                raise LLMSpecError(
-                    f"the checkpoint was trained with a different LLM block than the plans describe "
-                    f"({describe_differences(differences, 'plans', 'trained')}); resume or validate it with the "
-                    f"plans it trained with (its init_args hold them), or train these plans under another name.")
+            refuse_another_block(
+                self.planned_spec, trained,
+                "the checkpoint was trained with a different LLM block than the plans describe ({differences}); "
+                "resume or validate it with the plans it trained with (its init_args hold them), or train these "
+                "plans under another name.")
             self._checkpoint_spec = trained
         super().load_checkpoint(str(filename_or_checkpoint) if isinstance(filename_or_checkpoint, Path)
                                 else filename_or_checkpoint)
@@ -202,12 +200,11 @@ class BuiltinTrainer(nnUNetTrainerLLM):
         entry = self.configuration_manager.configuration.get(PLANS_KEY)
         if entry is not None:
             plans = self.plans_manager.plans_name
-            differences = spec_differences(spec, spec_from_entry(entry, f"plans {plans!r}"))
-            if differences:
-                raise LLMSpecError(
-                    f"{type(self).__name__} trains its built-in {self.model} layer, but plans {plans!r} carry another "
-                    f"LLM spec ({describe_differences(differences, 'built-in', 'plans')}). Train these plans with "
-                    f"-tr nnUNetTrainerLLM -p {plans}, or drop -p to train the built-in spec.")
+            refuse_another_block(
+                spec, spec_from_entry(entry, f"plans {plans!r}"),
+                f"{type(self).__name__} trains its built-in {self.model} layer, but plans {plans!r} carry another LLM "
+                f"spec ({{differences}}). Train these plans with -tr nnUNetTrainerLLM -p {plans}, or drop -p to train "
+                f"the built-in spec.", "built-in", "plans")
         return spec
 
 

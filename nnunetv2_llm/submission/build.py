@@ -61,7 +61,7 @@ def check_checkpoints(variant: TrainedVariant, folds: list) -> str:
     (sha256) and every fold must have trained with the plans' spec. Returns the line the submission's README states
     about the model's LLM layer."""
     from ..core.block import EXTRA_STATE, LLMBlock
-    from ..core.spec import describe_differences, spec_differences, spec_from_entry
+    from ..core.spec import refuse_another_block, spec_from_entry
     plans_file = variant.folder / "plans.json"
     entry = variant.llm_entry()
     spec = None if entry is None else spec_from_entry(entry, str(plans_file))
@@ -84,11 +84,10 @@ def check_checkpoints(variant: TrainedVariant, folds: list) -> str:
         if record is None:
             raise ExportError(f"{path} carries no LLM block: it was not trained with the plans in {plans_file}. "
                               f"Retrain fold {fold} (`{variant.train_command(fold)}`).")
-        differences = spec_differences(spec, LLMBlock.recorded_spec(record))
-        if differences:
-            raise ExportError(f"fold {fold} trained another LLM block than {plans_file} describes "
-                              f"({describe_differences(differences, 'plans', 'checkpoint')}); retrain the fold or "
-                              f"restore the plans it trained with.")
+        refuse_another_block(spec, LLMBlock.recorded_spec(record),
+                             f"fold {fold} trained another LLM block than {plans_file} describes ({{differences}}); "
+                             f"retrain the fold or restore the plans it trained with.", "plans", "checkpoint",
+                             error=ExportError)
     if spec is None:
         return "Plain nnU-Net model (no LLM block)."
     return (f"LLM layer {spec.layer} of {spec.source}, pinned by sha256 {spec.sha256}; every exported fold's "

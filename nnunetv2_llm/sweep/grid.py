@@ -44,13 +44,17 @@ def load_grid(path: str) -> dict:
     return grid
 
 
+def _check_keys(given, accepted, where: str) -> None:
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        hint = "".join(did_you_mean(k, accepted) for k in unknown)
+        raise SweepError(f"{where} has unknown keys {unknown}; accepted keys are {', '.join(accepted)}.{hint}")
+
+
 def check_grid(grid, where: str) -> None:
     if not isinstance(grid, dict):
         raise SweepError(f"{where} must hold a mapping with keys from {', '.join(GRID_KEYS)}.")
-    unknown = sorted(set(grid) - set(GRID_KEYS))
-    if unknown:
-        hint = "".join(did_you_mean(k, GRID_KEYS) for k in unknown)
-        raise SweepError(f"{where} has unknown keys {unknown}; accepted keys are {', '.join(GRID_KEYS)}.{hint}")
+    _check_keys(grid, GRID_KEYS, where)
 
 
 def _as_list(value) -> list:
@@ -88,10 +92,7 @@ def llm_requests(value) -> list:
     for entry in entries:
         if not isinstance(entry, dict):
             raise SweepError(f"llm: each entry must be a mapping of {', '.join(LLM_KEYS)}; got {entry!r}.")
-        unknown = sorted(set(entry) - set(LLM_KEYS))
-        if unknown:
-            hint = "".join(did_you_mean(k, LLM_KEYS) for k in unknown)
-            raise SweepError(f"llm: unknown keys {unknown}; accepted keys are {', '.join(LLM_KEYS)}.{hint}")
+        _check_keys(entry, LLM_KEYS, "llm: an entry")
         options = {k: entry[k] for k in SPEC_OPTIONS if k in entry}
         grid = [[(k, v) for v in _as_list(vals)] for k, vals in options.items()]
         for combination in itertools.product(*grid):
