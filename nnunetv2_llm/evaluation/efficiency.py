@@ -48,8 +48,8 @@ def efficiency_table(report: dict, set_name: str) -> list[str]:
     measured = any(r["seconds_per_case"] is not None for r in rows)
     lines = [f"## Accuracy and cost ({set_name})", "",
              "Mean Dice (higher is better) with its bootstrap 95% CI over cases, against what each variant costs "
-             "(lower is better). * = on the Pareto front for that cost: no other variant has at least the Dice at "
-             "most the cost, and is better on one." + (" Prediction time: nnUNetv2_predict's wall time per case on "
+             "(lower is better). * = on the Pareto front for that cost: no other variant has at least its Dice at no "
+             "more cost and is better in one of the two." + (" Prediction time: nnUNetv2_predict's wall time per case on "
                                                        "the held-out / zero-shot sets, start-up included." if measured
                                                        else ""), "",
              "| variant | Dice [95% CI] | trainable M | GFLOPs |" + (" s / case |" if measured else ""),

@@ -27,7 +27,8 @@ from .cases import IN_DOMAIN, Case, CompareError
 from .labels import LabelRule
 
 MARKER = ".nnunetv2-llm-prediction.json"
-KINDS = ("held-out", "zero-shot")  # same distribution as the training data, or a shifted one
+# The kinds of set: the training distribution, or a shifted one; and the flag that names each.
+FLAGS = {"held-out": "--held-out", "zero-shot": "--external"}
 CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -38,34 +39,38 @@ class External:
     labels: Path
     kind: str = "zero-shot"
 
+    @property
+    def flag(self) -> str:
+        return FLAGS[self.kind]
+
 
 def parse_external(item: str, dataset_json: dict, kind: str = "zero-shot") -> External:
     """``NAME=FOLDER``: a raw dataset (imagesTs+labelsTs, else imagesTr+labelsTr) or a folder holding those."""
-    ending = dataset_json["file_ending"]
+    ending, flag = dataset_json["file_ending"], FLAGS[kind]
     name, sep, folder = item.partition("=")
     if not sep or not name or not folder:
-        raise CompareError(f"--{kind} {item!r}: write NAME=FOLDER, e.g. --{kind} shifted=/data/Dataset601_X.")
+        raise CompareError(f"{flag} {item!r}: write NAME=FOLDER, e.g. {flag} shifted=/data/Dataset601_X.")
     if name == IN_DOMAIN or not all(c.isalnum() or c in "-_." for c in name):
-        raise CompareError(f"--{kind} {item!r}: NAME must use letters, digits, '-', '_', '.' and not be "
+        raise CompareError(f"{flag} {item!r}: NAME must use letters, digits, '-', '_', '.' and not be "
                            f"{IN_DOMAIN!r}.")
     root = Path(folder).expanduser().resolve()
     pairs = [(root / f"images{s}", root / f"labels{s}") for s in ("Ts", "Tr")]
     found = next(((i, lab) for i, lab in pairs if i.is_dir() and lab.is_dir()), None)
     if found is None:
-        raise CompareError(f"--{kind} {name}={folder}: no imagesTs+labelsTs (or imagesTr+labelsTr) folders in "
+        raise CompareError(f"{flag} {name}={folder}: no imagesTs+labelsTs (or imagesTr+labelsTr) folders in "
                            f"{root}. Point it at an nnU-Net raw dataset or a folder holding those two folders.")
     own = root / "dataset.json"
     if own.is_file():
         ext_json = read_json(own)
         if not isinstance(ext_json, dict) or ext_json.get("labels") != dataset_json["labels"]:
             labels = ext_json.get("labels") if isinstance(ext_json, dict) else ext_json
-            raise CompareError(f"--{kind} {name}: its dataset.json labels {labels} differ from the models' labels "
+            raise CompareError(f"{flag} {name}: its dataset.json labels {labels} differ from the models' labels "
                                f"{dataset_json['labels']}; a {kind} set needs the same labels.")
         if ext_json.get("file_ending", ending) != ending:
-            raise CompareError(f"--{kind} {name}: files end in {ext_json['file_ending']!r}, the models were "
+            raise CompareError(f"{flag} {name}: files end in {ext_json['file_ending']!r}, the models were "
                                f"trained on {ending!r}; convert the images first.")
     if not list(found[1].glob(f"*{ending}")):
-        raise CompareError(f"--{kind} {name}: {found[1]} holds no label files ending in {ending!r}.")
+        raise CompareError(f"{flag} {name}: {found[1]} holds no label files ending in {ending!r}.")
     return External(name, *found, kind=kind)
 
 
@@ -78,7 +83,7 @@ def check_external(ext: External, dataset_json: dict, rule: LabelRule, reader_wr
     for image in sorted(ext.images.glob(f"*{ending}")):
         match = CHANNEL.match(image.name[: -len(ending)])
         if match is None:
-            raise CompareError(f"--{ext.kind} {ext.name}: {image.name} is not named CASE_XXXX{ending} (nnU-Net's "
+            raise CompareError(f"{ext.flag} {ext.name}: {image.name} is not named CASE_XXXX{ending} (nnU-Net's "
                                f"naming of channel files); rename it.")
         channels.setdefault(match["case"], []).append(int(match["channel"]))
     cases = sorted(p.name[: -len(ending)] for p in ext.labels.glob(f"*{ending}"))
@@ -86,22 +91,22 @@ def check_external(ext: External, dataset_json: dict, rule: LabelRule, reader_wr
     for case in cases:
         given = sorted(channels.get(case, []))
         if not given:
-            raise CompareError(f"--{ext.kind} {ext.name}: the label {case}{ending} has no image "
+            raise CompareError(f"{ext.flag} {ext.name}: the label {case}{ending} has no image "
                                f"({ext.images}/{case}_0000{ending}); every label file needs its image.")
         if given != expected:
             raise CompareError(
-                f"--{ext.kind} {ext.name}: case {case} has {len(given)} channel file(s) "
+                f"{ext.flag} {ext.name}: case {case} has {len(given)} channel file(s) "
                 f"({', '.join(f'_{c:04d}' for c in given)}), the model takes {n_channels} "
                 f"({', '.join(f'_{c:04d}' for c in expected)}: {', '.join(dataset_json['channel_names'].values())}). "
                 f"Give each case exactly the model's channels.")
         seg, _ = reader_writer.read_seg(str(ext.labels / f"{case}{ending}"))
         image, _ = reader_writer.read_images([str(ext.images / f"{case}_{c:04d}{ending}") for c in expected])
         if seg.shape[1:] != image.shape[1:]:
-            raise CompareError(f"--{ext.kind} {ext.name}: the label {case}{ending} has shape {seg.shape[1:]}, its "
+            raise CompareError(f"{ext.flag} {ext.name}: the label {case}{ending} has shape {seg.shape[1:]}, its "
                                f"image {image.shape[1:]}; every label must cover its image voxel for voxel.")
         extra = sorted(set(np.unique(seg).astype(int).tolist()) - set(rule.values) - {0})
         if extra:
-            raise CompareError(f"--{ext.kind} {ext.name}: {case}{ending} holds labels {extra} that the models do not "
+            raise CompareError(f"{ext.flag} {ext.name}: {case}{ending} holds labels {extra} that the models do not "
                                f"know (they segment {sorted(rule.values)}); a {ext.kind} set needs the same labels.")
     return cases
 
