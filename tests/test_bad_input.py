@@ -177,6 +177,12 @@ def test_a_dataset_that_is_neither_an_id_nor_a_name(in_process_env, dataset_2d, 
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
 
 
+def test_a_mistyped_trainer_gets_the_closest_names(in_process_env, dataset_2d, capsys):
+    """Issue 22: `info -tr nnUNetTrainerSmolLM` answered only that it is neither ours nor trained."""
+    rc, err = run(capsys, "info", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerSmolLM")
+    assert rc == 2 and "Did you mean 'nnUNetTrainerSmolLM2'" in err and "nnunetv2-llm trainers" in err
+
+
 def test_compare_refuses_a_results_folder_of_another_dataset(in_process_env, dataset_2d, tmp_path, capsys):
     """Issue 21 #4: -d 501 with a results folder of Dataset502 reported 502's cases under 501's title."""
     other = in_process_env.results / "Dataset502_Other" / "nnUNetTrainer__nnUNetPlans__2d"

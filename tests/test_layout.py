@@ -93,3 +93,22 @@ def test_the_container_entry_point_loads_only_what_predicting_needs():
                                                    "nnunetv2_llm.commands", "nnunetv2_llm.nnunet.planning",
                                                    "matplotlib", "submitit", "monai", "scipy"))}
     assert not unneeded, sorted(unneeded)
+
+
+def test_every_help_text_is_plain_and_explains_every_option(capsys):
+    """Issue 22: each command's --help prints without raw markup, and every option says what it does."""
+    import argparse
+
+    from nnunetv2_llm.commands.cli import COMMANDS, build_parser
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    commands = {name: subparsers[name] for name in COMMANDS}
+    commands.update({f"sweep {name}": p for name, p in next(
+        a for a in subparsers["sweep"]._actions if isinstance(a, argparse._SubParsersAction)).choices.items()})
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "``" not in text, f"`{name} --help` shows raw markup"
+        assert (sub.description or "").strip(), f"`{name} --help` has no description"
+        undocumented = [a.option_strings or a.dest for a in sub._actions
+                        if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+        assert not undocumented, f"`{name}`: options without help {undocumented}"

@@ -1,9 +1,9 @@
-"""``nnunetv2-llm demo``: the paper's question on generated data, offline, with the stock nnU-Net CLIs.
+"""nnunetv2-llm demo: the paper's question on generated data, offline, with the stock nnU-Net CLIs.
 
-Synthetic 2D dataset -> ``nnUNetv2_plan_and_preprocess`` -> ``nnUNetv2_train`` of plain nnU-Net and of
+Synthetic 2D dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train of plain nnU-Net and of
 nnU-Net with the frozen SmolLM2 layer (real pretrained weights shipped in a Python package, no hub), at
-the same length -> ``nnunetv2-llm compare`` of the two on the held-out cases (predicted with the stock
-``nnUNetv2_predict``): Dice, NSD and HD95, the paired difference with its CI and p-value. Every file
+the same length -> nnunetv2-llm compare of the two on the held-out cases (predicted with the stock
+nnUNetv2_predict): Dice, NSD and HD95, the paired difference with its CI and p-value. Every file
 goes under one folder; a rerun reuses finished steps.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""``nnunetv2-llm doctor``: is this environment ready to train with the nnunetv2-llm trainers?
+"""nnunetv2-llm doctor: is this environment ready to train with the nnunetv2-llm trainers?
 
-Checks the nnunetv2 version, nnU-Net's three folders, that ``nnUNet_extTrainer`` lists our
+Checks the nnunetv2 version, nnU-Net's three folders, that nnUNet_extTrainer lists our
 trainers folder and that nnU-Net's own lookup finds every trainer there, which named LLM models can be
 loaded (locally or from the hub; nothing is downloaded) and whether GGUF support is installed.
 Exit code 1 when something blocks training.

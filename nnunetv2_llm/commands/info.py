@@ -1,7 +1,7 @@
-"""``nnunetv2-llm info``: parameters and FLOPs of a configured nnU-Net with and without the LLM block.
+"""nnunetv2-llm info: parameters and FLOPs of a configured nnU-Net with and without the LLM block.
 
 The paper's "Param(M) / GFLOPs" columns for your own plans. The net is built from the preprocessed
-plans, or from a trained run's ``plans.json`` when ``-tr`` names one; the LLM layer gets random
+plans, or from a trained run's plans.json when -tr names one; the LLM layer gets random
 weights (its structure is all that counts), so nothing is downloaded.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``nnunetv2-llm plan``: LLM plans derived from any nnU-Net plans, for ablations and layer sweeps without new code.
+"""nnunetv2-llm plan: LLM plans derived from any nnU-Net plans, for ablations and layer sweeps without new code.
 
 A derived plans file is a copy of the source plans (nnUNetPlans, nnUNetResEncUNet{M,L,XL}Plans, ...) with its own
 plans_name and the LLM spec in every configuration that defines a network. Every data_identifier stays, so

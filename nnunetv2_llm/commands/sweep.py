@@ -1,8 +1,8 @@
-"""``nnunetv2-llm sweep``: expand a grid of nnU-Net trainings, run it locally or on SLURM (submitit), resume it.
+"""nnunetv2-llm sweep: expand a grid of nnU-Net trainings, run it locally or on SLURM (submitit), resume it.
 
-One job is one stock ``nnUNetv2_train DATASET CONFIG FOLD -tr T -p P`` call. A job whose fold is done (final
-checkpoint and validation) is skipped, one with an unfinished validation runs ``--val``, one with
-``checkpoint_latest.pth`` continues with ``--c``: running ``sweep run`` again after a crash or a preemption
+One job is one stock nnUNetv2_train DATASET CONFIG FOLD -tr T -p P call. A job whose fold is done (final
+checkpoint and validation) is skipped, one with an unfinished validation runs --val, one with
+checkpoint_latest.pth continues with --c: running sweep run again after a crash or a preemption
 resumes the grid. A grid (YAML or JSON) holds:
 
   dataset         id or name (required)
