@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import subprocess
@@ -115,11 +114,11 @@ def step_overhead(run: Run, deadline: float) -> dict:
     import torch
 
     from nnunet_plans import default_plans
-    from overhead import Bench, summarise, time_interleaved
+    from overhead import Bench, memory_worker, summarise, time_interleaved
 
     from nnunetv2_llm import model_spec
     sizes = SIZES[run.mode]
-    spec = model_spec(sizes["model"])
+    spec = model_spec(sizes["model"], init="random")  # random weights: nothing downloaded; timing is value-blind
     variants = {"fp32": spec, "bf16": spec.replace(dtype="bfloat16")}
     out = {"llm": f"{sizes['model']} layer {spec.layer} shape, random weights, frozen", "scenarios": {},
            "bf16_vs_fp32_block_output": bf16_error(spec)}
@@ -143,16 +142,16 @@ def step_overhead(run: Run, deadline: float) -> dict:
                      "planned_batch": plans["configurations"][sc.configuration]["batch_size"],
                      "tiles": benches["plain"].tiles, "mirrorings": benches["plain"].mirrors,
                      "variants": {v: summarise(times, "plain", v) for v in variants}}
-            if run.device == "cuda":
-                entry["cuda_max_allocated_mib"] = {}
-                for v, bench in benches.items():
-                    torch.cuda.reset_peak_memory_stats()
-                    bench.train_step()
-                    entry["cuda_max_allocated_mib"][v] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-            out["scenarios"][key] = entry
             del benches
-            if run.device == "cuda":
+            if run.device == "cuda":  # each variant alone in a fresh process: no other variant's tensors counted
                 torch.cuda.empty_cache()
+                entry["cuda_max_allocated_mib"] = {}
+                for v, spec_dict in [("plain", None)] + [(v, s.to_dict()) for v, s in variants.items()]:
+                    mem = common.in_fresh_process(memory_worker, plans, sc.configuration, spec_dict, run.device,
+                                                  batch, case_factor, mirroring, compiled)
+                    entry["cuda_max_allocated_mib"][v] = {
+                        phase: round(mem[f"cuda_max_allocated_{phase}"] / 2 ** 20, 1) for phase in ("train", "predict")}
+            out["scenarios"][key] = entry
     return out
 
 
@@ -365,7 +364,7 @@ def readme_table(results: dict) -> str:
     if overhead.get("status") == "done":
         lines += [f"Ratios to plain nnU-Net ({overhead['llm']}), medians of interleaved repetitions:", "",
                   "| scenario | batch | train +LLM fp32 | train +LLM bf16 | predict +LLM fp32 | predict +LLM bf16 | "
-                  "max allocated plain / fp32 / bf16 (MiB) |", "|---|---|---|---|---|---|---|"]
+                  "max allocated in training, plain / fp32 / bf16 (MiB) |", "|---|---|---|---|---|---|---|"]
         for name, e in overhead["scenarios"].items():
             if "variants" not in e:
                 lines.append(f"| {name} | - | {e.get('reason', '')} | | | | |")
@@ -375,7 +374,7 @@ def readme_table(results: dict) -> str:
             lines.append(f"| {name} | {e['batch']} | {v['fp32']['train']['median_ratio']:.2f}x | "
                          f"{v['bf16']['train']['median_ratio']:.2f}x | {v['fp32']['predict']['median_ratio']:.2f}x | "
                          f"{v['bf16']['predict']['median_ratio']:.2f}x | "
-                         + (f"{mem['plain']:,.0f} / {mem['fp32']:,.0f} / {mem['bf16']:,.0f}" if mem else "-") + " |")
+                         + (" / ".join(f"{mem[k]['train']:,.0f}" for k in ("plain", "fp32", "bf16")) if mem else "-") + " |")
         err = overhead["bf16_vs_fp32_block_output"]
         lines += ["", f"bfloat16 layer vs float32, block output: relative L2 error {err['relative_l2']:.2e}."]
     latency = results["steps"].get("latency", {})

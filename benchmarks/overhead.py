@@ -227,9 +227,11 @@ def summarise(times: dict, plain: str, llm: str) -> dict:
 
 
 def variant_spec(model: str, variant: str):
-    """A variant (plans/NAME.json) of a named model, as its built-in trainer or `plan --variant` builds it."""
+    """A variant (plans/NAME.json) of a named model, as its built-in trainer or `plan --variant` builds it, with
+    random weights in place of the pretrained ones (nothing is downloaded; timing does not depend on the values)."""
     from nnunetv2_llm.nnunet.trainers import builtin_spec
-    return builtin_spec(model, variant)
+    spec = builtin_spec(model, variant)
+    return spec.replace(init="random") if spec.init == "pretrained" else spec
 
 
 def main(argv=None) -> int:

@@ -396,3 +396,17 @@ def test_by_layer_refuses_plans_that_differ_in_more_than_their_layer(in_process_
             shutil.rmtree(folder)
     assert rc == 2 and "differ only in their layer, but these differ in gate, positions too" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("option", [{"trainable": True}, {"lora_rank": 8, "lora_dropout": 0.1}, {"revision": "v2"}])
+def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
+    """A frozen and a trainable layer (or two LoRA dropouts, or two revisions) are not one curve."""
+    from nnunetv2_llm.core.models import model_spec
+    from nnunetv2_llm.evaluation.cases import CompareError
+    from nnunetv2_llm.evaluation.layers import check_series
+    base = {"lora_rank": 8} if "lora_dropout" in option else {}
+    specs = {"A": model_spec("smollm2-135m", layer=3, **base), "B": model_spec("smollm2-135m", layer=4, **option)}
+    trainers = {"A": "nnUNetTrainerLLM", "B": "nnUNetTrainerLLM"}
+    assert len(set(check_series(specs, trainers, strict=False).values())) == 2
+    with pytest.raises(CompareError, match="differ only in their layer"):
+        check_series(specs, trainers, strict=True)

@@ -73,3 +73,17 @@ def test_random_reference_init_redraws_linears_and_keeps_pretrained_norms(smollm
 def test_controls_load_no_pretrained_tensors(cls):
     assert not builtin_spec(cls.model, cls.variant).loads_pretrained
     assert builtin_spec(nnUNetTrainerSmolLM2.model, nnUNetTrainerSmolLM2.variant).loads_pretrained
+
+
+def test_every_built_in_model_and_variant_is_a_valid_block():
+    """Every model x variant builds (DeepSeek's paper layer is its last: its two-layer block ends there)."""
+    from nnunetv2_llm.core.models import MODELS
+    from nnunetv2_llm.core.variants import load_variant, variant_names
+    for model in MODELS:
+        for variant in variant_names():
+            if load_variant(variant).trainer is not None:
+                spec = builtin_spec(model, variant)
+                assert spec.layer + spec.depth <= MODELS[model].num_layers, (model, variant)
+    spec = builtin_spec("deepseek-r1-distill-qwen-1.5b", "depth2")
+    assert (spec.layer, spec.depth) == (26, 2)
+    assert (builtin_spec("llama-3.2-1b", "depth2").layer, builtin_spec("llama-3.2-1b", "pang").layer) == (14, 15)

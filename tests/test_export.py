@@ -147,9 +147,10 @@ def test_check_fails_loudly_when_the_entry_point_reaches_out(llm_submission, nnu
 
 
 def _record_edits(submission: Path) -> None:
-    from nnunetv2_llm.submission.build import recorded_hashes
+    from nnunetv2_llm.submission.build import record_sha256, recorded_hashes
     record = json.loads((submission / "export.json").read_text())
     record["sha256"] = recorded_hashes(submission)
+    record["record_sha256"] = record_sha256(record)
     (submission / "export.json").write_text(json.dumps(record))
 
 
@@ -171,6 +172,18 @@ def test_check_refuses_a_submission_edited_after_export(llm_submission, tmp_path
     assert (copy / "README.md").read_text() == readme and not (copy / "check.json").exists()
 
 
+def test_check_refuses_an_edited_export_json(llm_submission, tmp_path, capsys):
+    """export.json decides how the container predicts (folds, tiling, mirroring): an edit to it is refused too."""
+    copy = tmp_path / "submission"
+    shutil.copytree(llm_submission, copy)
+    record = json.loads((copy / "export.json").read_text())
+    record["tile_step_size"] = 0.9
+    (copy / "export.json").write_text(json.dumps(record))
+    assert cli.main(["export", "--check", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "export.json was edited after export" in err and not (copy / "check.json").exists()
+
+
 def _copy_run(nnunet_env, dataset_2d, plans_name: str) -> Path:
     trained = nnunet_env.trained(dataset_2d, SMOL)
     copied = trained.parent / f"{SMOL}__{plans_name}__2d"
@@ -186,7 +199,7 @@ def test_export_refuses_plans_without_sha256_and_missing_folds(in_process_env, d
         args = ["export", "-d", str(dataset_2d), "-c", "2d", "-tr", SMOL, "-p", "nnUNetPlans_nosha", "-o", str(out)]
         assert cli.main([*args, "-f", "0", "1"]) == 2
         err = capsys.readouterr().err
-        assert "fold 1 of" in err and "has no checkpoint_final.pth" in err
+        assert "fold 1 is missing in" in err
         assert f"2d 1 -tr {SMOL} -p nnUNetPlans_nosha" in err and "or leave it out of -f" in err
 
         plans_file = copied / "plans.json"
@@ -204,7 +217,8 @@ def test_export_refuses_plans_without_sha256_and_missing_folds(in_process_env, d
         (copied / "fold_0" / "validation" / "summary.json").unlink()
         assert cli.main([*args, "-f", "0"]) == 2
         err = capsys.readouterr().err
-        assert "lacks validation/summary.json" in err and f"2d 0 -tr {SMOL} -p nnUNetPlans_nosha --val" in err
+        assert "fold 0 did not finish nnU-Net's final validation (it has no validation/summary.json)" in err
+        assert f"2d 0 -tr {SMOL} -p nnUNetPlans_nosha --val" in err
         assert not out.exists() and not list(tmp_path.glob(".submission*")), "nothing is half-written"
     finally:
         shutil.rmtree(copied)

@@ -160,3 +160,44 @@ def test_under_ddp_only_rank_0_reads_the_hub(checkpoint, hub_root, offline_hub):
     assert results[0]["bytes_read"] > 0 and results[1]["bytes_read"] == 0
     assert results[0]["files"] == results[1]["files"] == [cache]
     assert results[0]["sha256"] == results[1]["sha256"] == load_extracted(cache).sha256
+
+
+def _final_norm(checkpoint):
+    from safetensors import safe_open
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+        return f.get_tensor("model.norm.weight")
+
+
+def test_hub_final_norm_reads_its_byte_ranges_once_then_the_cache(checkpoint, hub_root, offline_hub):
+    from nnunetv2_llm.core.weights import load_final_norm
+    hub, counter = serve(hub_root)
+    spec = hub_spec(checkpoint).replace(final_norm=True, layer=LAYERS - 1)
+    norm = load_final_norm(spec, hub_fs=hub)
+    torch.testing.assert_close(norm.weight, _final_norm(checkpoint))
+    assert counter.bytes_read < (checkpoint / "model.safetensors").stat().st_size / 8
+    counter.bytes_read = 0
+    again = load_final_norm(spec, hub_fs=hub)
+    assert counter.bytes_read == 0 and again.sha256 == norm.sha256
+
+
+@pytest.mark.parametrize("fs_class", [RangeIgnoringFileSystem, NoReadFileSystem], ids=["ignores", "refuses"])
+def test_hub_final_norm_without_ranged_reads_falls_back_to_the_whole_file(fs_class, checkpoint, hub_root,
+                                                                          offline_hub, capsys):
+    from nnunetv2_llm.core.weights import load_final_norm
+    snapshot = hub_cache(offline_hub, "tiny/model", {n: checkpoint / n for n in ("config.json", "model.safetensors")})
+    hub, _ = serve(hub_root, fs_class)
+    norm = load_final_norm(hub_spec(checkpoint).replace(final_norm=True, layer=LAYERS - 1), hub_fs=hub)
+    assert "reading only the final norm's byte ranges of model.safetensors failed" in capsys.readouterr().out
+    assert norm.files == [str(snapshot / "model.safetensors")]
+    torch.testing.assert_close(norm.weight, _final_norm(checkpoint))
+
+
+def test_a_folder_without_a_checkpoint_has_no_final_norm_to_read(checkpoint, tmp_path):
+    from nnunetv2_llm.core.weights import LLMWeightsError, load_final_norm
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copy(checkpoint / "config.json", folder / "config.json")
+    spec = LLMSpec(source=str(folder), layer=LAYERS - 1, final_norm=True,
+                   config=json.loads((checkpoint / "config.json").read_text()))
+    with pytest.raises(LLMWeightsError, match=r"has neither model.safetensors.index.json nor model.safetensors"):
+        load_final_norm(spec)

@@ -62,9 +62,13 @@ def test_offline_llm_plans_continue_validate_and_predict_without_the_weights(nnu
     assert "Epoch 0" not in cont.stdout, "--c continues from the final checkpoint instead of starting over"
     assert json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"] == spec, \
         "--c keeps the record (sha256 included) of which tensors trained"
+    damaged = json.loads((out / "plans.json").read_text())
+    damaged["configurations"]["2d"]["llm"]["sha256"] = None
+    (out / "plans.json").write_text(json.dumps(damaged))
     val = nnunet_env.train(dataset_2d, "2d", "0", "-tr", trainer, *args, "--val")
     assert "Mean Validation Dice" in val.stdout and summary.stat().st_mtime_ns > first_validation
-    assert json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"] == spec
+    assert json.loads((out / "plans.json").read_text())["configurations"]["2d"]["llm"] == spec, \
+        "--val writes the checkpoint's record back into the results plans.json"
 
     scores, floor = predict_and_score(nnunet_env, dataset_2d, tmp_path / "pred", "-c", "2d", "-tr", trainer,
                                        *args, "-f", "0")

@@ -14,7 +14,6 @@ import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from safetensors.torch import save_file
 
-from nnunetv2_llm.nnunet import trainers
 from nnunetv2_llm.core.files import load_checkpoint
 from nnunetv2_llm.core.spec import LLMSpecError
 from nnunetv2_llm.core.models import model_spec
@@ -114,6 +113,25 @@ def test_a_fold_refuses_tensors_or_wiring_other_than_the_first_folds(in_process_
         trainer.initialize()
 
 
+def test_a_random_init_fold_refuses_a_wiring_other_than_the_first_folds(in_process_env, dataset_2d):
+    """Folds with nothing pretrained to pin still share one wiring: a changed option is refused."""
+    from nnunetv2_llm.nnunet.trainers import nnUNetTrainerSmolLM2FrozenRandom
+    plans = in_process_env.plans(dataset_2d)
+    folder = in_process_env.results_folder(dataset_2d, "nnUNetTrainerSmolLM2FrozenRandom")
+    folder.mkdir(parents=True)
+    recorded = model_spec("smollm2-135m", init="random", trainable=False, positions="rope").to_dict()
+    written = json.loads(json.dumps(plans))
+    written["configurations"]["2d"]["llm"] = recorded
+    (folder / "plans.json").write_text(json.dumps(written))
+    trainer = nnUNetTrainerSmolLM2FrozenRandom(plans, "2d", 1, in_process_env.dataset_json(dataset_2d),
+                                               torch.device("cpu"))
+    try:
+        with pytest.raises(LLMWeightsError, match=r"records folds trained with a different LLM block \(positions"):
+            trainer.initialize()
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_the_plans_sha256_pins_the_tensors(in_process_env, dataset_2d, smollm2_gguf):
     plans = in_process_env.plans(dataset_2d)
     plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m", sha256="e" * 64).to_dict()
@@ -146,7 +164,22 @@ def test_an_all_zero_pretrained_layer_is_an_error(in_process_env, dataset_2d, sm
     plans["plans_name"] = "nnUNetPlans_zeros"
     plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m").replace(source=str(path)).to_dict()
     trainer = nnUNetTrainerLLM(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
-    with pytest.raises(LLMWeightsError, match=r"loaded as all zeros: the block would be a plain linear bottleneck"):
+    with pytest.raises(LLMWeightsError, match=r"layer 14 of .* loaded as all zeros: the block would skip it and be "
+                                              r"a plain linear bottleneck"):
+        trainer.initialize()
+
+
+def test_one_all_zero_layer_of_two_is_an_error(in_process_env, dataset_2d, smollm2_gguf, tmp_path):
+    from nnunetv2_llm.core.weights import LayerWeights, load_layers, write_extracted
+    good, bad = load_layers(model_spec("smollm2-135m", layer=14, depth=2))
+    bad = LayerWeights({k: torch.zeros_like(v) for k, v in bad.tensors.items()}, bad.config, "zeros", bad.layer)
+    path = write_extracted([good, bad], tmp_path / "half-zeros.safetensors")
+    plans = in_process_env.plans(dataset_2d)
+    plans["plans_name"] = "nnUNetPlans_halfzeros"
+    plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m", layer=14, depth=2).replace(
+        source=str(path)).to_dict()
+    trainer = nnUNetTrainerLLM(plans, "2d", 0, in_process_env.dataset_json(dataset_2d), torch.device("cpu"))
+    with pytest.raises(LLMWeightsError, match=r"layer 15 of .* loaded as all zeros: the block would skip it\. "):
         trainer.initialize()
 
 

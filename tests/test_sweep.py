@@ -93,6 +93,10 @@ def test_grid_file_bad_input(sweep_cli, tmp_path):
     assert not (tmp_path / "s").exists()
     rc, err = sweep_cli("sweep", "run", tmp_path)
     assert rc == 2 and "is not a sweep folder (no sweep.json)" in err
+    no_folds = tmp_path / "nofolds.yaml"
+    no_folds.write_text("dataset: 501\ntrainers: [nnUNetTrainer]\nfolds: []\n")
+    rc, err = sweep_cli("sweep", "plan", no_folds, "-o", tmp_path / "s")
+    assert rc == 2 and "no folds given; name one or more in 0-4" in err
 
 
 def test_slurm_backend_without_submitit_names_the_install_line(sweep_cli, tmp_path, monkeypatch):
@@ -399,3 +403,38 @@ def test_a_layer_sweep_draws_dice_by_layer_next_to_plain_nnunet(nnunet_env, data
     assert (report_dir / "layers.png").stat().st_size > 10_000 and (report_dir / "efficiency.png").is_file()
     markdown = (report_dir / "report.md").read_text()
     assert markdown.index("## Which layer?") < markdown.index("## in-domain") and "best layer **1" in markdown
+
+
+def test_a_done_fold_trained_with_other_tensors_than_the_sweep_pinned_is_failed(nnunet_env, dataset_2d, sweep_env,
+                                                                                 tmp_path):
+    """A fold already trained (by hand, or by an earlier sweep) with tensors other than the ones `sweep plan`
+    recorded is reported failed, by `run` and by `status`, rather than counted as done."""
+    from nnunetv2_llm.sweep.jobs import job_status, run_job
+    out, job = _one_job_sweep(sweep_env, tmp_path)
+    folder = sweep_env.results_folder(501, PLAIN)
+    shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), folder)
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["2d"]["llm"] = {"sha256": "b" * 64}
+    (folder / "plans.json").write_text(json.dumps(plans))
+    job = {**job, "llm_sha256": "a" * 64, "llm_weights": "layer 14 of smollm2-135m"}
+    with sweep_env.in_process():
+        assert run_job(job, str(out), env=dict(os.environ)) == "failed"
+        status, _, detail = job_status(job, out)
+    assert status == "failed" and "b" * 64 in detail and "changed since `sweep plan`" in detail
+    assert "changed since `sweep plan`" in (out / "logs" / f"{job['id']}.log").read_text()
+    plans["configurations"]["2d"]["llm"] = {"sha256": "a" * 64}
+    (folder / "plans.json").write_text(json.dumps(plans))
+    with sweep_env.in_process():
+        assert run_job(job, str(out), env=dict(os.environ)) == "done" and job_status(job, out)[0] == "done"
+
+
+def test_grid_llm_entries_expand_one_plans_file_per_value():
+    """A spec option given as a list is one plans file per value; lora_targets' own value is a list, so a list of
+    names is one value and a list of lists several; layer may be a list, as plan's --layer 0,3."""
+    from nnunetv2_llm.sweep.grid import llm_requests
+    (one,) = llm_requests({"llm": "smollm2-135m", "layer": [0, 3], "lora_rank": 8, "lora_targets": ["q_proj", "v_proj"]})
+    assert one.layers == "0,3" and one.options == {"lora_rank": 8, "lora_targets": ["q_proj", "v_proj"]}
+    several = llm_requests({"llm": "smollm2-135m", "lora_rank": [4, 8], "lora_targets": [["q_proj"], ["q_proj", "v_proj"]]})
+    assert sorted((r.options["lora_rank"], tuple(r.options["lora_targets"])) for r in several) == [
+        (4, ("q_proj",)), (4, ("q_proj", "v_proj")), (8, ("q_proj",)), (8, ("q_proj", "v_proj"))]
+    assert llm_requests({"llm": "smollm2-135m", "layer": "0-15"})[0].layers == "0-15"

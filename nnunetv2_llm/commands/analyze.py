@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..evaluation.analysis import THRESHOLD
+from .options import DEFAULT_PLANS, DEVICES
 
 
 def parse_compare(item: str, default_plans: str) -> tuple[str, str]:
@@ -32,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-tr", "--trainer", required=True, help="trainer of the run to analyse")
-    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
     p.add_argument("-f", "--fold", default="0", help="fold (0..4 or all; default 0)")
     p.add_argument("-o", "--output", help="output folder (default: the run's fold_F/analysis, "
                                           "or fold_F/analysis_compare with --compare)")
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
                    help="further trained runs of the same dataset, configuration and fold, e.g. "
                         "nnUNetTrainerSmolLM2Transformer nnUNetTrainer")
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="default: cuda if available")
     p.add_argument("--threshold", type=float, default=THRESHOLD,
                    help=f"activation threshold for the concentration IoU (default {THRESHOLD}, the paper's)")
     p.set_defaults(func=cmd_analyze)

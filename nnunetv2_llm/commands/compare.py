@@ -5,6 +5,7 @@ import argparse
 import os
 
 from ..evaluation.metrics import DEFAULT_TOLERANCE_MM
+from .options import DEFAULT_PLANS, DEVICES
 
 DESCRIPTION = """\
 Is the difference between trained nnU-Net variants real? Any trained results count (stock trainers, ours,
@@ -43,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-tr", "--trainers", nargs="+", required=True, metavar="TRAINER[__PLANS]|FOLDER",
                    help="the variants: trainer names (any trainer, stock or plugin), TRAINER__PLANS, or results folders")
-    p.add_argument("-p", "--plans", nargs="+", default=["nnUNetPlans"],
+    p.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS],
                    help="plans identifier for all variants, or one per -tr (default nnUNetPlans)")
     p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"],
                    help="folds (default 0 1 2 3 4; 'all' for the fold trained on every case)")
@@ -59,7 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("-np", "--processes", type=int, default=os.cpu_count() or 1,
                    help="processes scoring cases in parallel (default: all cores)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="device of the held-out and zero-shot predictions (default: cuda if available)")
     p.add_argument("--by-layer", action="store_true",
                    help="the LLM variants are plans that differ only in their layer: also write layers.csv and "

@@ -21,6 +21,7 @@ from ..core.errors import UserError
 from ..core.terminal import console as make_console
 from ..nnunet.environment import cli_path, nnunet_cli_env
 from ..nnunet.lengths import LENGTHS
+from .options import DEFAULT_PLANS, DEVICES
 
 DEFAULT_FOLDER = "nnunetv2_llm_demo"
 DEFAULT_LENGTH = "_10epochs_20its"
@@ -60,7 +61,7 @@ class DemoPaths:
         self.data = self.preprocessed / self.dataset.name / f"nnUNetPlans_{CONFIGURATION}"
 
     def checkpoint(self, trainer: str) -> Path:
-        from ..nnunet.results import DEFAULT_PLANS, FINAL_CHECKPOINT, results_folder
+        from ..nnunet.results import FINAL_CHECKPOINT, results_folder
         return (results_folder(self.dataset.name, trainer, DEFAULT_PLANS, CONFIGURATION, self.results)
                 / f"fold_{FOLD}" / FINAL_CHECKPOINT)
 
@@ -202,11 +203,11 @@ def next_steps(paths: "DemoPaths", smol: str) -> list[str]:
     return [
         f"open {paths.report / 'report.md'} and its figures (in-domain validation and the held-out cases)",
         f"nnunetv2-llm analyze -d {DATASET_ID} -c {CONFIGURATION} -tr {smol} -f {FOLD}   (the paper's Sec. 4: "
-        f"activation maps, effective rank)",
+        "activation maps, effective rank)",
         f"nnunetv2-llm plan -d {DATASET_ID} --llm smollm2-135m --variant principled   (another wiring; train it with "
-        f"-tr nnUNetTrainerLLM_10epochs_20its -p the printed name)",
-        f"nnunetv2-llm demo --length _20epochs_25its   (longer runs; the five folds and `nnunetv2-llm compare` give "
-        f"more cases)",
+        "-tr nnUNetTrainerLLM_10epochs_20its -p the printed name)",
+        "nnunetv2-llm demo --length _20epochs_25its   (longer runs; the five folds and `nnunetv2-llm compare` give "
+        "more cases)",
     ]
 
 
@@ -225,6 +226,6 @@ def register(subparsers) -> None:
     p.add_argument("--length", default=DEFAULT_LENGTH,
                    help=f"training length, a suffix of the trainers' names: {', '.join(LENGTHS)} "
                         f"(default {DEFAULT_LENGTH})")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="where to train and predict (auto: a CUDA GPU when torch sees one, else CPU)")
     p.set_defaults(func=cmd_demo)

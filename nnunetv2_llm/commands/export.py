@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..submission.runtime import LAYOUTS
+from .options import DEFAULT_PLANS, DEVICES
 
 DESCRIPTION = """\
 Write a submission folder from trained folds: model.zip (nnU-Net's own export of the folds), src/ (this package's
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("-d", "--dataset", help="dataset id or name")
     p.add_argument("-c", "--configuration", help="nnU-Net configuration (single-stage: 2d, 3d_fullres, 3d_lowres)")
     p.add_argument("-tr", "--trainer", default="nnUNetTrainer", help="trainer (default nnUNetTrainer)")
-    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
     p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="folds to ensemble")
     p.add_argument("-o", "--output", help="submission folder to write (must not exist)")
     p.add_argument("--layout", default="nnunet", choices=LAYOUTS,
@@ -53,5 +54,5 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a submission folder written by export")
     p.add_argument("--check", metavar="FOLDER", help="run FOLDER's entry point offline and compare with nnUNetv2_predict")
     p.add_argument("-i", "--input", help="with --check: cases in nnU-Net's naming (default: the dataset's imagesTs)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="with --check: device (default cpu)")
+    p.add_argument("--device", default="cpu", choices=DEVICES[1:], help="with --check: device (default cpu)")
     p.set_defaults(func=cmd_export)

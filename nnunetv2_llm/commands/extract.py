@@ -3,56 +3,9 @@ from __future__ import annotations
 
 import os
 import shlex
-from pathlib import Path
 
 from ..core.models import MODELS
 from .options import add_spec_arguments
-
-
-def _written_by_extract(path: Path) -> bool | None:
-    """Whether a safetensors file's header says extract wrote it (True), another writer did (False), or the header
-    itself is unreadable (None). Read from the header alone, so a file whose tensors are truncated is recognised."""
-    import json
-    import struct
-
-    from ..core.weights import EXTRACT_FORMAT
-    try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > 100_000_000:
-                return None
-            header = json.loads(f.read(size))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == EXTRACT_FORMAT
-
-
-def check_extract_output(output: str, overwrite: bool) -> Path:
-    """The file ``extract`` may write: a new .safetensors file, or (with --overwrite) a layer file extract wrote,
-    intact or damaged. Anything else is never replaced."""
-    from ..core.weights import LLMWeightsError, load_extracted
-    out = Path(output).expanduser().resolve()
-    if out.is_dir():
-        raise LLMWeightsError(f"-o {output} is a folder; name the file to write, e.g. -o {out / 'layer.safetensors'}.")
-    if out.suffix != ".safetensors":
-        raise LLMWeightsError(f"-o {output}: the layer file must end in .safetensors (that is how --llm recognises "
-                              f"it), e.g. -o {out.with_suffix('.safetensors')}.")
-    if not out.exists():
-        return out
-    if not overwrite:
-        raise LLMWeightsError(f"-o {output} exists; pass --overwrite to replace it, or choose another name.")
-    ours = _written_by_extract(out)
-    if not ours:
-        what = "its header is unreadable" if ours is None else "another writer's safetensors file (a model's weights?)"
-        raise LLMWeightsError(f"-o {output} exists and is not a layer file written by `nnunetv2-llm extract` ({what}); "
-                              f"refusing to replace it even with --overwrite. Choose another name, or delete it "
-                              f"yourself if it is a damaged layer file.")
-    try:
-        load_extracted(out)
-    except LLMWeightsError:
-        print(f"-o {output} is a damaged layer file of `nnunetv2-llm extract` (its tensors do not read back or do "
-              f"not match their sha256); --overwrite replaces it.")
-    return out
 
 
 def spec_from_args(args):
@@ -73,7 +26,7 @@ def spec_from_args(args):
 
 
 def cmd_extract(args) -> int:
-    from ..core.weights import extract_layer, extracted_layers, load_extracted
+    from ..core.weights import check_extract_output, extract_layer, extracted_layers, load_extracted
     out = check_extract_output(args.output, args.overwrite)
     spec = spec_from_args(args)
     extract_layer(spec, out)

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from ..core.models import MODELS
+from .options import DEFAULT_PLANS
 
 DEFAULT_LLM = "llama-3.2-1b"
 
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name, as for nnUNetv2_train")
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-tr", "--trainer", help="trainer: its trained run's plans.json if it exists, and its built-in LLM")
-    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
     p.add_argument("--llm", default=DEFAULT_LLM, choices=sorted(MODELS),
                    help=f"LLM when neither the trainer nor the plans name one (default {DEFAULT_LLM})")
     p.add_argument("--layer", type=int, help="0-based decoder layer of --llm (default: the model's paper layer)")

@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 
 from ..core.models import MODELS
+from ..nnunet.results import DEFAULT_PLANS  # noqa: F401 (the commands' -p default, from its one home)
 from ..core.spec import ATTENTION, DTYPES, INIT, LORA_ALPHA, LORA_RANK, LORA_TARGETS, POSITIONS, SPEC_OPTIONS, \
     LLMSpecError
+
+
+DEVICES = ("auto", "cpu", "cuda")  # auto: a CUDA GPU when torch sees one, else the CPU
 
 
 def layers_type(text: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..core.variants import variant_names
-from .options import add_spec_arguments, layers_type, spec_options
+from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_options
 
 
 def cmd_plan(args) -> int:
@@ -61,7 +61,7 @@ def register(subparsers) -> None:
         "plan", help="write LLM plans next to existing nnU-Net plans (layer sweeps, ablations)",
         description=__doc__, epilog=variants_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", "--dataset", required=True, help="dataset id (501) or name (Dataset501_Synth2D)")
-    p.add_argument("-p", "--plans", default="nnUNetPlans",
+    p.add_argument("-p", "--plans", default=DEFAULT_PLANS,
                    help="source plans, e.g. nnUNetPlans or nnUNetResEncUNetMPlans (default: nnUNetPlans)")
     add_spec_arguments(p, llm_default=None, layer_type=layers_type,
                        layer_help="0-based decoder layer: 14, a range 0-15, a list 0,3,7-9, last or all (one plans "

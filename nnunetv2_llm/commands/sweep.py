@@ -22,6 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .options import DEFAULT_PLANS
+
 
 def _options(args):
     from ..sweep.backends import RunOptions, check_options
@@ -171,7 +173,7 @@ def register(subparsers) -> None:
     plan.add_argument("-c", "--configurations", nargs="+", default=["2d"], help="configurations (default 2d)")
     plan.add_argument("-f", "--folds", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
     plan.add_argument("-tr", "--trainers", nargs="+", help="trainers (any nnU-Net's lookup finds)")
-    plan.add_argument("-p", "--plans", nargs="+", default=["nnUNetPlans"], help="plans identifiers (default nnUNetPlans)")
+    plan.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
     plan.add_argument("--llm", help="also write LLM plans of this model (as `nnunetv2-llm plan --llm`) and train them "
                                     "with nnUNetTrainerLLM; the layer is fetched once into the sweep folder")

@@ -1,7 +1,6 @@
 """``nnunetv2-llm synth``: a small synthetic dataset in nnU-Net raw format (for tests, demos and benchmarks)."""
 from __future__ import annotations
 
-import argparse
 import os
 
 from ..nnunet.synthetic import TASKS

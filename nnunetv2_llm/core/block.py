@@ -127,14 +127,23 @@ def linear_names(layer: nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, m in layer.named_modules() if isinstance(m, nn.Linear)})
 
 
-def add_lora(layer: nn.Module, spec: LLMSpec) -> None:
-    """peft's LoRA adapters on ``spec.lora_targets`` of a (frozen) decoder layer, in place; the adapters are kept in
-    float32 (the layer may be bfloat16) and start as a zero update (peft's init: B = 0)."""
-    from peft import LoraConfig, inject_adapter_in_model
+def check_lora_targets(spec: LLMSpec, layer: nn.Module | None = None) -> None:
+    """LoRA's targets must be linears of the decoder layer (when none is given, one is built on the meta device: no
+    memory, so planning can refuse a typo before anything is written)."""
+    if layer is None:
+        with torch.device("meta"):
+            layer = build_decoder_layer(hf_config(spec.config), spec.layer)
     unknown = sorted(set(spec.lora_targets) - set(linear_names(layer)))
     if unknown:
         raise LLMSpecError(f"lora_targets {unknown} are not linears of layer {spec.layer} of {spec.source!r}; its "
                            f"linears are {', '.join(linear_names(layer))}. Pass --lora-targets from those.")
+
+
+def add_lora(layer: nn.Module, spec: LLMSpec) -> None:
+    """peft's LoRA adapters on ``spec.lora_targets`` of a (frozen) decoder layer, in place; the adapters are kept in
+    float32 (the layer may be bfloat16) and start as a zero update (peft's init: B = 0)."""
+    from peft import LoraConfig, inject_adapter_in_model
+    check_lora_targets(spec, layer)
     config = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                         target_modules=list(spec.lora_targets), bias="none")
     inject_adapter_in_model(config, layer)
@@ -318,9 +327,7 @@ class LLMBlock(nn.Module):
         batch, channels, *spatial = features.shape
         tokens = math.prod(spatial)
         if self.window is not None and tokens > self.window:
-            layers = (f"layer {self.spec.layer}" if self.spec.depth == 1 else
-                      f"layers {self.spec.layer}..{self.spec.layer + self.spec.depth - 1}")
-            raise ValueError(f"{tokens} tokens exceed the {self.window}-token sliding window of {layers} "
+            raise ValueError(f"{tokens} tokens exceed the {self.window}-token sliding window of {self.spec.layers_named} "
                              f"of {self.spec.source!r}, which the block does not apply; use a smaller patch or a "
                              f"later encoder stage (`stage`), or a layer without a window.")
         llm_dtype = _DTYPES[self.spec.dtype]

@@ -5,8 +5,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
+
+# nnU-Net's naming of an input image: CASE_XXXX plus the file ending, XXXX the channel.
+CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 def honour_umask(path: str | os.PathLike, directory: bool = False) -> None:

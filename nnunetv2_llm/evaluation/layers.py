@@ -16,11 +16,11 @@ from pathlib import Path
 
 from ..core.files import atomic_path
 from ..core.models import MODELS
-from ..core.spec import COMPUTATION_FIELDS, LLMSpec
+from ..core.spec import SPEC_OPTIONS, LLMSpec
 from .cases import CompareError
 from .report import fmt
 
-IGNORED = ("layer", "sha256", "source", "config")  # what may differ inside one series (source and config: the model)
+SERIES_FIELDS = SPEC_OPTIONS  # all one series shares; the layer, its sha256 and the source file may differ
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def model_of(spec: LLMSpec) -> str:
 
 
 def series_key(trainer: str, spec: LLMSpec) -> tuple:
-    return (trainer, model_of(spec), *((f, repr(getattr(spec, f))) for f in COMPUTATION_FIELDS if f not in IGNORED))
+    return (trainer, model_of(spec), *((f, repr(getattr(spec, f))) for f in SERIES_FIELDS))
 
 
 def describe_series(key: tuple, default: LLMSpec) -> str:
@@ -77,8 +77,8 @@ def check_series(specs: dict[str, LLMSpec | None], trainers: dict[str, str], str
         first = next(iter(llm))
         differing = sorted({f for v in llm for f in [*(("trainer",) if trainers[v] != trainers[first] else ()),
                                                        *(("model",) if model_of(llm[v]) != model_of(llm[first]) else ()),
-                                                       *(f for f in COMPUTATION_FIELDS if f not in IGNORED
-                                                         and getattr(llm[v], f) != getattr(llm[first], f))]})
+                                                       *(f for f in SERIES_FIELDS
+                                                         if getattr(llm[v], f) != getattr(llm[first], f))]})
         raise CompareError(f"--by-layer compares plans that differ only in their layer, but these differ in "
                            f"{', '.join(differing)} too ({', '.join(llm)}). Compare one wiring at a time, or run "
                            f"them as one `nnunetv2-llm sweep`, whose compare draws one line per wiring.")

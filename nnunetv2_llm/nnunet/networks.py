@@ -61,8 +61,8 @@ def load_plans(dataset, plans_identifier: str, trainer: str | None, configuratio
     folder = preprocessed_folder(dataset)
     plans_file = Path(folder) / f"{plans_identifier}.json"
     if not plans_file.is_file():
-        found = sorted(p.stem for p in folder.glob("*.json") if p.stem not in ("dataset", "dataset_fingerprint",
-                                                                              "splits_final"))
+        from .planning import plans_in
+        found = plans_in(folder)
         raise ResultsError(f"no plans {plans_identifier!r} for {name} in {folder} (found: {found or 'none'}); run "
                            f"`nnUNetv2_plan_and_preprocess -d {dataset}` or pass -p with one of those.")
     return _with_configuration(PlansSource(read_json(plans_file), read_dataset_json(folder / "dataset.json"),
@@ -104,7 +104,9 @@ def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fa
 
 def describe(spec: LLMSpec) -> str:
     mode = "trainable" if spec.trainable else "frozen"
-    return f"{spec.source} layer {spec.layer} ({mode}, init {spec.init})"
+    extras = [f"LoRA rank {spec.lora_rank}"] * bool(spec.lora_rank) + ["gate"] * spec.gate + \
+        ["final norm"] * spec.final_norm
+    return f"{spec.source} {spec.layers_named} ({', '.join([mode, f'init {spec.init}', *extras])})"
 
 
 def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec) -> dict:

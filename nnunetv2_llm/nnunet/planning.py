@@ -19,7 +19,7 @@ from pathlib import Path
 from ..core.errors import UserError, did_you_mean
 from ..core.files import write_json
 from ..core.models import MODELS
-from ..core.spec import LORA_ALPHA, LORA_TARGETS, PLANS_KEY, LLMSpec, check_layers, parse_layers
+from ..core.spec import LORA_ALPHA, LORA_TARGETS, PLANS_KEY, LLMSpec, check_layers, parse_block_starts
 from ..core.variants import load_variant
 from .results import preprocessed_folder
 
@@ -44,10 +44,15 @@ def is_plans(path: Path) -> bool:
         return False
 
 
+def plans_in(folder: Path) -> list[str]:
+    """The plans identifiers of a preprocessed dataset folder (its other JSON files are not plans)."""
+    return sorted(p.stem for p in Path(folder).glob("*.json") if is_plans(p))
+
+
 def load_source_plans(folder: Path, name: str) -> dict:
     path = folder / f"{name}.json"
     if not (path.is_file() and is_plans(path)):
-        available = sorted(p.stem for p in folder.glob("*.json") if is_plans(p))
+        available = plans_in(folder)
         raise PlanningError(
             f"-p {name}: there are no such plans in {folder} (available: {', '.join(available) or 'none'})."
             f"{did_you_mean(name, available)} Create them with nnUNetv2_plan_experiment -d {folder.name} "
@@ -68,11 +73,10 @@ def _architecture_check(plans: dict, spec: LLMSpec) -> list[str]:
             raise PlanningError(
                 f"configuration {name!r} uses the network {arch['network_class_name']}; the LLM block wraps "
                 f"PlainConvUNet and ResidualEncoderUNet (and subclasses). Plan from nnUNetPlans or a ResEnc preset.")
-        n_stages = arch["arch_kwargs"]["n_stages"]
-        if not -n_stages <= spec.stage < n_stages:
-            raise PlanningError(f"--stage {spec.stage} is out of range for configuration {name!r}: its net has "
-                                f"{n_stages} encoder stages, valid values are {-n_stages}..{n_stages - 1} "
-                                f"(-1 is the bottleneck).")
+        from ..core.network import stage_out_of_range
+        refused = stage_out_of_range(spec.stage, arch["arch_kwargs"]["n_stages"], f"configuration {name!r}")
+        if refused:
+            raise PlanningError(f"{refused} Pass --stage within that range.")
         names.append(name)
     if not names:
         raise PlanningError(f"the plans {plans.get('plans_name')!r} define no network in any configuration; "
@@ -152,19 +156,6 @@ class PlansRequest:
     output: str | None = None
 
 
-def check_lora_targets(spec: LLMSpec) -> None:
-    """LoRA's target names must be linears of the model's decoder layer (built on the meta device: no memory)."""
-    import torch
-
-    from ..core.block import build_decoder_layer, hf_config, linear_names
-    with torch.device("meta"):
-        names = linear_names(build_decoder_layer(hf_config(spec.config), spec.layer))
-    unknown = sorted(set(spec.lora_targets) - set(names))
-    if unknown:
-        raise PlanningError(f"--lora-targets {','.join(unknown)}: not linears of {spec.source}'s decoder layer; its "
-                            f"linears are {', '.join(names)}.")
-
-
 @dataclass
 class PlannedSpecs:
     specs: list[LLMSpec]
@@ -184,9 +175,8 @@ def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str =
     if held is not None and len(held) > 1:
         options.setdefault("depth", len(held))  # a file of several layers was extracted for a block of them
     depth = options.get("depth", 1)
-    starts = None if n_layers is None else n_layers - depth + 1  # 'last' / 'all': start layers of a full block
     asked = request.layers if request.layers is not None else (variant.layer if variant else None)
-    layers = asked if isinstance(asked, list) or asked is None else parse_layers(asked, starts)
+    layers = asked if isinstance(asked, list) or asked is None else parse_block_starts(asked, n_layers, depth)
     if held is not None:
         fitting = [i for i in held if all(j in held for j in range(i, i + depth))]
         layers = layers or fitting[:1]
@@ -197,13 +187,14 @@ def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str =
                                 f"Drop --layer, or extract what you want (`nnunetv2-llm extract --layer N"
                                 f"{' --depth D' if depth > 1 else ''}`).")
     elif layers is None and llm in MODELS:
-        layers = [MODELS[llm].layer]
+        layers = [MODELS[llm].block_start(depth)]
     elif layers is None:
         raise PlanningError(f"--llm {llm!r} is not a named model ({', '.join(sorted(MODELS))}), so --layer is "
                             f"required" + (f": 0..{n_layers - 1}, or last / all." if n_layers else "."))
     check_layers(layers, n_layers, llm, " Pass --layer within that range.")
     specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
     if specs[0].lora_rank:
+        from ..core.block import check_lora_targets
         check_lora_targets(specs[0])
 
     width = max(2, len(str((n_layers or max(layers) + 1) - 1)))
@@ -219,6 +210,7 @@ def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str =
 def check_name(folder: Path, name: str, source_name: str, overwrite: bool | str, sweep: str | None = None) -> Path:
     """The target file of a new plans name, refusing names that are not ours to write. A sweep replaces only the
     plans it wrote itself; plans written by ``plan`` or another sweep are never replaced by one."""
+    rename = "give the llm entry another `output:` name" if sweep is not None else "pick another -o NAME"
     if not PLANS_NAME.fullmatch(name):
         raise PlanningError(
             f"plans name {name!r} is not usable: use letters, digits, '.', '-' and single '_' (nnU-Net splits "
@@ -226,13 +218,13 @@ def check_name(folder: Path, name: str, source_name: str, overwrite: bool | str,
     if NNUNET_NAMES.fullmatch(name) or name == source_name:
         raise PlanningError(
             f"plans name {name!r} belongs to nnU-Net (its own plans, the source plans or its dataset files) and "
-            f"would be overwritten; pick another -o NAME, e.g. {source_name}_LLM_mine.")
+            f"would be overwritten; {rename}, e.g. {source_name}_LLM_mine.")
     path = folder / f"{name}.json"
     if not path.exists():
         return path
     existing = json.loads(path.read_text()) if is_plans(path) else {}
     if not any(PLANS_KEY in c for c in existing.get("configurations", {}).values()):
-        raise PlanningError(f"{path} exists and holds no LLM plans; it is not ours to replace. Pick another -o NAME.")
+        raise PlanningError(f"{path} exists and holds no LLM plans; it is not ours to replace; {rename}.")
     owner = existing.get(SWEEP_KEY)
     if sweep is not None and owner != str(Path(sweep).resolve()):
         by = f"the sweep in {owner}" if owner else "`nnunetv2-llm plan`"
@@ -269,26 +261,23 @@ def extract_into(specs: list[LLMSpec], names: list[str], weights_dir: Path) -> l
     """Fetch each block's pretrained layer(s) (and final norm) once into ``weights_dir/NAME.safetensors`` and point
     the spec at that file, pinned by its sha256: every job trained from these plans then reads the same tensors,
     and none of them touches the hub. A file already there for the same source and layers is reused."""
-    from ..core.weights import LLMWeightsError, extract_layer, load_extracted, load_final_norm, load_layers, \
-        pinned_hashes
+    from ..core.weights import LLMWeightsError, extract_layer, load_extracted, load_pinned
     out = []
     for spec, name in zip(specs, names):
         if not spec.loads_pretrained:
             out.append(spec)
             continue
         path = (Path(weights_dir) / f"{name}.safetensors").resolve()
-        local = spec.replace(source=str(path), sha256=None)
+        local = spec.replace(source=str(path))
         try:
             first = load_extracted(path, spec.layer) if path.is_file() else None
-            if first is None or first.source != spec.source:
+            if first is None or (first.source, first.revision or None) != (spec.source, spec.revision or None):
                 raise LLMWeightsError("not this spec's file")
-            layers = load_layers(local)
-            norm = load_final_norm(local) if spec.final_norm else None
+            pinned = load_pinned(local)[0]
         except LLMWeightsError:
             extract_layer(spec, path)
-            layers = load_layers(local)
-            norm = load_final_norm(local) if spec.final_norm else None
-        out.append(local.replace(sha256=pinned_hashes(layers, norm)))
+            pinned = load_pinned(local)[0]  # a pin in the spec still holds for the tensors fetched now
+        out.append(pinned)
     return out
 
 

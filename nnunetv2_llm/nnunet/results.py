@@ -115,7 +115,10 @@ def parse_folds(values, name: str | None = None) -> list:
     n = len(splits) if splits is not None else NNUNET_FOLDS
     where = f"{name}'s splits_final.json has {n} splits" if splits is not None else "nnU-Net's default 5-fold split"
     folds, bad = [], []
-    for value in [values] if isinstance(values, (str, int)) else values:
+    given = [] if values is None else [values] if isinstance(values, (str, int)) else list(values)
+    if not given:
+        raise ResultsError(f"no folds given; name one or more in 0-{n - 1} ({where}), or 'all'.")
+    for value in given:
         text = str(value).strip()
         if text == "all":
             folds.append("all")

@@ -23,12 +23,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from ..core.block import EXTRA_STATE, LLMBlock
 from ..core.cost import parameter_counts
-from ..core.files import load_checkpoint, read_json
+from ..core.files import load_checkpoint, read_json, write_json
 from ..core.models import MODELS, model_spec
 from ..core.network import LLMUNet, unwrap
 from ..core.spec import PLANS_KEY, LLMSpec, LLMSpecError, refuse_another_block, spec_from_entry
 from ..core.variants import load_variant, variant_names
-from ..core.weights import LLMWeightsError, check_pin, load_final_norm, load_layers
+from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
 from .lengths import LENGTHS
 
@@ -89,10 +89,13 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         if weights is not None:
             layers, norm = weights
             block.load_pretrained([w.tensors for w in layers], None if norm is None else norm.weight)
-            if spec.init == "pretrained" and not any(t.abs().sum() > 0 for layer in block.pretrained_tensors()
-                                                     for t in layer.values()):
-                raise LLMWeightsError(f"layer {spec.layer} of {spec.source} loaded as all zeros: the block would be a "
-                                      f"plain linear bottleneck. The source is broken; get a good copy of it.")
+            zero = [i for i, layer in enumerate(block.pretrained_tensors(), start=spec.layer)
+                    if not any(t.abs().sum() > 0 for t in layer.values())]
+            if spec.init == "pretrained" and zero:
+                raise LLMWeightsError(f"layer {', '.join(map(str, zero))} of {spec.source} loaded as all zeros: the "
+                                      f"block would skip {'it' if len(zero) == 1 else 'them'}"
+                                      f"{' and be a plain linear bottleneck' if len(zero) == spec.depth else ''}. "
+                                      f"The source is broken; get a good copy of it.")
         self._log_llm(spec, weights)
 
     def _spec_to_train(self):
@@ -102,13 +105,13 @@ class nnUNetTrainerLLM(nnUNetTrainer):
             return self._checkpoint_spec, None
         spec = self.planned_spec
         if not spec.loads_pretrained:
+            self._check_trained_folds(spec)
             return spec, None
         try:
-            layers = load_layers(spec, echo=self.print_to_log_file)
-            norm = load_final_norm(spec, echo=self.print_to_log_file) if spec.final_norm else None
+            pinned, layers, norm = load_pinned(spec, echo=self.print_to_log_file)
         except LLMWeightsError as e:
             raise LLMWeightsError(f"{type(self).__name__}: cannot load the pretrained LLM layer. {e}") from None
-        spec = check_pin(spec, layers, norm)
+        spec = pinned
         self._check_trained_folds(spec)
         return spec, (layers, norm)
 
@@ -143,6 +146,18 @@ class nnUNetTrainerLLM(nnUNetTrainer):
             self._checkpoint_spec = trained
         super().load_checkpoint(str(filename_or_checkpoint) if isinstance(filename_or_checkpoint, Path)
                                 else filename_or_checkpoint)
+        if self._checkpoint_spec is not None and self.local_rank == 0:
+            self._restore_results_plans()
+
+    def _restore_results_plans(self) -> None:
+        """``--val`` skips nnU-Net's ``on_train_start`` (which writes the results folder's plans.json): write the
+        checkpoint's record back when the file lost it, so prediction builds the block this checkpoint trained."""
+        results_plans = Path(self.output_folder_base) / "plans.json"
+        entry = self.plans_manager.plans["configurations"][self.configuration_name][PLANS_KEY]
+        stored = (read_json(results_plans).get("configurations", {}).get(self.configuration_name, {}).get(PLANS_KEY)
+                  if results_plans.is_file() else None)
+        if stored != entry:
+            write_json(results_plans, self.plans_manager.plans)
 
     def _log_llm(self, spec: LLMSpec, weights) -> None:
         net = unwrap(self.network)
@@ -155,12 +170,11 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                                for name, w in loaded)
         else:
             origin = "weights from the checkpoint" if self._checkpoint_spec is not None else f"init {spec.init}"
-        layers_named = f"layer {spec.layer}" if spec.depth == 1 else f"layers {spec.layer}..{spec.layer + spec.depth - 1}"
         adaptations = (f", lora_rank={spec.lora_rank} on {','.join(spec.lora_targets)} (alpha {spec.lora_alpha:g})"
                        if spec.lora_rank else "") + (", gate" if spec.gate else "") + \
             (", final_norm" if spec.final_norm else "")
         self.print_to_log_file(
-            f"LLM block: {spec.source} {layers_named} ({origin}); init={spec.init}, "
+            f"LLM block: {spec.source} {spec.layers_named} ({origin}); init={spec.init}, "
             f"trainable={spec.trainable}, dtype={spec.dtype}, positions={spec.positions}, "
             f"attention={spec.attention}, residual={spec.residual}, stage={net.stage}{adaptations}")
         self.print_to_log_file(
@@ -181,10 +195,11 @@ class nnUNetTrainerLLM(nnUNetTrainer):
 def builtin_spec(model: str, variant: str) -> LLMSpec:
     """The spec of a built-in trainer: the model's layer (or the variant's), wired as the variant says."""
     v = load_variant(variant)
-    layer = MODELS[model].layer if v.layer is None else v.layer
+    depth = v.options.get("depth", 1)
+    layer = MODELS[model].block_start(depth) if v.layer is None else v.layer
     if isinstance(layer, str):
-        from ..core.spec import parse_layers
-        (layer,) = parse_layers(layer, MODELS[model].num_layers)
+        from ..core.spec import parse_block_starts
+        (layer,) = parse_block_starts(layer, MODELS[model].num_layers, depth)
     return model_spec(model, layer=layer, **v.options)
 
 

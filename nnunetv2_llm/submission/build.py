@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import io
+import json
 import os
 import re
 import shutil
@@ -98,12 +99,7 @@ def check_exportable_folds(variant: TrainedVariant, folds: list) -> None:
     """What nnU-Net's exporter reads of each fold must exist; say which command writes what is missing."""
     for fold in folds:
         fold_dir = variant.fold_folder(fold)
-        if not variant.checkpoint(fold).is_file():
-            raise ExportError(f"fold {fold} of {variant.folder.name} has no checkpoint_final.pth (in {fold_dir}): "
-                              f"finish its training (`{variant.train_command(fold)}`) or leave it out of -f.")
-        if not (fold_dir / "validation" / "summary.json").is_file():
-            raise ExportError(f"fold {fold} of {variant.folder.name} lacks validation/summary.json, which nnU-Net's "
-                              f"exporter copies; write it with `{variant.train_command(fold, ' --val')}`.")
+        variant.require_done(fold)  # a final checkpoint and nnU-Net's final validation, which the exporter copies
         if not (fold_dir / "progress.png").is_file():
             raise ExportError(f"fold {fold} of {variant.folder.name} lacks progress.png, which nnU-Net's exporter "
                               f"copies and only training writes; copy it back from where the fold trained, or "
@@ -114,6 +110,13 @@ def recorded_hashes(folder: Path) -> dict[str, str]:
     """sha256 of the files export wrote that decide what the container runs."""
     return {name: tree_sha256(folder / name) if (folder / name).is_dir() else file_sha256(folder / name)
             for name in RECORDED}
+
+
+def record_sha256(record: dict) -> str:
+    """sha256 of export.json's own content (all but this field), so an edited record is caught like an edited file."""
+    import hashlib
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def copy_package(dest: Path) -> None:
@@ -332,6 +335,7 @@ def export_submission(dataset, configuration: str, trainer: str, plans: str, fol
         (tmp / "predict.py").write_text(PREDICT_PY)
         (tmp / "Dockerfile").write_text(dockerfile(record))
         record["sha256"] = recorded_hashes(tmp)
+        record["record_sha256"] = record_sha256(record)
         write_json(tmp / EXPORT_FILE, record)
         (tmp / "README.md").write_text(submission_readme(record))
         _replace(tmp, out)

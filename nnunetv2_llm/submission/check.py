@@ -15,17 +15,22 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from ..core.files import file_sha256, read_json, write_json
-from .build import RECORDED, recorded_hashes, submission_readme
-from .runtime import CHANNEL, MODEL_ZIP, ExportError, load_record
+from .build import RECORDED, record_sha256, recorded_hashes, submission_readme
+from ..core.files import CHANNEL
+from .runtime import MODEL_ZIP, ExportError, load_record
 
 
 def verify_recorded(folder: Path, record: dict) -> None:
     """The submission must be what export wrote: refuse one whose recorded files changed, naming them."""
     recorded = record.get("sha256")
-    if not isinstance(recorded, dict) or set(recorded) != set(RECORDED):
+    if not isinstance(recorded, dict) or set(recorded) != set(RECORDED) or "record_sha256" not in record:
         raise ExportError(f"{folder / 'export.json'} records no sha256 of {', '.join(RECORDED)} (a submission of "
                           f"nnunetv2-llm 0.2 or an edited record); export it again with `nnunetv2-llm export ... "
                           f"--overwrite`.")
+    if record.get("record_sha256") != record_sha256(record):
+        raise ExportError(f"{folder / 'export.json'} was edited after export (its content no longer hashes to the "
+                          f"record_sha256 it holds): the container would not run what was exported and checked. "
+                          f"Export again (`nnunetv2-llm export ... --overwrite`) rather than editing the record.")
     missing = [name for name in RECORDED if not (folder / name).exists()]
     if missing:
         raise ExportError(f"{folder} lacks {', '.join(missing)}, which export wrote; export it again.")

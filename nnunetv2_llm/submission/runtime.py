@@ -6,13 +6,12 @@ package's trainers, and nothing else (no hub, no LLM files, no network).
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.files import read_json
+from ..core.files import CHANNEL, read_json
 
 EXPORT_FORMAT = "nnunetv2-llm-submission"
 EXPORT_FILE = "export.json"
@@ -21,7 +20,6 @@ MODEL_ZIP = "model.zip"
 IMAGE_ENDINGS = (".mha", ".nii.gz", ".nrrd", ".tif", ".tiff")
 IGNORED_SUFFIXES = (".json",)  # platform metadata next to the images (e.g. inputs.json)
 LAYOUTS = ("nnunet", "folders")
-CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 class ExportError(UserError, ValueError):

@@ -61,6 +61,15 @@ def _as_list(value) -> list:
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _option_values(key: str, value) -> list:
+    """The values one spec option takes in a grid: a list is several values, except ``lora_targets``, whose value
+    is itself a list (``[q_proj, v_proj]`` is one value; ``[[q_proj], [q_proj, v_proj]]`` two)."""
+    if key == "lora_targets" and isinstance(value, (list, tuple)) and not any(isinstance(v, (list, tuple))
+                                                                             for v in value):
+        return [list(value)]
+    return _as_list(value)
+
+
 def check_trainer(name: str) -> type:
     """nnU-Net's own lookup (with our trainers on nnUNet_extTrainer), before anything is submitted."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
@@ -94,12 +103,12 @@ def llm_requests(value) -> list:
             raise SweepError(f"llm: each entry must be a mapping of {', '.join(LLM_KEYS)}; got {entry!r}.")
         _check_keys(entry, LLM_KEYS, "llm: an entry")
         options = {k: entry[k] for k in SPEC_OPTIONS if k in entry}
-        grid = [[(k, v) for v in _as_list(vals)] for k, vals in options.items()]
+        grid = [[(k, v) for v in _option_values(k, vals)] for k, vals in options.items()]
+        layer = entry.get("layer")
+        layers = None if layer is None else ",".join(map(str, _as_list(layer)))  # [0, 3] as plan's --layer 0,3
         for combination in itertools.product(*grid):
-            layer = entry.get("layer")
-            requests.append(PlansRequest(llm=entry.get("llm"), variant=entry.get("variant"),
-                                         layers=None if layer is None else str(layer), options=dict(combination),
-                                         output=entry.get("output")))
+            requests.append(PlansRequest(llm=entry.get("llm"), variant=entry.get("variant"), layers=layers,
+                                         options=dict(combination), output=entry.get("output")))
     return requests
 
 
@@ -124,12 +133,10 @@ def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
         return None, None
     key = (spec.source, spec.layer, spec.depth, spec.final_norm, spec.revision)
     if key not in cache:
-        from ..core.weights import check_pin, load_final_norm, load_layers
-        layers = load_layers(spec)
-        norm = load_final_norm(spec) if spec.final_norm else None
-        pinned = check_pin(spec, layers, norm).sha256
+        from ..core.weights import load_pinned
+        pinned, layers, norm = load_pinned(spec)
         files = sorted({f for w in layers + ([norm] if norm else []) for f in w.files})
-        cache[key] = (", ".join(files), pinned)
+        cache[key] = (", ".join(files), pinned.sha256)
     return cache[key]
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.files import read_json, write_json
+from ..core.spec import PLANS_KEY
 from ..nnunet.environment import cli_path, with_our_trainers
 from ..nnunet.results import TrainedVariant, results_folder
 
@@ -85,8 +86,17 @@ def trained_sha256(v: TrainedVariant) -> str | None:
     plans = v.folder / "plans.json"
     if not plans.is_file():
         return None
-    entry = (read_json(plans).get("configurations", {}).get(v.configuration) or {}).get("llm") or {}
+    entry = (read_json(plans).get("configurations", {}).get(v.configuration) or {}).get(PLANS_KEY) or {}
     return entry.get("sha256")
+
+
+def weights_changed(job: dict, v: TrainedVariant) -> str | None:
+    """Why a fold trained with other tensors than `sweep plan` recorded, or None when they match (or none pinned)."""
+    trained = trained_sha256(v) if job.get("llm_sha256") else None
+    if trained is None or trained == job["llm_sha256"]:
+        return None
+    return (f"the job trained with LLM tensors of sha256 {trained}, but the sweep recorded {job['llm_sha256']} "
+            f"({job['llm_weights']}); the weights changed since `sweep plan`")
 
 
 def _stop_tree(process: subprocess.Popen) -> None:
@@ -125,7 +135,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
     if "cpu" in job["train_args"]:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["nnUNet_n_proc_DA"] = "0"
-    v = variant(job, env["nnUNet_results"])
+    v = variant(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
     sweep_dir = Path(sweep_dir)
     logs = sweep_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -135,13 +145,17 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         lock.acquire(timeout=0)
     except Timeout:
         return "held"
+    previous_handler = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_on_sigterm)
+        previous_handler = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     process = None
     try:
         if v.fold_state(job["fold"]).done:
-            write_state(sweep_dir, job, "done")
-            return "done"
+            changed = weights_changed(job, v)
+            with open(logs / f"{job['id']}.log", "a") as log:
+                log.write(f"error: {changed}.\n" if changed else "already trained; nothing to run\n")
+            write_state(sweep_dir, job, "failed" if changed else "done")
+            return "failed" if changed else "done"
         command = train_command(job, resume_flag(v, job["fold"]))
         with open(logs / f"{job['id']}.log", "a") as log:
             log.write("$ " + " ".join(command) + "\n")
@@ -153,13 +167,12 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
             finally:
                 _stop_tree(process)  # on Ctrl-C, SIGTERM or a cancel from submitit, no trainer is left behind
             result = "done" if rc == 0 and v.fold_state(job["fold"]).done else "failed"
-            trained = trained_sha256(v) if job.get("llm_sha256") else None
-            if trained is not None and trained != job["llm_sha256"]:
-                log.write(f"error: the job trained with LLM tensors of sha256 {trained}, but the sweep recorded "
-                          f"{job['llm_sha256']} ({job['llm_weights']}); the weights changed since `sweep plan`.\n")
+            changed = weights_changed(job, v)
+            if changed:
+                log.write(f"error: {changed}.\n")
                 result = "failed"
-            elif trained is not None:
-                log.write(f"LLM tensors sha256 {trained}, as recorded by `sweep plan`\n")
+            elif job.get("llm_sha256") and result == "done":
+                log.write(f"LLM tensors sha256 {job['llm_sha256']}, as recorded by `sweep plan`\n")
         write_state(sweep_dir, job, result, exit_code=rc)
         return result
     except BaseException:
@@ -167,6 +180,8 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         raise
     finally:
         lock.release()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[str, str, str]:
@@ -179,8 +194,10 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
     epoch = epochs[-1] if epochs else "-"
     state = read_state(sweep_dir, job)
     held = is_held(job_lock(sweep_dir, job))
-    if variant(job, results).fold_state(job["fold"]).done and not held:
-        return "done", epoch, ""
+    v = variant(job, results)
+    if v.fold_state(job["fold"]).done and not held:
+        changed = weights_changed(job, v)
+        return ("failed", epoch, changed) if changed else ("done", epoch, "")
     if held:
         return "running", epoch, f"pid {state.get('pid', '?')} on {state.get('host', '?')}"
     status = state["status"]
