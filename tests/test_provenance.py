@@ -117,7 +117,8 @@ def test_a_random_init_fold_refuses_a_wiring_other_than_the_first_folds(in_proce
     """Folds with nothing pretrained to pin still share one wiring: a changed option is refused."""
     from nnunetv2_llm.nnunet.trainers import nnUNetTrainerSmolLM2FrozenRandom
     plans = in_process_env.plans(dataset_2d)
-    folder = in_process_env.results_folder(dataset_2d, "nnUNetTrainerSmolLM2FrozenRandom")
+    plans["plans_name"] = "nnUNetPlans_randomwiring"  # a results folder of its own
+    folder = in_process_env.results_folder(dataset_2d, "nnUNetTrainerSmolLM2FrozenRandom", plans=plans["plans_name"])
     folder.mkdir(parents=True)
     recorded = model_spec("smollm2-135m", init="random", trainable=False, positions="rope").to_dict()
     written = json.loads(json.dumps(plans))
