@@ -279,35 +279,46 @@ def _read_tensors(key_to_file: dict[str, str], prefix: str) -> tuple[dict, list[
     return tensors, sorted(by_file)
 
 
-def _load_safetensors_checkpoint(spec: LLMSpec, fetch) -> tuple[dict, list[str]]:
-    """``fetch(name, optional)`` returns a local path of a file of the checkpoint (or None if absent)."""
+def _checkpoint_index(spec: LLMSpec, fetch, needed_for: str) -> tuple[dict | None, str | None]:
+    """(weight map of the index, None) of a sharded safetensors checkpoint, or (None, its single file);
+    ``fetch(name, optional)`` returns a local path of a file of the checkpoint (or None if absent)."""
     try:
-        index_path = fetch(INDEX_NAME, True)
-        index_unreachable = None
-    except HubUnreachableError as e:
-        # Offline, an unsharded model's index is never cached: look for its single file before giving up.
+        index_path, index_unreachable = fetch(INDEX_NAME, True), None
+    except HubUnreachableError as e:  # offline, an unsharded model's index is never cached: try its single file
         index_path, index_unreachable = None, e
     if index_path is not None:
-        weight_map = json.loads(Path(index_path).read_text())["weight_map"]
-        prefix = _layer_prefix(weight_map, spec.layer, f"checkpoint {spec.source!r}")
-        keys = [k for k in weight_map if k.startswith(prefix)]
-        shards = sorted({weight_map[k] for k in keys})
-        paths = {s: fetch(s, True) for s in shards}
-        missing = [s for s, p in paths.items() if p is None]
-        if missing:
-            raise LLMWeightsError(f"checkpoint {spec.source!r} is partial: shard(s) {missing} holding layer "
-                                  f"{spec.layer} are missing. Re-download the checkpoint (or those files).")
-        return _read_tensors({k: paths[weight_map[k]] for k in keys}, prefix)
+        return json.loads(Path(index_path).read_text())["weight_map"], None
     single = fetch(SINGLE_NAME, True)
     if single is None and index_unreachable is not None:
         raise index_unreachable
     if single is None:
-        raise LLMWeightsError(f"checkpoint {spec.source!r} has neither {INDEX_NAME} nor {SINGLE_NAME}: only "
-                              f"safetensors checkpoints are read. Convert it with transformers' "
+        raise LLMWeightsError(f"checkpoint {spec.source!r} has neither {INDEX_NAME} nor {SINGLE_NAME}, so {needed_for} "
+                              f"cannot be read: only safetensors checkpoints are. Convert it with transformers' "
                               f"`save_pretrained(..., safe_serialization=True)`, or pass a .gguf file.")
+    return None, single
+
+
+def _shards(spec: LLMSpec, fetch, shards, holding: str) -> dict[str, str]:
+    """Local paths of the shards holding what is read, every missing one named."""
+    paths = {s: fetch(s, True) for s in sorted(set(shards))}
+    missing = [s for s, p in paths.items() if p is None]
+    if missing:
+        raise LLMWeightsError(f"checkpoint {spec.source!r} is partial: shard(s) {missing} holding {holding} are "
+                              f"missing. Re-download the checkpoint (or those files).")
+    return paths
+
+
+def _load_safetensors_checkpoint(spec: LLMSpec, fetch) -> tuple[dict, list[str]]:
+    weight_map, single = _checkpoint_index(spec, fetch, f"layer {spec.layer}")
+    where = f"checkpoint {spec.source!r}"
+    if weight_map is not None:
+        prefix = _layer_prefix(weight_map, spec.layer, where)
+        keys = [k for k in weight_map if k.startswith(prefix)]
+        paths = _shards(spec, fetch, [weight_map[k] for k in keys], f"layer {spec.layer}")
+        return _read_tensors({k: paths[weight_map[k]] for k in keys}, prefix)
     with safe_open(single, framework="pt") as f:
         all_keys = list(f.keys())
-    prefix = _layer_prefix(all_keys, spec.layer, f"checkpoint {spec.source!r}")
+    prefix = _layer_prefix(all_keys, spec.layer, where)
     return _read_tensors({k: single for k in all_keys if k.startswith(prefix)}, prefix)
 
 
@@ -703,28 +714,13 @@ def _hub_final_norm(spec: LLMSpec, fs, echo) -> FinalNorm:
 
 def _checkpoint_final_norm(spec: LLMSpec, fetch, where: str) -> FinalNorm:
     """``model.norm.weight`` of a safetensors checkpoint (sharded or single); ``fetch`` as for the layers."""
-    try:
-        index, index_unreachable = fetch(INDEX_NAME, True), None
-    except HubUnreachableError as e:  # offline, an unsharded model's index is never cached: try its single file
-        index, index_unreachable = None, e
-    if index is not None:
-        weight_map = read_json(index)["weight_map"]
+    weight_map, file = _checkpoint_index(spec, fetch, "the final norm")
+    if weight_map is not None:
         key = final_norm_key(weight_map, spec.layer, where)
-        file = fetch(weight_map[key], True)
-        if file is None:
-            raise LLMWeightsError(f"{where} is partial: shard {weight_map[key]} holding the final norm is missing. "
-                                  f"Re-download the checkpoint (or that file).")
-    else:
-        file = fetch(SINGLE_NAME, True)
-        if file is None and index_unreachable is not None:
-            raise index_unreachable
-        if file is None:
-            raise LLMWeightsError(f"{where} has neither {INDEX_NAME} nor {SINGLE_NAME}, so no final norm can be "
-                                  f"read; point --llm at a safetensors checkpoint or a .gguf file, or drop "
-                                  f"final_norm.")
+        file = _shards(spec, fetch, [weight_map[key]], "the final norm")[weight_map[key]]
     try:
         with safe_open(str(file), framework="pt") as f:
-            key = key if index is not None else final_norm_key(list(f.keys()), spec.layer, where)
+            key = key if weight_map is not None else final_norm_key(list(f.keys()), spec.layer, where)
             return FinalNorm(f.get_tensor(key), [str(file)])
     except SafetensorError as e:
         raise LLMWeightsError(f"{file} is not a readable safetensors file ({e}); re-download it.") from None
