@@ -134,7 +134,7 @@ def test_check_fails_loudly_when_the_entry_point_reaches_out(llm_submission, nnu
                                                              reach):
     """The guard is real: an entry point that opens the LLM's GGUF, or connects anywhere (here: loopback), fails."""
     copy = tmp_path / "submission"
-    shutil.copytree(llm_submission, copy)
+    shutil.copytree(llm_submission, copy, ignore=shutil.ignore_patterns("check.json"))  # another test's check
     line = (f"open({str(smollm2_gguf)!r}, 'rb').read(4)" if reach == "llm file"
             else "import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)")
     predict = copy / "predict.py"
@@ -159,7 +159,7 @@ def test_check_refuses_a_submission_edited_after_export(llm_submission, tmp_path
     """Issue 21 #6: a Dockerfile pinned to another torch, a changed entry point or package code is not what export
     wrote: --check names the file before running anything, and records nothing in the README."""
     copy = tmp_path / "submission"
-    shutil.copytree(llm_submission, copy)
+    shutil.copytree(llm_submission, copy, ignore=shutil.ignore_patterns("check.json"))  # another test's check
     readme = (copy / "README.md").read_text()
     target = {"Dockerfile": copy / "Dockerfile", "predict.py": copy / "predict.py",
               "src": copy / "src" / "nnunetv2_llm" / "core" / "block.py"}[edit]
@@ -175,7 +175,7 @@ def test_check_refuses_a_submission_edited_after_export(llm_submission, tmp_path
 def test_check_refuses_an_edited_export_json(llm_submission, tmp_path, capsys):
     """export.json decides how the container predicts (folds, tiling, mirroring): an edit to it is refused too."""
     copy = tmp_path / "submission"
-    shutil.copytree(llm_submission, copy)
+    shutil.copytree(llm_submission, copy, ignore=shutil.ignore_patterns("check.json"))  # another test's check
     record = json.loads((copy / "export.json").read_text())
     record["tile_step_size"] = 0.9
     (copy / "export.json").write_text(json.dumps(record))

@@ -152,8 +152,9 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
     try:
         if v.fold_state(job["fold"]).done:
             changed = weights_changed(job, v)
-            with open(logs / f"{job['id']}.log", "a") as log:
-                log.write(f"error: {changed}.\n" if changed else "already trained; nothing to run\n")
+            if changed:  # a finished job's log is left as it is
+                with open(logs / f"{job['id']}.log", "a") as log:
+                    log.write(f"error: {changed}.\n")
             write_state(sweep_dir, job, "failed" if changed else "done")
             return "failed" if changed else "done"
         command = train_command(job, resume_flag(v, job["fold"]))
