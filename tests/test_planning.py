@@ -237,6 +237,7 @@ REFUSALS = {
     "unknown LoRA target": (["--lora-rank", "4", "--lora-targets", "qkv,v_proj"],
                             ["lora_targets ['qkv'] are not linears", "its linears are down_proj, gate_proj, k_proj"]),
     "depth past the last layer": (["--layer", "28", "--depth", "3"], ["depth=3 from layer 28 runs past", "--layer 27"]),
+    "depth beyond the model": (["--depth", "40"], ["depth=40 from layer 0 runs past", "use --depth 30 or less"]),
     "gate on the identity control": (["--gate", "--init", "identity"], ["--gate has nothing to act on"]),
 }
 

@@ -99,7 +99,7 @@ class Model:
     def block_start(self, depth: int = 1) -> int:
         """The first layer of a block of ``depth`` layers around the paper's: the paper's layer and the ones after
         it, or, where those run past the model's last layer (DeepSeek's 27), the block that ends at the last."""
-        return min(self.layer, self.num_layers - depth)
+        return max(0, min(self.layer, self.num_layers - depth))
 
 
 MODELS: dict[str, Model] = {

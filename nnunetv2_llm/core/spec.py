@@ -130,7 +130,8 @@ class LLMSpec:
                 raise LLMSpecError(
                     f"depth={self.depth} from layer {self.layer} runs past the last decoder layer of {self.source} "
                     f"({self.layers_named}, the model has 0..{n_layers - 1}); use "
-                    f"--layer {max(0, n_layers - self.depth)} or lower, or --depth {n_layers - self.layer} or less.")
+                    + (f"--layer {n_layers - self.depth} or lower, or --depth {n_layers - self.layer} or less."
+                       if self.depth <= n_layers else f"--depth {n_layers - self.layer} or less."))
 
     def _check_adaptations(self) -> None:
         """Ranges of the LoRA, depth, gate and final-norm options, and the combinations that mean nothing."""
