@@ -184,8 +184,35 @@ def report(results: dict) -> None:
                         "train s (median)", "checkpoint MiB"], rows))
 
 
+def readme_table(results: dict) -> str:
+    """The README's markdown table of a saved run: per-seed test Dice, its spread, the paired difference to plain
+    nnU-Net over seeds, each seed's `compare` against plain, objects Dice and the median training time."""
+    seeds = list(results["seeds"])
+    per_seed = lambda label, key: [results["seeds"][s][label][key] for s in seeds]  # noqa: E731
+    plain = per_seed("plain nnU-Net", "test_dice")
+    lines = ["| variant | test Dice per seed | mean ± std | minus plain (over seeds) | compare, seeds "
+             + " / ".join(seeds) + ": Δ [95% CI], Holm p | objects Dice, any class | train s |",
+             "|---|---|---|---|---|---|---|"]
+    for label in results["trainers"]:
+        dice = per_seed(label, "test_dice")
+        compared = [results["seeds"][s].get("compare", {}).get(label) for s in seeds]
+        paired = " / ".join(f"{c['mean_difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p_holm']:.2g}"
+                            for c in compared if c) or "-"
+        differences = [d - p for d, p in zip(dice, plain)]
+        minus = "-" if label == "plain nnU-Net" else (f"{statistics.mean(differences):+.3f} ± "
+                                                      f"{statistics.stdev(differences):.3f}")
+        spread3 = f"{statistics.mean(dice):.3f} ± {statistics.stdev(dice):.3f}"
+        objects = statistics.mean(per_seed(label, "objects_dice"))
+        train = statistics.median(per_seed(label, "train_seconds"))
+        lines.append(f"| {label} | {' '.join(f'{d:.3f}' for d in dice)} | {spread3} | {minus} | {paired} | "
+                     f"{objects:.3f} | {train:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readme-table", type=Path, metavar="JSON",
+                        help="print the README's markdown table of a saved run (2+ seeds) and exit")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="2 seeds, 10 epochs of 20 iterations (default)")
@@ -203,6 +230,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work-dir", type=Path, help="keep the nnU-Net folders here (default: a temp dir, removed)")
     parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/quality-<mode>.json)")
     args = parser.parse_args(argv)
+    if args.readme_table:
+        print(readme_table(json.loads(args.readme_table.read_text())))
+        return 0
     args.mode = args.mode or "quick"
     seeds = args.seeds or MODES[args.mode]["seeds"]
     length = args.length if args.length is not None else MODES[args.mode]["length"]

@@ -123,6 +123,7 @@ def test_analyze_compare_llm_and_plain_folds(nnunet_env, dataset_2d, smollm2_ggu
     proc = nnunet_env.run("nnunetv2-llm", "analyze", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
                           "--compare", PLAIN, "-o", out, "--device", "cpu")
     assert "IoU before" in proc.stdout
+    assert "(higher = attention more on the object" in proc.stdout and "higher = more dimensions used" in proc.stdout
 
     result = json.loads((out / "analysis.json").read_text())
     splits_file = nnunet_env.preprocessed / nnunet_env.dataset_folder(dataset_2d).name / "splits_final.json"

@@ -69,9 +69,10 @@ def test_check_of_the_llm_submission_equals_nnunet_predict(llm_submission, nnune
 def test_plain_nnunet_exports_in_the_folders_layout_and_checks(nnunet_env, dataset_2d, tmp_path):
     nnunet_env.trained(dataset_2d, PLAIN)
     out = tmp_path / "plain"
-    nnunet_env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", PLAIN, "-f", "0", "-o", out,
-                   "--layout", "folders", "--channel-folders", "image", "--output-subfolder", "images/segmentation",
-                   "--disable-tta")
+    exported = nnunet_env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", PLAIN, "-f", "0",
+                              "-o", out, "--layout", "folders", "--channel-folders", "image",
+                              "--output-subfolder", "images/segmentation", "--disable-tta")
+    assert "No ensemble directory" not in exported.stdout + exported.stderr, "nnU-Net's worrying line is silenced"
     record = json.loads((out / "export.json").read_text())
     assert record["input"]["channel_folders"] == ["image"] and record["use_mirroring"] is False
     assert "Plain nnU-Net model" in (out / "README.md").read_text()
@@ -219,6 +220,25 @@ def test_export_refuses_plans_without_sha256_and_missing_folds(in_process_env, d
         err = capsys.readouterr().err
         assert "fold 0 did not finish nnU-Net's final validation (it has no validation/summary.json)" in err
         assert f"2d 0 -tr {SMOL} -p nnUNetPlans_nosha --val" in err
+        assert not out.exists() and not list(tmp_path.glob(".submission*")), "nothing is half-written"
+    finally:
+        shutil.rmtree(copied)
+
+
+def test_export_refuses_a_truncated_checkpoint_of_plain_nnunet(in_process_env, dataset_2d, tmp_path, capsys):
+    """Issue 21 #5: a plain trainer's checkpoint is loaded too; one cut to half its size is refused, naming it."""
+    trained = in_process_env.trained(dataset_2d, PLAIN)
+    copied = trained.parent / f"{PLAIN}__nnUNetPlans_truncated__2d"
+    shutil.rmtree(copied, ignore_errors=True)
+    shutil.copytree(trained, copied, ignore=shutil.ignore_patterns("fold_1", "fold_2", "fold_3", "fold_4"))
+    try:
+        checkpoint = copied / "fold_0" / "checkpoint_final.pth"
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+        out = tmp_path / "submission"
+        assert cli.main(["export", "-d", str(dataset_2d), "-c", "2d", "-tr", PLAIN, "-p", "nnUNetPlans_truncated",
+                         "-f", "0", "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert str(checkpoint) in err and "truncated or damaged" in err and "Traceback" not in err
         assert not out.exists() and not list(tmp_path.glob(".submission*")), "nothing is half-written"
     finally:
         shutil.rmtree(copied)

@@ -112,3 +112,26 @@ def test_every_help_text_is_plain_and_explains_every_option(capsys):
         undocumented = [a.option_strings or a.dest for a in sub._actions
                         if a.help is None and not isinstance(a, argparse._SubParsersAction)]
         assert not undocumented, f"`{name}`: options without help {undocumented}"
+
+
+def test_every_imported_package_is_declared_and_every_declared_one_imported():
+    """pyproject's dependencies are what the library and the trainers import (gguf through its extra), no more."""
+    import importlib.metadata as metadata
+    import re
+    from packaging.requirements import Requirement
+    requires = [Requirement(r) for r in metadata.requires("nnunetv2-llm")]
+    canonical = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    declared = {canonical(r.name) for r in requires if r.marker is None}
+    extras = {canonical(r.name) for r in requires if r.marker is not None and r.marker.evaluate({"extra": "gguf"})}
+    distributions = metadata.packages_distributions()
+    imported = set()
+    for path in [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "trainers").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top != "nnunetv2_llm" and top not in sys.stdlib_module_names:
+                    imported |= {canonical(d) for d in distributions.get(top, [top])}
+    assert imported - declared - extras == set(), "imported but not declared in pyproject.toml"
+    assert declared - imported == set(), "declared in pyproject.toml but imported nowhere"

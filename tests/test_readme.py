@@ -1,5 +1,6 @@
 """The README says what the code does: its tables of trainers and variants are the code's own, and every
 `nnunetv2-llm` command line in it parses with the real command-line parser."""
+import json
 import re
 import shlex
 from pathlib import Path
@@ -81,3 +82,18 @@ def test_the_readme_predict_line_runs_on_a_cpu_and_after_the_demo():
     text = README.read_text()
     predict = [line for line in text.splitlines() if line.startswith("nnUNetv2_predict ")]
     assert predict and any("-device cpu" in line for line in predict) and any("-f 0 " in line + " " for line in predict)
+
+
+@pytest.mark.parametrize("saved", ["quality-context-adaptations-20x25.json", "quality-blobs-adaptations-10x20.json"])
+def test_the_readme_adaptation_tables_are_the_saved_runs(saved):
+    """The README's measured adaptation tables are what `benchmarks/quality.py --readme-table` makes of the JSON
+    the README names, so no number in them can drift from the run."""
+    import importlib.util
+    path = README.parent / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_benchmark", path)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    results = json.loads((README.parent / "benchmarks" / "results" / saved).read_text())
+    text = README.read_text()
+    assert f"benchmarks/results/{saved}" in text
+    assert quality.readme_table(results) in text, f"regenerate: python benchmarks/quality.py --readme-table benchmarks/results/{saved}"

@@ -261,7 +261,7 @@ def test_a_job_another_run_holds_is_skipped_and_status_tells_live_from_dead(swee
 def test_a_fold_without_its_full_validation_is_not_done(nnunet_env, dataset_2d, sweep_env, tmp_path):
     """#2: nnU-Net writes checkpoint_final.pth before it validates; a fold killed there is validated again (--val),
     not marked done."""
-    from nnunetv2_llm.sweep.jobs import job_status, resume_flag, train_command, variant
+    from nnunetv2_llm.sweep.jobs import job_status, resume_flag, train_command, variant, write_state
     out, job = _one_job_sweep(sweep_env, tmp_path)
     shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN))
     v = variant(job, sweep_env.results)
@@ -272,6 +272,9 @@ def test_a_fold_without_its_full_validation_is_not_done(nnunet_env, dataset_2d, 
         assert job_status(job, out)[0] == "pending" and resume_flag(v, 0) == "--val"
         assert train_command(job, resume_flag(v, 0))[-1] == "--val"
         assert v.fold_state(0).missing_cases == (case.stem,)
+        write_state(out, job, "done")
+        status, _, detail = job_status(job, out)
+        assert status == "unfinished" and case.stem in detail, "a recorded done is checked against the fold"
 
 
 def test_dry_run_quotes_the_folder_as_submitit_does(sweep_env, sweep_cli, tmp_path, monkeypatch):
@@ -340,9 +343,11 @@ def test_a_sweep_never_replaces_plans_that_plan_wrote(sweep_env, tmp_path, smoll
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_a_local_run_stops_its_trainer(sweep_env, tmp_path):
-    """#8: SIGINT to `sweep run` (the process alone, as a terminal's Ctrl-C reaches the foreground job) stops the job
-    it started and that job's nnUNetv2_train; exit 130 with one line; the state says interrupted; a rerun resumes."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_of_a_local_run_stops_its_trainer(sweep_env, tmp_path, stop):
+    """#8: SIGINT to `sweep run` (the process alone, as a terminal's Ctrl-C reaches the foreground job), or SIGTERM
+    (a scheduler's or `kill`'s), stops the job it started and that job's nnUNetv2_train; exit 130 with one line; the
+    state says interrupted; a rerun resumes."""
     import psutil
     ext = tmp_path / "ext_trainers"
     ext.mkdir()
@@ -359,12 +364,13 @@ def test_ctrl_c_of_a_local_run_stops_its_trainer(sweep_env, tmp_path):
         _wait_for(lambda: log.exists() and "Epoch 0" in log.read_text(), run, "the first epoch")
         state = json.loads((out / "logs" / f"{job['id']}.state").read_text())
         trainer = psutil.Process(state["trainer_pid"])
-        run.send_signal(signal.SIGINT)
+        run.send_signal(stop)
         stdout, stderr = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert f"stopped by signal {int(stop)}" in stderr
     assert not trainer.is_running() or trainer.status() == psutil.STATUS_ZOMBIE, "the trainer was left running"
     assert json.loads((out / "logs" / f"{job['id']}.state").read_text())["status"] == "interrupted"
     status = sweep_env.run("nnunetv2-llm", "sweep", "status", out, extra_env=env).stdout

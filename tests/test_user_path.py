@@ -68,7 +68,10 @@ def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_fo
     raw = 1.0 if not any(abs(d) > 1e-12 for d in differences) else wilcoxon(differences).pvalue
     assert comparison["p"] == pytest.approx(raw, abs=1e-9), "the printed test is scipy's Wilcoxon on the cases"
     assert p == pytest.approx(comparison["p_holm"], abs=5e-5) and comparison["p_holm"] >= comparison["p"] - 1e-12
-    assert (folder / "compare" / "report.md").is_file()
+    assert json.loads((folder / "compare" / "report.json").read_text())["set_kinds"]["held-out"] == "held-out"
+    markdown = (folder / "compare" / "report.md").read_text()
+    assert "## In-domain vs held-out (mean Dice)" in markdown and "Δ held-out (held-out)" in markdown
+    assert "zero-shot)" not in markdown and "In-domain vs zero-shot" not in markdown, "a held-out set is no zero-shot"
     assert not elsewhere.exists(), "the demo wrote outside its folder"
 
     again = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)

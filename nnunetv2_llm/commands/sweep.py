@@ -204,7 +204,7 @@ def register(subparsers) -> None:
                                          "of the sweep and its folds; reports in SWEEP/compare_<configuration>.")
     compare.add_argument("sweep_dir", help="the sweep folder")
     compare.set_defaults(func=cmd_compare)
-    status = sub.add_parser("status", help="a table of every job: pending, running, died, failed, done",
+    status = sub.add_parser("status", help="a table of every job: pending, running, died, unfinished, failed, done",
                             description="Each job's status (done from its results folder; running while a process "
                                         "holds its lock), last epoch, and the process or last log line.")
     status.add_argument("sweep_dir", help="the sweep folder")

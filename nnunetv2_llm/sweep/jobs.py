@@ -187,7 +187,8 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
 
 def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[str, str, str]:
     """(status, last epoch, detail) of a job: ``done`` from the results folder itself; ``running`` while a process
-    holds its lock (pid and host named); ``died`` when it was running and no process holds it any more."""
+    holds its lock (pid and host named); ``died`` when it was running and no process holds it any more;
+    ``unfinished`` when it was recorded done and its fold has lost part of it since."""
     import re
     log = Path(sweep_dir) / "logs" / f"{job['id']}.log"
     text = log.read_text(errors="replace") if log.exists() else ""
@@ -202,6 +203,10 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
     if held:
         return "running", epoch, f"pid {state.get('pid', '?')} on {state.get('host', '?')}"
     status = state["status"]
+    if status == "done":
+        fold = v.fold_state(job["fold"])
+        missing = f": no prediction of {', '.join(fold.missing_cases)}" if fold.missing_cases else ""
+        return "unfinished", epoch, f"recorded done, but the fold is {fold.status} now{missing}; `sweep run` resumes it"
     if status == "running":
         return "died", epoch, (f"its process (pid {state.get('pid', '?')} on {state.get('host', '?')}) ended without "
                                f"finishing; `sweep run` resumes it")
