@@ -154,58 +154,58 @@ def objects_dice(gt_folder: Path, pred_folder: Path) -> float:
     return float(np.mean(values))
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 4, signed: bool = False) -> str:
     mean = statistics.mean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {sd:.4f}"
+    return f"{mean:{'+' if signed else ''}.{digits}f} ± {sd:.{digits}f}"
+
+
+def summary(results: dict) -> list[dict]:
+    """Per variant over the seeds: test Dice per seed, its difference to plain nnU-Net's per seed (None for plain
+    or without it), each seed's `compare` against plain, and the mean / median of the other figures."""
+    seeds, labels = list(results["seeds"]), list(results["trainers"])
+    per_seed = lambda label, key: [results["seeds"][s][label].get(key, float("nan")) for s in seeds]  # noqa: E731
+    plain = per_seed("plain nnU-Net", "test_dice") if "plain nnU-Net" in labels else None
+    rows = []
+    for label in labels:
+        dice = per_seed(label, "test_dice")
+        rows.append({"label": label, "dice": dice,
+                     "minus_plain": [d - p for d, p in zip(dice, plain)] if plain and label != "plain nnU-Net"
+                     else None,
+                     "compared": [c for s in seeds if (c := results["seeds"][s].get("compare", {}).get(label))],
+                     "objects": statistics.mean(per_seed(label, "objects_dice")),
+                     "train": statistics.median(per_seed(label, "train_seconds")),
+                     "checkpoint": statistics.median(per_seed(label, "checkpoint_final_bytes"))})
+    return rows
+
+
+def paired(compared: list[dict], sep: str) -> str:
+    return sep.join(f"{c['mean_difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p_holm']:.2g}"
+                    for c in compared) or "-"
 
 
 def report(results: dict) -> None:
-    seeds = list(results["seeds"])
-    labels = list(results["trainers"])
-    rows = []
-    for label in labels:
-        dice = [results["seeds"][s][label]["test_dice"] for s in seeds]
-        compared = [results["seeds"][s].get("compare", {}).get(label) for s in seeds]
-        paired = " ".join(f"{c['mean_difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p_holm']:.2g}"
-                          for c in compared if c) or "-"
-        plain = [results["seeds"][s]["plain nnU-Net"]["test_dice"] for s in seeds] if "plain nnU-Net" in labels else None
-        diff = spread([d - p for d, p in zip(dice, plain)]) if plain and label != "plain nnU-Net" else "-"
-        train = statistics.median(results["seeds"][s][label]["train_seconds"] for s in seeds)
-        ckpt = statistics.median(results["seeds"][s][label]["checkpoint_final_bytes"] for s in seeds)
-        objects = statistics.mean(results["seeds"][s][label].get("objects_dice", float("nan")) for s in seeds)
-        rows.append([label, variant_label(results["trainers"][label], results["length"]),
-                     " ".join(f"{d:.3f}" for d in dice), spread(dice), diff, paired, f"{objects:.3f}", f"{train:.0f}",
-                     common.mib(ckpt)])
+    rows = [[r["label"], variant_label(results["trainers"][r["label"]], results["length"]),
+             " ".join(f"{d:.3f}" for d in r["dice"]), spread(r["dice"]),
+             spread(r["minus_plain"]) if r["minus_plain"] else "-", paired(r["compared"], " "), f"{r['objects']:.3f}",
+             f"{r['train']:.0f}", common.mib(r["checkpoint"])] for r in summary(results)]
     print(f"\nTest Dice on held-out synthetic 2D cases ({results['num_test']} per seed; seeds = dataset seeds "
-          f"{seeds}; mean ± sample std over seeds)")
+          f"{list(results['seeds'])}; mean ± sample std over seeds)")
     print(common.table(["variant", "trainer", "Dice per seed", "mean ± std", "minus plain (paired over seeds)",
                         "compare per seed: Δ case Dice [95% CI] p (Holm)", "objects Dice (any class)",
                         "train s (median)", "checkpoint MiB"], rows))
 
 
 def readme_table(results: dict) -> str:
-    """The README's markdown table of a saved run: per-seed test Dice, its spread, the paired difference to plain
-    nnU-Net over seeds, each seed's `compare` against plain, objects Dice and the median training time."""
-    seeds = list(results["seeds"])
-    per_seed = lambda label, key: [results["seeds"][s][label][key] for s in seeds]  # noqa: E731
-    plain = per_seed("plain nnU-Net", "test_dice")
+    """The README's markdown table of a saved run: the terminal table's figures at three decimals, the paired
+    difference signed, without the trainer and checkpoint columns."""
     lines = ["| variant | test Dice per seed | mean ± std | minus plain (over seeds) | compare, seeds "
-             + " / ".join(seeds) + ": Δ [95% CI], Holm p | objects Dice, any class | train s |",
+             + " / ".join(results["seeds"]) + ": Δ [95% CI], Holm p | objects Dice, any class | train s |",
              "|---|---|---|---|---|---|---|"]
-    for label in results["trainers"]:
-        dice = per_seed(label, "test_dice")
-        compared = [results["seeds"][s].get("compare", {}).get(label) for s in seeds]
-        paired = " / ".join(f"{c['mean_difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] p={c['p_holm']:.2g}"
-                            for c in compared if c) or "-"
-        differences = [d - p for d, p in zip(dice, plain)]
-        minus = "-" if label == "plain nnU-Net" else (f"{statistics.mean(differences):+.3f} ± "
-                                                      f"{statistics.stdev(differences):.3f}")
-        spread3 = f"{statistics.mean(dice):.3f} ± {statistics.stdev(dice):.3f}"
-        objects = statistics.mean(per_seed(label, "objects_dice"))
-        train = statistics.median(per_seed(label, "train_seconds"))
-        lines.append(f"| {label} | {' '.join(f'{d:.3f}' for d in dice)} | {spread3} | {minus} | {paired} | "
-                     f"{objects:.3f} | {train:.0f} |")
+    for r in summary(results):
+        minus = "-" if r["minus_plain"] is None else spread(r["minus_plain"], 3, signed=True)
+        lines.append(f"| {r['label']} | {' '.join(f'{d:.3f}' for d in r['dice'])} | {spread(r['dice'], 3)} | "
+                     f"{minus} | {paired(r['compared'], ' / ')} | {r['objects']:.3f} | {r['train']:.0f} |")
     return "\n".join(lines)
 
 
