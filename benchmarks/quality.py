@@ -187,7 +187,7 @@ def paired(compared: list[dict], sep: str) -> str:
 def report(results: dict) -> None:
     rows = [[r["label"], variant_label(results["trainers"][r["label"]], results["length"]),
              " ".join(f"{d:.3f}" for d in r["dice"]), spread(r["dice"]),
-             spread(r["minus_plain"]) if r["minus_plain"] else "-", paired(r["compared"], " "), f"{r['objects']:.3f}",
+             "-" if r["minus_plain"] is None else spread(r["minus_plain"]), paired(r["compared"], " "), f"{r['objects']:.3f}",
              f"{r['train']:.0f}", common.mib(r["checkpoint"])] for r in summary(results)]
     print(f"\nTest Dice on held-out synthetic 2D cases ({results['num_test']} per seed; seeds = dataset seeds "
           f"{list(results['seeds'])}; mean ± sample std over seeds)")
@@ -231,7 +231,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/quality-<mode>.json)")
     args = parser.parse_args(argv)
     if args.readme_table:
-        print(readme_table(json.loads(args.readme_table.read_text())))
+        try:
+            table = readme_table(json.loads(args.readme_table.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            parser.error(f"--readme-table {args.readme_table}: not a JSON this script saved ({type(e).__name__}: "
+                         f"{e}); pass one of benchmarks/results/quality*.json")
+        print(table)
         return 0
     args.mode = args.mode or "quick"
     seeds = args.seeds or MODES[args.mode]["seeds"]

@@ -167,6 +167,14 @@ class FoldState:
     def done(self) -> bool:
         return self.status == "done"
 
+    @property
+    def validation_gap(self) -> str:
+        """What an ``unvalidated`` fold's final validation lacks, for messages."""
+        if not self.missing_cases:
+            return "it has no validation/summary.json"
+        shown = ", ".join(self.missing_cases[:5]) + (" ..." if len(self.missing_cases) > 5 else "")
+        return f"its validation lacks {len(self.missing_cases)} case(s) of the split ({shown})"
+
 
 @dataclass(frozen=True)
 class TrainedVariant:
@@ -232,10 +240,8 @@ class TrainedVariant:
             raise ResultsError(f"{self.label}: fold {fold} {what} in {self.folder}. Train it: "
                                f"{self.train_command(fold)}, or leave it out of -f.")
         if state.status == "unvalidated":
-            why = (f"its validation lacks {len(state.missing_cases)} case(s) of the split "
-                   f"({', '.join(state.missing_cases[:5])}{' ...' if len(state.missing_cases) > 5 else ''})"
-                   if state.missing_cases else "it has no validation/summary.json")
-            raise ResultsError(f"{self.label}: fold {fold} did not finish nnU-Net's final validation ({why}). Run "
+            raise ResultsError(f"{self.label}: fold {fold} did not finish nnU-Net's final validation "
+                               f"({state.validation_gap}). Run "
                                f"{self.train_command(fold, ' --val')}.")
 
 

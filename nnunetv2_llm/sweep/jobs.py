@@ -205,8 +205,8 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
     status = state["status"]
     if status == "done":
         fold = v.fold_state(job["fold"])
-        missing = f": no prediction of {', '.join(fold.missing_cases)}" if fold.missing_cases else ""
-        return "unfinished", epoch, f"recorded done, but the fold is {fold.status} now{missing}; `sweep run` resumes it"
+        gap = f" ({fold.validation_gap})" if fold.status == "unvalidated" else ""
+        return "unfinished", epoch, f"recorded done, but the fold is {fold.status} now{gap}; `sweep run` resumes it"
     if status == "running":
         return "died", epoch, (f"its process (pid {state.get('pid', '?')} on {state.get('host', '?')}) ended without "
                                f"finishing; `sweep run` resumes it")
