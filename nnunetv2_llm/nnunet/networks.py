@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.block import layer_kinds
 from ..core.network import LLMUNet
 from ..core.spec import LLMSpec
 
@@ -106,7 +107,8 @@ def describe(spec: LLMSpec) -> str:
     mode = "trainable" if spec.trainable else "frozen"
     extras = [f"LoRA rank {spec.lora_rank}"] * bool(spec.lora_rank) + ["gate"] * spec.gate + \
         ["final norm"] * spec.final_norm
-    return f"{spec.source} {spec.layers_named} ({', '.join([mode, f'init {spec.init}', *extras])})"
+    kind = f" [{layer_kinds(spec)}]" if spec.init != "identity" else ""
+    return f"{spec.source} {spec.layers_named}{kind} ({', '.join([mode, f'init {spec.init}', *extras])})"
 
 
 def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec) -> dict:
