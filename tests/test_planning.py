@@ -286,3 +286,17 @@ def test_refusals_of_existing_files_and_bad_layer_syntax(plan, nnunet_env, datas
             plan("-d", dataset_2d, "--layer", bad)
         assert exc.value.code == 2 and phrase in capsys.readouterr().err
     assert _listing(folder) == before
+
+
+def test_plan_says_which_kind_of_layer_was_chosen(plan, dataset_2d, tmp_path):
+    """Issue 33: Gemma 3 mixes sliding-window and full-attention layers; plan names each chosen layer's kind and
+    RoPE base, and refuses Phi-3's missing default LoRA targets naming its own."""
+    from tiny_llm import save_tiny
+    folder = save_tiny(tmp_path / "gemma3", "gemma3")
+    code, out, err = plan("-d", dataset_2d, "--llm", folder, "--layer", "0,1", "-o", "nnUNetPlans_gemma3")
+    assert code == 0, err
+    assert "layer 0 [sliding-window attention (4096 tokens), RoPE base 10000]" in out
+    assert "layer 1 [full attention, RoPE base 1e+06]" in out
+    phi3 = save_tiny(tmp_path / "phi3", "phi3")
+    code, out, err = plan("-d", dataset_2d, "--llm", phi3, "--layer", "1", "--lora-rank", "4", "-o", "nnUNetPlans_phi3")
+    assert code == 2 and "Phi-3's attention: --lora-targets o_proj,qkv_proj" in err

@@ -107,7 +107,7 @@ def describe(spec: LLMSpec) -> str:
     mode = "trainable" if spec.trainable else "frozen"
     extras = [f"LoRA rank {spec.lora_rank}"] * bool(spec.lora_rank) + ["gate"] * spec.gate + \
         ["final norm"] * spec.final_norm
-    kind = f" [{layer_kinds(spec)}]" if spec.init != "identity" else ""
+    kind = f": {layer_kinds(spec)}" if spec.init != "identity" else ""  # (no [...]: rich would take it as markup)
     return f"{spec.source} {spec.layers_named}{kind} ({', '.join([mode, f'init {spec.init}', *extras])})"
 
 
