@@ -14,7 +14,8 @@ def trainers_table() -> str:
     """Every built-in trainer base with what it trains, and the lengths every base comes in."""
     from nnunetv2_llm.core.variants import load_variant
     from nnunetv2_llm.nnunet.lengths import LENGTHS
-    from nnunetv2_llm.nnunet.trainers import BASE_TRAINERS, trainer_table
+    from nnunetv2_llm.nnunet.trainer_catalogue import trainer_table
+    from nnunetv2_llm.nnunet.trainers import BASE_TRAINERS
     rows = ["| trainer | model | variant | reproduces |", "|---|---|---|---|"]
     for cls in BASE_TRAINERS:
         model = getattr(cls, "model", "") or "from the plans (`-p`, written by `nnunetv2-llm plan`)"

@@ -6,11 +6,10 @@ model with one variant each.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from .errors import did_you_mean
-from .spec import LLMSpec, LLMSpecError
+from .spec import LLMSpecError
 
 LLAMA_3_2_1B_CONFIG = {
     "model_type": "llama",
@@ -102,6 +101,9 @@ class Model:
         return max(0, min(self.layer, self.num_layers - depth))
 
 
+# The model every command uses when --llm is not given: the one that works offline.
+DEFAULT_MODEL = "smollm2-135m"
+
 MODELS: dict[str, Model] = {
     "llama-3.2-1b": Model(
         "meta-llama/Llama-3.2-1B", 14, LLAMA_3_2_1B_CONFIG,
@@ -120,12 +122,3 @@ def unknown_model(name: str) -> LLMSpecError:
         f"unknown model {name!r}; the named models are {', '.join(sorted(MODELS))}.{did_you_mean(name, MODELS)} "
         f"For any other LLM pass a hub id (org/name), a checkpoint folder, a .gguf file or a file from "
         f"`nnunetv2-llm extract` instead.")
-
-
-def model_spec(name: str, **options) -> LLMSpec:
-    """The spec of a named model, with its config embedded (no download); ``options`` override the defaults."""
-    if name not in MODELS:
-        raise unknown_model(name)
-    model = MODELS[name]
-    options.setdefault("layer", model.block_start(options.get("depth", 1)))
-    return LLMSpec(source=model.source, config=json.loads(json.dumps(model.config)), **options)

@@ -215,9 +215,10 @@ class TrainedVariant:
     def dataset_json(self) -> dict:
         return read_dataset_json(self.folder / "dataset.json")
 
-    def llm_entry(self):
-        from ..core.spec import PLANS_KEY
-        return self.plans_json["configurations"][self.configuration].get(PLANS_KEY)
+    def llm_spec(self):
+        """The LLM spec the folder's plans.json records (None: plain nnU-Net)."""
+        from ..core.spec import spec_in_plans
+        return spec_in_plans(self.plans_json, self.configuration, str(self.folder / "plans.json"))
 
     def fold_state(self, fold) -> FoldState:
         folder = self.fold_folder(fold)

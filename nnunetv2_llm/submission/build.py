@@ -62,10 +62,9 @@ def check_checkpoints(variant: TrainedVariant, folds: list) -> str:
     (sha256) and every fold must have trained with the plans' spec. Returns the line the submission's README states
     about the model's LLM layer."""
     from ..core.block import EXTRA_STATE, LLMBlock
-    from ..core.spec import refuse_another_block, spec_from_entry
+    from ..core.spec import refuse_another_block
     plans_file = variant.folder / "plans.json"
-    entry = variant.llm_entry()
-    spec = None if entry is None else spec_from_entry(entry, str(plans_file))
+    spec = variant.llm_spec()
     if spec is not None and spec.loads_pretrained and spec.sha256 is None:
         raise ExportError(
             f"{plans_file} records no sha256 for the LLM layer (layer {spec.layer} of {spec.source}), so nobody can "
