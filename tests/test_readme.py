@@ -36,7 +36,7 @@ def test_the_pages_are_the_readme_and_the_docs_pages_each_saying_what_it_is_for(
     assert {"README.md", "training-and-prediction.md", "models-and-variants.md", "compare-and-statistics.md",
             "sweeps-and-clusters.md", "challenge-submissions.md", "benchmarks-and-results.md",
             "code-map.md"} <= names
-    assert len(README.read_bytes()) <= 12_500, "the README is what a newcomer reads in five minutes: move detail to docs/"
+    assert len(README.read_bytes()) <= 12_500, "a newcomer reads the README in five minutes: move detail to docs/"
     readme = README.read_text()
     for page in pages()[1:]:
         first = page.read_text().splitlines()[0]
