@@ -34,7 +34,8 @@ class SweepError(UserError, ValueError):
 def load_grid(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise SweepError(f"grid file {path} does not exist; write a JSON or YAML grid (see README) or use flags.")
+        raise SweepError(f"grid file {path} does not exist; write a JSON or YAML grid (see docs/sweeps-and-clusters.md; "
+                         "`nnunetv2-llm sweep --help` lists its keys) or use flags.")
     try:
         if p.suffix in (".yaml", ".yml"):
             import yaml
