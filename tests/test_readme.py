@@ -112,7 +112,7 @@ def test_every_command_line_of_the_readme_and_the_docs_parses():
 
 def test_every_trainer_the_pages_name_exists():
     """A renamed or removed trainer class cannot stay in the prose (nnU-Net's own `nnUNetTrainer` counts)."""
-    from nnunetv2_llm.nnunet.trainers import trainer_table
+    from nnunetv2_llm.nnunet.trainer_catalogue import trainer_table
     known = {row.name for row in trainer_table()} | {"nnUNetTrainer"}
     for page in pages():
         unknown = set(re.findall(r"\bnnUNetTrainer\w*", page.read_text())) - known
