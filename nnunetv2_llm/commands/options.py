@@ -7,9 +7,7 @@ from ..core.models import MODELS
 from ..nnunet.results import DEFAULT_PLANS  # noqa: F401 (the commands' -p default, from its one home)
 from ..core import spec
 from ..core.spec import LORA_TARGETS, LLMSpecError
-
-
-DEVICES = ("auto", "cpu", "cuda")  # auto: a CUDA GPU when torch sees one, else the CPU
+from ..nnunet.environment import DEVICES  # noqa: F401 (the commands' --device choices, from their one home)
 
 
 def layers_type(text: str) -> str:

@@ -90,6 +90,7 @@ class Model:
     config: dict
     description: str
     trainer_name: str  # nnUNetTrainer<trainer_name><variant's trainer suffix>
+    gated: bool = False  # the hub serves it only with an accepted licence and a token
 
     @property
     def num_layers(self) -> int:
@@ -107,7 +108,7 @@ DEFAULT_MODEL = "smollm2-135m"
 MODELS: dict[str, Model] = {
     "llama-3.2-1b": Model(
         "meta-llama/Llama-3.2-1B", 14, LLAMA_3_2_1B_CONFIG,
-        "LLaMA-3.2-1B, layer 14 (the paper's '15-th'); gated on the hub, needs HF_TOKEN", "LLaMA"),
+        "LLaMA-3.2-1B, layer 14 (the paper's '15-th'); gated on the hub, needs HF_TOKEN", "LLaMA", gated=True),
     "deepseek-r1-distill-qwen-1.5b": Model(
         "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 27, DEEPSEEK_R1_DISTILL_QWEN_1_5B_CONFIG,
         "DeepSeek-R1-Distill-Qwen-1.5B, layer 27 (the paper's '28-th')", "DeepSeek"),

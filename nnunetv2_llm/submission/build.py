@@ -184,13 +184,14 @@ import os
 import sys
 from pathlib import Path
 
+from nnunetv2_llm.nnunet.environment import DEVICES
 from nnunetv2_llm.submission.runtime import run_container
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", default=os.environ.get("INPUT_FOLDER", "/input"))
     parser.add_argument("--output", default=os.environ.get("OUTPUT_FOLDER", "/output"))
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--timings", help="write the per-case runtimes to this JSON file")
     args = parser.parse_args()
     sys.exit(run_container(Path(__file__).resolve().with_name("export.json"), Path(args.input), Path(args.output),

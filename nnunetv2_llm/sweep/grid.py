@@ -152,7 +152,7 @@ def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
 
 def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     """Validate a grid (dataset, plans, trainers, folds) and return its jobs, writing LLM plans first."""
-    from ..nnunet.planning import write_llm_plans
+    from ..nnunet.planning import plans_in, write_llm_plans
     if "dataset" not in grid or grid["dataset"] in (None, ""):
         raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
     folder = preprocessed_folder(grid["dataset"])
@@ -163,9 +163,9 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     classes = {t: check_trainer(t) for t in trainers}
     folds = parse_folds(_as_list(grid.get("folds", [0, 1, 2, 3, 4])), folder.name)
     plans = _as_list(grid.get("plans", ["nnUNetPlans"]))
+    available = plans_in(folder)
     for p in plans:
-        if not (folder / f"{p}.json").is_file():
-            available = sorted(f.stem for f in folder.glob("*Plans*.json"))
+        if p not in available:
             raise SweepError(f"plans {p!r} not found in {folder} (available: {', '.join(available) or 'none'}); run "
                              f"nnUNetv2_plan_and_preprocess or nnunetv2-llm plan first.{did_you_mean(p, available)}")
         known = (read_json(folder / f"{p}.json").get("configurations") or {})
