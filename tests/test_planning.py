@@ -295,8 +295,10 @@ def test_plan_says_which_kind_of_layer_was_chosen(plan, dataset_2d, tmp_path):
     folder = save_tiny(tmp_path / "gemma3", "gemma3")
     code, out, err = plan("-d", dataset_2d, "--llm", folder, "--layer", "0,1", "-o", "nnUNetPlans_gemma3")
     assert code == 0, err
-    assert "layer 0 [sliding-window attention (4096 tokens), RoPE base 10000]" in out
-    assert "layer 1 [full attention, RoPE base 1e+06]" in out
+    lines = [line for line in out.splitlines() if line.startswith("wrote ")]
+    assert "layer 0 (" in lines[0] and lines[0].endswith("; sliding-window attention (4096 tokens), RoPE base 10000 "
+                                                           "in 2d")
+    assert "layer 1 (" in lines[1] and lines[1].endswith("; full attention, RoPE base 1e+06 in 2d")
     phi3 = save_tiny(tmp_path / "phi3", "phi3")
     code, out, err = plan("-d", dataset_2d, "--llm", phi3, "--layer", "1", "--lora-rank", "4", "-o", "nnUNetPlans_phi3")
     assert code == 2 and "Phi-3's attention: --lora-targets o_proj,qkv_proj" in err

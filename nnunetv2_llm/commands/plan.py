@@ -18,9 +18,9 @@ from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_option
 
 
 def cmd_plan(args) -> int:
-    from ..core.block import layer_kinds
+    from ..core.block import describe
     from ..core.files import read_json
-    from ..core.spec import PLANS_KEY, LLMSpec
+    from ..core.spec import configurations_with_spec, spec_in_plans
     from ..nnunet.planning import PlanningError, PlansRequest, write_llm_plans
     from ..nnunet.results import dataset_id
     if args.preset:
@@ -31,11 +31,9 @@ def cmd_plan(args) -> int:
     targets = write_llm_plans(args.dataset, args.plans, request, overwrite=args.overwrite)
     for path in targets:
         plans = read_json(path)
-        with_llm = [c for c, conf in plans["configurations"].items() if PLANS_KEY in conf]
-        spec = LLMSpec.from_dict(plans["configurations"][with_llm[0]][PLANS_KEY])
-        print(f"wrote {path}: {spec.source} layer {spec.layer} [{layer_kinds(spec)}] (init={spec.init}, "
-              f"trainable={spec.trainable}, positions={spec.positions}, attention={spec.attention}, "
-              f"residual={spec.residual}) in {', '.join(with_llm)}")
+        with_llm = configurations_with_spec(plans)
+        spec = spec_in_plans(plans, with_llm[0], str(path))
+        print(f"wrote {path}: {describe(spec)} in {', '.join(with_llm)}")
     number = dataset_id(targets[0].parent.name)
     print("train with:")
     for path in targets:

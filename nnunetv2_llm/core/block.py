@@ -1,7 +1,7 @@
 """The LLM block: bottleneck feature map -> tokens -> Linear(C->H) -> one LLM decoder layer -> Linear(H->C).
 
 Works for 2D and 3D maps and any token count. Position and attention options are documented in
-the README; the defaults reproduce the authors' reference code.
+docs/models-and-variants.md; the defaults reproduce the authors' reference code.
 """
 from __future__ import annotations
 
@@ -126,6 +126,11 @@ def layer_kinds(spec: LLMSpec) -> str:
     if len(set(kinds.values())) == 1:
         return next(iter(kinds.values()))
     return "; ".join(f"layer {i}: {k}" for i, k in kinds.items())
+
+
+def describe(spec: LLMSpec) -> str:
+    """The spec's summary and which kind of layer(s) it chose (what ``plan`` and ``info`` print)."""
+    return spec.summary() if spec.init == "identity" else f"{spec.summary()}; {layer_kinds(spec)}"
 
 
 @functools.lru_cache(maxsize=32)
