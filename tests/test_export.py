@@ -275,3 +275,36 @@ def test_same_labels_sees_a_changed_voxel_and_a_moved_origin(tmp_path):
     sitk.WriteImage(changed, str(tmp_path / "b.nii.gz"))
     assert same_labels(tmp_path / "a.nii.gz", tmp_path / "a.nii.gz") == {"differing_voxels": 0, "same_geometry": True}
     assert same_labels(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz") == {"differing_voxels": 1, "same_geometry": False}
+
+
+@pytest.mark.parametrize("subfolder", ["../escaped", "/tmp/escaped-absolute", "labels/../../escaped"])
+def test_output_subfolder_outside_output_is_refused_everywhere(llm_submission, in_process_env, dataset_2d, tmp_path,
+                                                               capsys, subfolder):
+    """Issue 30 #4: labels go to /output/SUBFOLDER only; an absolute one or one with '..' is refused at export, by
+    the entry point (a hand-edited export.json with its hash recomputed) and by --check, before anything is
+    written."""
+    from nnunetv2_llm.submission.runtime import run_container
+    in_process_env.trained(dataset_2d, PLAIN)
+    out = tmp_path / "s"
+    assert cli.main(["export", "-d", str(dataset_2d), "-c", "2d", "-tr", PLAIN, "-f", "0", "-o", str(out),
+                     "--output-subfolder", subfolder]) == 2
+    err = capsys.readouterr().err
+    assert f"--output-subfolder {subfolder!r} leaves its folder" in err and "Give a relative path" in err
+    assert not out.exists() and not list(tmp_path.glob(".s*"))
+
+    copy = tmp_path / "submission"
+    shutil.copytree(llm_submission, copy, ignore=shutil.ignore_patterns("check.json"))
+    record = json.loads((copy / "export.json").read_text())
+    record["input"]["output_subfolder"] = subfolder
+    (copy / "export.json").write_text(json.dumps(record))
+    _record_edits(copy)
+    inputs, outputs = tmp_path / "in", tmp_path / "out" / "deep"
+    inputs.mkdir()
+    shutil.copy(next((in_process_env.dataset_folder(dataset_2d) / "imagesTs").glob("*_0000.png")), inputs)
+    assert run_container(copy / "export.json", inputs, outputs) == 2
+    err = capsys.readouterr().err
+    assert f"output_subfolder {subfolder!r} leaves its folder" in err and str(copy / "export.json") in err
+    assert not (tmp_path / "out").exists() and not Path("/tmp/escaped-absolute").exists()
+    assert cli.main(["export", "--check", str(copy), "-i", str(inputs)]) == 2
+    assert f"output_subfolder {subfolder!r} leaves its folder" in capsys.readouterr().err
+    assert not (copy / "check.json").exists()

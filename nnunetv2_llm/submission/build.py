@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..core.files import file_sha256, honour_umask, load_checkpoint, tree_sha256, write_json
 from ..nnunet.results import TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
-from .runtime import EXPORT_FILE, EXPORT_FORMAT, IMAGE_ENDINGS, LAYOUTS, MODEL_ZIP, ExportError
+from .runtime import EXPORT_FILE, EXPORT_FORMAT, IMAGE_ENDINGS, LAYOUTS, MODEL_ZIP, ExportError, inside_folder
 
 IMAGE_ROOT = "/opt/algorithm"
 # The packages whose versions decide what the model computes; the Dockerfile pins them (and our other requirements).
@@ -255,7 +255,11 @@ def measured(check: dict | None) -> str:
 
 
 
-def _check_layout(variant: TrainedVariant, layout: str, channel_folders: list[str], tile_step_size: float) -> None:
+def _check_layout(variant: TrainedVariant, layout: str, channel_folders: list[str], tile_step_size: float,
+                  output_subfolder: str) -> None:
+    inside_folder(output_subfolder, "--output-subfolder")
+    for name in channel_folders:
+        inside_folder(name, "--channel-folders")
     n_channels = len(variant.dataset_json["channel_names"])
     if layout not in LAYOUTS:
         raise ExportError(f"--layout {layout!r}: accepted are {', '.join(LAYOUTS)}.")
@@ -306,7 +310,7 @@ def export_submission(dataset, configuration: str, trainer: str, plans: str, fol
         raise ExportError(f"-c {configuration} is a cascade stage: it needs the previous stage's predictions, which "
                           f"the entry point does not produce. Export a single-stage configuration (2d, 3d_fullres).")
     channel_folders = list(channel_folders or [])
-    _check_layout(variant, layout, channel_folders, tile_step_size)
+    _check_layout(variant, layout, channel_folders, tile_step_size, output_subfolder)
     check_exportable_folds(variant, folds)
     llm_note = check_checkpoints(variant, folds)
     out = _check_output(output, overwrite)

@@ -26,6 +26,27 @@ class ExportError(UserError, ValueError):
     """A model that cannot be exported, a submission folder that is not ours, or input the entry point cannot read."""
 
 
+def inside_folder(value: str, option: str) -> str:
+    """A subfolder the record names (labels go to /output/VALUE, channels come from /input/VALUE) must stay inside
+    its folder: an absolute path or one with ``..`` would let the container write or read elsewhere."""
+    if Path(value).is_absolute() or ".." in Path(value).parts:
+        raise ExportError(f"{option} {value!r} leaves its folder (absolute, or with '..'): the container may only "
+                          f"write inside /output and read inside /input. Give a relative path such as "
+                          f"'images/segmentation', or leave it out.")
+    return value
+
+
+def check_record_paths(record: dict, where: Path) -> None:
+    """The record's subfolders stay inside /input and /output (an edited or hand-made export.json included)."""
+    layout = record.get("input") or {}
+    try:
+        inside_folder(layout.get("output_subfolder") or "", "output_subfolder")
+        for name in layout.get("channel_folders") or []:
+            inside_folder(name, "channel folder")
+    except ExportError as e:
+        raise ExportError(f"{where / EXPORT_FILE}: {e}") from None
+
+
 def load_record(folder: Path) -> dict:
     path = Path(folder) / EXPORT_FILE
     if not path.is_file():
@@ -34,6 +55,7 @@ def load_record(folder: Path) -> dict:
     record = read_json(path, fix="export the model again (`nnunetv2-llm export ... --overwrite`)")
     if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path} was not written by `nnunetv2-llm export`; export the model again.")
+    check_record_paths(record, Path(folder))
     return record
 
 
