@@ -239,6 +239,10 @@ REFUSALS = {
     "negative LoRA rank": (["--lora-rank", "-1"], ["lora_rank=-1: a LoRA rank is >= 0", "--lora-rank 8"]),
     "unknown LoRA target": (["--lora-rank", "4", "--lora-targets", "qkv,v_proj"],
                             ["lora_targets ['qkv'] are not linears", "its linears are down_proj, gate_proj, k_proj"]),
+    "LoRA rank beyond the layer (issue 30 #7)": (["--lora-rank", "10000"], [
+        "lora_rank=10000 exceeds 192", "k_proj (576 -> 192)", "--lora-rank 192 or less"]),
+    "unknown LoRA target without a rank (issue 30 #7)": (["--lora-targets", "foo_proj"], [
+        "lora_targets ['foo_proj'] are not linears", "its linears are down_proj"]),
     "depth past the last layer": (["--layer", "28", "--depth", "3"], ["depth=3 from layer 28 runs past", "--layer 27"]),
     "depth beyond the model": (["--depth", "40"], ["depth=40 from layer 0 runs past", "use --depth 30 or less"]),
     "gate on the identity control": (["--gate", "--init", "identity"], ["--gate has nothing to act on"]),

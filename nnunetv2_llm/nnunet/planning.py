@@ -195,7 +195,7 @@ def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str =
                             f"required" + (f": 0..{n_layers - 1}, or last / all." if n_layers else "."))
     check_layers(layers, n_layers, llm, " Pass --layer within that range.")
     specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
-    if specs[0].lora_rank:
+    if specs[0].lora_rank or options.get("lora_targets") is not None:  # a typo is caught with rank 0 too
         from ..core.block import check_lora_targets
         check_lora_targets(specs[0])
 
