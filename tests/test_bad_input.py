@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 
 import pytest
 import torch
@@ -36,6 +37,39 @@ def layer_file(tmp_path_factory, smollm2_gguf):
 
 
 # ---------------------------------------------------------------- extract
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real file system of 256 KiB (a tmpfs: mounting one needs root, so the test is skipped elsewhere)."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (mount -t tmpfs)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_extract_onto_a_full_disk_says_so_and_leaves_nothing(full_disk, capsys, smollm2_gguf):
+    """Issue 30 #14: a layer file larger than the disk: one line naming the disk, free space and the size needed (no
+    SafetensorError traceback), and no temporary file left."""
+    rc, err = run(capsys, "extract", "--llm", "smollm2-135m", "-o", full_disk / "L14.safetensors")
+    assert rc == 2 and "Traceback" not in err, err
+    assert re.search(rf"the disk holding {re.escape(str(full_disk))} is full \(.* free; L14.safetensors needs "
+                     rf"\d+\.\d MiB\); nothing was written", err), err
+    assert list(full_disk.iterdir()) == [], "nothing half-written"
+
+
+def test_export_onto_a_full_disk_says_so_and_leaves_nothing(full_disk, in_process_env, dataset_2d, capsys):
+    """Issue 30 #14: export onto a disk too small for the submission: one line with the size needed; no folder."""
+    in_process_env.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
+    rc, err = run(capsys, "export", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainer_2epochs_5its", "-f", "0",
+                  "-o", full_disk / "submission")
+    assert rc == 2 and "Traceback" not in err, err
+    assert re.search(rf"the disk holding {re.escape(str(full_disk))} is full \(.* free; the submission needs "
+                     rf"\d+\.\d MiB\); nothing was written", err), err
+    assert list(full_disk.iterdir()) == [], "nothing half-written"
+
 
 def test_extract_refuses_existing_files_folders_and_other_endings(tmp_path, capsys, layer_file):
     notes = tmp_path / "notes.safetensors"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -21,9 +22,37 @@ def honour_umask(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC (or a disk quota), as OSError or as a library's own error that carries the OS message (safetensors)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(error) or "Disk quota exceeded" in str(error)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB" if n < 2 ** 30 else f"{n / 2 ** 30:.2f} GiB"
+
+
+def disk_full_error(folder: str | os.PathLike, needed: int | None = None, what: str = "the file",
+                    left: str = "nothing was written"):
+    """A UserError that says the disk is full, where, how much is free and (when known) how much was needed."""
+    import shutil
+
+    from .errors import UserError
+    folder = Path(folder)
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    need = f"; {what} needs {_size(needed)}" if needed else ""
+    return UserError(f"the disk holding {folder} is full ({free}{need}); {left}. Free space there, or "
+                     f"write elsewhere, and run the same command again.")
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds."""
+def atomic_path(path: str | os.PathLike, needed: int | None = None):
+    """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds. A full disk is a
+    UserError saying where and how much (``needed`` bytes, when the caller knows), with the temporary file gone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -32,6 +61,10 @@ def atomic_path(path: str | os.PathLike):
         yield tmp
         honour_umask(tmp)
         os.replace(tmp, path)
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(path.parent, needed, path.name) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..core.files import file_sha256, honour_umask, load_checkpoint, tree_sha256, write_json
+from ..core.files import (disk_full_error, file_sha256, honour_umask, is_disk_full, load_checkpoint, tree_sha256,
+                          write_json)
 from ..nnunet.results import TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
 from .runtime import EXPORT_FILE, EXPORT_FORMAT, IMAGE_ENDINGS, LAYOUTS, MODEL_ZIP, ExportError, inside_folder
 
@@ -104,6 +105,13 @@ def check_exportable_folds(variant: TrainedVariant, folds: list) -> None:
             raise ExportError(f"fold {fold} of {variant.folder.name} lacks progress.png, which nnU-Net's exporter "
                               f"copies and only training writes; copy it back from where the fold trained, or "
                               f"retrain the fold.")
+
+
+def export_size(variant: TrainedVariant, folds: list) -> int:
+    """About the bytes a submission takes: the folds' final checkpoints (in model.zip) and this package's code."""
+    package = Path(__file__).resolve().parents[1]
+    code = sum(p.stat().st_size for p in package.rglob("*.py"))
+    return sum(variant.checkpoint(fold).stat().st_size for fold in folds) + code
 
 
 def recorded_hashes(folder: Path) -> dict[str, str]:
@@ -343,6 +351,10 @@ def export_submission(dataset, configuration: str, trainer: str, plans: str, fol
         write_json(tmp / EXPORT_FILE, record)
         (tmp / "README.md").write_text(submission_readme(record))
         _replace(tmp, out)
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(out.parent, export_size(variant, folds), "the submission") from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
