@@ -430,3 +430,22 @@ def test_plan_takes_the_layer_from_an_extracted_file_and_stores_it_absolute(in_p
     entry = json.loads(plans.read_text())["configurations"]["2d"]["llm"]
     plans.unlink()
     assert entry["layer"] == 14 and entry["source"] == str(layer_file), "absolute: trains from any directory"
+
+
+def test_plan_refuses_a_damaged_layer_file_and_one_without_its_suffix(in_process_env, dataset_2d, layer_file,
+                                                                      tmp_path, capsys):
+    """Issue 30 #15: plan verifies an extracted file's sha256 (training from a damaged file it accepted ended in a
+    traceback inside nnUNetv2_train); and a layer file renamed to .bak is not called missing (issue 30, smaller)."""
+    folder = in_process_env.preprocessed_folder(dataset_2d)
+    damaged = tmp_path / "damaged.safetensors"
+    data = bytearray(layer_file.read_bytes())
+    data[-1000:-900] = bytes(100)  # tensor bytes; the header (and its recorded sha256) intact
+    damaged.write_bytes(bytes(data))
+    rc, err = run(capsys, "plan", "-d", dataset_2d, "--llm", damaged, "-o", "nnUNetPlans_damaged")
+    assert rc == 2 and f"{damaged} is corrupted: its tensors hash to" in err and "Extract the layer again" in err
+    assert not (folder / "nnUNetPlans_damaged.json").exists()
+    renamed = tmp_path / "L14.bak"
+    shutil.copy(layer_file, renamed)
+    rc, err = run(capsys, "plan", "-d", dataset_2d, "--llm", renamed, "-o", "nnUNetPlans_renamed")
+    assert rc == 2 and "is a file, but neither .gguf nor .safetensors" in err and "L14.bak.safetensors" in err
+    assert "neither an existing file" not in err and not (folder / "nnUNetPlans_renamed.json").exists()

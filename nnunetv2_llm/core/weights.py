@@ -83,6 +83,10 @@ def source_kind(source: str) -> str:
         return "extracted"
     if p.is_dir():
         return "folder"
+    if p.is_file():
+        raise LLMWeightsError(f"LLM source {source!r} is a file, but neither .gguf nor .safetensors: a file from "
+                              f"`nnunetv2-llm extract` must end in .safetensors (rename it, e.g. to "
+                              f"{p.name}.safetensors), a llama.cpp file in .gguf.")
     if p.is_absolute() or source.startswith((".", "~")) or not _HUB_ID.match(source):
         from .models import MODELS
         raise LLMWeightsError(
@@ -147,12 +151,14 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, optional: b
         # Caught before EntryNotFoundError, its base class: "not cached and offline" is not "absent".
         if huggingface_hub.constants.HF_HUB_OFFLINE:
             raise HubUnreachableError(
-                f"hub model {repo_id!r}: {filename!r} is not in the local cache and offline mode is on "
+                f"hub model {repo_id!r}: {filename!r} (revision {revision or 'main'}) is not in the local cache and "
+                f"offline mode is on "
                 f"(HF_HUB_OFFLINE=1), so the hub is not asked. Cache the files first where the hub is reachable "
                 f"(run once without HF_HUB_OFFLINE), or there run `nnunetv2-llm extract` and pass the extracted "
                 f"layer file (or a local checkpoint folder) as the source.") from None
         raise HubUnreachableError(
-            f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
+            f"hub model {repo_id!r}: {filename!r} (revision {revision or 'main'}) is not in the local cache and the "
+            f"hub cannot be reached "
             f"(no network?). {_OFFLINE_FIX}") from None
     except EntryNotFoundError:
         if optional:
