@@ -85,6 +85,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         self.plans_manager.plans["configurations"][self.configuration_name][PLANS_KEY] = entry
         self.configuration_manager.configuration[PLANS_KEY] = entry
         super().initialize()
+        unwrap(self.network).report = self.print_to_log_file  # -pretrained_weights says what it loaded in the log
         block = unwrap(self.network).llm
         if weights is not None:
             layers, norm = weights
