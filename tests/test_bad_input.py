@@ -449,3 +449,22 @@ def test_plan_refuses_a_damaged_layer_file_and_one_without_its_suffix(in_process
     rc, err = run(capsys, "plan", "-d", dataset_2d, "--llm", renamed, "-o", "nnUNetPlans_renamed")
     assert rc == 2 and "is a file, but neither .gguf nor .safetensors" in err and "L14.bak.safetensors" in err
     assert "neither an existing file" not in err and not (folder / "nnUNetPlans_renamed.json").exists()
+
+
+def test_extract_after_a_sigkill_removes_what_the_killed_run_left(tmp_path, capsys, layer_file):
+    """Issue 30 (smaller): a writer killed with SIGKILL mid-write leaves its temporary file beside the output; the
+    rerun removes it (this host, a writer that no longer runs) and writes the file."""
+    import signal
+    import sys
+    target = tmp_path / "L14.safetensors"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from nnunetv2_llm.core.files import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    open(tmp, 'wb').write(bytes(1 << 20))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(target)])
+    assert killed.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].stat().st_size == 1 << 20 and not target.exists()
+    assert cli.main(["extract", "--llm", "smollm2-135m", "-o", str(target)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "the killed run's temporary file is gone"

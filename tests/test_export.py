@@ -351,3 +351,17 @@ def test_case_headers_are_checked_before_anything_is_predicted(tmp_path):
     write("c_0001.nii.gz", (8, 8))
     with pytest.raises(UserError, match=r"c_0000.nii.gz is a 2D image \(size \(8, 8\)\); the model takes 3D images"):
         find_cases(tmp_path, record, 3)
+
+
+@pytest.mark.slow
+def test_check_names_the_users_file_not_its_staged_copy(llm_submission, nnunet_env, dataset_2d, tmp_path):
+    """Issue 30 (smaller): --check copies -i into the platform layout; a refusal by the entry point names the file
+    the user gave, not the copy."""
+    inputs = tmp_path / "cases"
+    inputs.mkdir()
+    rgb = sitk.GetImageFromArray(np.zeros((8, 8, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(inputs / "colour_0000.png"))
+    proc = nnunet_env.run("nnunetv2-llm", "export", "--check", llm_submission, "-i", inputs, check=False)
+    assert proc.returncode == 2 and f"{inputs / 'colour_0000.png'} has 3 components per pixel" in proc.stderr, \
+        proc.stderr
+    assert "nnunetv2-llm-check-" not in proc.stderr

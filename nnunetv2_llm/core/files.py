@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -49,13 +51,42 @@ def disk_full_error(folder: str | os.PathLike, needed: int | None = None, what: 
                      f"write elsewhere, and run the same command again.")
 
 
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.HOST.``: a temporary file of :func:`atomic_path` names its host and (next) its writer's pid."""
+    return f".{path.name}.{socket.gethostname()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files of ``path`` left by a writer on this host that no longer runs (SIGKILL, power loss): a rerun
+    removes them rather than letting them pile up beside the output. Live writers' and other hosts' are kept."""
+    prefix = _temporary_prefix(path)
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, needed: int | None = None):
     """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds. A full disk is a
     UserError saying where and how much (``needed`` bytes, when the caller knows), with the temporary file gone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
