@@ -40,7 +40,7 @@ def _net_from_results_plans(folder, configuration="2d"):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("field,value", [("positions", "rope"), ("layer", 13), ("sha256", "0" * 64),
-                                         ("attention", "bidirectional")])
+                                         ("attention", "bidirectional"), ("lora_rank", 4)])
 def test_prediction_refuses_plans_that_disagree_with_the_checkpoint(nnunet_env, dataset_2d, field, value):
     out = nnunet_env.trained(dataset_2d, SMOL)
     state = load_checkpoint(out / "fold_0" / "checkpoint_final.pth")["network_weights"]
@@ -71,6 +71,8 @@ def test_the_stock_predict_cli_refuses_an_edited_plans_json(nnunet_env, dataset_
     finally:
         (out / "plans.json").write_text(backup)
     assert proc.returncode != 0 and "positions: plans 'rope', trained 'reference'" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # issue 30 #15: nnU-Net's traceback ends in the whole message
+    assert "positions: plans 'rope', trained 'reference'" in last and "restore plans.json" in last, last
     assert not list((tmp_path / "pred").glob("*.png"))
 
 
