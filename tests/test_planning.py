@@ -314,3 +314,19 @@ def test_two_concurrent_plan_runs_to_one_name_do_not_both_succeed(nnunet_env, da
         assert json.loads(target.read_text())["configurations"]["2d"][PLANS_KEY]["layer"] == won[0]
     finally:
         target.unlink(missing_ok=True)
+
+
+def test_plan_says_which_kind_of_layer_was_chosen(plan, dataset_2d, tmp_path):
+    """Issue 33: Gemma 3 mixes sliding-window and full-attention layers; plan names each chosen layer's kind and
+    RoPE base, and refuses Phi-3's missing default LoRA targets naming its own."""
+    from tiny_llm import save_tiny
+    folder = save_tiny(tmp_path / "gemma3", "gemma3")
+    code, out, err = plan("-d", dataset_2d, "--llm", folder, "--layer", "0,1", "-o", "nnUNetPlans_gemma3")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("wrote ")]
+    assert "layer 0 (" in lines[0] and lines[0].endswith("; sliding-window attention (4096 tokens), RoPE base 10000 "
+                                                           "in 2d")
+    assert "layer 1 (" in lines[1] and lines[1].endswith("; full attention, RoPE base 1e+06 in 2d")
+    phi3 = save_tiny(tmp_path / "phi3", "phi3")
+    code, out, err = plan("-d", dataset_2d, "--llm", phi3, "--layer", "1", "--lora-rank", "4", "-o", "nnUNetPlans_phi3")
+    assert code == 2 and "Phi-3's attention: --lora-targets o_proj,qkv_proj" in err
