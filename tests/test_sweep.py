@@ -258,6 +258,14 @@ def test_a_job_another_run_holds_is_skipped_and_status_tells_live_from_dead(swee
     assert " died " in status and "sweep run` resumes it" in status
 
 
+def test_status_writes_nothing_into_the_sweep_folder(sweep_env, tmp_path):
+    """Issue 30 (smaller): `sweep status` is a question: it created locks/ and a lock per job."""
+    out, _ = _one_job_sweep(sweep_env, tmp_path)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    sweep_env.run("nnunetv2-llm", "sweep", "status", out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and not (out / "locks").exists()
+
+
 def test_a_fold_without_its_full_validation_is_not_done(nnunet_env, dataset_2d, sweep_env, tmp_path):
     """#2: nnU-Net writes checkpoint_final.pth before it validates; a fold killed there is validated again (--val),
     not marked done."""
