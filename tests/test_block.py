@@ -288,3 +288,11 @@ def test_weights_of_another_model_name_the_mismatch(checkpoints):
     with pytest.raises(ValueError, match=r"shape mismatches \['mlp\.down_proj\.weight: checkpoint \(64, 128\) vs "
                                          r"config \(64, 96\)'.*different models"):
         block.load_pretrained(llama.tensors)
+
+
+def test_every_position_and_init_value_has_its_mode():
+    """The block chooses what a spec value does from one table per option (as transformers picks its attention),
+    so a value the spec accepts without a mode fails here, not in a forward pass."""
+    from nnunetv2_llm.core.block import INIT_MODES, POSITION_MODES
+    from nnunetv2_llm.core.spec import INIT, POSITIONS
+    assert set(POSITION_MODES) == set(POSITIONS) and set(INIT_MODES) == set(INIT)

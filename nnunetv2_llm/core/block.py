@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -219,6 +220,24 @@ def base_tensors(layer: nn.Module) -> dict[str, torch.Tensor]:
             if ".lora_" not in name}
 
 
+@dataclass(frozen=True)
+class InitMode:
+    """What an ``init`` value builds: the layer's structure (or identity in its place), and when its linears are
+    re-drawn (Xavier-uniform): at build (every tensor) or after the pretrained tensors are loaded (norm gains kept)."""
+
+    layer: bool
+    redraw_at_build: bool = False
+    redraw_linears_after_load: bool = False
+
+
+INIT_MODES = {
+    "pretrained": InitMode(layer=True),
+    "random": InitMode(layer=True, redraw_at_build=True),  # '+Transformer': every tensor re-drawn, norm gains 1
+    "random-reference": InitMode(layer=True, redraw_linears_after_load=True),  # the authors' '+Transformer'
+    "identity": InitMode(layer=False),  # the control: only the two projections remain
+}
+
+
 class LLMBlock(nn.Module):
     """Linear(C->H) -> one (or ``depth``) pretrained LLM decoder layer(s) [-> the model's final norm] -> Linear(H->C)
     over the flattened feature map [, added as ``input + g * block(input)`` with a gate ``g`` learnt from 0].
@@ -238,7 +257,8 @@ class LLMBlock(nn.Module):
         hidden = self.config.hidden_size
         self.proj_in = nn.Linear(channels, hidden)
         indices = range(spec.layer, spec.layer + spec.depth)
-        if spec.init == "identity":
+        self.init_mode = INIT_MODES[spec.init]
+        if not self.init_mode.layer:
             self.layer = IdentityLayer()
         else:
             # Zeros until the pretrained tensors (load_pretrained) or a checkpoint's state dict arrive.
@@ -249,9 +269,9 @@ class LLMBlock(nn.Module):
         self.gate = nn.Parameter(torch.zeros(())) if spec.gate else None
         self.rotary = build_rotary(self.config) if spec.positions == "rope" else None
         # The block passes no mask, so a sliding window would be ignored: token grids beyond it are refused.
-        windows = [] if spec.init == "identity" else [w for i in indices if (w := sliding_window(self.config, i))]
+        windows = [w for i in indices if (w := sliding_window(self.config, i))] if self.init_mode.layer else []
         self.window = min(windows) if windows else None
-        if spec.init == "random":
+        if self.init_mode.redraw_at_build:
             self.reset_layer_parameters()
         self.layer.requires_grad_(spec.trainable)
         if self.norm is not None:
@@ -321,7 +341,7 @@ class LLMBlock(nn.Module):
                                  f"weight was given.")
             with torch.no_grad():
                 self.norm.weight.copy_(final_norm)
-        if self.spec.init == "random-reference":
+        if self.init_mode.redraw_linears_after_load:
             self.reset_layer_parameters(keep_norms=True)
 
     def pretrained_tensors(self) -> list[dict[str, torch.Tensor]]:
@@ -373,52 +393,89 @@ class LLMBlock(nn.Module):
     def position_embeddings(self, spatial, hidden, position_ids, layer: int | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
         """The (cos, sin) pair decoder layer ``layer`` (default: the first) rotates q/k with, for raster positions
-        ``position_ids``; with the RoPE base of that layer's kind where the family has one per kind (Gemma 3)."""
+        ``position_ids``, as :data:`POSITION_MODES` computes it for ``spec.positions``."""
         layer = self.spec.layer if layer is None else layer
-        t = position_ids[0].to(torch.float32)[None, :, None]
-        if self.spec.positions == "reference":
-            # The reference passed [sin, cos] where HF unpacks (cos, sin): reproduce that exactly.
-            return torch.sin(t).to(hidden.dtype), torch.cos(t).to(hidden.dtype)
-        if self.spec.positions == "none":
-            return torch.ones_like(t, dtype=hidden.dtype), torch.zeros_like(t, dtype=hidden.dtype)
-        if self.spec.positions == "rope":
-            kind = layer_type(self.config, layer)
-            if kind in getattr(self.rotary, "layer_types", ()):  # Gemma 3's rotary keeps one base per kind
-                return self.rotary(hidden, position_ids, kind)
-            return self.rotary(hidden, position_ids)
-        cos, sin = axial_rotation(tuple(spatial), head_dim(self.config), rope_theta(self.config, layer))
-        return cos.to(hidden.device, hidden.dtype), sin.to(hidden.device, hidden.dtype)
+        return POSITION_MODES[self.spec.positions](self, spatial, hidden, position_ids, layer)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``y = proj_out(layers(proj_in(tokens)))``, added to the input as the spec says (:meth:`around`), outside
+        autocast and in the layer's own dtype."""
         batch, channels, *spatial = features.shape
-        tokens = math.prod(spatial)
+        self._refuse_beyond_window(math.prod(spatial))
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            x = features.float()
+            tokens = x.flatten(2).transpose(1, 2)
+            hidden = self.proj_in(tokens.to(self.proj_in.weight.dtype)).to(_DTYPES[self.spec.dtype])
+            hidden = self.run_layers(hidden, spatial)
+            y = self.proj_out(hidden.to(self.proj_out.weight.dtype)).transpose(1, 2).reshape(batch, channels, *spatial)
+            y = self.around(x, y)
+        return saturate(y, features.dtype)
+
+    def run_layers(self, hidden: torch.Tensor, spatial) -> torch.Tensor:
+        """The decoder layer(s) in order, each rotating q/k as its kind does (layers of one kind share their
+        rotation), then the model's final norm when the spec asks for it."""
+        tokens = hidden.shape[1]
+        position_ids = torch.arange(tokens, device=hidden.device)[None]
+        causal = self.spec.attention == "causal"
+        mask = causal_mask(self.config, tokens, hidden) if causal else None
+        rotations = {}
+        for index, layer in enumerate(self.decoder_layers or [self.layer], start=self.spec.layer):
+            kind = layer_type(self.config, index)
+            if kind not in rotations:
+                rotations[kind] = self.position_embeddings(spatial, hidden, position_ids, index)
+            hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rotations[kind],
+                           is_causal=causal)
+        return hidden if self.norm is None else self.norm(hidden)
+
+    def around(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input ``x`` and the layers' ``y``: ``y`` (the authors' block), ``x + y``
+        (``residual``) or ``x + g * y`` (``gate``, g learnt from 0)."""
+        if self.gate is not None:
+            return x + self.gate * y
+        return x + y if self.spec.residual else y
+
+    def _refuse_beyond_window(self, tokens: int) -> None:
+        """The block passes no window mask: a sliding-window layer must see the whole grid."""
         if self.window is not None and tokens > self.window:
             raise ValueError(f"{tokens} tokens exceed the {self.window}-token sliding window of {self.spec.layers_named} "
                              f"of {self.spec.source!r}, which the block does not apply; use a smaller patch or a "
                              f"later encoder stage (`stage`), or a layer without a window.")
-        llm_dtype = _DTYPES[self.spec.dtype]
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            x = features.float().flatten(2).transpose(1, 2)
-            hidden = self.proj_in(x.to(self.proj_in.weight.dtype)).to(llm_dtype)
-            position_ids = torch.arange(tokens, device=features.device)[None]
-            mask = causal_mask(self.config, tokens, hidden) if self.spec.attention == "causal" else None
-            by_kind = {}  # layers of one kind share their (cos, sin)
-            for index, layer in enumerate(self.decoder_layers or [self.layer], start=self.spec.layer):
-                kind = layer_type(self.config, index)
-                if kind not in by_kind:
-                    by_kind[kind] = self.position_embeddings(spatial, hidden, position_ids, index)
-                hidden = layer(hidden, attention_mask=mask, position_ids=position_ids,
-                               position_embeddings=by_kind[kind], is_causal=self.spec.attention == "causal")
-            if self.norm is not None:
-                hidden = self.norm(hidden)
-            y = self.proj_out(hidden.to(self.proj_out.weight.dtype))
-            y = y.transpose(1, 2).reshape(batch, channels, *spatial)
-            if self.gate is not None:
-                y = features.float() + self.gate * y
-            elif self.spec.residual:
-                y = y + features.float()
-            if features.dtype in (torch.float16, torch.bfloat16):
-                # Under nnU-Net's fp16 autocast the decoder gets fp16: saturate instead of overflowing to inf.
-                limit = torch.finfo(features.dtype).max
-                y = y.clamp(-limit, limit)
-        return y.to(features.dtype)
+
+
+def saturate(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``y`` in ``dtype``; under nnU-Net's fp16 autocast the decoder gets fp16: saturate instead of overflowing."""
+    if dtype in (torch.float16, torch.bfloat16):
+        limit = torch.finfo(dtype).max
+        y = y.clamp(-limit, limit)
+    return y.to(dtype)
+
+
+# ---------------------------------------------------------------- how q/k are rotated: one function per mode
+
+def _reference_rotation(block, spatial, hidden, position_ids, layer):
+    """The authors' fixed 1-rad-per-token rotation; they passed [sin, cos] where HF unpacks (cos, sin): reproduced
+    exactly."""
+    t = position_ids[0].to(torch.float32)[None, :, None]
+    return torch.sin(t).to(hidden.dtype), torch.cos(t).to(hidden.dtype)
+
+
+def _no_rotation(block, spatial, hidden, position_ids, layer):
+    t = position_ids[0].to(torch.float32)[None, :, None]
+    return torch.ones_like(t, dtype=hidden.dtype), torch.zeros_like(t, dtype=hidden.dtype)
+
+
+def _model_rope(block, spatial, hidden, position_ids, layer):
+    """The model's own RoPE (with its scaling) over the raster index; Gemma 3's rotary keeps one base per kind."""
+    kind = layer_type(block.config, layer)
+    if kind in getattr(block.rotary, "layer_types", ()):
+        return block.rotary(hidden, position_ids, kind)
+    return block.rotary(hidden, position_ids)
+
+
+def _axial_rope(block, spatial, hidden, position_ids, layer):
+    """N-D RoPE over the grid, with the RoPE base of the layer's kind."""
+    cos, sin = axial_rotation(tuple(spatial), head_dim(block.config), rope_theta(block.config, layer))
+    return cos.to(hidden.device, hidden.dtype), sin.to(hidden.device, hidden.dtype)
+
+
+POSITION_MODES = {"reference": _reference_rotation, "none": _no_rotation, "rope": _model_rope, "axial": _axial_rope}
