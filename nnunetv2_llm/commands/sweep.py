@@ -15,6 +15,11 @@ resumes the grid. A grid (YAML or JSON) holds:
                   rope]}; one plans file per layer and per value of a listed option
   llm_trainers    trainers of those plans (default [nnUNetTrainerLLM])
   train_args      extra nnUNetv2_train arguments, e.g. [-device, cpu]
+  replicates      trainings of each (trainer, plans, configuration, fold) (default 1); 3 measures training
+                  noise, which `sweep compare` then reports per training procedure. Replicate 1 trains into
+                  $nnUNet_results, replicate r >= 2 into $nnUNet_results/replicates/<r> (a complete nnUNet_results
+                  of its own: stock nnUNetv2_predict and nnUNetv2_find_best_configuration use it when
+                  nnUNet_results points there)
 """
 from __future__ import annotations
 
@@ -73,7 +78,7 @@ def cmd_compare(args) -> int:
 
 def cmd_plan(args) -> int:
     from ..sweep.grid import GRID_FILE, SweepError, check_grid, load_grid, plan_sweep
-    from ..sweep.jobs import train_command
+    from ..sweep.jobs import shown_command
     if args.grid and (args.llm or args.layer):
         raise SweepError("--llm/--layer are flags for a grid given as flags; in a grid file write "
                          "llm: {llm: NAME, layer: 0-15}.")
@@ -88,7 +93,7 @@ def cmd_plan(args) -> int:
         check_grid(grid, "the flags")
     jobs = plan_sweep(grid, Path(args.output))
     for job in jobs:
-        print(" ".join(train_command(job, None)))
+        print(shown_command(job))
     print(f"{len(jobs)} jobs written to {Path(args.output) / GRID_FILE}")
     return 0
 

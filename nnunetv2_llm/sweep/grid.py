@@ -18,7 +18,9 @@ from ..core.spec import SPEC_OPTIONS
 from ..nnunet.results import parse_folds, preprocessed_folder
 
 GRID_FILE = "sweep.json"
-GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args")
+GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args",
+             "replicates")
+MAX_REPLICATES = 100
 # The keys of one `llm` entry: what `nnunetv2-llm plan` takes (spec options may be lists: one plans file per value).
 LLM_KEYS = ("llm", "variant", "layer", "output", *SPEC_OPTIONS)
 
@@ -171,15 +173,30 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
                  for path in write_llm_plans(folder.name, plans[0], request, weights_dir=sweep_dir / "weights",
                                              sweep=str(sweep_dir))]
     extra = [str(a) for a in _as_list(grid.get("train_args"))]
+    replicates = check_replicates(grid.get("replicates", 1))
     combos = [(t, p) for t in trainers for p in plans] + [(t, p) for t in llm_trainers for p in llm_names]
     cache, jobs = {}, []
-    for c in configurations:
-        for t, p in combos:
-            files, sha = fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
-            jobs += [{"id": f"{c}__{t}__{p}__fold{f}", "dataset": folder.name, "configuration": c, "fold": f,
-                      "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha}
-                     for f in folds]
+    for r in range(1, replicates + 1):  # replicate by replicate: a sweep cut short has whole replicates
+        for c in configurations:
+            for t, p in combos:
+                files, sha = fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
+                jobs += [{"id": job_id(c, t, p, f, r), "dataset": folder.name, "configuration": c, "fold": f,
+                          "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha,
+                          "replicate": r} for f in folds]
     return jobs
+
+
+def job_id(configuration: str, trainer: str, plans: str, fold, replicate: int) -> str:
+    """Replicate 1 keeps the id of a sweep without replicates (its logs and locks stay valid)."""
+    return f"{configuration}__{trainer}__{plans}__fold{fold}" + (f"__replicate{replicate}" if replicate > 1 else "")
+
+
+def check_replicates(value) -> int:
+    """The grid's ``replicates``: how many times each (trainer, plans, configuration, fold) is trained."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICATES:
+        raise SweepError(f"replicates: {value!r}: accepted are whole numbers 1..{MAX_REPLICATES} (trainings of each "
+                         f"fold; 3 measures training noise, 1 is the default).")
+    return value
 
 
 def grid_hash(grid: dict) -> str:
