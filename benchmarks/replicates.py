@@ -42,7 +42,7 @@ def train(env: Env, args) -> Path:
     grid = {"dataset": DATASET_ID, "configurations": ["2d"], "folds": list(range(args.folds)),
             "trainers": [t + args.length for t in TRAINERS.values()], "train_args": ["-device", "cpu"],
             "replicates": args.replicates_to_train}
-    sweep = env.root / "sweep"
+    sweep = env.root / f"sweep-{args.folds}x{args.replicates_to_train}"
     grid_file = env.root / "grid.json"
     grid_file.write_text(json.dumps(grid))
     env.run("sweep-plan", "nnunetv2-llm", "sweep", "plan", grid_file, "-o", sweep, extra_env=CPU_ENV)
