@@ -49,8 +49,10 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
         folds = sorted({str(j["fold"]) for j in mine}, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
         layer_plans = {j["plans"] for j in mine if "_sweep-" in j["plans"]}  # the plans of the grid's `llm` entries
         by_layer = "series" if (grid or {}).get("llm") and len(layer_plans) > 1 else None
+        replicates = max(int(j.get("replicate", 1)) for j in mine)
         requests.append(CompareRequest(dataset=mine[0]["dataset"], configuration=c, trainers=variants, folds=folds,
-                                       output=str(sweep_dir / f"compare_{c}"), by_layer=by_layer))
+                                       output=str(sweep_dir / f"compare_{c}"), by_layer=by_layer,
+                                       replicates=replicates))
     return requests
 
 
@@ -88,6 +90,8 @@ def cmd_plan(args) -> int:
         grid = {"dataset": args.dataset, "configurations": args.configurations, "folds": args.folds,
                 "trainers": args.trainers, "plans": args.plans,
                 "train_args": ["-device", args.device] if args.device else []}
+        if args.replicates != 1:
+            grid["replicates"] = args.replicates
         if args.llm:
             grid["llm"] = {"llm": args.llm, **({"layer": args.layer} if args.layer else {})}
         check_grid(grid, "the flags")
@@ -179,6 +183,8 @@ def register(subparsers) -> None:
     plan.add_argument("-f", "--folds", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
     plan.add_argument("-tr", "--trainers", nargs="+", help="trainers (any nnU-Net's lookup finds)")
     plan.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
+    plan.add_argument("--replicates", type=int, default=1,
+                      help="trainings of each fold (default 1; 3 measures training noise, see the grid key)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
     plan.add_argument("--llm", help="also write LLM plans of this model (as `nnunetv2-llm plan --llm`) and train them "
                                     "with nnUNetTrainerLLM; the layer is fetched once into the sweep folder")
