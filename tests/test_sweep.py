@@ -400,8 +400,10 @@ def test_a_layer_sweep_draws_dice_by_layer_next_to_plain_nnunet(nnunet_env, data
         rows = [r for r in csv.DictReader(f) if r["set"] == "in-domain"]
     assert sorted(int(r["layer"]) for r in rows) == [13, 14], "one row per layer"
     entry = report["sets"]["in-domain"]
-    for r in rows:
-        dice, comparison = entry["variants"][r["variant"]]["Dice"], entry["comparisons"][r["variant"]]["Dice"]
+    for r in rows:  # two folds: the headline is the procedure level (Nadeau-Bengio over the folds)
+        dice = entry["variants"][r["variant"]]["Dice"]["procedure"]
+        comparison = entry["comparisons"][r["variant"]]["Dice"]["procedure"]
+        assert r["level"] == "training procedure" and comparison["runs"] == 2
         assert float(r["dice"]) == pytest.approx(dice["mean"]) and float(r["ci_low"]) == pytest.approx(dice["ci_low"])
         assert float(r["ci_high"]) == pytest.approx(dice["ci_high"])
         assert float(r["delta"]) == pytest.approx(comparison["mean_difference"])

@@ -148,3 +148,28 @@ def procedure_comparison(diffs: RunDifferences, components: bool = True) -> Proc
                                math.nan, math.nan, math.nan, None,
                                note="training noise is not measured (a single training run per variant); the "
                                     "intervals cover case sampling only; " + HOW_TO_MEASURE)
+
+
+PROCEDURE_LEVEL, CASE_LEVEL = "training procedure", "these models on these cases"
+
+
+def _has_interval(x: dict | None) -> bool:
+    return bool(x) and x.get("ci_low") is not None and not math.isnan(x["ci_low"])
+
+
+def headline_difference(comparison: dict) -> tuple[float, float, float, float, str]:
+    """(Δ, low, high, Holm p, level) of a report comparison: the procedure level where it has an interval, else the
+    case level. The one rule every headline (layers, which layer, summaries) follows."""
+    x = comparison.get("procedure")
+    if _has_interval(x):
+        return x["mean_difference"], x["ci_low"], x["ci_high"], x.get("p_holm", math.nan), PROCEDURE_LEVEL
+    c = comparison
+    return c["mean_difference"], c["ci_low"], c["ci_high"], c["p_holm"], CASE_LEVEL
+
+
+def headline_mean(per_metric: dict) -> tuple[float, float, float, str]:
+    """(mean, low, high, level) of one variant's metric in a report, by the same rule."""
+    x = per_metric.get("procedure")
+    if _has_interval(x):
+        return x["mean"], x["ci_low"], x["ci_high"], PROCEDURE_LEVEL
+    return per_metric["mean"], per_metric["ci_low"], per_metric["ci_high"], CASE_LEVEL

@@ -11,6 +11,8 @@ import numpy as np
 
 from ..core.files import atomic_path
 from .cases import IN_DOMAIN
+from .efficiency import efficiency_table
+from .formatting import fmt
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .scoring import case_means
 from .statistics import (bootstrap_ci, holm, mean_of_present, paired_comparison, present, rank_stability,
@@ -80,10 +82,6 @@ def pairwise_matrix(labels: list[str], scores: dict, cases: list[str], keys: lis
     for (i, j), p in zip(pairs, holm(raw)):
         matrix[i][j] = matrix[j][i] = p
     return matrix
-
-
-def fmt(x, digits=3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _delta(comparison: dict | None, metric: str) -> str:
@@ -184,7 +182,6 @@ def procedure_lines(report: dict) -> list[str]:
 def markdown_report(report: dict, first: list[str] = ()) -> str:
     """report.md: ``first`` (a sweep's "Which layer?"), the explanation, a table per case set, in-domain against the
     other sets, and accuracy against cost."""
-    from .efficiency import efficiency_table
     lines = [f"# nnunetv2-llm compare: {report['dataset']} {report['configuration']}", "", *procedure_lines(report),
              *first, f"## {CASES_QUESTION}", "",
              f"Reference: **{report['reference']}**. Folds: {' '.join(map(str, report['folds']))}. Values are means "
