@@ -40,9 +40,9 @@ def prepare(env: Env, args) -> None:
 def train(env: Env, args) -> Path:
     """The sweep: every trainer x fold x replicate, one stock nnUNetv2_train each, replicate by replicate."""
     grid = {"dataset": DATASET_ID, "configurations": ["2d"], "folds": list(range(args.folds)),
-            "trainers": [t + args.length for t in TRAINERS.values()], "train_args": ["-device", "cpu"],
+            "trainers": [t + args.length for t in args.trainers], "train_args": ["-device", "cpu"],
             "replicates": args.replicates_to_train}
-    sweep = env.root / f"sweep-{args.folds}x{args.replicates_to_train}"
+    sweep = env.root / f"sweep-{args.folds}x{args.replicates_to_train}-{'-'.join(args.trainers)}"
     grid_file = env.root / "grid.json"
     grid_file.write_text(json.dumps(grid))
     env.run("sweep-plan", "nnunetv2-llm", "sweep", "plan", grid_file, "-o", sweep, extra_env=CPU_ENV)
@@ -53,7 +53,7 @@ def train(env: Env, args) -> Path:
 
 def compare(env: Env, args) -> dict:
     out = env.root / f"compare-{args.folds}x{args.replicates}"
-    names = [t + args.length for t in TRAINERS.values()]
+    names = [t + args.length for t in args.trainers]
     env.run(f"compare-{args.folds}x{args.replicates}", "nnunetv2-llm", "compare", "-d", DATASET_ID, "-c", "2d",
             "-tr", *names, "-f", *map(str, range(args.folds)), "--replicates", args.replicates, "-np", "1",
             "-o", out, extra_env=CPU_ENV)
@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--replicates", type=int, default=3, help="replicates to compare (default 3)")
     parser.add_argument("--train", type=int, dest="replicates_to_train",
                         help="replicates to train (default: --replicates); 0 trains nothing, compares what is there")
+    parser.add_argument("--trainers", nargs="+", choices=list(TRAINERS.values()), default=list(TRAINERS.values()),
+                        help="trainer bases (default: all three; the first is the reference)")
     parser.add_argument("--train-only", action="store_true", help="train (or resume), compare nothing")
     parser.add_argument("--num-train", type=int, default=25, help="training cases (default 25)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
@@ -105,7 +107,8 @@ def main(argv=None) -> int:
         return 0
     report = compare(env, args)
     results = {"task": args.task, "length": args.length, "folds": args.folds, "replicates": args.replicates,
-               "num_train": args.num_train, "seed": args.seed, "trainers": TRAINERS, "machine": machine,
+               "num_train": args.num_train, "seed": args.seed,
+               "trainers": {k: v for k, v in TRAINERS.items() if v in args.trainers}, "machine": machine,
                "reference": report["reference"], "command": " ".join(["python benchmarks/replicates.py",
                                                                       *map(str, argv or sys.argv[1:])]),
                "comparisons": summarize(report),

@@ -260,7 +260,7 @@ def training_runs(p: Prepared, replicate_scores: dict, cases: list[str], case_fo
     import numpy as np
 
     from .metrics import METRICS
-    from .procedure import HOW_TO_MEASURE, RunDifferences, procedure_comparison
+    from .procedure import RunDifferences, TrainingRuns, procedure_comparison
     from .scoring import case_means
     labels = [v.label for v in p.variants]
     reference = labels[p.reference]
@@ -282,20 +282,7 @@ def training_runs(p: Prepared, replicate_scores: dict, cases: list[str], case_fo
                 paired = [a - b for a, b in zip(runs(v, metric), runs(reference, metric))]
                 result = procedure_comparison(RunDifferences(paired, n_test, n_train, folds))
                 entry["comparisons"][v][metric]["procedure"] = result.as_json()
-    measured = replicates > 1
-    k = len(folds)
-    if measured:
-        note = (f"{replicates} training runs of each fold: the procedure level includes training noise (run to run) "
-                f"as well as case sampling")
-    elif k > 1:
-        note = ("training noise is not measured apart from the folds' differences (one training run per fold; the "
-                "procedure level is the Nadeau-Bengio test over folds); to measure it, " + HOW_TO_MEASURE)
-    else:
-        note = ("training noise is not measured (a single training run per variant): every interval covers case "
-                "sampling only; to measure it, " + HOW_TO_MEASURE)
-    return {"folds": k, "replicates": replicates, "runs_per_variant": k * replicates, "training_noise_measured":
-            measured, "procedure_level": k > 1 or measured, "note": note,
-            "layout": "replicate 1: $nnUNet_results; replicate r >= 2: $nnUNet_results/replicates/<r>"}
+    return TrainingRuns.of(len(folds), replicates).as_json()
 
 
 def _run(p: Prepared, echo) -> dict:

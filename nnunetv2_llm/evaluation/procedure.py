@@ -53,6 +53,36 @@ class ProcedureComparison:
 
 
 @dataclass
+class TrainingRuns:
+    """What a report's runs allow (report.json: ``training_runs``): folds, replicates and whether training noise
+    was measured, with the sentence the report prints."""
+
+    folds: int
+    replicates: int
+    runs_per_variant: int
+    training_noise_measured: bool
+    procedure_level: bool
+    note: str
+    layout: str = "replicate 1: $nnUNet_results; replicate r >= 2: $nnUNet_results/replicates/<r>"
+
+    @classmethod
+    def of(cls, folds: int, replicates: int) -> "TrainingRuns":
+        if replicates > 1:
+            note = (f"{replicates} training runs of each fold: the procedure level includes training noise (run to "
+                    f"run) as well as case sampling")
+        elif folds > 1:
+            note = ("training noise is not measured apart from the folds' differences (one training run per fold; "
+                    "the procedure level is the Nadeau-Bengio test over folds); to measure it, " + HOW_TO_MEASURE)
+        else:
+            note = ("training noise is not measured (a single training run per variant): every interval covers case "
+                    "sampling only; to measure it, " + HOW_TO_MEASURE)
+        return cls(folds, replicates, folds * replicates, replicates > 1, folds > 1 or replicates > 1, note)
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class RunDifferences:
     """Per fold, a replicates x cases array of paired differences (variant - reference); NaN cases left out of
     means. ``n_test``/``n_train``: the mean validation and training split sizes of the folds."""
