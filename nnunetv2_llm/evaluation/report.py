@@ -134,10 +134,11 @@ def _generalisation_table(report: dict) -> list[str]:
     return lines + [""]
 
 
-PROCEDURE_QUESTION = ("This training procedure against that one: would training this variant again, on new cases like "
-                      "these, beat training the reference again? Unit: the training run")
-CASES_QUESTION = ("These models on these cases: are these trained models different on these cases? Unit: the case; "
-                  "the trained models are held fixed, so training noise is not in these intervals")
+PROCEDURE_TITLE = "This training procedure against that one (unit: the training run)"
+PROCEDURE_QUESTION = "Would training this variant again, on new cases like these, beat training the reference again?"
+CASES_TITLE = "These models on these cases (unit: the case)"
+CASES_QUESTION = ("Are these trained models (replicate 1) different on these cases? The trained models are held fixed, "
+                  "so training noise is not in these intervals.")
 
 
 def _procedure_delta(c: dict) -> str:
@@ -157,9 +158,9 @@ def procedure_lines(report: dict) -> list[str]:
     if not runs["procedure_level"] or not entry["comparisons"]:
         return [f"**Training noise is not measured.** {runs['note'][0].upper()}{runs['note'][1:]}.", ""]
     first = next(iter(next(iter(entry["comparisons"].values())).values()))["procedure"]
-    lines = [f"## {PROCEDURE_QUESTION} ({IN_DOMAIN}, {runs['runs_per_variant']} runs per variant: {runs['folds']} "
-             f"folds x {runs['replicates']} replicate(s))", "",
-             f"Δ = variant - {report['reference']}, 95% CI; method: {first['method']}; p Holm-corrected over the "
+    lines = [f"## {PROCEDURE_TITLE}", "",
+             f"{PROCEDURE_QUESTION} {IN_DOMAIN}, {runs['runs_per_variant']} runs per variant ({runs['folds']} folds x "
+             f"{runs['replicates']} replicate(s)). Δ = variant - {report['reference']}, 95% CI; method: {first['method']}; p Holm-corrected over the "
              f"report's procedure-level tests (* p<0.05, ** p<0.01, *** p<0.001). Dice and NSD: higher is better; "
              f"HD95 in mm: lower is better.", ""]
     if not runs["training_noise_measured"]:
@@ -183,7 +184,7 @@ def markdown_report(report: dict, first: list[str] = ()) -> str:
     """report.md: ``first`` (a sweep's "Which layer?"), the explanation, a table per case set, in-domain against the
     other sets, and accuracy against cost."""
     lines = [f"# nnunetv2-llm compare: {report['dataset']} {report['configuration']}", "", *procedure_lines(report),
-             *first, f"## {CASES_QUESTION}", "",
+             *first, f"## {CASES_TITLE}", "", CASES_QUESTION,
              f"Reference: **{report['reference']}**. Folds: {' '.join(map(str, report['folds']))}. Values are means "
              f"over cases (each case: mean over {report['targets_note']}); Δ = variant - reference with a bootstrap "
              f"95% CI ({report['bootstrap_resamples']} resamples, seed {report['seed']}); p = paired Wilcoxon "
