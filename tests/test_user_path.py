@@ -108,7 +108,7 @@ def _use_folders(monkeypatch, env, names=("nnUNet_raw", "nnUNet_preprocessed", "
 def test_info_counts_the_projections_as_trainable_and_the_layer_as_frozen(nnunet_env, dataset_2d, monkeypatch,
                                                                          capsys):
     _use_folders(monkeypatch, nnunet_env)
-    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "--json"]) == 0
+    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "--json", "--llm", "llama-3.2-1b"]) == 0
     info = json.loads(capsys.readouterr().out)
     net = _planned_2d_net(nnunet_env, dataset_2d)
     channels, downsampling = net["features_per_stage"][-1], np.prod(net["strides"], axis=0)
