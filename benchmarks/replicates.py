@@ -6,8 +6,8 @@ Everything runs through the stock CLIs in one nnU-Net environment (``--work-dir`
 sweep): nnunetv2-llm synth, nnUNetv2_plan_and_preprocess, nnunetv2-llm sweep plan/run (local backend, CPU), and
 nnunetv2-llm compare. The JSON keeps the compare report's numbers of both levels.
 
-    python benchmarks/replicates.py --work-dir /tmp/replicates                     # 5 folds x 3 replicates
-    python benchmarks/replicates.py --work-dir /tmp/replicates --replicates 2      # compare what is trained
+    python benchmarks/replicates.py --work-dir runs/replicates                     # 5 folds x 3 replicates
+    python benchmarks/replicates.py --work-dir runs/replicates --replicates 2      # compare what is trained
 """
 from __future__ import annotations
 
@@ -57,7 +57,20 @@ def compare(env: Env, args) -> dict:
     env.run(f"compare-{args.folds}x{args.replicates}", "nnunetv2-llm", "compare", "-d", DATASET_ID, "-c", "2d",
             "-tr", *names, "-f", *map(str, range(args.folds)), "--replicates", args.replicates, "-np", "1",
             "-o", out, extra_env=CPU_ENV)
-    return json.loads((out / "report.json").read_text())
+    return {**json.loads((out / "report.json").read_text()), "run_means": run_means(out)}
+
+
+def run_means(report_dir: Path) -> dict:
+    """Mean in-domain Dice of every training run (variant -> "fold f, replicate r" -> Dice), from cases.csv."""
+    import csv
+    from statistics import mean
+    values: dict = {}
+    with open(report_dir / "cases.csv") as f:
+        for row in csv.DictReader(f):
+            if row["set"] == "in-domain" and row["metric"] == "Dice" and row["value"] not in ("", "nan"):
+                key = f"fold {row['fold']}, replicate {row['replicate']}"
+                values.setdefault(row["variant"], {}).setdefault(key, []).append(float(row["value"]))
+    return {v: {k: mean(x) for k, x in sorted(runs.items())} for v, runs in values.items()}
 
 
 def summarize(report: dict) -> dict:
@@ -112,7 +125,7 @@ def main(argv=None) -> int:
                "reference": report["reference"], "command": " ".join(["python benchmarks/replicates.py",
                                                                       *map(str, argv or sys.argv[1:])]),
                "comparisons": summarize(report),
-               "training_runs": report.get("training_runs")}
+               "training_runs": report.get("training_runs"), "dice_per_run": report["run_means"]}
     name = f"replicates-{args.task}"
     common.save(results, name, f"{args.folds}x{args.replicates}", args.out)
     return 0

@@ -157,6 +157,7 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     from ..nnunet.planning import plans_in, write_llm_plans
     if "dataset" not in grid or grid["dataset"] in (None, ""):
         raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
+    replicates = check_replicates(grid.get("replicates", 1))  # before anything is written
     folder = preprocessed_folder(grid["dataset"])
     configurations = _as_list(grid.get("configurations", ["2d"]))
     trainers = _as_list(grid.get("trainers"))
@@ -183,7 +184,6 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
                  for path in write_llm_plans(folder.name, plans[0], request, weights_dir=sweep_dir / "weights",
                                              sweep=str(sweep_dir))]
     extra = [str(a) for a in _as_list(grid.get("train_args"))]
-    replicates = check_replicates(grid.get("replicates", 1))
     combos = [(t, p) for t in trainers for p in plans] + [(t, p) for t in llm_trainers for p in llm_names]
     cache, jobs = {}, []
     for r in range(1, replicates + 1):  # replicate by replicate: a sweep cut short has whole replicates
