@@ -54,7 +54,7 @@ def test_procedure_interval_covers_the_true_difference_and_the_case_interval_doe
         widths["case"].append(high - low)
     coverage = {k: v / studies for k, v in covered.items()}
     for k, v in coverage.items():
-        print(f"coverage of the true procedure difference, {k}-level 95% interval: {v:.1%} "
+        print(f"coverage of the true procedure difference by the {k} level's 95% interval: {v:.1%} "
               f"(mean width {np.mean(widths[k]):.3f})")
     assert coverage["procedure"] >= 0.90
     assert coverage["procedure, one run per fold"] >= 0.90
