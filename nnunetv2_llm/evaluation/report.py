@@ -148,6 +148,14 @@ def _procedure_delta(c: dict) -> str:
     return f"{x['mean_difference']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]{significance_mark(x['p_holm'])}"
 
 
+def _bold_lead(note: str) -> str:
+    """The note as one sentence, its "training noise is not measured" in bold (said once, plainly)."""
+    lead = "training noise is not measured"
+    if note.startswith(lead):
+        return f"**Training noise is not measured**{note[len(lead):]}."
+    return f"{note[0].upper()}{note[1:]}."
+
+
 def procedure_lines(report: dict) -> list[str]:
     """The headline of a report: the procedure level (unit = training run) when the runs allow one, else, once and
     plainly, that training noise is not measured and how to measure it."""
@@ -156,7 +164,7 @@ def procedure_lines(report: dict) -> list[str]:
     if not runs or entry is None:
         return []
     if not runs["procedure_level"] or not entry["comparisons"]:
-        return [f"**Training noise is not measured.** {runs['note'][0].upper()}{runs['note'][1:]}.", ""]
+        return [_bold_lead(runs["note"]), ""]
     first = next(iter(next(iter(entry["comparisons"].values())).values()))["procedure"]
     lines = [f"## {PROCEDURE_TITLE}", "",
              f"{PROCEDURE_QUESTION} {IN_DOMAIN}, {runs['runs_per_variant']} runs per variant ({runs['folds']} folds x "
@@ -164,8 +172,7 @@ def procedure_lines(report: dict) -> list[str]:
              f"report's procedure-level tests (* p<0.05, ** p<0.01, *** p<0.001). Dice and NSD: higher is better; "
              f"HD95 in mm: lower is better.", ""]
     if not runs["training_noise_measured"]:
-        lines += [f"**Training noise is not measured apart from the folds.** {runs['note'][0].upper()}"
-                  f"{runs['note'][1:]}.", ""]
+        lines += [_bold_lead(runs["note"]), ""]
     lines += ["| variant | runs | Δ Dice [95% CI] | p | Δ NSD [95% CI] | Δ HD95 (mm) [95% CI] | variance of Δ Dice: "
               "fold / run / case |", "|---|---|---|---|---|---|---|"]
     for label, c in entry["comparisons"].items():
