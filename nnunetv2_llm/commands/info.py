@@ -29,10 +29,11 @@ def print_table(info: dict) -> None:
                       f"{sign}{cost['gflops']:.2f}", f"{sign}{cost['gmacs']:.2f}", tokens,
                       "-" if cost.get("hidden_size") is None else str(cost["hidden_size"]))
     row("nnU-Net", info["nnunet"])
-    row(f"+ {info['llm_description']}", info["nnunet_llm"])
+    row("+ the LLM block", info["nnunet_llm"])
     row("added by the block", info["added"], sign="+")
     console.print(table)
-    print(f"{info['flops_note']}\nplans: {info['plans']}\nLLM spec from {info['llm_from']}; block on "
+    print(f"{info['flops_note']}\nplans: {info['plans']}\nLLM block: {info['llm_description']}\n"
+          f"LLM spec from {info['llm_from']}; block on "
           f"{info['bottleneck_channels']} bottleneck channels", flush=True)
 
 
