@@ -1,4 +1,5 @@
 """nnunetv2-llm sweep: grid expansion, bad input, SLURM dry-run, and a real local run that resumes."""
+import csv
 import json
 import os
 import shutil
@@ -407,8 +408,10 @@ def test_a_layer_sweep_draws_dice_by_layer_next_to_plain_nnunet(nnunet_env, data
         rows = [r for r in csv.DictReader(f) if r["set"] == "in-domain"]
     assert sorted(int(r["layer"]) for r in rows) == [13, 14], "one row per layer"
     entry = report["sets"]["in-domain"]
-    for r in rows:
-        dice, comparison = entry["variants"][r["variant"]]["Dice"], entry["comparisons"][r["variant"]]["Dice"]
+    for r in rows:  # two folds: the headline is the procedure level (Nadeau-Bengio over the folds)
+        dice = entry["variants"][r["variant"]]["Dice"]["procedure"]
+        comparison = entry["comparisons"][r["variant"]]["Dice"]["procedure"]
+        assert r["level"] == "training procedure" and comparison["runs"] == 2
         assert float(r["dice"]) == pytest.approx(dice["mean"]) and float(r["ci_low"]) == pytest.approx(dice["ci_low"])
         assert float(r["ci_high"]) == pytest.approx(dice["ci_high"])
         assert float(r["delta"]) == pytest.approx(comparison["mean_difference"])
@@ -453,3 +456,97 @@ def test_grid_llm_entries_expand_one_plans_file_per_value():
     assert sorted((r.options["lora_rank"], tuple(r.options["lora_targets"])) for r in several) == [
         (4, ("q_proj",)), (4, ("q_proj", "v_proj")), (8, ("q_proj",)), (8, ("q_proj", "v_proj"))]
     assert llm_requests({"llm": "smollm2-135m", "layer": "0-15"})[0].layers == "0-15"
+
+
+# ---------------------------------------------------------------- replicates (issue 31)
+
+def test_replicates_in_the_plan_the_dry_run_and_bad_input(sweep_env, sweep_cli, tmp_path):
+    """`replicates: 2` doubles the jobs; replicate 2's jobs train into $nnUNet_results/replicates/2 (the dry-run
+    script and `sweep plan` say so); replicate 1 keeps the ids of a sweep without replicates."""
+    out = tmp_path / "rep"
+    proc = sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "1", "-tr", PLAIN,
+                         "--replicates", "2")
+    jobs = json.loads((out / "sweep.json").read_text())["jobs"]
+    assert [j["id"] for j in jobs] == [f"2d__{PLAIN}__nnUNetPlans__fold0", f"2d__{PLAIN}__nnUNetPlans__fold1",
+                                       f"2d__{PLAIN}__nnUNetPlans__fold0__replicate2",
+                                       f"2d__{PLAIN}__nnUNetPlans__fold1__replicate2"]
+    assert [j["replicate"] for j in jobs] == [1, 1, 2, 2]
+    shown = 'nnUNet_results="$nnUNet_results/replicates/2" '
+    assert proc.stdout.count(shown) == 2 and "4 jobs" in proc.stdout
+    dry = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "slurm", "--dry-run")
+    assert dry.stdout.count(shown) == 2 and "#SBATCH --array=0-3" in dry.stdout
+    from nnunetv2_llm.sweep.jobs import results_root, variant
+    assert results_root(jobs[2], sweep_env.results) == sweep_env.results / "replicates" / "2"
+    assert variant(jobs[3], sweep_env.results).folder == (sweep_env.results / "replicates" / "2" /
+                                                          sweep_env.results_folder(501, PLAIN).relative_to(
+                                                              sweep_env.results))
+    for bad in ("0", "-1"):
+        rc, err = sweep_cli("sweep", "plan", "-o", tmp_path / f"bad{bad}", "-d", "501", "-tr", PLAIN,
+                            "--replicates", bad)
+        assert rc == 2 and f"replicates: {bad}: accepted are whole numbers 1..100" in err
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"dataset": 501, "trainers": [PLAIN], "replicates": "3"}))
+    rc, err = sweep_cli("sweep", "plan", grid, "-o", tmp_path / "g")
+    assert rc == 2 and "replicates: '3'" in err
+
+
+@pytest.mark.slow
+def test_replicates_train_with_the_stock_cli_and_compare_reports_the_procedure_level(nnunet_env, dataset_2d,
+                                                                                   sweep_env, tmp_path):
+    """Issue 31's done-when: a local sweep with replicates: 2 and two folds trains four runs per trainer with the
+    stock nnUNetv2_train (replicate 2 in $nnUNet_results/replicates/2, which stock nnUNetv2_predict uses), and
+    `sweep compare`'s procedure-level entries say runs: 4; a sweep of the same grid with replicates: 1 says that
+    training noise is not measured."""
+    ext = tmp_path / "ext_trainers"
+    ext.mkdir()
+    (ext / "sweep_test_trainers.py").write_text(RESUMABLE_SOURCE)
+    env = {**sweep_env.env, "nnUNet_extTrainer": os.pathsep.join([sweep_env.env["nnUNet_extTrainer"], str(ext)]),
+           "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"}
+    shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN))  # replicate 1, fold 0
+    grid = {"dataset": 501, "folds": [0, 1], "trainers": [PLAIN, RESUMABLE], "train_args": ["-device", "cpu"]}
+    (tmp_path / "two.json").write_text(json.dumps({**grid, "replicates": 2}))
+    (tmp_path / "one.json").write_text(json.dumps(grid))
+    two, one = tmp_path / "two", tmp_path / "one"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", tmp_path / "two.json", "-o", two, extra_env=env)
+    run = sweep_env.run("nnunetv2-llm", "sweep", "run", two, "--backend", "local", extra_env=env, timeout=2400)
+    assert "8/8 jobs done" in run.stdout
+    for trainer in (PLAIN, RESUMABLE):
+        first = sweep_env.results_folder(501, trainer)
+        second = sweep_env.results / "replicates" / "2" / first.relative_to(sweep_env.results)
+        assert [(f / "fold_0" / "checkpoint_final.pth").is_file() and (f / "fold_1" / "checkpoint_final.pth").is_file()
+                for f in (first, second)] == [True, True]
+    logs = (two / "logs" / f"2d__{RESUMABLE}__nnUNetPlans__fold1__replicate2.log").read_text()
+    assert f"$ {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1 -tr {RESUMABLE}" in logs
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", two, extra_env=env).stdout
+    assert status.count(" done ") == 8
+
+    # Replicate 2 is a results root of its own: the stock nnUNetv2_predict uses it as it is.
+    images = nnunet_env.dataset_folder(501) / "imagesTs"
+    root2 = str(sweep_env.results / "replicates" / "2")
+    sweep_env.run("nnUNetv2_predict", "-i", images, "-o", tmp_path / "pred2", "-d", "501", "-c", "2d", "-f", "0",
+                  "-tr", RESUMABLE, "-device", "cpu", "-npp", "0", "-nps", "0",
+                  extra_env={**env, "nnUNet_results": root2})
+    assert len(list((tmp_path / "pred2").glob("*.png"))) == len(list(images.glob("*.png")))
+
+    report = json.loads((two / "compare_2d" / "report.json").read_text())
+    procedure = report["sets"]["in-domain"]["comparisons"][RESUMABLE]["Dice"]["procedure"]
+    assert (procedure["runs"], procedure["folds"], procedure["replicates"]) == (4, 2, 2)
+    assert procedure["ci_low"] <= procedure["mean_difference"] <= procedure["ci_high"]
+    assert 0 <= procedure["p"] <= 1 and set(procedure["variance_components"]) == {"fold", "run", "case"}
+    assert "Nadeau-Bengio" in procedure["method"] and report["training_runs"]["training_noise_measured"]
+    markdown = (two / "compare_2d" / "report.md").read_text()
+    assert markdown.splitlines()[2].startswith("## This training procedure against that one")
+    assert "## These models on these cases" in markdown
+    with open(two / "compare_2d" / "cases.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["replicate"] for r in rows if r["set"] == "in-domain"} == {"1", "2"}
+
+    # The same grid with one replicate: its folds are trained (skipped), its report says what it cannot measure.
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", tmp_path / "one.json", "-o", one, extra_env=env)
+    run = sweep_env.run("nnunetv2-llm", "sweep", "run", one, "--backend", "local", extra_env=env)
+    assert "4/4 jobs done" in run.stdout and "Training noise is not measured" in run.stdout
+    report = json.loads((one / "compare_2d" / "report.json").read_text())
+    procedure = report["sets"]["in-domain"]["comparisons"][RESUMABLE]["Dice"]["procedure"]
+    assert (procedure["runs"], procedure["replicates"]) == (2, 1) and procedure["variance_components"] is None
+    assert "training noise is not measured" in procedure["note"] and "replicates: 3" in procedure["note"]
+    assert not report["training_runs"]["training_noise_measured"]

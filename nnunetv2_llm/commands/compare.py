@@ -18,9 +18,24 @@ other plugins'), scored the same way:
 
 The other sets are predicted by each variant with the stock nnUNetv2_predict (ensemble of the named folds),
 once, and cached in the report folder. Per case and label: Dice and IoU (nnU-Net's code and label rule),
-HD95 and NSD in mm (MONAI). Against the reference: paired difference with a bootstrap 95% CI, Wilcoxon p
-with Holm's correction over every comparison of the report, rank-biserial r, wins/ties/losses; ranks with
-bootstrap stability; parameters and GFLOPs. Writes report.md, report.json, cases.csv and figures to -o.
+HD95 and NSD in mm (MONAI). Writes report.md, report.json, cases.csv and figures to -o.
+
+Two questions, two levels of numbers, each labelled in the report:
+
+  This training procedure against that one (report.json: "procedure"; the headline when it exists)
+      Would training this variant again, on new cases like these, beat training the reference again? Unit:
+      the training run (folds x replicates). With k >= 2 folds: the Nadeau-Bengio corrected resampled t-test
+      over the folds' mean differences (each fold the mean of its replicate runs), 95% CI and p (Holm over
+      the procedure-level tests); with replicates, variance components (fold, run, case) from a mixed model.
+      Replicate 1 is $nnUNet_results, replicate r >= 2 is $nnUNet_results/replicates/<r> (a sweep grid's
+      `replicates: 3`, or nnUNet_results="$nnUNet_results/replicates/2" nnUNetv2_train ... by hand); every
+      replicate found is used unless --replicates says how many. One run and one fold: training noise is
+      not measured, and the report says so.
+  These models on these cases (the per-set tables)
+      Are these trained models (replicate 1) different on these cases? Unit: the case; training noise is not
+      in these intervals. Paired difference with a bootstrap 95% CI, Wilcoxon p with Holm's correction over
+      every comparison of the report, rank-biserial r, wins/ties/losses; ranks with bootstrap stability;
+      parameters and GFLOPs.
 
 A second run into the same -o waits for the first, then reuses its predictions and scores.
 """
@@ -32,7 +47,8 @@ def cmd_compare(args) -> int:
         dataset=args.dataset, configuration=args.configuration, trainers=args.trainers, output=args.output,
         plans=args.plans, folds=args.folds, reference=args.reference, external=args.external or [],
         held_out=args.held_out or [], nsd_tolerance=args.nsd_tolerance, bootstrap=args.bootstrap, seed=args.seed,
-        processes=args.processes, device=args.device, by_layer="strict" if args.by_layer else None))
+        processes=args.processes, device=args.device, by_layer="strict" if args.by_layer else None,
+        replicates=args.replicates))
     return 0
 
 
@@ -66,5 +82,8 @@ def register(subparsers) -> None:
                    help="the LLM variants are plans that differ only in their layer: also write layers.csv and "
                         "layers.png (Dice by layer next to plain nnU-Net, the paper's Fig. 3) and a 'Which layer?' "
                         "summary; a single plain variant becomes the reference")
+    p.add_argument("--replicates", type=int, metavar="N",
+                   help="training replicates per fold for the procedure level: replicate 1 in $nnUNet_results, "
+                        "r >= 2 in $nnUNet_results/replicates/<r> (default: as many as every variant has)")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.set_defaults(func=cmd_compare)

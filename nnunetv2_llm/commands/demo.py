@@ -193,6 +193,11 @@ def print_summary(report: dict, plain: str, smol: str, console) -> None:
               f"{entry['variants'][smol][metric]['mean']:>9.4f} {c['mean_difference']:>+8.4f} "
               f"{'[' + format(c['ci_low'], '+.4f') + ', ' + format(c['ci_high'], '+.4f') + ']':>20} "
               f"{c['p_holm']:>7.4f}", flush=True)
+    runs = report.get("training_runs") or {}
+    if not runs.get("training_noise_measured"):
+        console.print(f"These numbers answer 'are these two trained models different on these cases?'. Whether "
+                      f"the training procedures differ needs training noise, which one run does not measure: "
+                      f"{runs.get('note', '')}.", markup=False, highlight=False)
     console.print("On this toy task and such short runs a difference, if any, says little (training on CPU is not "
                   "bit-reproducible: a rerun differs by about 0.01 Dice): the paper's gains come from real data, long "
                   "runs and LLaMA/DeepSeek layers.")

@@ -15,6 +15,11 @@ resumes the grid. A grid (YAML or JSON) holds:
                   rope]}; one plans file per layer and per value of a listed option
   llm_trainers    trainers of those plans (default [nnUNetTrainerLLM])
   train_args      extra nnUNetv2_train arguments, e.g. [-device, cpu]
+  replicates      trainings of each (trainer, plans, configuration, fold) (default 1); 3 measures training
+                  noise, which `sweep compare` then reports per training procedure. Replicate 1 trains into
+                  $nnUNet_results, replicate r >= 2 into $nnUNet_results/replicates/<r> (a complete nnUNet_results
+                  of its own: stock nnUNetv2_predict and nnUNetv2_find_best_configuration use it when
+                  nnUNet_results points there)
 """
 from __future__ import annotations
 
@@ -44,8 +49,10 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
         folds = sorted({str(j["fold"]) for j in mine}, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
         layer_plans = {j["plans"] for j in mine if "_sweep-" in j["plans"]}  # the plans of the grid's `llm` entries
         by_layer = "series" if (grid or {}).get("llm") and len(layer_plans) > 1 else None
+        replicates = max(int(j.get("replicate", 1)) for j in mine)
         requests.append(CompareRequest(dataset=mine[0]["dataset"], configuration=c, trainers=variants, folds=folds,
-                                       output=str(sweep_dir / f"compare_{c}"), by_layer=by_layer))
+                                       output=str(sweep_dir / f"compare_{c}"), by_layer=by_layer,
+                                       replicates=replicates))
     return requests
 
 
@@ -73,7 +80,7 @@ def cmd_compare(args) -> int:
 
 def cmd_plan(args) -> int:
     from ..sweep.grid import GRID_FILE, SweepError, check_grid, load_grid, plan_sweep
-    from ..sweep.jobs import train_command
+    from ..sweep.jobs import shown_command
     if args.grid and (args.llm or args.layer):
         raise SweepError("--llm/--layer are flags for a grid given as flags; in a grid file write "
                          "llm: {llm: NAME, layer: 0-15}.")
@@ -83,12 +90,14 @@ def cmd_plan(args) -> int:
         grid = {"dataset": args.dataset, "configurations": args.configurations, "folds": args.folds,
                 "trainers": args.trainers, "plans": args.plans,
                 "train_args": ["-device", args.device] if args.device else []}
+        if args.replicates != 1:
+            grid["replicates"] = args.replicates
         if args.llm:
             grid["llm"] = {"llm": args.llm, **({"layer": args.layer} if args.layer else {})}
         check_grid(grid, "the flags")
     jobs = plan_sweep(grid, Path(args.output))
     for job in jobs:
-        print(" ".join(train_command(job, None)))
+        print(shown_command(job))
     print(f"{len(jobs)} jobs written to {Path(args.output) / GRID_FILE}")
     return 0
 
@@ -174,6 +183,8 @@ def register(subparsers) -> None:
     plan.add_argument("-f", "--folds", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
     plan.add_argument("-tr", "--trainers", nargs="+", help="trainers (any nnU-Net's lookup finds)")
     plan.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
+    plan.add_argument("--replicates", type=int, default=1,
+                      help="trainings of each fold (default 1; 3 measures training noise, see the grid key)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
     plan.add_argument("--llm", help="also write LLM plans of this model (as `nnunetv2-llm plan --llm`) and train them "
                                     "with nnUNetTrainerLLM; the layer is fetched once into the sweep folder")

@@ -31,7 +31,8 @@ from pathlib import Path
 from ..core.errors import did_you_mean
 from ..core.files import atomic_path, check_checkpoint_file, exclusive, write_json
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
-from ..nnunet.results import DEFAULT_PLANS, TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
+from ..nnunet.results import (DEFAULT_PLANS, TrainedVariant, dataset_name, found_replicates, parse_folds,
+                              replicate_root, require_folder, resolve_variant)
 from .cases import IN_DOMAIN, CompareError, check_same_cases, validation_cases
 from .external import External, check_external, external_cases, parse_external, predict_external
 from .figures import save_figures
@@ -63,6 +64,7 @@ class CompareRequest:
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     device: str = "auto"
     by_layer: str | None = None  # "strict": one series of plans that differ only in their layer; "series": several
+    replicates: int | None = None  # training replicates per fold to use (None: as many as every variant has)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Prepared:
     out: Path
     layer_series: dict | None = None  # variant label -> its series (by-layer reports)
     specs: dict | None = None
+    replicate_cases: dict = field(default_factory=dict)  # replicate r >= 2 -> variant label -> its in-domain cases
 
 
 def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, float]:
@@ -190,9 +193,43 @@ def prepare(request: CompareRequest) -> Prepared:
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its choice
         reader_writer_cls = determine_reader_writer_from_dataset_json(dataset_json, str(example))
     ext_cases = {ext.name: check_external(ext, dataset_json, rule, reader_writer_cls()) for ext in externals}
+    replicate_cases = {}
+    for r in range(2, count_replicates(variants, request.replicates) + 1):
+        mine = [replicate_of(v, r) for v in variants]
+        replicate_cases[r] = {v.label: validation_cases(v, folds, gt) for v in mine}
+        check_same_cases({**replicate_cases[r], f"{labels[0]} (replicate 1)": in_domain[labels[0]]},
+                         f"in-domain validation of replicate {r}")
+        for v in mine:
+            for fold in folds:
+                check_checkpoint_file(v.checkpoint(fold))
     costs = {v.label: efficiency(v) for v in variants}
     return Prepared(request, name, variants, reference, rule, folds, tolerances, externals, ext_cases, in_domain,
-                    reader_writer_cls.__name__, costs, out, layer_series, specs)
+                    reader_writer_cls.__name__, costs, out, layer_series, specs, replicate_cases)
+
+
+def replicate_of(variant: TrainedVariant, replicate: int) -> TrainedVariant:
+    """The same trainer, plans and configuration in replicate ``replicate``'s results root."""
+    root = replicate_root(variant.folder.parent.parent, replicate)
+    return TrainedVariant(variant.dataset, variant.trainer, variant.plans, variant.configuration,
+                          root / variant.folder.parent.name / variant.folder.name, replicate)
+
+
+def count_replicates(variants: list[TrainedVariant], wanted: int | None) -> int:
+    """How many training replicates every variant has (``$nnUNet_results/replicates/<r>``); ``wanted`` (--replicates)
+    must be there for each."""
+    found = {v.label: len(found_replicates(v.folder.parent.parent, v.folder.parent.name, v.folder.name))
+             for v in variants}
+    if wanted is None:
+        return min(found.values())
+    if wanted < 1:
+        raise CompareError(f"--replicates {wanted}: give 1 or more training replicates per fold.")
+    for v in variants:
+        if found[v.label] < wanted:
+            missing = replicate_of(v, found[v.label] + 1)
+            raise CompareError(f"--replicates {wanted}: {v.label} has {found[v.label]} (no {missing.folder}). Train "
+                               f"replicate {found[v.label] + 1}: {missing.train_command(0)} (each fold), or pass "
+                               f"--replicates {found[v.label]}.")
+    return wanted
 
 
 def run_compare(request: CompareRequest, echo=print) -> dict:
@@ -201,6 +238,47 @@ def run_compare(request: CompareRequest, echo=print) -> dict:
     out = prepared.out
     with exclusive(out / ".compare.lock", f"the report folder {out}", echo):
         return _run(prepared, echo)
+
+
+def split_sizes(dataset: str, folds: list) -> tuple[float, float]:
+    """Mean validation and training cases of the folds (Nadeau-Bengio's n_test and n_train), from splits_final.json."""
+    from ..nnunet.results import dataset_splits
+    splits = dataset_splits(dataset) or []
+    chosen = [splits[int(f)] for f in folds if str(f) != "all" and int(f) < len(splits)]
+    if not chosen:
+        return math.nan, math.nan
+    return (sum(len(s["val"]) for s in chosen) / len(chosen), sum(len(s["train"]) for s in chosen) / len(chosen))
+
+
+def training_runs(p: Prepared, replicate_scores: dict, cases: list[str], case_folds: dict, entry: dict) -> dict:
+    """The procedure level of the in-domain set: per comparison and metric a ``procedure`` entry, per variant and
+    metric the procedure-level interval of its mean; returns what the report says about the training runs."""
+    import numpy as np
+
+    from .metrics import METRICS
+    from .procedure import RunDifferences, TrainingRuns, procedure_comparison
+    from .scoring import case_means
+    labels = [v.label for v in p.variants]
+    reference = labels[p.reference]
+    n_test, n_train = split_sizes(p.dataset, p.folds)
+    folds = [str(f) for f in p.folds]
+    by_fold = {f: [c for c in cases if str(case_folds[reference][c]) == f] for f in folds}
+
+    def runs(label: str, metric: str) -> list:  # per fold: replicates x cases
+        return [np.array([case_means(replicate_scores[r][label], by_fold[f], p.rule.keys, metric)
+                          for r in sorted(replicate_scores)]) for f in folds]
+
+    replicates = len(replicate_scores)
+    for v in labels:
+        for metric in METRICS:
+            level = procedure_comparison(RunDifferences(runs(v, metric), n_test, n_train, folds), components=False)
+            entry["variants"][v][metric]["procedure"] = {"mean": level.mean_difference, "ci_low": level.ci_low,
+                                                         "ci_high": level.ci_high, "runs": level.runs}
+            if v != reference:
+                paired = [a - b for a, b in zip(runs(v, metric), runs(reference, metric))]
+                result = procedure_comparison(RunDifferences(paired, n_test, n_train, folds))
+                entry["comparisons"][v][metric]["procedure"] = result.as_json()
+    return TrainingRuns.of(len(folds), replicates).as_json()
 
 
 def _run(p: Prepared, echo) -> dict:
@@ -238,12 +316,20 @@ def _run(p: Prepared, echo) -> dict:
             scores[set_name] = {v: score_cases(by_variant[v], p.out / "cache" / set_name / v, p.reader_name, p.rule,
                                                p.tolerances, p.request.processes, progress,
                                                f"scoring {v} on {set_name}") for v in labels}
-    scored = sum(len(c) for c in case_lists.values()) * len(labels)
+    with Progress(*columns, console=console(), transient=True) as progress:
+        replicate_scores = {1: scores[IN_DOMAIN], **{
+            r: {v: score_cases(by_variant[v], p.out / "cache" / f"{IN_DOMAIN}-replicate-{r}" / v, p.reader_name,
+                               p.rule, p.tolerances, p.request.processes, progress,
+                               f"scoring {v} (replicate {r}) on {IN_DOMAIN}") for v in labels}
+            for r, by_variant in p.replicate_cases.items()}}
+    scored = (sum(len(c) for c in case_lists.values()) + len(p.replicate_cases) * len(case_lists[IN_DOMAIN])) \
+        * len(labels)
     score_seconds = time.monotonic() - score_start
     case_folds = {s: {v: {c: case.fold for c, case in cases.items()} for v, cases in by.items()}
                   for s, by in sets.items()}
     summaries = {s: summarize_set(labels, p.reference, scores[s], case_lists[s], case_folds[s], p.rule.keys,
                                   p.request.seed, p.request.bootstrap) for s in sets}
+    runs = training_runs(p, replicate_scores, case_lists[IN_DOMAIN], case_folds[IN_DOMAIN], summaries[IN_DOMAIN])
     apply_holm(summaries)
     report = {
         "dataset": p.dataset, "configuration": p.request.configuration, "folds": p.folds,
@@ -256,6 +342,7 @@ def _run(p: Prepared, echo) -> dict:
         "tolerance_note": ", ".join(f"label {k}: {v:g} mm" for k, v in p.tolerances.items()),
         "variants": {v.label: {"trainer": v.trainer, "plans": v.plans, "folder": str(v.folder)} for v in p.variants},
         "set_kinds": {e.name: e.kind for e in p.externals},
+        "training_runs": runs,
         "efficiency": p.efficiency,
         "num_comparisons": sum(1 for e in summaries.values() for c in e["comparisons"].values() for _ in c),
         "sets": summaries,
@@ -280,7 +367,8 @@ def _run(p: Prepared, echo) -> dict:
     write_json(p.out / "report.json", json_safe(report), indent=2)
     with atomic_path(p.out / "report.md") as tmp:
         Path(tmp).write_text(markdown + "\n")
-    write_cases_csv(p.out / "cases.csv", scores, summaries, p.rule.keys, case_folds)
+    write_cases_csv(p.out / "cases.csv", scores, summaries, p.rule.keys, case_folds,
+                    {r: s for r, s in replicate_scores.items() if r > 1})
     figures += save_figures(p.out, report, scores, p.rule.keys)
     echo(markdown)
     echo(f"wrote {p.out / 'report.md'}, report.json, cases.csv{', layers.csv' if first else ''} and {len(figures)} "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .report import fmt
+from .formatting import fmt
+from .plotting import savefig, wrapped
 
 # (key in report["efficiency"], axis label); lower cost is better on each.
 COSTS = (("trainable_M", "trainable parameters (M)"), ("gflops", "GFLOPs of one patch"),
@@ -67,7 +68,6 @@ def efficiency_table(report: dict, set_name: str) -> list[str]:
 def efficiency_figure(path: Path, report: dict, set_name: str) -> Path:
     from matplotlib.figure import Figure
 
-    from .figures import _savefig, wrapped
     rows = efficiency_rows(report, set_name)
     axes_used = [(k, label) for k, label in COSTS if any(r[k] is not None for r in rows)]
     fig = Figure(figsize=(4.6 * len(axes_used), 4.6), layout="constrained")
@@ -92,4 +92,4 @@ def efficiency_figure(path: Path, report: dict, set_name: str) -> Path:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, wrapped(labels, 40), loc="outside lower center", fontsize=7, ncols=min(3, len(labels)))
     fig.suptitle(f"{set_name}: accuracy against cost; black-edged markers and dashed line = Pareto front", fontsize=10)
-    return _savefig(fig, path)
+    return savefig(fig, path)

@@ -3,14 +3,14 @@ significance of Dice. Every axis says its unit and which direction is better; va
 from __future__ import annotations
 
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from ..core.files import atomic_path
 from .cases import IN_DOMAIN
+from .efficiency import efficiency_figure
 from .metrics import HIGHER_IS_BETTER, METRICS
+from .plotting import savefig, wrapped
 from .scoring import case_means
 from .statistics import significance_mark
 
@@ -24,12 +24,6 @@ def axis_label(metric: str) -> str:
     return f"{metric}{UNITS[metric]}, {'higher' if HIGHER_IS_BETTER[metric] else 'lower'} is better"
 
 
-def wrapped(names: list[str], width: int = 28) -> list[str]:
-    """Long trainer names broken at their underscores, so the left margin stays narrow."""
-    return ["\n".join(textwrap.wrap(n.replace("__", "__ ").replace("_", "_ "), width)).replace("_ ", "_")
-            for n in names]
-
-
 def save_figures(out: Path, report: dict, report_scores: dict, keys: list[str]) -> list[Path]:
     written = []
     for set_name, entry in report["sets"].items():
@@ -40,7 +34,6 @@ def save_figures(out: Path, report: dict, report_scores: dict, keys: list[str]) 
         if len(entry["variants"]) > 1:
             written.append(significance(out / f"significance_{tag}.png", set_name, entry,
                                         report["num_comparisons"]))
-    from .efficiency import efficiency_figure
     written.append(efficiency_figure(out / "efficiency.png", report, IN_DOMAIN))
     return written
 
@@ -63,7 +56,7 @@ def distributions(path: Path, set_name: str, entry: dict, scores: dict, keys: li
     axes[0].invert_yaxis()
     fig.suptitle(f"{set_name}: per-case values ({len(entry['cases'])} cases; box = quartiles, dots = cases)",
                  fontsize=10)
-    return _savefig(fig, path)
+    return savefig(fig, path)
 
 
 def differences(path: Path, set_name: str, entry: dict, reference: str) -> Path:
@@ -90,7 +83,7 @@ def differences(path: Path, set_name: str, entry: dict, reference: str) -> Path:
     axes[0].invert_yaxis()
     fig.suptitle(f"{set_name}: mean paired difference to {reference} with bootstrap 95% CI; p = Wilcoxon, Holm over "
                  f"the report's comparisons", fontsize=10)
-    return _savefig(fig, path)
+    return savefig(fig, path)
 
 
 def significance(path: Path, set_name: str, entry: dict, report_comparisons: int) -> Path:
@@ -129,10 +122,4 @@ def significance(path: Path, set_name: str, entry: dict, report_comparisons: int
     fig.suptitle(f"{set_name}: paired Wilcoxon p on case Dice, each pair of variants", fontsize=10)
     ax.set_title(f"Holm over the {pairs} pair(s) of this figure; the report's table\ncorrects over its "
                  f"{report_comparisons} comparisons with the reference instead", fontsize=8)
-    return _savefig(fig, path)
-
-
-def _savefig(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+    return savefig(fig, path)

@@ -18,7 +18,9 @@ from ..core.files import atomic_path
 from ..core.models import MODELS
 from ..core.spec import LLMSpec, option_names
 from .cases import CompareError
-from .report import fmt
+from .formatting import fmt
+from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, headline_difference, headline_mean
+from .plotting import savefig, wrapped
 
 
 
@@ -38,6 +40,7 @@ class LayerRow:
     p_holm: float | None
     folds: str
     cases: int
+    level: str = ""  # the question the intervals answer: "training procedure" where runs allow, else the cases'
 
 
 def model_of(spec: LLMSpec) -> str:
@@ -100,13 +103,12 @@ def layer_rows(report: dict, specs: dict[str, LLMSpec | None], keys: dict[str, t
     for set_name, entry in report["sets"].items():
         for v, key in keys.items():
             spec = specs[v]
-            dice = entry["variants"][v]["Dice"]
+            mean, low, high, level = headline_mean(entry["variants"][v]["Dice"])
             comparison = entry["comparisons"].get(v, {}).get("Dice") if plain is not None else None
+            delta = headline_difference(comparison) if comparison else (None,) * 4 + (level,)
             rows.append(LayerRow(set_name, describe_series(key, default), model_of(spec), spec.layer, v,
-                                 dice["mean"], dice["ci_low"], dice["ci_high"],
-                                 *((comparison["mean_difference"], comparison["ci_low"], comparison["ci_high"],
-                                    comparison["p_holm"]) if comparison else (None,) * 4),
-                                 " ".join(map(str, report["folds"])), len(entry["cases"])))
+                                 mean, low, high, *delta[:4], " ".join(map(str, report["folds"])),
+                                 len(entry["cases"]), delta[4]))
     rows.sort(key=lambda r: (r.set, r.series, r.layer))
     return rows, plain
 
@@ -124,14 +126,13 @@ def write_layers_csv(path: Path, rows: list[LayerRow]) -> None:
 def layers_figure(path: Path, rows: list[LayerRow], report: dict, set_name: str, plain: str | None) -> Path:
     from matplotlib.figure import Figure
 
-    from .figures import _savefig, wrapped
     mine = [r for r in rows if r.set == set_name]
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     if plain is not None:
-        d = report["sets"][set_name]["variants"][plain]["Dice"]
-        ax.axhspan(d["ci_low"], d["ci_high"], color="grey", alpha=0.25, label=f"{plain} (plain nnU-Net): 95% CI")
-        ax.axhline(d["mean"], color="grey", lw=1.2, label="plain nnU-Net: mean")
+        mean, low, high, level = headline_mean(report["sets"][set_name]["variants"][plain]["Dice"])
+        ax.axhspan(low, high, color="grey", alpha=0.25, label=f"{plain} (plain nnU-Net): 95% CI ({level})")
+        ax.axhline(mean, color="grey", lw=1.2, label="plain nnU-Net: mean")
     for i, series in enumerate(dict.fromkeys(r.series for r in mine)):
         points = [r for r in mine if r.series == series]
         x = [r.layer for r in points]
@@ -147,21 +148,25 @@ def layers_figure(path: Path, rows: list[LayerRow], report: dict, set_name: str,
     layers = sorted({r.layer for r in mine})
     ax.set_xticks(layers)
     ax.set_xlabel("LLM decoder layer (0-based; the paper's 'k-th' is k-1)", fontsize=9)
-    ax.set_ylabel("mean Dice with 95% CI, higher is better", fontsize=9)
+    level = mine[0].level if mine else CASE_LEVEL
+    ax.set_ylabel(f"mean Dice with 95% CI ({'unit: training run' if level == PROCEDURE_LEVEL else 'unit: case'}),"
+                  f"\nhigher is better", fontsize=9)
     folds = mine[0].folds if mine else ""
     ax.set_title(f"{report['dataset']} {report['configuration']}, {set_name}: Dice by LLM layer ({mine[0].cases if mine else 0} "
                  f"cases, folds {folds})", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles, wrapped(labels, 60), fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    return _savefig(fig, path)
+    return savefig(fig, path)
 
 
 def which_layer(rows: list[LayerRow], plain: str | None, set_name: str) -> list[str]:
     """The sweep's answer in a few lines: the best layer of each series, whether it beats plain nnU-Net beyond
     noise, and whether the choice of layer matters (spread of the means against the width of their CIs)."""
     mine = [r for r in rows if r.set == set_name]
-    lines = [f"## Which layer? ({set_name}, mean Dice)", ""]
+    level = mine[0].level if mine else CASE_LEVEL
+    unit = "unit: training run" if level == PROCEDURE_LEVEL else "unit: case, training noise not measured"
+    lines = [f"## Which layer? ({set_name}, mean Dice; 95% intervals of the {level}, {unit})", ""]
     for series in dict.fromkeys(r.series for r in mine):
         points = [r for r in mine if r.series == series]
         best = max(points, key=lambda r: r.dice if not math.isnan(r.dice) else -math.inf)

@@ -11,6 +11,8 @@ import numpy as np
 
 from ..core.files import atomic_path
 from .cases import IN_DOMAIN
+from .efficiency import efficiency_table
+from .formatting import fmt
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .scoring import case_means
 from .statistics import (bootstrap_ci, holm, mean_of_present, paired_comparison, present, rank_stability,
@@ -49,7 +51,13 @@ def summarize_set(labels: list[str], reference: int, scores: dict, cases: list[s
 
 
 def apply_holm(sets: dict) -> None:
-    """Holm over every (set, variant, metric) comparison in the report."""
+    """Holm over every (set, variant, metric) comparison in the report, and separately over every procedure-level
+    test (the two levels answer different questions)."""
+    procedures = [c[m]["procedure"] for e in sets.values() for c in e["comparisons"].values() for m in c
+                  if "procedure" in c[m]]
+    tested = [x for x in procedures if not math.isnan(x["p"])]
+    for x, p in zip(tested, holm([x["p"] for x in tested])):
+        x["p_holm"] = p
     keys = [(s, v, m) for s, e in sets.items() for v, c in e["comparisons"].items() for m in c
             if not math.isnan(c[m]["p"])]
     adjusted = holm([sets[s]["comparisons"][v][m]["p"] for s, v, m in keys])
@@ -74,10 +82,6 @@ def pairwise_matrix(labels: list[str], scores: dict, cases: list[str], keys: lis
     for (i, j), p in zip(pairs, holm(raw)):
         matrix[i][j] = matrix[j][i] = p
     return matrix
-
-
-def fmt(x, digits=3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _delta(comparison: dict | None, metric: str) -> str:
@@ -130,11 +134,64 @@ def _generalisation_table(report: dict) -> list[str]:
     return lines + [""]
 
 
+PROCEDURE_TITLE = "This training procedure against that one (unit: the training run)"
+PROCEDURE_QUESTION = "Would training this variant again, on new cases like these, beat training the reference again?"
+CASES_TITLE = "These models on these cases (unit: the case)"
+CASES_QUESTION = ("Are these trained models (replicate 1) different on these cases? The trained models are held fixed, "
+                  "so training noise is not in these intervals.")
+
+
+def _procedure_delta(c: dict) -> str:
+    x = c["procedure"]
+    if x["ci_low"] is None or math.isnan(x["ci_low"]):
+        return "-"
+    return f"{x['mean_difference']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]{significance_mark(x['p_holm'])}"
+
+
+def _bold_lead(note: str) -> str:
+    """The note as one sentence, its "training noise is not measured" in bold (said once, plainly)."""
+    lead = "training noise is not measured"
+    if note.startswith(lead):
+        return f"**Training noise is not measured**{note[len(lead):]}."
+    return f"{note[0].upper()}{note[1:]}."
+
+
+def procedure_lines(report: dict) -> list[str]:
+    """The headline of a report: the procedure level (unit = training run) when the runs allow one, else, once and
+    plainly, that training noise is not measured and how to measure it."""
+    runs = report.get("training_runs")
+    entry = report["sets"].get(IN_DOMAIN)
+    if not runs or entry is None:
+        return []
+    if not runs["procedure_level"] or not entry["comparisons"]:
+        return [_bold_lead(runs["note"]), ""]
+    first = next(iter(next(iter(entry["comparisons"].values())).values()))["procedure"]
+    lines = [f"## {PROCEDURE_TITLE}", "",
+             f"{PROCEDURE_QUESTION} {IN_DOMAIN}, {runs['runs_per_variant']} runs per variant ({runs['folds']} folds x "
+             f"{runs['replicates']} replicate(s)). Δ = variant - {report['reference']}, 95% CI; method: {first['method']}; p Holm-corrected over the "
+             f"report's procedure-level tests (* p<0.05, ** p<0.01, *** p<0.001). Dice and NSD: higher is better; "
+             f"HD95 in mm: lower is better.", ""]
+    if not runs["training_noise_measured"]:
+        lines += [_bold_lead(runs["note"]), ""]
+    lines += ["| variant | runs | Δ Dice [95% CI] | p | Δ NSD [95% CI] | Δ HD95 (mm) [95% CI] | variance of Δ Dice: "
+              "fold / run / case |", "|---|---|---|---|---|---|---|"]
+    for label, c in entry["comparisons"].items():
+        x = c["Dice"]["procedure"]
+        vc = x.get("variance_components")
+        parts = " / ".join(f"{vc[k]:.2g}" if vc[k] is not None and not math.isnan(vc[k]) else "-"
+                           for k in ("fold", "run", "case")) if vc else "-"
+        lines.append(f"| {label} | {x['runs']} | {_procedure_delta(c['Dice'])} | {fmt(x['p_holm'], 4)} | "
+                     f"{_procedure_delta(c['NSD'])} | {_procedure_delta(c['HD95'])} | {parts} |")
+    return lines + ["", "Variance components (with replicates; statsmodels MixedLM): fold = between folds (their "
+                    "training and validation cases), run = between training runs of one fold, case = between cases "
+                    "within one run.", ""]
+
+
 def markdown_report(report: dict, first: list[str] = ()) -> str:
     """report.md: ``first`` (a sweep's "Which layer?"), the explanation, a table per case set, in-domain against the
     other sets, and accuracy against cost."""
-    from .efficiency import efficiency_table
-    lines = [f"# nnunetv2-llm compare: {report['dataset']} {report['configuration']}", "", *first,
+    lines = [f"# nnunetv2-llm compare: {report['dataset']} {report['configuration']}", "", *procedure_lines(report),
+             *first, f"## {CASES_TITLE}", "", CASES_QUESTION,
              f"Reference: **{report['reference']}**. Folds: {' '.join(map(str, report['folds']))}. Values are means "
              f"over cases (each case: mean over {report['targets_note']}); Δ = variant - reference with a bootstrap "
              f"95% CI ({report['bootstrap_resamples']} resamples, seed {report['seed']}); p = paired Wilcoxon "
@@ -150,17 +207,22 @@ def markdown_report(report: dict, first: list[str] = ()) -> str:
     return "\n".join(lines)
 
 
-def write_cases_csv(path: Path, report_scores: dict, sets: dict, keys: list[str], case_folds: dict) -> None:
+def write_cases_csv(path: Path, report_scores: dict, sets: dict, keys: list[str], case_folds: dict,
+                    replicates: dict | None = None) -> None:
+    """One row per set, variant, case, label and metric; ``replicate`` names the training replicate (1: the models
+    in nnUNet_results; r >= 2: ``replicates``' in-domain scores, from $nnUNet_results/replicates/<r>)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["set", "variant", "case", "fold", "label", "metric", "value"])
-    for set_name, by_variant in report_scores.items():
+    writer.writerow(["set", "variant", "case", "fold", "label", "metric", "value", "replicate"])
+    runs = [(s, 1, by) for s, by in report_scores.items()] + [(IN_DOMAIN, r, by) for r, by in (replicates or {}).items()]
+    for set_name, replicate, by_variant in runs:
         for variant, scores in by_variant.items():
             for case in sets[set_name]["cases"]:
                 fold = case_folds[set_name][variant][case]
                 for key in keys:
                     for metric in METRICS:
-                        writer.writerow([set_name, variant, case, fold, key, metric, scores[case][key][metric]])
+                        writer.writerow([set_name, variant, case, fold, key, metric, scores[case][key][metric],
+                                         replicate])
     with atomic_path(path) as tmp:
         Path(tmp).write_text(buffer.getvalue())
 

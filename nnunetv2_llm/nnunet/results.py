@@ -155,6 +155,27 @@ def results_folder(name: str, trainer: str, plans: str, configuration: str, root
     return base / name / convert_trainer_plans_config_to_identifier(trainer, plans, configuration)
 
 
+REPLICATES_FOLDER = "replicates"
+
+
+def replicate_root(root: str | os.PathLike, replicate: int) -> Path:
+    """The nnUNet_results root of one training replicate. Replicate 1 is ``nnUNet_results`` itself (so a single
+    training, and every results folder of before replicates, is replicate 1); replicate r >= 2 is
+    ``<nnUNet_results>/replicates/<r>``, a complete results root of its own: stock ``nnUNetv2_train``,
+    ``nnUNetv2_predict`` and ``nnUNetv2_find_best_configuration`` use it with ``nnUNet_results`` set to it, and
+    nnU-Net's dataset lookup skips the folder (its name does not start with ``Dataset``)."""
+    return Path(root) if int(replicate) == 1 else Path(root) / REPLICATES_FOLDER / str(int(replicate))
+
+
+def found_replicates(root: str | os.PathLike, name: str, identifier: str) -> list[int]:
+    """The replicates 1, 2, ... that hold a results folder ``<dataset>/<identifier>`` (stopping at the first gap)."""
+    found, r = [], 1
+    while (replicate_root(root, r) / name / identifier).is_dir():
+        found.append(r)
+        r += 1
+    return found
+
+
 @dataclass(frozen=True)
 class FoldState:
     """``missing`` (no fold folder), ``unfinished`` (no final checkpoint), ``unvalidated`` (nnU-Net's final
@@ -185,6 +206,7 @@ class TrainedVariant:
     plans: str
     configuration: str
     folder: Path
+    replicate: int = 1  # which training replicate (its results root: :func:`replicate_root`)
 
     @property
     def label(self) -> str:
@@ -199,7 +221,8 @@ class TrainedVariant:
 
     def train_command(self, fold, extra: str = "") -> str:
         plans = "" if self.plans == DEFAULT_PLANS else f" -p {self.plans}"
-        return (f"nnUNetv2_train {dataset_id(self.dataset)} {self.configuration} {fold} -tr {self.trainer}{plans}"
+        root = f'nnUNet_results="$nnUNet_results/{REPLICATES_FOLDER}/{self.replicate}" ' if self.replicate > 1 else ""
+        return (f"{root}nnUNetv2_train {dataset_id(self.dataset)} {self.configuration} {fold} -tr {self.trainer}{plans}"
                 f"{extra}")
 
     @functools.cached_property

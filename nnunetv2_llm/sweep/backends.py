@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .grid import SweepError
-from .jobs import is_held, job_lock, read_state, run_job, train_command, variant, write_state
+from .jobs import is_held, job_lock, read_state, run_job, shown_command, variant, write_state
 
 
 @dataclass
@@ -167,9 +167,9 @@ def sbatch_script(sweep_dir: Path, jobs: list[dict], options: RunOptions) -> str
     folder = slurm_folder(sweep_dir).expanduser().absolute()
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     script = _make_sbatch_string(command=command, folder=folder, map_count=len(jobs), **slurm_parameters(options))
-    tasks = [f"#   {i}: {shlex.join(train_command(job, None))}" for i, job in enumerate(jobs)]
+    tasks = [f"#   {i}: {shown_command(job)}" for i, job in enumerate(jobs)]
     return (script.rstrip("\n") + "\n\n# Each array task runs one job (nnunetv2_llm.sweep.jobs.run_job), i.e. the "
-            "stock command below\n# (with --c when the fold has checkpoint_latest.pth, --val when only its validation "
+            "stock command below\n# (replicate r >= 2 of a grid's `replicates` trains into $nnUNet_results/replicates/<r>;\n# with --c when the fold has checkpoint_latest.pth, --val when only its validation "
             "is unfinished;\n# skipped when it is done):\n" + "\n".join(tasks) + "\n")
 
 

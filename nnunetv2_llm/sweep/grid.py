@@ -18,7 +18,9 @@ from ..core import spec
 from ..nnunet.results import parse_folds, preprocessed_folder
 
 GRID_FILE = "sweep.json"
-GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args")
+GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args",
+             "replicates")
+MAX_REPLICATES = 100
 
 
 def llm_keys() -> tuple[str, ...]:
@@ -155,6 +157,7 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     from ..nnunet.planning import plans_in, write_llm_plans
     if "dataset" not in grid or grid["dataset"] in (None, ""):
         raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
+    replicates = check_replicates(grid.get("replicates", 1))  # before anything is written
     folder = preprocessed_folder(grid["dataset"])
     configurations = _as_list(grid.get("configurations", ["2d"]))
     trainers = _as_list(grid.get("trainers"))
@@ -183,13 +186,27 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     extra = [str(a) for a in _as_list(grid.get("train_args"))]
     combos = [(t, p) for t in trainers for p in plans] + [(t, p) for t in llm_trainers for p in llm_names]
     cache, jobs = {}, []
-    for c in configurations:
-        for t, p in combos:
-            files, sha = fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
-            jobs += [{"id": f"{c}__{t}__{p}__fold{f}", "dataset": folder.name, "configuration": c, "fold": f,
-                      "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha}
-                     for f in folds]
+    for r in range(1, replicates + 1):  # replicate by replicate: a sweep cut short has whole replicates
+        for c in configurations:
+            for t, p in combos:
+                files, sha = fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
+                jobs += [{"id": job_id(c, t, p, f, r), "dataset": folder.name, "configuration": c, "fold": f,
+                          "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha,
+                          "replicate": r} for f in folds]
     return jobs
+
+
+def job_id(configuration: str, trainer: str, plans: str, fold, replicate: int) -> str:
+    """Replicate 1 keeps the id of a sweep without replicates (its logs and locks stay valid)."""
+    return f"{configuration}__{trainer}__{plans}__fold{fold}" + (f"__replicate{replicate}" if replicate > 1 else "")
+
+
+def check_replicates(value) -> int:
+    """The grid's ``replicates``: how many times each (trainer, plans, configuration, fold) is trained."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICATES:
+        raise SweepError(f"replicates: {value!r}: accepted are whole numbers 1..{MAX_REPLICATES} (trainings of each "
+                         f"fold; 3 measures training noise, 1 is the default).")
+    return value
 
 
 def grid_hash(grid: dict) -> str:

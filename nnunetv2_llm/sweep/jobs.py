@@ -20,20 +20,39 @@ from pathlib import Path
 from ..core.files import read_json, write_json
 from ..core.spec import spec_in_plans
 from ..nnunet.environment import cli_path, with_our_trainers
-from ..nnunet.results import TrainedVariant, results_folder
+from ..nnunet.results import REPLICATES_FOLDER, TrainedVariant, replicate_root, results_folder, require_folder
 
 LOCKS = "locks"
 
 
+def replicate(job: dict) -> int:
+    return int(job.get("replicate", 1))  # sweeps planned before replicates: 1
+
+
+def results_root(job: dict, results: str | os.PathLike | None = None) -> Path:
+    """The nnUNet_results the job's nnUNetv2_train writes to (replicate r >= 2: ``<nnUNet_results>/replicates/<r>``)."""
+    return replicate_root(results if results is not None else require_folder("nnUNet_results"), replicate(job))
+
+
 def variant(job: dict, results: str | os.PathLike | None = None) -> TrainedVariant:
+    root = results_root(job, results)
     return TrainedVariant(job["dataset"], job["trainer"], job["plans"], job["configuration"],
-                          results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], results))
+                          results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], root),
+                          replicate(job))
 
 
 def train_command(job: dict, resume: str | None) -> list[str]:
     """The job's stock command; ``resume``: ``--c`` (continue) or ``--val`` (validate only), or None."""
     return [cli_path("nnUNetv2_train"), job["dataset"], job["configuration"], str(job["fold"]),
             "-tr", job["trainer"], "-p", job["plans"], *job["train_args"], *([resume] if resume else [])]
+
+
+def shown_command(job: dict, resume: str | None = None) -> str:
+    """The job's command line as a user types it, with the replicate's nnUNet_results in front (r >= 2)."""
+    import shlex
+    prefix = (f'nnUNet_results="$nnUNet_results/{REPLICATES_FOLDER}/{replicate(job)}" ' if replicate(job) > 1
+              else "")
+    return prefix + shlex.join(train_command(job, resume))
 
 
 def resume_flag(v: TrainedVariant, fold) -> str | None:
@@ -138,6 +157,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["nnUNet_n_proc_DA"] = "0"
     v = variant(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
+    env["nnUNet_results"] = str(results_root(job, env["nnUNet_results"]))  # the replicate's own results root
     sweep_dir = Path(sweep_dir)
     logs = sweep_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
