@@ -22,8 +22,6 @@ from ..nnunet.environment import cpu_advice, ext_trainer_entries, lists_our_trai
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-# Hub repos that need an accepted licence and a token (the hub cannot be asked offline).
-GATED_SOURCES = {"meta-llama/Llama-3.2-1B"}
 
 
 @dataclass
@@ -143,12 +141,10 @@ def _cached_layer_files(repo_id: str, layer: int) -> list[str] | None:
     return [single] if isinstance(single, str) else None
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
-
-
 def check_model(name: str) -> Check:
-    """Local availability from the package or the huggingface_hub cache; the hub is never contacted."""
+    """Cached (in the package or the huggingface_hub cache), or else whether the hub can be reached from here (one
+    quick probe for all models; nothing is downloaded): cached / reachable / unreachable, with advice that fits."""
+    from ..core.hub import gated_advice, hub_access, offline, unreachable_advice
     from ..core.models import MODELS
     from ..core.weights import LLMWeightsError, local_source_path, source_kind
     model = MODELS[name]
@@ -160,21 +156,25 @@ def check_model(name: str) -> Check:
             return Check(label, WARN, f"unavailable: {e}")
     files = _cached_layer_files(model.source, model.layer)
     if files:
-        return Check(label, OK, f"local: huggingface_hub cache ({', '.join(Path(f).name for f in files)})")
-    gated = model.source in GATED_SOURCES
-    if _hub_offline():
-        return Check(label, WARN, f"{model.source} layer {model.layer} is not cached and HF_HUB_OFFLINE=1",
-                     f"unset HF_HUB_OFFLINE to download it, or where the hub is reachable run "
-                     f"`nnunetv2-llm extract --llm {name} -o FILE` and write LLM plans from FILE "
-                     f"(`nnunetv2-llm plan -d DATASET --llm FILE --layer {model.layer}`) for nnUNetTrainerLLM")
+        return Check(label, OK, f"cached: huggingface_hub cache ({', '.join(Path(f).name for f in files)})")
+    access = hub_access()
+    if not access.reachable:
+        why = ("HF_HUB_OFFLINE=1, so the hub is not asked" if offline()
+               else f"the hub ({access.endpoint}) is unreachable: {access.reason}")
+        fix = unreachable_advice(model.source)
+        return Check(label, WARN, f"not cached ({model.source} layer {model.layer}) and {why}",
+                     ("unset HF_HUB_OFFLINE to download it, or: " if offline() else "") + fix)
+    gated = gated_advice(model.source)
     if gated:
         from huggingface_hub import get_token
         if get_token() is None:
-            return Check(label, WARN, f"hub: {model.source} is gated and no HF_TOKEN is set",
-                         f"accept the licence at https://huggingface.co/{model.source}, then export HF_TOKEN=<token>")
-        return Check(label, OK, f"hub: {model.source} (gated; HF_TOKEN set, licence not checked offline); "
-                                f"reads only layer {model.layer} on first use (byte ranges, then cached)")
-    return Check(label, OK, f"hub: {model.source}; reads only layer {model.layer} on first use (byte ranges, then cached)")
+            return Check(label, WARN, f"reachable: {model.source} on {access.endpoint}, but it is gated and no "
+                                      f"HF_TOKEN is set", f"{gated}: accept the licence, then export HF_TOKEN=<token>")
+        return Check(label, OK, f"reachable: {model.source} on {access.endpoint} (gated; HF_TOKEN set, licence "
+                                f"acceptance checked on first use); reads only layer {model.layer} (byte ranges, "
+                                f"then cached)")
+    return Check(label, OK, f"reachable: {model.source} on {access.endpoint}; reads only layer {model.layer} on first "
+                            f"use (byte ranges, then cached)")
 
 
 def check_gguf() -> Check:

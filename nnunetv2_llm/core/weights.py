@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 
 from .errors import UserError, did_you_mean
 from .files import atomic_path, read_json
+from .hub import hub_access
 from .models import OFFLINE_FILE, OFFLINE_PACKAGE
 from .spec import LLMSpec
 
@@ -141,6 +142,13 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, optional: b
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub import try_to_load_from_cache
+
+    from .hub import hub_access, unreachable_advice, unreachable_message
+    if not huggingface_hub.constants.HF_HUB_OFFLINE and try_to_load_from_cache(repo_id, filename, revision) is None:
+        access = hub_access()  # once per process, in seconds: not a minute of retries per file
+        if not access.reachable:
+            raise HubUnreachableError(unreachable_message(repo_id, repr(filename), access))
     try:
         return hf_hub_download(repo_id, filename, revision=revision)
     except LocalEntryNotFoundError:
@@ -153,7 +161,7 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, optional: b
                 f"layer file (or a local checkpoint folder) as the source.") from None
         raise HubUnreachableError(
             f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
-            f"(no network?). {_OFFLINE_FIX}") from None
+            f"(no network?). {unreachable_advice(repo_id)}") from None
     except EntryNotFoundError:
         if optional:
             return None
@@ -419,7 +427,7 @@ def _load_hub_layer(spec: LLMSpec, fs, echo) -> LayerWeights:
         except LLMWeightsError as e:
             echo(f"{e} Fetching it again.")
     if fs is None and not constants.HF_HUB_OFFLINE and not isinstance(
-            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str):
+            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str) and hub_access().reachable:
         from huggingface_hub import HfFileSystem  # (a whole file already in the hub cache is read from there)
         fs = HfFileSystem()
     if fs is not None:
@@ -684,7 +692,7 @@ def _hub_final_norm(spec: LLMSpec, fs, echo) -> FinalNorm:
         echo(f"{cache} is damaged; fetching the final norm again.")
     where = f"hub model {spec.source!r}"
     if fs is None and not constants.HF_HUB_OFFLINE and not isinstance(
-            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str):
+            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str) and hub_access().reachable:
         from huggingface_hub import HfFileSystem
         fs = HfFileSystem()
     if fs is not None:
