@@ -12,13 +12,14 @@ def spec_from_args(args):
     """A spec from ``--llm`` (named model, hub id, folder or file) plus the wiring flags."""
     from ..core.models import model_spec
     from ..core.spec import LLMSpec, LLMSpecError
-    from ..core.weights import resolve_spec
+    from ..core.weights import resolve_spec, source_kind
     from .options import spec_options
     options = spec_options(args)
     if args.layer is not None:
         options["layer"] = args.layer
     if args.llm in MODELS:
         return model_spec(args.llm, **options)
+    source_kind(args.llm)  # a mistyped model name is named (with the model it resembles) before --layer
     if "layer" not in options:
         raise LLMSpecError(f"--llm {args.llm!r} is not a named model, so --layer is required "
                            f"(named models: {', '.join(sorted(MODELS))}).")

@@ -39,10 +39,9 @@ def print_table(info: dict) -> None:
 
 
 def cmd_info(args) -> int:
-    from ..core.models import model_spec
     from ..nnunet.networks import cost_report
-    fallback = model_spec(args.llm, **({"layer": args.layer} if args.layer is not None else {}),
-                          trainable=args.trainable, stage=args.stage)
+    from ..nnunet.planning import structure_spec
+    fallback = structure_spec(args.llm, args.layer, trainable=args.trainable, stage=args.stage)
     info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -58,8 +57,10 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-tr", "--trainer", help="trainer: its trained run's plans.json if it exists, and its built-in LLM")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
-    p.add_argument("--llm", default=DEFAULT_LLM, choices=sorted(MODELS),
-                   help=f"LLM when neither the trainer nor the plans name one (default {DEFAULT_LLM})")
+    p.add_argument("--llm", default=DEFAULT_LLM, metavar="MODEL|SOURCE",
+                   help=f"LLM when neither the trainer nor the plans name one: a named model "
+                        f"({', '.join(sorted(MODELS))}), a hub id (org/name), a checkpoint folder, a .gguf file or a "
+                        f"file from `nnunetv2-llm extract` (default {DEFAULT_LLM})")
     p.add_argument("--layer", type=int, help="0-based decoder layer of --llm (default: the model's paper layer)")
     p.add_argument("--trainable", action="store_true", help="count the --llm layer as trainable (paper '(T)')")
     p.add_argument("--stage", type=int, default=-1, help="encoder stage of the --llm block (default -1, the bottleneck)")

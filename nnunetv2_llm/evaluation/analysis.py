@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 from ..core.files import atomic_path, check_checkpoint_file, write_json
-from ..nnunet.results import TrainedVariant, dataset_name, parse_folds, require_folder, trained_variant, validation_keys
+from ..nnunet.results import (TrainedVariant, dataset_name, parse_folds, require_folder, trained_names, trained_variant,
+                              validation_keys)
 
 THRESHOLD = 0.4
 DEFINITIONS = {
@@ -167,6 +168,11 @@ def find_run(name: str, trainer: str, plans: str, configuration: str, fold, chec
     require_folder("nnUNet_results")
     variant = trained_variant(name, trainer, plans, configuration)
     run = Run(variant, fold, checkpoint)
+    if not variant.folder.is_dir():
+        found = trained_names(variant.folder.parent, configuration, plans)
+        raise AnalysisError(f"-tr {trainer} -p {plans}: no results of that run in {variant.folder}. Runs of -c "
+                            f"{configuration} that finished an epoch: {', '.join(found) or 'none'}."
+                            f"{did_you_mean(trainer, found)}")
     if not variant.checkpoint(fold, checkpoint).is_file():
         folder = variant.folder
         found = sorted(str(p.relative_to(folder.parent)) for p in folder.parent.glob(f"*__{configuration}/fold_*/"

@@ -105,6 +105,19 @@ def _model(llm: str, revision: str | None) -> tuple[str, dict]:
     return canonical_source(llm), read_config(llm, revision)
 
 
+def structure_spec(llm: str, layer: int | None = None, **options) -> LLMSpec:
+    """A spec of ``--llm`` (a named model, hub id, folder or file) for counting its block's parameters and FLOPs: the
+    named model's layer, an extracted file's first one, else layer 0 (a model's decoder layers share one shape)."""
+    if llm in MODELS:
+        from ..core.models import model_spec
+        return model_spec(llm, **({"layer": layer} if layer is not None else {}), **options)
+    source, config = _model(llm, options.get("revision"))
+    if layer is None:
+        from ..core.weights import extracted_layers, source_kind
+        layer = extracted_layers(source)[0] if source_kind(source) == "extracted" else 0
+    return LLMSpec(source=source, layer=layer, config=config, **options)
+
+
 def model_tag(llm: str) -> str:
     """A short, name-safe label of the model: the preset name or the last part of the source."""
     stem = re.sub(r"\.(gguf|safetensors)$", "", re.split(r"[/:\\]", llm.rstrip("/\\"))[-1])
