@@ -11,7 +11,6 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import io
-import json
 import os
 import shlex
 from dataclasses import dataclass
@@ -124,27 +123,10 @@ def check_trainer_lookup() -> Check:
                  ext_trainer_export_line() + "  (our folder first, so its names win over others')")
 
 
-def _cached_layer_files(repo_id: str, layer: int) -> list[str] | None:
-    """The cached files holding ``layer`` of a hub checkpoint, or None when they are not all in the cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from ..core.weights import INDEX_NAME, SINGLE_NAME, LLMWeightsError, layer_shards
-    index = try_to_load_from_cache(repo_id, INDEX_NAME)
-    if isinstance(index, str):
-        try:
-            shards = layer_shards(json.loads(Path(index).read_text())["weight_map"], layer, repo_id)
-        except LLMWeightsError:
-            return None
-        paths = [try_to_load_from_cache(repo_id, s) for s in shards]
-        return [str(p) for p in paths] if all(isinstance(p, str) for p in paths) else None
-    single = try_to_load_from_cache(repo_id, SINGLE_NAME)
-    return [single] if isinstance(single, str) else None
-
-
 def check_model(name: str) -> Check:
     """Cached (in the package or the huggingface_hub cache), or else whether the hub can be reached from here (one
     quick probe for all models; nothing is downloaded): cached / reachable / unreachable, with advice that fits."""
-    from ..core.hub import gated_advice, hub_access, offline, unreachable_advice
+    from ..core.hub import cached_layer_files, gated_advice, hub_access, offline, unreachable_advice
     from ..core.models import MODELS
     from ..core.weights import LLMWeightsError, local_source_path, source_kind
     model = MODELS[name]
@@ -154,7 +136,7 @@ def check_model(name: str) -> Check:
             return Check(label, OK, f"local: {local_source_path(model.source)}")
         except LLMWeightsError as e:
             return Check(label, WARN, f"unavailable: {e}")
-    files = _cached_layer_files(model.source, model.layer)
+    files = cached_layer_files(model.source, model.layer)
     if files:
         return Check(label, OK, f"cached: huggingface_hub cache ({', '.join(Path(f).name for f in files)})")
     access = hub_access()

@@ -20,7 +20,8 @@ from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_option
 def cmd_plan(args) -> int:
     from ..core.files import read_json
     from ..core.spec import PLANS_KEY, LLMSpec
-    from ..nnunet.planning import PlanningError, PlansRequest, write_llm_plans
+    from ..nnunet.environment import cpu_advice, cuda_available
+    from ..nnunet.planning import PlanningError, PlansRequest, hub_needed, spec_summary, write_llm_plans
     from ..nnunet.results import dataset_id
     if args.preset:
         raise PlanningError(f"--preset was split into --llm MODEL and --variant NAME in 0.3: --preset llama-paper is "
@@ -32,13 +33,24 @@ def cmd_plan(args) -> int:
         plans = read_json(path)
         with_llm = [c for c, conf in plans["configurations"].items() if PLANS_KEY in conf]
         spec = LLMSpec.from_dict(plans["configurations"][with_llm[0]][PLANS_KEY])
-        print(f"wrote {path}: {spec.source} layer {spec.layer} (init={spec.init}, trainable={spec.trainable}, "
-              f"positions={spec.positions}, attention={spec.attention}, residual={spec.residual}) "
-              f"in {', '.join(with_llm)}")
+        print(f"wrote {path}: {spec_summary(spec)} in {', '.join(with_llm)}")
+    hub_note = hub_needed(spec)
+    if hub_note:
+        print(hub_note)
     number = dataset_id(targets[0].parent.name)
-    print("train with:")
-    for path in targets:
-        print(f"  nnUNetv2_train {number} {with_llm[0]} FOLD -tr nnUNetTrainerLLM -p {path.stem}")
+    on_cpu = not cuda_available()
+    print("train with" + (" (no CUDA GPU here: on the CPU, with the settings below; nnUNetTrainerLLM runs 1000 "
+                          "epochs, nnUNetTrainerLLM_10epochs_20its a short first try)" if on_cpu else "") + ":")
+    device = " -device cpu" if on_cpu else ""
+    commands = [f"nnUNetv2_train {number} {with_llm[0]} FOLD -tr nnUNetTrainerLLM -p {path.stem}{device}"
+                for path in targets]
+    if on_cpu:
+        print(f"  {cpu_advice()[0]}")
+        commands = [f"nnUNet_n_proc_DA=0 {c}" for c in commands]
+    for command in commands:
+        print(f"  {command}")
+    if on_cpu:
+        print("  (nnUNet_n_proc_DA=0 for training only: nnU-Net's planner fails with it)")
     return 0
 
 

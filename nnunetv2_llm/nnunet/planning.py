@@ -118,6 +118,32 @@ def structure_spec(llm: str, layer: int | None = None, **options) -> LLMSpec:
     return LLMSpec(source=source, layer=layer, config=config, **options)
 
 
+def spec_summary(spec: LLMSpec) -> str:
+    """One line of everything that makes the block what it is (plan prints it for each file it writes)."""
+    lora = (f"LoRA rank {spec.lora_rank} alpha {spec.lora_alpha:g} on {','.join(spec.lora_targets)}"
+            + (f" dropout {spec.lora_dropout:g}" if spec.lora_dropout else "")) if spec.lora_rank else "no LoRA"
+    return (f"{spec.source} {spec.layers_named} (depth={spec.depth}, init={spec.init}, trainable={spec.trainable}, "
+            f"positions={spec.positions}, attention={spec.attention}, residual={spec.residual}, gate={spec.gate}, "
+            f"final_norm={spec.final_norm}, {lora}, dtype={spec.dtype}, stage={spec.stage})")
+
+
+def hub_needed(spec: LLMSpec) -> str | None:
+    """A note when training will have to read the layer from the hub and the hub cannot be asked from here now."""
+    from ..core.hub import cached_layer_files, gated_advice, hub_access, unreachable_advice
+    from ..core.weights import source_kind
+    if not spec.loads_pretrained or source_kind(spec.source) != "hub":
+        return None
+    layers = range(spec.layer, spec.layer + spec.depth)
+    if all(cached_layer_files(spec.source, i, spec.revision) for i in layers):
+        return None
+    access = hub_access()
+    if access.reachable:
+        gated = gated_advice(spec.source)
+        return f"note: training reads {spec.layers_named} of {spec.source} from the hub" + (f"; {gated}" if gated else "")
+    return (f"note: training needs the hub: {spec.layers_named} of {spec.source} is not cached here and the hub "
+            f"({access.endpoint}) cannot be asked: {access.reason}. {unreachable_advice(spec.source)}")
+
+
 def model_tag(llm: str) -> str:
     """A short, name-safe label of the model: the preset name or the last part of the source."""
     stem = re.sub(r"\.(gguf|safetensors)$", "", re.split(r"[/:\\]", llm.rstrip("/\\"))[-1])
