@@ -3,6 +3,7 @@ significance of Dice. Every axis says its unit and which direction is better; va
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
@@ -24,10 +25,25 @@ def axis_label(metric: str) -> str:
     return f"{metric}{UNITS[metric]}, {'higher' if HIGHER_IS_BETTER[metric] else 'lower'} is better"
 
 
+def wrap_name(name: str, width: int = 28) -> str:
+    """A long trainer or plans name broken after its underscores only (never inside a word or at a hyphen), lines
+    of at most ``width`` characters where the parts allow it."""
+    lines = [""]
+    for part in re.findall(r"[^_]+_*|_+", name):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
 def wrapped(names: list[str], width: int = 28) -> list[str]:
     """Long trainer names broken at their underscores, so the left margin stays narrow."""
-    return ["\n".join(textwrap.wrap(n.replace("__", "__ ").replace("_", "_ "), width)).replace("_ ", "_")
-            for n in names]
+    return [wrap_name(n, width) for n in names]
+
+
+def wrap_title(text: str, width: int) -> str:
+    """A title in lines of at most ``width`` characters, broken between words, so a narrow figure never cuts it."""
+    return "\n".join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False))
 
 
 def save_figures(out: Path, report: dict, report_scores: dict, keys: list[str]) -> list[Path]:
@@ -89,7 +105,7 @@ def differences(path: Path, set_name: str, entry: dict, reference: str) -> Path:
     axes[0].set_yticks(range(len(compared)), wrapped(compared), fontsize=7)
     axes[0].invert_yaxis()
     fig.suptitle(f"{set_name}: mean paired difference to {reference} with bootstrap 95% CI; p = Wilcoxon, Holm over "
-                 f"the report's comparisons", fontsize=10)
+                 f"all the report's tests", fontsize=10)
     return _savefig(fig, path)
 
 
@@ -117,7 +133,7 @@ def significance(path: Path, set_name: str, entry: dict, report_comparisons: int
     ax.imshow(colours)
     for i in range(n):
         ax.text(i, i, "-", ha="center", va="center", fontsize=8, color="grey")
-    ax.set_xticks(range(n), wrapped(names, 20), rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(range(n), wrapped(names, 20), rotation=90, ha="center", fontsize=7)
     ax.set_yticks(range(n), wrapped(names), fontsize=7)
     ax.set_xticks(np.arange(-0.5, n), minor=True)
     ax.set_yticks(np.arange(-0.5, n), minor=True)
@@ -126,9 +142,10 @@ def significance(path: Path, set_name: str, entry: dict, report_comparisons: int
     pairs = n * (n - 1) // 2
     ax.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=label) for _, label, c in LEVELS],
               loc="upper right", fontsize=7, title="Holm-corrected p", title_fontsize=7, frameon=True)
-    fig.suptitle(f"{set_name}: paired Wilcoxon p on case Dice, each pair of variants", fontsize=10)
-    ax.set_title(f"Holm over the {pairs} pair(s) of this figure; the report's table\ncorrects over its "
-                 f"{report_comparisons} comparisons with the reference instead", fontsize=8)
+    fig.suptitle(wrap_title(f"{set_name}: paired Wilcoxon p on case Dice, each of the {pairs} pair(s) of variants",
+                            int(11 * (2.6 + 1.0 * n))), fontsize=10)
+    ax.set_title(f"Holm over all {report_comparisons} tests of the report, as in report.md\n(a pair with the "
+                 f"reference shows the table's p)", fontsize=8)
     return _savefig(fig, path)
 
 
