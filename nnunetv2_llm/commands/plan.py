@@ -19,9 +19,9 @@ from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_option
 
 def cmd_plan(args) -> int:
     from ..core.files import read_json
-    from ..core.spec import PLANS_KEY, LLMSpec
+    from ..core.spec import configurations_with_spec, spec_in_plans
     from ..nnunet.environment import cpu_advice, cuda_available
-    from ..nnunet.planning import PlanningError, PlansRequest, hub_needed, spec_summary, write_llm_plans
+    from ..nnunet.planning import PlanningError, PlansRequest, hub_needed, write_llm_plans
     from ..nnunet.results import dataset_id
     if args.preset:
         raise PlanningError(f"--preset was split into --llm MODEL and --variant NAME in 0.3: --preset llama-paper is "
@@ -31,9 +31,9 @@ def cmd_plan(args) -> int:
     targets = write_llm_plans(args.dataset, args.plans, request, overwrite=args.overwrite)
     for path in targets:
         plans = read_json(path)
-        with_llm = [c for c, conf in plans["configurations"].items() if PLANS_KEY in conf]
-        spec = LLMSpec.from_dict(plans["configurations"][with_llm[0]][PLANS_KEY])
-        print(f"wrote {path}: {spec_summary(spec)} in {', '.join(with_llm)}")
+        with_llm = configurations_with_spec(plans)
+        spec = spec_in_plans(plans, with_llm[0], str(path))
+        print(f"wrote {path}: {spec.summary()} in {', '.join(with_llm)}")
     hub_note = hub_needed(spec)
     if hub_note:
         print(hub_note)

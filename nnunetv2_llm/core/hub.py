@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROBE_TIMEOUT_S = 5.0
-# Hub repos that need an accepted licence and a token of an account that accepted it.
-GATED = frozenset({"meta-llama/Llama-3.2-1B"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,9 @@ def named_model(repo_id: str) -> str | None:
 
 def gated_advice(repo_id: str) -> str:
     """What a gated model needs where the hub is reachable; empty for a model that is not gated."""
-    if repo_id not in GATED:
+    from .models import MODELS
+    name = named_model(repo_id)
+    if name is None or not MODELS[name].gated:
         return ""
     return (f"{repo_id} is gated: the account must have accepted its licence at https://huggingface.co/{repo_id} "
             f"and HF_TOKEN must hold a token of that account")
