@@ -43,7 +43,7 @@ def imported_roles(path: Path) -> dict[str, list[str]]:
 
 
 def modules(role: str) -> list[Path]:
-    return sorted((PACKAGE / role).glob("*.py"))
+    return sorted((PACKAGE / role).rglob("*.py"))  # subpackages (core/weights/) too
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -304,3 +304,19 @@ def test_plan_summary_names_every_option_and_the_train_line_fits_the_machine(pla
     assert "-tr nnUNetTrainerLLM -p nnUNetPlans_summary_test -device cpu" in out
     assert "export nnUNet_def_n_proc=1 OMP_WAIT_POLICY=PASSIVE" in out and "nnUNet_n_proc_DA=0 nnUNetv2_train" in out
     assert "training needs the hub" in out and "HF_HUB_OFFLINE=1" in out and "licence" in out
+
+
+def test_plan_says_which_kind_of_layer_was_chosen(plan, dataset_2d, tmp_path):
+    """Issue 33: Gemma 3 mixes sliding-window and full-attention layers; plan names each chosen layer's kind and
+    RoPE base, and refuses Phi-3's missing default LoRA targets naming its own."""
+    from tiny_llm import save_tiny
+    folder = save_tiny(tmp_path / "gemma3", "gemma3")
+    code, out, err = plan("-d", dataset_2d, "--llm", folder, "--layer", "0,1", "-o", "nnUNetPlans_gemma3")
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("wrote ")]
+    assert "layer 0 (" in lines[0] and lines[0].endswith("; sliding-window attention (4096 tokens), RoPE base 10000 "
+                                                           "in 2d")
+    assert "layer 1 (" in lines[1] and lines[1].endswith("; full attention, RoPE base 1e+06 in 2d")
+    phi3 = save_tiny(tmp_path / "phi3", "phi3")
+    code, out, err = plan("-d", dataset_2d, "--llm", phi3, "--layer", "1", "--lora-rank", "4", "-o", "nnUNetPlans_phi3")
+    assert code == 2 and "Phi-3's attention: --lora-targets o_proj,qkv_proj" in err

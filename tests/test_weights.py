@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tiny_llm import hub_cache, layer_shards, save_tiny
 
-from nnunetv2_llm.core import weights
+from nnunetv2_llm.core.weights import checkpoint
 from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
 from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
 from nnunetv2_llm.core.resolve import model_spec
@@ -52,15 +52,15 @@ def bf16_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def opened(monkeypatch) -> list[Path]:
-    """Every file weights.py opens with safe_open (the real function still does the reading)."""
+    """Every file the checkpoint reader opens with safe_open (the real function still does the reading)."""
     paths: list[Path] = []
-    real_safe_open = weights.safe_open
+    real_safe_open = checkpoint.safe_open
 
     def spy(path, *args, **kwargs):
         paths.append(Path(path))
         return real_safe_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(weights, "safe_open", spy)
+    monkeypatch.setattr(checkpoint, "safe_open", spy)
     return paths
 
 
@@ -82,7 +82,7 @@ def offline_hub(monkeypatch, tmp_path) -> Path:
 
 
 def checkpoint_tensors(folder: Path, layer: int) -> dict[str, torch.Tensor]:
-    """The layer's tensors as the checkpoint files hold them, read independently of weights.py."""
+    """The layer's tensors as the checkpoint files hold them, read independently of the weights package."""
     prefix = f"model.layers.{layer}."
     tensors = {}
     for path in folder.glob("*.safetensors"):

@@ -1,4 +1,4 @@
-"""Tiny random Llama / Qwen2 / Qwen3 / Mistral checkpoints written by transformers itself, hooks that capture one
+"""Tiny random Llama / Qwen2 / Qwen3 / Mistral / Gemma 1-3 / Phi-3 / OLMo-2 / Granite checkpoints written by transformers itself, hooks that capture one
 layer's I/O, and a local "hub" served through an fsspec file system that counts the bytes read.
 
 Every parameter (norm gains and biases included) is drawn at random, so a loader that drops or
@@ -36,14 +36,33 @@ MISTRAL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num
                sliding_window=None)
 
 
+# The newer families (issue 33): token ids inside the tiny vocabulary; each family's own twist made to matter.
+_IDS = dict(pad_token_id=0, eos_token_id=1, bos_token_id=2)
+_SMALL = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+              num_hidden_layers=3, vocab_size=128, max_position_embeddings=256, **_IDS)
+GEMMA = dict(_SMALL, rope_theta=10000.0)
+# Soft-capping at 2 changes the attention logits of these weights (transformers' default, 50, would not).
+GEMMA2 = dict(_SMALL, query_pre_attn_scalar=16, attn_logit_softcapping=2.0)
+# Layer 0 sliding-window, layer 1 full attention, each kind with its own RoPE base (transformers' defaults).
+GEMMA3 = dict(_SMALL, query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention",
+                                                              "sliding_attention"])
+PHI3 = dict(_SMALL)
+OLMO2 = dict(_SMALL)
+GRANITE = dict(_SMALL, residual_multiplier=0.3, attention_multiplier=0.05, embedding_multiplier=2.0)
+FAMILIES = {"llama": ("Llama", LLAMA), "qwen2": ("Qwen2", QWEN2), "qwen3": ("Qwen3", QWEN3),
+            "mistral": ("Mistral", MISTRAL), "gemma": ("Gemma", GEMMA), "gemma2": ("Gemma2", GEMMA2),
+            "gemma3": ("Gemma3Text", GEMMA3), "phi3": ("Phi3", PHI3), "olmo2": ("Olmo2", OLMO2),
+            "granite": ("Granite", GRANITE)}
+
+
 def tiny_model(arch: str, seed: int = 0, **sizes):
-    """A random ``{Llama,Qwen2,Qwen3,Mistral}ForCausalLM`` (sizes override the defaults above), every tensor drawn."""
+    """A random ``<Family>ForCausalLM`` of :data:`FAMILIES` (sizes override the defaults above), every tensor
+    drawn."""
     import transformers
-    name, defaults = {"llama": ("Llama", LLAMA), "qwen2": ("Qwen2", QWEN2), "qwen3": ("Qwen3", QWEN3),
-                      "mistral": ("Mistral", MISTRAL)}[arch]
+    name, defaults = FAMILIES[arch]
     config = getattr(transformers, f"{name}Config")(**{**defaults, **sizes})
     torch.manual_seed(seed)
-    model = getattr(transformers, f"{name}ForCausalLM")(config)
+    model = getattr(transformers, f"{name.removesuffix('Text')}ForCausalLM")(config)
     with torch.no_grad():
         for param_name, p in model.named_parameters():
             if param_name.endswith("norm.weight"):

@@ -168,6 +168,12 @@ def check_gguf() -> Check:
     return Check("GGUF support", OK, versions)
 
 
+def check_families() -> Check:
+    """The model families the block is proven for, with what is tested (the table ``plan --help`` prints)."""
+    from ..core.families import FAMILIES, families_text
+    return Check("model families", OK, f"{len(FAMILIES)} proven layer for layer:\n" + families_text(""))
+
+
 def check_device() -> Check:
     import torch
     if torch.cuda.is_available():
@@ -184,7 +190,7 @@ def run_checks() -> list[Check]:
         lookup.fix = "fix nnUNet_extTrainer (above)"
     checks = [check_nnunet_version(), *[check_folder(v) for v in NNUNET_FOLDERS], ext_trainer, lookup]
     checks += [check_model(name) for name in MODELS]
-    checks += [check_gguf(), check_device()]
+    checks += [check_families(), check_gguf(), check_device()]
     return checks
 
 

@@ -18,6 +18,7 @@ from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_option
 
 
 def cmd_plan(args) -> int:
+    from ..core.block import describe
     from ..core.files import read_json
     from ..core.spec import configurations_with_spec, spec_in_plans
     from ..nnunet.environment import cpu_advice, cuda_available
@@ -33,7 +34,7 @@ def cmd_plan(args) -> int:
         plans = read_json(path)
         with_llm = configurations_with_spec(plans)
         spec = spec_in_plans(plans, with_llm[0], str(path))
-        print(f"wrote {path}: {spec.summary()} in {', '.join(with_llm)}")
+        print(f"wrote {path}: {describe(spec)} in {', '.join(with_llm)}")
     hub_note = hub_needed(spec)
     if hub_note:
         print(hub_note)
@@ -68,10 +69,17 @@ def variants_epilog() -> str:
     return "\n".join(lines)
 
 
+def families_epilog() -> str:
+    """The model families the block is proven for, with what is tested for each."""
+    from ..core.families import families_text
+    return "model families (--llm: a checkpoint of these is proven layer for layer; others may build, unchecked):\n" \
+        + families_text()
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "plan", help="write LLM plans next to existing nnU-Net plans (layer sweeps, ablations)",
-        description=__doc__, epilog=variants_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, epilog=variants_epilog() + "\n\n" + families_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", "--dataset", required=True, help="dataset id (501) or name (Dataset501_Synth2D)")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS,
                    help="source plans, e.g. nnUNetPlans or nnUNetResEncUNetMPlans (default: nnUNetPlans)")

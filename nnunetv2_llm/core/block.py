@@ -22,14 +22,26 @@ _VERSION_RECORD = "nnunetv2_llm_version"
 
 
 def hf_config(config: dict) -> PretrainedConfig:
-    """A transformers config from a plain dict (as stored in plans), with SDPA attention."""
+    """A transformers config from a plain dict (as stored in plans), with SDPA attention where the family's model
+    supports it, else the eager attention (Gemma 2: SDPA cannot soft-cap the attention logits)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
     d = dict(config)
     model_type = d.pop("model_type", None)
     if model_type is None:
         raise ValueError(f"LLM config has no 'model_type' (keys: {sorted(config)}); store the model's config.json.")
     cfg = AutoConfig.for_model(model_type, **d)
-    cfg._attn_implementation = "sdpa"
+    model_class = MODEL_MAPPING.get(type(cfg), None)
+    cfg._attn_implementation = "sdpa" if getattr(model_class, "_supports_sdpa", True) else "eager"
     return cfg
+
+
+def causal_mask(config: PretrainedConfig, tokens: int, like: torch.Tensor) -> torch.Tensor | None:
+    """The additive causal mask the eager attention needs (SDPA is told ``is_causal`` instead: None)."""
+    if config._attn_implementation != "eager":
+        return None
+    blocked = torch.ones(tokens, tokens, dtype=torch.bool, device=like.device).triu(1)
+    return torch.zeros(tokens, tokens, dtype=like.dtype, device=like.device).masked_fill(
+        blocked, torch.finfo(like.dtype).min)[None, None]
 
 
 def _base_model_on_meta(config: PretrainedConfig) -> nn.Module:
@@ -85,9 +97,40 @@ def sliding_window(config: PretrainedConfig, layer: int) -> int | None:
     return int(window)
 
 
-def rope_theta(config: PretrainedConfig) -> float:
+def layer_type(config: PretrainedConfig, layer: int) -> str | None:
+    """The kind of decoder layer ``layer`` is (``sliding_attention``/``full_attention`` in ``layer_types``: Gemma 2/3,
+    Qwen2, ...), or None for a family whose layers are all alike."""
+    types = getattr(config, "layer_types", None)
+    return types[layer] if types else None
+
+
+def rope_theta(config: PretrainedConfig, layer: int = 0) -> float:
+    """The RoPE base of layer ``layer``: Gemma 3 keeps one per kind of layer (``rope_parameters[layer_type]``)."""
     params = getattr(config, "rope_parameters", None) or {}
+    params = params.get(layer_type(config, layer), params)
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
+
+
+def layer_kind(config: PretrainedConfig, layer: int) -> str:
+    """Which kind of layer ``layer`` is (what ``info`` and ``plan`` print): its attention, full or within a sliding
+    window (Gemma 2/3's local layers, Mistral), and the RoPE base of that kind."""
+    window = sliding_window(config, layer)
+    attention = f"sliding-window attention ({window} tokens)" if window else "full attention"
+    return f"{attention}, RoPE base {rope_theta(config, layer):g}"
+
+
+def layer_kinds(spec: LLMSpec) -> str:
+    """:func:`layer_kind` of each layer of the block, once if they are all alike."""
+    config = hf_config(spec.config)
+    kinds = {i: layer_kind(config, i) for i in range(spec.layer, spec.layer + spec.depth)}
+    if len(set(kinds.values())) == 1:
+        return next(iter(kinds.values()))
+    return "; ".join(f"layer {i}: {k}" for i, k in kinds.items())
+
+
+def describe(spec: LLMSpec) -> str:
+    """The spec's summary and which kind of layer(s) it chose (what ``plan`` and ``info`` print)."""
+    return spec.summary() if spec.init == "identity" else f"{spec.summary()}; {layer_kinds(spec)}"
 
 
 @functools.lru_cache(maxsize=32)
@@ -135,8 +178,14 @@ def check_lora_targets(spec: LLMSpec, layer: nn.Module | None = None) -> None:
             layer = build_decoder_layer(hf_config(spec.config), spec.layer)
     unknown = sorted(set(spec.lora_targets) - set(linear_names(layer)))
     if unknown:
+        from .families import family_of
+        family = family_of(spec.config.get("model_type", ""))
+        attention = sorted({name.rsplit(".", 1)[-1] for name, m in layer.named_modules()
+                            if isinstance(m, nn.Linear) and ".self_attn." in f".{name}"})
+        named = f"{family.name}'s" if family else "its"
         raise LLMSpecError(f"lora_targets {unknown} are not linears of layer {spec.layer} of {spec.source!r}; its "
-                           f"linears are {', '.join(linear_names(layer))}. Pass --lora-targets from those.")
+                           f"linears are {', '.join(linear_names(layer))}. Pass --lora-targets from those ({named} "
+                           f"attention: --lora-targets {','.join(attention)}).")
 
 
 def add_lora(layer: nn.Module, spec: LLMSpec) -> None:
@@ -310,8 +359,11 @@ class LLMBlock(nn.Module):
                     module.train(mode)
         return self
 
-    def position_embeddings(self, spatial, hidden, position_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (cos, sin) pair the decoder layer rotates q/k with, for raster positions ``position_ids``."""
+    def position_embeddings(self, spatial, hidden, position_ids, layer: int | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (cos, sin) pair decoder layer ``layer`` (default: the first) rotates q/k with, for raster positions
+        ``position_ids``; with the RoPE base of that layer's kind where the family has one per kind (Gemma 3)."""
+        layer = self.spec.layer if layer is None else layer
         t = position_ids[0].to(torch.float32)[None, :, None]
         if self.spec.positions == "reference":
             # The reference passed [sin, cos] where HF unpacks (cos, sin): reproduce that exactly.
@@ -319,8 +371,11 @@ class LLMBlock(nn.Module):
         if self.spec.positions == "none":
             return torch.ones_like(t, dtype=hidden.dtype), torch.zeros_like(t, dtype=hidden.dtype)
         if self.spec.positions == "rope":
+            kind = layer_type(self.config, layer)
+            if kind in getattr(self.rotary, "layer_types", ()):  # Gemma 3's rotary keeps one base per kind
+                return self.rotary(hidden, position_ids, kind)
             return self.rotary(hidden, position_ids)
-        cos, sin = axial_rotation(tuple(spatial), head_dim(self.config), rope_theta(self.config))
+        cos, sin = axial_rotation(tuple(spatial), head_dim(self.config), rope_theta(self.config, layer))
         return cos.to(hidden.device, hidden.dtype), sin.to(hidden.device, hidden.dtype)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -335,10 +390,14 @@ class LLMBlock(nn.Module):
             x = features.float().flatten(2).transpose(1, 2)
             hidden = self.proj_in(x.to(self.proj_in.weight.dtype)).to(llm_dtype)
             position_ids = torch.arange(tokens, device=features.device)[None]
-            cos_sin = self.position_embeddings(spatial, hidden, position_ids)
-            for layer in self.decoder_layers or [self.layer]:
-                hidden = layer(hidden, attention_mask=None, position_ids=position_ids, position_embeddings=cos_sin,
-                               is_causal=self.spec.attention == "causal")
+            mask = causal_mask(self.config, tokens, hidden) if self.spec.attention == "causal" else None
+            by_kind = {}  # layers of one kind share their (cos, sin)
+            for index, layer in enumerate(self.decoder_layers or [self.layer], start=self.spec.layer):
+                kind = layer_type(self.config, index)
+                if kind not in by_kind:
+                    by_kind[kind] = self.position_embeddings(spatial, hidden, position_ids, index)
+                hidden = layer(hidden, attention_mask=mask, position_ids=position_ids,
+                               position_embeddings=by_kind[kind], is_causal=self.spec.attention == "causal")
             if self.norm is not None:
                 hidden = self.norm(hidden)
             y = self.proj_out(hidden.to(self.proj_out.weight.dtype))

@@ -44,10 +44,10 @@ def model_of(spec: LLMSpec) -> str:
     """The model a spec's layer comes from: a named model's name, the source an extracted file records, or the
     source itself."""
     source = spec.source
-    from ..core.weights import LLMWeightsError, _read_extracted_metadata, source_kind
+    from ..core.weights import LLMWeightsError, read_extracted_metadata, source_kind
     try:
         if source_kind(source) == "extracted":
-            source = _read_extracted_metadata(Path(source))["source"]
+            source = read_extracted_metadata(Path(source))["source"]
     except LLMWeightsError:
         pass
     return next((name for name, m in MODELS.items() if m.source == source), source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.block import describe
 from ..core.network import LLMUNet
 from ..core.spec import LLMSpec
 
@@ -116,7 +117,7 @@ def cost_report(dataset, configuration: str, trainer: str | None, plans_identifi
         "dataset": source.plans.get("dataset_name"), "configuration": configuration, "plans": source.origin,
         "patch_size": list(plain.patch_size), "batch_size": 1,
         "llm": {k: v for k, v in spec.to_dict().items() if k != "config"},
-        "llm_description": spec.summary(), "llm_from": spec_origin,
+        "llm_description": describe(spec), "llm_from": spec_origin,
         "bottleneck_channels": with_llm.network.llm.proj_in.in_features,
         "nnunet": base.to_dict(), "nnunet_llm": llm.to_dict(),
         "added": {"trainable": llm.trainable - base.trainable, "frozen": llm.frozen - base.frozen,
