@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 
 import pytest
 import torch
@@ -36,6 +37,39 @@ def layer_file(tmp_path_factory, smollm2_gguf):
 
 
 # ---------------------------------------------------------------- extract
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real file system of 256 KiB (a tmpfs: mounting one needs root, so the test is skipped elsewhere)."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (mount -t tmpfs)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_extract_onto_a_full_disk_says_so_and_leaves_nothing(full_disk, capsys, smollm2_gguf):
+    """Issue 30 #14: a layer file larger than the disk: one line naming the disk, free space and the size needed (no
+    SafetensorError traceback), and no temporary file left."""
+    rc, err = run(capsys, "extract", "--llm", "smollm2-135m", "-o", full_disk / "L14.safetensors")
+    assert rc == 2 and "Traceback" not in err, err
+    assert re.search(rf"the disk holding {re.escape(str(full_disk))} is full \(.* free; L14.safetensors needs "
+                     rf"\d+\.\d MiB\); nothing was written", err), err
+    assert list(full_disk.iterdir()) == [], "nothing half-written"
+
+
+def test_export_onto_a_full_disk_says_so_and_leaves_nothing(full_disk, in_process_env, dataset_2d, capsys):
+    """Issue 30 #14: export onto a disk too small for the submission: one line with the size needed; no folder."""
+    in_process_env.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
+    rc, err = run(capsys, "export", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainer_2epochs_5its", "-f", "0",
+                  "-o", full_disk / "submission")
+    assert rc == 2 and "Traceback" not in err, err
+    assert re.search(rf"the disk holding {re.escape(str(full_disk))} is full \(.* free; the submission needs "
+                     rf"\d+\.\d MiB\); nothing was written", err), err
+    assert list(full_disk.iterdir()) == [], "nothing half-written"
+
 
 def test_extract_refuses_existing_files_folders_and_other_endings(tmp_path, capsys, layer_file):
     notes = tmp_path / "notes.safetensors"
@@ -439,3 +473,41 @@ def test_info_takes_a_model_file_like_plan(in_process_env, dataset_2d, layer_fil
         assert json.loads(out.out)["nnunet_llm"]["hidden_size"] == 576
     rc, err = run(capsys, "info", "-d", dataset_2d, "-c", "2d", "--llm", "smollm2-13m")
     assert rc == 2 and "Did you mean 'smollm2-135m'?" in err
+
+
+def test_plan_refuses_a_damaged_layer_file_and_one_without_its_suffix(in_process_env, dataset_2d, layer_file,
+                                                                      tmp_path, capsys):
+    """Issue 30 #15: plan verifies an extracted file's sha256 (training from a damaged file it accepted ended in a
+    traceback inside nnUNetv2_train); and a layer file renamed to .bak is not called missing (issue 30, smaller)."""
+    folder = in_process_env.preprocessed_folder(dataset_2d)
+    damaged = tmp_path / "damaged.safetensors"
+    data = bytearray(layer_file.read_bytes())
+    data[-1000:-900] = bytes(100)  # tensor bytes; the header (and its recorded sha256) intact
+    damaged.write_bytes(bytes(data))
+    rc, err = run(capsys, "plan", "-d", dataset_2d, "--llm", damaged, "-o", "nnUNetPlans_damaged")
+    assert rc == 2 and f"{damaged} is corrupted: its tensors hash to" in err and "Extract the layer again" in err
+    assert not (folder / "nnUNetPlans_damaged.json").exists()
+    renamed = tmp_path / "L14.bak"
+    shutil.copy(layer_file, renamed)
+    rc, err = run(capsys, "plan", "-d", dataset_2d, "--llm", renamed, "-o", "nnUNetPlans_renamed")
+    assert rc == 2 and "is a file, but neither .gguf nor .safetensors" in err and "L14.bak.safetensors" in err
+    assert "neither an existing file" not in err and not (folder / "nnUNetPlans_renamed.json").exists()
+
+
+def test_extract_after_a_sigkill_removes_what_the_killed_run_left(tmp_path, capsys, layer_file):
+    """Issue 30 (smaller): a writer killed with SIGKILL mid-write leaves its temporary file beside the output; the
+    rerun removes it (this host, a writer that no longer runs) and writes the file."""
+    import signal
+    import sys
+    target = tmp_path / "L14.safetensors"
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from nnunetv2_llm.core.files import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    open(tmp, 'wb').write(bytes(1 << 20))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(target)])
+    assert killed.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].stat().st_size == 1 << 20 and not target.exists()
+    assert cli.main(["extract", "--llm", "smollm2-135m", "-o", str(target)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "the killed run's temporary file is gone"

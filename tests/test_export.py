@@ -107,11 +107,22 @@ def test_entry_point_reads_mha_and_keeps_its_geometry(llm_submission, nnunet_env
         assert set(np.unique(as_png)) <= set(nnunet_env.dataset_json(dataset_2d)["labels"].values())
 
 
+def _4d_mha(path: Path) -> None:
+    volume = sitk.GetImageFromArray(np.zeros((3, 8, 8), np.float32))
+    sitk.WriteImage(sitk.JoinSeries([volume, volume]), str(path))
+
+
+def _two_component_mha(path: Path) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8, 2), np.float32), isVector=True), str(path))
+
+
 @pytest.mark.parametrize("bad, expected", [
     ({"notes.txt": b"x"}, "notes.txt: not an image this model reads"),
     ({"case_0001.png": None}, "case 'case' has channel files _0001; the model takes 1 channel(s): _0000"),
     ({"case_0000.png": None, "other.mha": b"not an image"}, "other.mha cannot be read as an image"),
-])
+    ({"case_0000.png": None, "z4d.mha": _4d_mha}, "z4d.mha is a 4D image (size (8, 8, 3, 2)); the model takes 2D or 3D"),
+    ({"case_0000.png": None, "zrgb.mha": _two_component_mha}, "zrgb.mha has 2 components per pixel"),
+], ids=["text", "channel", "damaged", "4d", "2-component"])
 @pytest.mark.slow
 def test_entry_point_refuses_bad_input_and_writes_nothing(llm_submission, nnunet_env, dataset_2d, tmp_path, bad,
                                                           expected):
@@ -122,6 +133,8 @@ def test_entry_point_refuses_bad_input_and_writes_nothing(llm_submission, nnunet
     for name, content in bad.items():
         if content is None:
             shutil.copy(png, inputs / name)
+        elif callable(content):
+            content(inputs / name)
         else:
             (inputs / name).write_bytes(content)
     proc = OfflineRun(llm_submission, tmp_path / "work").run(inputs, outputs)
@@ -275,3 +288,80 @@ def test_same_labels_sees_a_changed_voxel_and_a_moved_origin(tmp_path):
     sitk.WriteImage(changed, str(tmp_path / "b.nii.gz"))
     assert same_labels(tmp_path / "a.nii.gz", tmp_path / "a.nii.gz") == {"differing_voxels": 0, "same_geometry": True}
     assert same_labels(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz") == {"differing_voxels": 1, "same_geometry": False}
+
+
+@pytest.mark.parametrize("subfolder", ["../escaped", "/tmp/escaped-absolute", "labels/../../escaped"])
+def test_output_subfolder_outside_output_is_refused_everywhere(llm_submission, in_process_env, dataset_2d, tmp_path,
+                                                               capsys, subfolder):
+    """Issue 30 #4: labels go to /output/SUBFOLDER only; an absolute one or one with '..' is refused at export, by
+    the entry point (a hand-edited export.json with its hash recomputed) and by --check, before anything is
+    written."""
+    from nnunetv2_llm.submission.runtime import run_container
+    in_process_env.trained(dataset_2d, PLAIN)
+    out = tmp_path / "s"
+    assert cli.main(["export", "-d", str(dataset_2d), "-c", "2d", "-tr", PLAIN, "-f", "0", "-o", str(out),
+                     "--output-subfolder", subfolder]) == 2
+    err = capsys.readouterr().err
+    assert f"--output-subfolder {subfolder!r} leaves its folder" in err and "Give a relative path" in err
+    assert not out.exists() and not list(tmp_path.glob(".s*"))
+
+    copy = tmp_path / "submission"
+    shutil.copytree(llm_submission, copy, ignore=shutil.ignore_patterns("check.json"))
+    record = json.loads((copy / "export.json").read_text())
+    record["input"]["output_subfolder"] = subfolder
+    (copy / "export.json").write_text(json.dumps(record))
+    _record_edits(copy)
+    inputs, outputs = tmp_path / "in", tmp_path / "out" / "deep"
+    inputs.mkdir()
+    shutil.copy(next((in_process_env.dataset_folder(dataset_2d) / "imagesTs").glob("*_0000.png")), inputs)
+    assert run_container(copy / "export.json", inputs, outputs) == 2
+    err = capsys.readouterr().err
+    assert f"output_subfolder {subfolder!r} leaves its folder" in err and str(copy / "export.json") in err
+    assert not (tmp_path / "out").exists() and not Path("/tmp/escaped-absolute").exists()
+    assert cli.main(["export", "--check", str(copy), "-i", str(inputs)]) == 2
+    assert f"output_subfolder {subfolder!r} leaves its folder" in capsys.readouterr().err
+    assert not (copy / "check.json").exists()
+
+
+def test_case_headers_are_checked_before_anything_is_predicted(tmp_path):
+    """Issue 30 #12: the entry point reads every case's header first: channel files of one case on different grids,
+    a 4D file, a vector image, or a 2D file for a 3D model are refused, naming the file and the fix."""
+    from nnunetv2_llm.core.errors import UserError
+    from nnunetv2_llm.submission.runtime import find_cases
+    record = {"file_ending": ".nii.gz", "channels": {"0": "T1", "1": "T2"}, "input": {"layout": "nnunet"}}
+
+    def write(name, shape, spacing=(1.0, 1.0, 1.0)):
+        image = sitk.GetImageFromArray(np.zeros(shape, np.float32))
+        image.SetSpacing(spacing[: image.GetDimension()])
+        sitk.WriteImage(image, str(tmp_path / name))
+    write("a_0000.nii.gz", (4, 8, 8))
+    write("a_0001.nii.gz", (4, 8, 8))
+    assert list(find_cases(tmp_path, record, 3)) == ["a"]
+    write("b_0000.nii.gz", (4, 8, 8))
+    write("b_0001.nii.gz", (4, 8, 9))
+    with pytest.raises(UserError, match=r"case 'b': its channel files differ in shape or spacing .*size \(8, 8, 4\).*"
+                                        r"size \(9, 8, 4\).*Resample them"):
+        find_cases(tmp_path, record, 3)
+    write("b_0001.nii.gz", (4, 8, 8), spacing=(1.0, 1.0, 2.0))
+    with pytest.raises(UserError, match=r"case 'b': its channel files differ in shape or spacing"):
+        find_cases(tmp_path, record, 3)
+    for path in tmp_path.glob("b_*"):
+        path.unlink()
+    write("c_0000.nii.gz", (8, 8))
+    write("c_0001.nii.gz", (8, 8))
+    with pytest.raises(UserError, match=r"c_0000.nii.gz is a 2D image \(size \(8, 8\)\); the model takes 3D images"):
+        find_cases(tmp_path, record, 3)
+
+
+@pytest.mark.slow
+def test_check_names_the_users_file_not_its_staged_copy(llm_submission, nnunet_env, dataset_2d, tmp_path):
+    """Issue 30 (smaller): --check copies -i into the platform layout; a refusal by the entry point names the file
+    the user gave, not the copy."""
+    inputs = tmp_path / "cases"
+    inputs.mkdir()
+    rgb = sitk.GetImageFromArray(np.zeros((8, 8, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(inputs / "colour_0000.png"))
+    proc = nnunet_env.run("nnunetv2-llm", "export", "--check", llm_submission, "-i", inputs, check=False)
+    assert proc.returncode == 2 and f"{inputs / 'colour_0000.png'} has 3 components per pixel" in proc.stderr, \
+        proc.stderr
+    assert "nnunetv2-llm-check-" not in proc.stderr

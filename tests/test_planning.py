@@ -6,6 +6,7 @@ DeepSeek models only need their embedded configs to write plans, so they are che
 """
 import json
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -21,7 +22,9 @@ def _folder(env, dataset_id=501):
 
 
 def _listing(folder):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    """A folder's files, but the lock `plan` holds while it checks and writes names (it stays, as locks do)."""
+    from nnunetv2_llm.nnunet.planning import PLAN_LOCK
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != PLAN_LOCK)
 
 
 def _subfolders(folder):
@@ -236,6 +239,10 @@ REFUSALS = {
     "negative LoRA rank": (["--lora-rank", "-1"], ["lora_rank=-1: a LoRA rank is >= 0", "--lora-rank 8"]),
     "unknown LoRA target": (["--lora-rank", "4", "--lora-targets", "qkv,v_proj"],
                             ["lora_targets ['qkv'] are not linears", "its linears are down_proj, gate_proj, k_proj"]),
+    "LoRA rank beyond the layer (issue 30 #7)": (["--lora-rank", "10000"], [
+        "lora_rank=10000 exceeds 192", "k_proj (576 -> 192)", "--lora-rank 192 or less"]),
+    "unknown LoRA target without a rank (issue 30 #7)": (["--lora-targets", "foo_proj"], [
+        "lora_targets ['foo_proj'] are not linears", "its linears are down_proj"]),
     "depth past the last layer": (["--layer", "28", "--depth", "3"], ["depth=3 from layer 28 runs past", "--layer 27"]),
     "depth beyond the model": (["--depth", "40"], ["depth=40 from layer 0 runs past", "use --depth 30 or less"]),
     "gate on the identity control": (["--gate", "--init", "identity"], ["--gate has nothing to act on"]),
@@ -304,6 +311,27 @@ def test_plan_summary_names_every_option_and_the_train_line_fits_the_machine(pla
     assert "-tr nnUNetTrainerLLM -p nnUNetPlans_summary_test -device cpu" in out
     assert "export nnUNet_def_n_proc=1 OMP_WAIT_POLICY=PASSIVE" in out and "nnUNet_n_proc_DA=0 nnUNetv2_train" in out
     assert "training needs the hub" in out and "HF_HUB_OFFLINE=1" in out and "licence" in out
+
+
+def test_two_concurrent_plan_runs_to_one_name_do_not_both_succeed(nnunet_env, dataset_2d):
+    """Issue 30 #5: two processes planning the same name at once: one writes, the other waits for it and is refused
+    (without --overwrite), so no plans are silently replaced."""
+    from conftest import BIN
+    folder = _folder(nnunet_env, dataset_2d)
+    target = folder / "nnUNetPlans_race.json"
+    target.unlink(missing_ok=True)
+    try:
+        runs = {layer: subprocess.Popen([str(BIN / "nnunetv2-llm"), "plan", "-d", str(dataset_2d), "--layer", str(layer),
+                                         "-o", "nnUNetPlans_race"], env=nnunet_env.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True) for layer in (2, 4)}
+        results = {layer: (p.wait(timeout=300), p.stderr.read()) for layer, p in runs.items()}
+        won = [layer for layer, (code, _) in results.items() if code == 0]
+        assert len(won) == 1, results
+        lost = [err for code, err in results.values() if code != 0][0]
+        assert "nnUNetPlans_race.json exists; pass --overwrite" in lost and "Traceback" not in lost
+        assert json.loads(target.read_text())["configurations"]["2d"][PLANS_KEY]["layer"] == won[0]
+    finally:
+        target.unlink(missing_ok=True)
 
 
 def test_plan_says_which_kind_of_layer_was_chosen(plan, dataset_2d, tmp_path):

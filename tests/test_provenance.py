@@ -6,6 +6,7 @@ The trained spec travels inside the network's state dict (the LLM block's extra 
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import nnunetv2.run.load_pretrained_weights
 import nnunetv2.run.run_training
@@ -39,7 +40,7 @@ def _net_from_results_plans(folder, configuration="2d"):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("field,value", [("positions", "rope"), ("layer", 13), ("sha256", "0" * 64),
-                                         ("attention", "bidirectional")])
+                                         ("attention", "bidirectional"), ("lora_rank", 4)])
 def test_prediction_refuses_plans_that_disagree_with_the_checkpoint(nnunet_env, dataset_2d, field, value):
     out = nnunet_env.trained(dataset_2d, SMOL)
     state = load_checkpoint(out / "fold_0" / "checkpoint_final.pth")["network_weights"]
@@ -70,6 +71,8 @@ def test_the_stock_predict_cli_refuses_an_edited_plans_json(nnunet_env, dataset_
     finally:
         (out / "plans.json").write_text(backup)
     assert proc.returncode != 0 and "positions: plans 'rope', trained 'reference'" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # issue 30 #15: nnU-Net's traceback ends in the whole message
+    assert "positions: plans 'rope', trained 'reference'" in last and "restore plans.json" in last, last
     assert not list((tmp_path / "pred").glob("*.png"))
 
 
@@ -225,6 +228,17 @@ def test_pretrained_weights_take_the_llm_block_only_from_a_matching_file(in_proc
     q = "self_attn.q_proj.weight"
     torch.testing.assert_close(net.llm.layer.state_dict()[q], pretrained_layer[q].float())
     assert "the file has no LLM block" in capsys.readouterr().out
+    assert "the file has no LLM block" in Path(trainer.log_file).read_text(), "issue 30: in the training log too"
+
+    # issue 30 #15: another dataset's channel count is named in one line (the last line of nnU-Net's traceback)
+    two = load_checkpoint(plain)
+    first = next(k for k in two["network_weights"] if k.startswith("encoder.stages.0.") and k.endswith("weight"))
+    two["network_weights"][first] = torch.cat([two["network_weights"][first]] * 2, dim=1)
+    torch.save(two, tmp_path / "two_channels.pth")
+    with pytest.raises(LLMSpecError, match=r"was trained on 2 input channel\(s\); this dataset has 1 .*pretrain on "
+                                           r"a dataset with 1 channel\(s\), or train without") as raised:
+        load_pretrained_weights(net, str(tmp_path / "two_channels.pth"))
+    assert "\n" not in str(raised.value)
 
     load_pretrained_weights(net, str(smol))
     smol_state = load_checkpoint(smol)["network_weights"]

@@ -258,6 +258,14 @@ def test_a_job_another_run_holds_is_skipped_and_status_tells_live_from_dead(swee
     assert " died " in status and "sweep run` resumes it" in status
 
 
+def test_status_writes_nothing_into_the_sweep_folder(sweep_env, tmp_path):
+    """Issue 30 (smaller): `sweep status` is a question: it created locks/ and a lock per job."""
+    out, _ = _one_job_sweep(sweep_env, tmp_path)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    sweep_env.run("nnunetv2-llm", "sweep", "status", out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and not (out / "locks").exists()
+
+
 def test_a_fold_without_its_full_validation_is_not_done(nnunet_env, dataset_2d, sweep_env, tmp_path):
     """#2: nnU-Net writes checkpoint_final.pth before it validates; a fold killed there is validated again (--val),
     not marked done."""
@@ -420,7 +428,8 @@ def test_a_done_fold_trained_with_other_tensors_than_the_sweep_pinned_is_failed(
     folder = sweep_env.results_folder(501, PLAIN)
     shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), folder)
     plans = json.loads((folder / "plans.json").read_text())
-    plans["configurations"]["2d"]["llm"] = {"sha256": "b" * 64}
+    from nnunetv2_llm.core.resolve import model_spec
+    plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m", sha256="b" * 64).to_dict()
     (folder / "plans.json").write_text(json.dumps(plans))
     job = {**job, "llm_sha256": "a" * 64, "llm_weights": "layer 14 of smollm2-135m"}
     with sweep_env.in_process():
@@ -428,7 +437,7 @@ def test_a_done_fold_trained_with_other_tensors_than_the_sweep_pinned_is_failed(
         status, _, detail = job_status(job, out)
     assert status == "failed" and "b" * 64 in detail and "changed since `sweep plan`" in detail
     assert "changed since `sweep plan`" in (out / "logs" / f"{job['id']}.log").read_text()
-    plans["configurations"]["2d"]["llm"] = {"sha256": "a" * 64}
+    plans["configurations"]["2d"]["llm"] = model_spec("smollm2-135m", sha256="a" * 64).to_dict()
     (folder / "plans.json").write_text(json.dumps(plans))
     with sweep_env.in_process():
         assert run_job(job, str(out), env=dict(os.environ)) == "done" and job_status(job, out)[0] == "done"

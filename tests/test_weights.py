@@ -377,9 +377,12 @@ def test_unreachable_hub_model_says_how_to_get_it(offline_hub, preset):
 
 
 def test_unreachable_hub_model_without_config_says_how_to_get_it(offline_hub):
-    with pytest.raises(LLMWeightsError, match=rf"hub model 'some-org/some-llm': 'config\.json' is not in the "
-                                              rf"local cache.*{HUB_FIX}"):
+    with pytest.raises(LLMWeightsError, match=rf"hub model 'some-org/some-llm': 'config\.json' \(revision main\) is "
+                                              rf"not in the local cache.*{HUB_FIX}"):
         load_layer(LLMSpec(source="some-org/some-llm", layer=0))
+    # issue 30: an uncached revision is named
+    with pytest.raises(LLMWeightsError, match=r"'config\.json' \(revision v9\) is not in the local cache"):
+        load_layer(LLMSpec(source="some-org/some-llm", layer=0, revision="v9"))
 
 
 def test_hub_model_with_uncached_shard_says_how_to_get_it(qwen_dir, offline_hub):
@@ -387,6 +390,6 @@ def test_hub_model_with_uncached_shard_says_how_to_get_it(qwen_dir, offline_hub)
     files = {p.name: p for p in held[:-1]}
     files.update({n: qwen_dir / n for n in ("config.json", "model.safetensors.index.json")})
     hub_cache(offline_hub, "tiny/qwen2", files)
-    with pytest.raises(LLMWeightsError, match=rf"hub model 'tiny/qwen2': '{held[-1].name}' is not in the local "
-                                              rf"cache.*{HUB_FIX}"):
+    with pytest.raises(LLMWeightsError, match=rf"hub model 'tiny/qwen2': '{held[-1].name}' \(revision main\) is not "
+                                              rf"in the local cache.*{HUB_FIX}"):
         load_layer(LLMSpec(source="tiny/qwen2", layer=QWEN_LAYER))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from ..core.errors import UserError
 
@@ -28,6 +29,14 @@ def main(argv=None) -> int:
         return args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from ..core.files import disk_full_error, is_disk_full
+        if not is_disk_full(e):
+            raise
+        folder = Path(e.filename).parent if e.filename else Path.cwd()
+        left = f"{e.filename or 'the file being written'} may be incomplete"
+        print(f"error: {disk_full_error(folder, left=left)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"interrupted{f' ({e})' if str(e) else ''}: nothing half-written is left; run the same command again "

@@ -171,8 +171,10 @@ def linear_names(layer: nn.Module) -> list[str]:
 
 
 def check_lora_targets(spec: LLMSpec, layer: nn.Module | None = None) -> None:
-    """LoRA's targets must be linears of the decoder layer (when none is given, one is built on the meta device: no
-    memory, so planning can refuse a typo before anything is written)."""
+    """LoRA's targets must be linears of the decoder layer, and its rank at most the smallest dimension of a
+    targeted linear (a larger rank only adds parameters: an update of an out x in matrix has rank <= min(out, in)).
+    When no layer is given, one is built on the meta device: no memory, so planning can refuse before anything is
+    written."""
     if layer is None:
         with torch.device("meta"):
             layer = build_decoder_layer(hf_config(spec.config), spec.layer)
@@ -186,6 +188,15 @@ def check_lora_targets(spec: LLMSpec, layer: nn.Module | None = None) -> None:
         raise LLMSpecError(f"lora_targets {unknown} are not linears of layer {spec.layer} of {spec.source!r}; its "
                            f"linears are {', '.join(linear_names(layer))}. Pass --lora-targets from those ({named} "
                            f"attention: --lora-targets {','.join(attention)}).")
+    linears = [(name.rsplit(".", 1)[-1], m) for name, m in layer.named_modules()
+               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in spec.lora_targets]
+    name, narrowest = min(linears, key=lambda nm: min(nm[1].in_features, nm[1].out_features))
+    bound = min(narrowest.in_features, narrowest.out_features)
+    if spec.lora_rank > bound:
+        raise LLMSpecError(f"lora_rank={spec.lora_rank} exceeds {bound}, the smallest dimension of the targeted "
+                           f"{name} ({narrowest.in_features} -> {narrowest.out_features}) of layer {spec.layer} of "
+                           f"{spec.source!r}: a larger rank adds parameters, not expressiveness. Pass --lora-rank "
+                           f"{bound} or less (e.g. 8), or drop {name} from --lora-targets.")
 
 
 def add_lora(layer: nn.Module, spec: LLMSpec) -> None:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -21,17 +24,78 @@ def honour_umask(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC (or a disk quota), as OSError or as a library's own error that carries the OS message (safetensors)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(error) or "Disk quota exceeded" in str(error)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 20:.1f} MiB" if n < 2 ** 30 else f"{n / 2 ** 30:.2f} GiB"
+
+
+def disk_full_error(folder: str | os.PathLike, needed: int | None = None, what: str = "the file",
+                    left: str = "nothing was written"):
+    """A UserError that says the disk is full, where, how much is free and (when known) how much was needed."""
+    import shutil
+
+    from .errors import UserError
+    folder = Path(folder)
+    try:
+        free = f"{_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = "free space unknown"
+    need = f"; {what} needs {_size(needed)}" if needed else ""
+    return UserError(f"the disk holding {folder} is full ({free}{need}); {left}. Free space there, or "
+                     f"write elsewhere, and run the same command again.")
+
+
+def _temporary_prefix(path: Path) -> str:
+    """``.NAME.HOST.``: a temporary file of :func:`atomic_path` names its host and (next) its writer's pid."""
+    return f".{path.name}.{socket.gethostname()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files of ``path`` left by a writer on this host that no longer runs (SIGKILL, power loss): a rerun
+    removes them rather than letting them pile up beside the output. Live writers' and other hosts' are kept."""
+    prefix = _temporary_prefix(path)
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds."""
+def atomic_path(path: str | os.PathLike, needed: int | None = None):
+    """Yield a temporary name next to ``path``; it replaces ``path`` only when the block succeeds. A full disk is a
+    UserError saying where and how much (``needed`` bytes, when the caller knows), with the temporary file gone."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
         honour_umask(tmp)
         os.replace(tmp, path)
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(path.parent, needed, path.name) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -93,7 +93,11 @@ def request_specs(llm: str | None, variant: str | None, layers, options: dict) -
                            f"required" + (f": 0..{n_layers - 1}, or last / all." if n_layers else "."))
     check_layers(layers, n_layers, llm, " Pass --layer within that range.")
     specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
-    if specs[0].lora_rank:
+    if held is not None and specs[0].loads_pretrained:
+        from .weights import load_extracted
+        for i in sorted({j for s in specs for j in range(s.layer, s.layer + s.depth)}):
+            load_extracted(source, i)  # its sha256: a damaged file is refused now, not by nnUNetv2_train
+    if specs[0].lora_rank or options.get("lora_targets") is not None:  # a typo is caught with rank 0 too
         from .block import check_lora_targets
         check_lora_targets(specs[0])
     return RequestedSpecs(llm, specs, n_layers)

@@ -83,6 +83,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         put_spec_in_plans(self.plans_manager.plans, self.configuration_name, spec)
         put_spec_in_configuration(self.configuration_manager.configuration, spec)
         super().initialize()
+        unwrap(self.network).report = self.print_to_log_file  # -pretrained_weights says what it loaded in the log
         block = unwrap(self.network).llm
         if weights is not None:
             layers, norm = weights

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import UserError, did_you_mean
-from ..core.files import write_json
+from ..core.files import exclusive, write_json
 from ..core.resolve import request_specs
 from ..core.spec import PLANS_KEY, LLMSpec, configurations_with_spec, put_spec_in_plans
 from .results import preprocessed_folder
@@ -26,6 +26,8 @@ NNUNET_NAMES = re.compile(r"^(nnUNetPlans|nnUNetResEncUNet[A-Z]*Plans|dataset|da
 PLANS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")
 # Written into plans made by a sweep: which sweep folder they belong to (no other run may replace them).
 SWEEP_KEY = "nnunetv2_llm_sweep"
+# Held (filelock) in the preprocessed folder while plans names are checked and written.
+PLAN_LOCK = ".nnunetv2_llm_plan.lock"
 
 
 class PlanningError(UserError, ValueError):
@@ -236,18 +238,21 @@ def write_llm_plans(dataset, source_plans: str, request: PlansRequest, overwrite
     planned = resolve_request(request, source_plans, suffix)
     if len(set(planned.names)) != len(planned.names):
         raise PlanningError(f"plans names {planned.names} repeat; give -o a distinct name per layer.")
-    targets = [check_name(folder, name, source_plans, overwrite, sweep) for name in planned.names]
-    specs = planned.specs if weights_dir is None else extract_into(planned.specs, planned.names, weights_dir)
-    plans = [llm_plans(source, name, spec) for name, spec in zip(planned.names, specs)]
-    if sweep:
-        for p in plans:
-            p[SWEEP_KEY] = str(Path(sweep).resolve())
-    # A sweep planned again writes the same plans: leave those (and the folds they trained) alone.
-    changed = [(path, p) for path, p in zip(targets, plans) if not (path.is_file() and json.loads(path.read_text()) == p)]
-    if sweep:
-        for path, _ in changed:
-            if path.exists():
-                refuse_retraining(folder.name, path.stem, overwrite)
-    for path, p in changed:
-        write_json(path, p)
+    # Two runs to one name: the second waits, then finds the first one's plans (refused unless --overwrite).
+    with exclusive(folder / PLAN_LOCK, f"the plans of {folder.name}"):
+        targets = [check_name(folder, name, source_plans, overwrite, sweep) for name in planned.names]
+        specs = planned.specs if weights_dir is None else extract_into(planned.specs, planned.names, weights_dir)
+        plans = [llm_plans(source, name, spec) for name, spec in zip(planned.names, specs)]
+        if sweep:
+            for p in plans:
+                p[SWEEP_KEY] = str(Path(sweep).resolve())
+        # A sweep planned again writes the same plans: leave those (and the folds they trained) alone.
+        changed = [(path, p) for path, p in zip(targets, plans)
+                   if not (path.is_file() and json.loads(path.read_text()) == p)]
+        if sweep:
+            for path, _ in changed:
+                if path.exists():
+                    refuse_retraining(folder.name, path.stem, overwrite)
+        for path, p in changed:
+            write_json(path, p)
     return targets

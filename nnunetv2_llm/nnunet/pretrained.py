@@ -36,6 +36,12 @@ def checkpoint_spec(checkpoint: dict) -> LLMSpec | None:
     return spec_in_plans(init.get("plans") or {}, init.get("configuration"), "the checkpoint's init_args")
 
 
+def _input_channels_differ(key: str, theirs: tuple, ours: tuple) -> bool:
+    """The first convolution of the encoder differs only in its input channels: another dataset's modalities."""
+    return (key.startswith("encoder.stages.0.") and key.endswith("weight") and len(theirs) == len(ours) > 2
+            and theirs[1] != ours[1] and theirs[:1] + theirs[2:] == ours[:1] + ours[2:])
+
+
 def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool = False) -> None:
     """``-pretrained_weights`` for LLM nets; other nets go to the loader that was installed before this one.
 
@@ -60,6 +66,11 @@ def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool 
     for key, value in own.items():
         if ".seg_layers." in key or key.startswith("llm."):
             continue
+        if key in pretrained and _input_channels_differ(key, tuple(pretrained[key].shape), tuple(value.shape)):
+            raise LLMSpecError(
+                f"{fname} was trained on {pretrained[key].shape[1]} input channel(s); this dataset has "
+                f"{value.shape[1]} (key {key!r}). -pretrained_weights needs the same input channels: pretrain on a "
+                f"dataset with {value.shape[1]} channel(s), or train without -pretrained_weights.")
         if key not in pretrained or pretrained[key].shape != value.shape:
             raise LLMSpecError(
                 f"{fname} does not fit this network: key {key!r} is "
@@ -76,7 +87,8 @@ def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool 
     else:
         why = (f"the file's LLM block differs ({describe_differences(differences, 'this net', 'the file')}): kept "
                f"the net's own freshly loaded block")
-    print(f"Loaded {len(loaded)} tensors from {fname}; {why}.")
+    # The trainer's log (nnU-Net's print_to_log_file, which prints too) when the trainer gave the net one.
+    getattr(mod, "report", print)(f"Loaded {len(loaded)} tensors from {fname}; {why}.")
     if verbose:
         for key in sorted(loaded):
             print(f"  {key}: {tuple(loaded[key].shape)}")

@@ -25,9 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..core.files import file_sha256, honour_umask, load_checkpoint, tree_sha256, write_json
+from ..core.files import (disk_full_error, file_sha256, honour_umask, is_disk_full, load_checkpoint, tree_sha256,
+                          write_json)
 from ..nnunet.results import TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
-from .runtime import EXPORT_FILE, EXPORT_FORMAT, IMAGE_ENDINGS, LAYOUTS, MODEL_ZIP, ExportError
+from .runtime import EXPORT_FILE, EXPORT_FORMAT, IMAGE_ENDINGS, LAYOUTS, MODEL_ZIP, ExportError, inside_folder
 
 IMAGE_ROOT = "/opt/algorithm"
 # The packages whose versions decide what the model computes; the Dockerfile pins them (and our other requirements).
@@ -103,6 +104,13 @@ def check_exportable_folds(variant: TrainedVariant, folds: list) -> None:
             raise ExportError(f"fold {fold} of {variant.folder.name} lacks progress.png, which nnU-Net's exporter "
                               f"copies and only training writes; copy it back from where the fold trained, or "
                               f"retrain the fold.")
+
+
+def export_size(variant: TrainedVariant, folds: list) -> int:
+    """About the bytes a submission takes: the folds' final checkpoints (in model.zip) and this package's code."""
+    package = Path(__file__).resolve().parents[1]
+    code = sum(p.stat().st_size for p in package.rglob("*.py"))
+    return sum(variant.checkpoint(fold).stat().st_size for fold in folds) + code
 
 
 def recorded_hashes(folder: Path) -> dict[str, str]:
@@ -255,7 +263,11 @@ def measured(check: dict | None) -> str:
 
 
 
-def _check_layout(variant: TrainedVariant, layout: str, channel_folders: list[str], tile_step_size: float) -> None:
+def _check_layout(variant: TrainedVariant, layout: str, channel_folders: list[str], tile_step_size: float,
+                  output_subfolder: str) -> None:
+    inside_folder(output_subfolder, "--output-subfolder")
+    for name in channel_folders:
+        inside_folder(name, "--channel-folders")
     n_channels = len(variant.dataset_json["channel_names"])
     if layout not in LAYOUTS:
         raise ExportError(f"--layout {layout!r}: accepted are {', '.join(LAYOUTS)}.")
@@ -306,7 +318,7 @@ def export_submission(dataset, configuration: str, trainer: str, plans: str, fol
         raise ExportError(f"-c {configuration} is a cascade stage: it needs the previous stage's predictions, which "
                           f"the entry point does not produce. Export a single-stage configuration (2d, 3d_fullres).")
     channel_folders = list(channel_folders or [])
-    _check_layout(variant, layout, channel_folders, tile_step_size)
+    _check_layout(variant, layout, channel_folders, tile_step_size, output_subfolder)
     check_exportable_folds(variant, folds)
     llm_note = check_checkpoints(variant, folds)
     out = _check_output(output, overwrite)
@@ -339,6 +351,10 @@ def export_submission(dataset, configuration: str, trainer: str, plans: str, fol
         write_json(tmp / EXPORT_FILE, record)
         (tmp / "README.md").write_text(submission_readme(record))
         _replace(tmp, out)
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(out.parent, export_size(variant, folds), "the submission") from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -98,14 +98,16 @@ def llm_sources(record: dict, model_folder: Path) -> list[str]:
     return [str(path)] if path is not None and path.exists() else []
 
 
-def stage_inputs(cases_dir: Path, record: dict, staged: Path) -> list[str]:
-    """Copy nnU-Net-named cases (CASE_0000.ext) into the platform layout the submission was exported for."""
+def stage_inputs(cases_dir: Path, record: dict, staged: Path) -> tuple[list[str], dict[str, str]]:
+    """Copy nnU-Net-named cases (CASE_0000.ext) into the platform layout the submission was exported for; the case
+    names, and each staged copy's original (so a message about a copy names the user's file)."""
     ending = record["file_ending"]
     files = sorted(p for p in cases_dir.iterdir() if p.name.endswith(ending) and CHANNEL.match(p.name[: -len(ending)]))
     if not files:
         raise ExportError(f"no cases named CASE_0000{ending} in {cases_dir}; pass -i with images in nnU-Net's naming.")
     cases = sorted({CHANNEL.match(p.name[: -len(ending)])["case"] for p in files})
     layout = record["input"]
+    origins = {}
     for path in files:
         match = CHANNEL.match(path.name[: -len(ending)])
         if layout["layout"] == "folders":
@@ -114,7 +116,15 @@ def stage_inputs(cases_dir: Path, record: dict, staged: Path) -> list[str]:
             target = staged / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    return cases
+        origins[str(target)] = str(path)
+    return cases, origins
+
+
+def originals(text: str, origins: dict[str, str]) -> str:
+    """``text`` with every staged copy's path replaced by the user's file it was copied from."""
+    for staged in sorted(origins, key=len, reverse=True):
+        text = text.replace(staged, origins[staged])
+    return text
 
 
 class OfflineRun:
@@ -206,7 +216,7 @@ def check_submission(folder: str, input_dir: str | None = None, device: str = "c
     work = Path(tempfile.mkdtemp(prefix="nnunetv2-llm-check-"))
     try:
         offline = OfflineRun(folder, work, device)
-        cases = stage_inputs(Path(input_dir), record, work / "input")
+        cases, origins = stage_inputs(Path(input_dir), record, work / "input")
         echo(f"entry point: {len(cases)} case(s), network "
              f"{'namespace without interfaces' if offline.netns else 'guarded'}, hub cache and LLM files out of reach")
         start = time.perf_counter()
@@ -216,7 +226,8 @@ def check_submission(folder: str, input_dir: str | None = None, device: str = "c
             raise ExportError(f"the entry point reached for the network or for files it must not need: "
                               f"{offline.refused[:5]}. It must predict from the model zip alone.")
         if proc.returncode != 0:
-            raise ExportError(f"the entry point failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            stderr = originals(proc.stderr, origins)
+            raise ExportError(f"the entry point failed (exit {proc.returncode}):\n{stderr[-3000:]}")
         timings = read_json(work / "timings.json")
         if not Path(timings["package"]).is_relative_to(folder / "src"):
             raise ExportError(f"the entry point imported nnunetv2_llm from {timings['package']}, not from the "

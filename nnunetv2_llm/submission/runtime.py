@@ -5,9 +5,11 @@ package's trainers, and nothing else (no hub, no LLM files, no network).
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import UserError
@@ -26,6 +28,27 @@ class ExportError(UserError, ValueError):
     """A model that cannot be exported, a submission folder that is not ours, or input the entry point cannot read."""
 
 
+def inside_folder(value: str, option: str) -> str:
+    """A subfolder the record names (labels go to /output/VALUE, channels come from /input/VALUE) must stay inside
+    its folder: an absolute path or one with ``..`` would let the container write or read elsewhere."""
+    if Path(value).is_absolute() or ".." in Path(value).parts:
+        raise ExportError(f"{option} {value!r} leaves its folder (absolute, or with '..'): the container may only "
+                          f"write inside /output and read inside /input. Give a relative path such as "
+                          f"'images/segmentation', or leave it out.")
+    return value
+
+
+def check_record_paths(record: dict, where: Path) -> None:
+    """The record's subfolders stay inside /input and /output (an edited or hand-made export.json included)."""
+    layout = record.get("input") or {}
+    try:
+        inside_folder(layout.get("output_subfolder") or "", "output_subfolder")
+        for name in layout.get("channel_folders") or []:
+            inside_folder(name, "channel folder")
+    except ExportError as e:
+        raise ExportError(f"{where / EXPORT_FILE}: {e}") from None
+
+
 def load_record(folder: Path) -> dict:
     path = Path(folder) / EXPORT_FILE
     if not path.is_file():
@@ -34,6 +57,7 @@ def load_record(folder: Path) -> dict:
     record = read_json(path, fix="export the model again (`nnunetv2-llm export ... --overwrite`)")
     if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{path} was not written by `nnunetv2-llm export`; export the model again.")
+    check_record_paths(record, Path(folder))
     return record
 
 
@@ -97,31 +121,72 @@ def _cases_in_nnunet_naming(input_dir: Path, record: dict, endings: list[str]) -
     return cases
 
 
-def _check_readable(cases: dict[str, list[Path]], endings: list[str]) -> None:
-    import SimpleITK as sitk
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, read without its pixels."""
+    path: Path
+    dimension: int
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    components: int
+
+    @classmethod
+    def read(cls, path: Path, ending: str) -> "ImageHeader":
+        import SimpleITK as sitk
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            raise ExportError(f"{path} cannot be read as an image (damaged, or not what its name says); replace "
+                              f"it with a readable {ending} file.") from None
+        return cls(path, reader.GetDimension(), tuple(reader.GetSize()), tuple(reader.GetSpacing()),
+                   reader.GetNumberOfComponents())
+
+
+def _check_header(header: ImageHeader, dims: int | None) -> None:
+    """One file is one channel: a scalar 2D or 3D image (3D for a 3D model; a 2D model predicts a 3D image slice by
+    slice)."""
+    accepted = "3D" if dims == 3 else "2D or 3D"
+    if header.dimension not in ((3,) if dims == 3 else (2, 3)):
+        raise ExportError(f"{header.path} is a {header.dimension}D image (size {header.size}); the model takes "
+                          f"{accepted} images, one file per channel. Split it into one {accepted} file per channel.")
+    if header.components != 1:
+        raise ExportError(f"{header.path} has {header.components} components per pixel (a vector or colour "
+                          f"image); the model takes one scalar image per channel. Save each component as its own "
+                          f"channel file (CASE_0000, CASE_0001, ...), or convert it to grey values.")
+
+
+def _check_readable(cases: dict[str, list[Path]], endings: list[str], dims: int | None = None) -> None:
+    """Every file's header, before anything is predicted: readable, one scalar 2D/3D image per channel, and the
+    channels of a case on one grid (nnU-Net refuses them otherwise, with a traceback)."""
     for name, files in cases.items():
         used = {_ending(f.name, endings) for f in files}
         if len(used) > 1:
             raise ExportError(f"case {name!r} mixes file types {sorted(used)}; give all its channels one type.")
-        for path in files:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            try:
-                reader.ReadImageInformation()
-            except RuntimeError:
-                raise ExportError(f"{path} cannot be read as an image (damaged, or not what its name says); replace "
-                                  f"it with a readable {_ending(path.name, endings)} file.") from None
+        headers = [ImageHeader.read(path, _ending(path.name, endings)) for path in files]
+        for header in headers:
+            _check_header(header, dims)
+        first = headers[0]
+        for other in headers[1:]:
+            if other.size != first.size or not all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-8)
+                                                   for a, b in zip(other.spacing, first.spacing)):
+                raise ExportError(f"case {name!r}: its channel files differ in shape or spacing ({first.path.name}: "
+                                  f"size {first.size}, spacing {first.spacing}; {other.path.name}: size "
+                                  f"{other.size}, spacing {other.spacing}); all channels of a case must share one "
+                                  f"grid. Resample them onto the first channel's grid.")
 
 
-def find_cases(input_dir: Path, record: dict) -> dict[str, list[Path]]:
-    """Case name -> its channel files in the model's order; any unreadable type or missing channel is an error that
-    names the file or case, before anything is predicted."""
+def find_cases(input_dir: Path, record: dict, dims: int | None = None) -> dict[str, list[Path]]:
+    """Case name -> its channel files in the model's order; any unreadable type, missing channel or header the model
+    cannot take (``dims``: the model's dimensionality) is an error that names the file or case, before anything
+    is predicted."""
     endings = endings_read(record)
     by_layout = _cases_in_channel_folders if record["input"]["layout"] == "folders" else _cases_in_nnunet_naming
     cases = by_layout(input_dir, record, endings)
     if not cases:
         raise ExportError(f"no images in {input_dir}; accepted are files ending in {', '.join(endings)}.")
-    _check_readable(cases, endings)
+    _check_readable(cases, endings, dims)
     return cases
 
 
@@ -139,6 +204,13 @@ def reader_writer(ending: str, example: Path, dataset_json: dict, dims: int):
     return determine_reader_writer_from_file_ending(ending, str(example), verbose=False)
 
 
+def model_dims(model_folder: Path, configuration: str) -> int:
+    """2 or 3: the dimensionality of the installed model's configuration (its patch size)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    plans = read_json(model_folder / "plans.json", fix="install the model again from model.zip")
+    return len(PlansManager(plans).get_configuration(configuration).patch_size)
+
+
 def predict_folder(record: dict, model_folder: Path, input_dir: Path, output_dir: Path, device: str = "auto",
                    echo=print) -> list[dict]:
     """The entry point's work: check every input, then predict case by case; each label image appears only
@@ -147,7 +219,7 @@ def predict_folder(record: dict, model_folder: Path, input_dir: Path, output_dir
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from ..nnunet.environment import ensure_trainer_lookup, resolve_device
-    cases = find_cases(input_dir, record)
+    cases = find_cases(input_dir, record, model_dims(model_folder, record["configuration"]))
     output_dir = output_dir / record["input"]["output_subfolder"] if record["input"]["output_subfolder"] else output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)

@@ -52,6 +52,8 @@ def job_lock(sweep_dir: Path, job: dict) -> Path:
 def is_held(lock: Path) -> bool:
     """Whether another process holds ``lock`` now (free when it is acquired and released at once)."""
     from filelock import FileLock, Timeout
+    if not Path(lock).exists():  # a holder creates it; asking must not (`sweep status` writes nothing)
+        return False
     try:
         FileLock(str(lock)).acquire(timeout=0).lock.release()
     except Timeout:

@@ -46,13 +46,14 @@ def hub_download(repo_id: str, filename: str, revision: str | None, optional: bo
         # Caught before EntryNotFoundError, its base class: "not cached and offline" is not "absent".
         if huggingface_hub.constants.HF_HUB_OFFLINE:
             raise HubUnreachableError(
-                f"hub model {repo_id!r}: {filename!r} is not in the local cache and offline mode is on "
+                f"hub model {repo_id!r}: {filename!r} (revision {revision or 'main'}) is not in the local cache and "
+                f"offline mode is on "
                 f"(HF_HUB_OFFLINE=1), so the hub is not asked. Cache the files first where the hub is reachable "
                 f"(run once without HF_HUB_OFFLINE), or there run `nnunetv2-llm extract` and pass the extracted "
                 f"layer file (or a local checkpoint folder) as the source.") from None
         raise HubUnreachableError(
-            f"hub model {repo_id!r}: {filename!r} is not in the local cache and the hub cannot be reached "
-            f"(no network?). {unreachable_advice(repo_id)}") from None
+            f"hub model {repo_id!r}: {filename!r} (revision {revision or 'main'}) is not in the local cache and the "
+            f"hub cannot be reached (no network?). {unreachable_advice(repo_id)}") from None
     except EntryNotFoundError:
         if optional:
             return None

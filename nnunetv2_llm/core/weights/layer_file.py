@@ -106,7 +106,7 @@ def write_extracted(weights: LayerWeights | list[LayerWeights], out_path: str | 
         if final_norm is not None:
             tensors["norm.weight"] = final_norm.weight
             metadata["norm_sha256"] = final_norm.sha256
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path, needed=sum(v.numel() * v.element_size() for v in tensors.values())) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
     return out_path
 

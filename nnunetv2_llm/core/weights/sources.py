@@ -24,6 +24,10 @@ def source_kind(source: str) -> str:
         return "extracted"
     if p.is_dir():
         return "folder"
+    if p.is_file():
+        raise LLMWeightsError(f"LLM source {source!r} is a file, but neither .gguf nor .safetensors: a file from "
+                              f"`nnunetv2-llm extract` must end in .safetensors (rename it, e.g. to "
+                              f"{p.name}.safetensors), a llama.cpp file in .gguf.")
     if p.is_absolute() or source.startswith((".", "~")) or not _HUB_ID.match(source):
         from ..models import MODELS
         raise LLMWeightsError(
