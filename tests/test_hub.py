@@ -201,3 +201,40 @@ def test_a_folder_without_a_checkpoint_has_no_final_norm_to_read(checkpoint, tmp
                    config=json.loads((checkpoint / "config.json").read_text()))
     with pytest.raises(LLMWeightsError, match=r"has neither model.safetensors.index.json nor model.safetensors"):
         load_final_norm(spec)
+
+
+# ---------------------------------------------------------------- an unreachable hub (issue 32 #4)
+
+def _unreachable_hub_env(tmp_path) -> dict:
+    """The hub on a closed local port (nothing reaches the network), offline mode off, an empty hub cache."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    return {**env, "HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}", "HF_HOME": str(tmp_path / "hf_home")}
+
+
+def test_extract_from_an_unreachable_hub_fails_in_seconds_with_advice_that_fits_the_model(tmp_path):
+    import subprocess
+    import time
+
+    from conftest import BIN
+    env = _unreachable_hub_env(tmp_path)
+    start = time.monotonic()
+    proc = subprocess.run([str(BIN / "nnunetv2-llm"), "extract", "--llm", "deepseek-r1-distill-qwen-1.5b", "-o",
+                           str(tmp_path / "layer.safetensors")], env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "is not in the local cache and the hub (http://127.0.0.1:" in proc.stderr and "cannot be reached" in proc.stderr
+    assert "HF_TOKEN" not in proc.stderr and "licence" not in proc.stderr, "DeepSeek is not gated"
+    assert "nnunetv2-llm extract --llm deepseek-r1-distill-qwen-1.5b -o layer.safetensors" in proc.stderr
+    assert "downloading the whole file" not in proc.stdout + proc.stderr
+    assert elapsed < 30, f"{elapsed:.0f} s to find out that the hub cannot be reached"
+    assert not (tmp_path / "layer.safetensors").exists()
+
+
+def test_unreachable_message_names_the_licence_only_for_a_gated_model():
+    from nnunetv2_llm.core.hub import HubAccess, unreachable_message
+    access = HubAccess(False, "http://127.0.0.1:9", "ConnectError: refused")
+    llama = unreachable_message("meta-llama/Llama-3.2-1B", "'model.safetensors'", access)
+    assert "licence at https://huggingface.co/meta-llama/Llama-3.2-1B" in llama and "HF_TOKEN" in llama
+    assert "--llm llama-3.2-1b" in llama
+    assert "licence" not in unreachable_message("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "x", access)

@@ -295,6 +295,24 @@ def test_refusals_of_existing_files_and_bad_layer_syntax(plan, nnunet_env, datas
     assert _listing(folder) == before
 
 
+def test_plan_summary_names_every_option_and_the_train_line_fits_the_machine(plan, monkeypatch, tmp_path):
+    """Issue 32 #7: the summary left out LoRA, gate, depth and final norm; the train line had no -device cpu on a
+    machine without a GPU; an offline plan of a hub model did not say that training needs the hub."""
+    import huggingface_hub.constants
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    code, out, err = plan("-d", 501, "--llm", "llama-3.2-1b", "--depth", "2", "--lora-rank", "4", "--gate",
+                          "--final-norm", "-o", "nnUNetPlans_summary_test")
+    assert code == 0, err
+    summary = next(line for line in out.splitlines() if line.startswith("wrote "))
+    for part in ("layers 14..15", "gate=True", "final_norm=True", "lora_rank=4"):
+        assert part in summary, summary
+    assert "-tr nnUNetTrainerLLM -p nnUNetPlans_summary_test -device cpu" in out
+    assert "export nnUNet_def_n_proc=1 OMP_WAIT_POLICY=PASSIVE" in out and "nnUNet_n_proc_DA=0 nnUNetv2_train" in out
+    assert "training needs the hub" in out and "HF_HUB_OFFLINE=1" in out and "licence" in out
+
+
 def test_two_concurrent_plan_runs_to_one_name_do_not_both_succeed(nnunet_env, dataset_2d):
     """Issue 30 #5: two processes planning the same name at once: one writes, the other waits for it and is refused
     (without --overwrite), so no plans are silently replaced."""

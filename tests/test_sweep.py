@@ -550,3 +550,57 @@ def test_replicates_train_with_the_stock_cli_and_compare_reports_the_procedure_l
     assert (procedure["runs"], procedure["replicates"]) == (2, 1) and procedure["variance_components"] is None
     assert "training noise is not measured" in procedure["note"] and "replicates: 3" in procedure["note"]
     assert not report["training_runs"]["training_noise_measured"]
+
+
+# ---------------------------------------------------------------- a CPU-only machine (issues 30 #9, 32 #1)
+
+PROBE = "nnUNetTrainer_envProbe"
+PROBE_SOURCE = f"""
+import json, os
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class {PROBE}(nnUNetTrainer):
+    '''Records the device nnUNetv2_train gave it and the CPU settings of its environment, then stops.'''
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        keys = ("nnUNet_def_n_proc", "nnUNet_n_proc_DA", "OMP_WAIT_POLICY")
+        with open(os.environ["PROBE_OUT"], "w") as f:
+            json.dump({{"device": device.type, **{{k: os.environ.get(k) for k in keys}}}}, f)
+        raise SystemExit(3)
+"""
+
+
+def _cpu_only_env(sweep_env, tmp_path) -> dict:
+    """No GPU visible, the user's environment without CPU settings, and the probe trainer on nnUNet_extTrainer."""
+    ext = tmp_path / "ext_trainers"
+    ext.mkdir()
+    (ext / "probe_trainers.py").write_text(PROBE_SOURCE)
+    env = {k: v for k, v in sweep_env.env.items() if k not in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA", "OMP_WAIT_POLICY")}
+    return {**env, "CUDA_VISIBLE_DEVICES": "", "PROBE_OUT": str(tmp_path / "probe.json"),
+            "nnUNet_extTrainer": os.pathsep.join([sweep_env.env["nnUNet_extTrainer"], str(ext)])}
+
+
+def test_local_jobs_planned_without_a_device_train_on_the_cpu_with_its_settings(sweep_env, tmp_path):
+    env = _cpu_only_env(sweep_env, tmp_path)
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "-tr", PROBE, extra_env=env)
+    run = subprocess.run([str(BIN / "nnunetv2-llm"), "sweep", "run", str(out), "--no-compare"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert "no CUDA GPU visible: 1 job(s) planned without a device train on the CPU (-device cpu" in run.stdout
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe == {"device": "cpu", "nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert "-device cpu" in (out / "logs" / f"2d__{PROBE}__nnUNetPlans__fold0.log").read_text()
+
+
+def test_local_jobs_planned_for_cuda_are_refused_before_any_starts_without_a_gpu(sweep_env, tmp_path):
+    env = _cpu_only_env(sweep_env, tmp_path)
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "1", "-tr", PROBE,
+                  "--device", "cuda", extra_env=env)
+    run = subprocess.run([str(BIN / "nnunetv2-llm"), "sweep", "run", str(out)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "2 job(s) train with -device cuda" in run.stderr and "sweep plan --device cpu" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "probe.json").exists() and not list(out.glob("logs/*.log")), "no job started"

@@ -164,8 +164,8 @@ def test_doctor_passes_a_ready_environment(nnunet_env, tmp_path, monkeypatch, ca
     assert cli.main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "ready: nothing blocks training" in out
-    assert re.search(r"deepseek-r1-distill-qwen-1\.5b\s+[│|] OK\s+[│|] local: huggingface_hub cache", out)
-    assert re.search(r"llama-3\.2-1b\s+[│|] WARN\s+[│|] .*not cached and HF_HUB_OFFLINE=1", out)
+    assert re.search(r"deepseek-r1-distill-qwen-1\.5b\s+[│|] OK\s+[│|] cached: huggingface_hub cache", out)
+    assert re.search(r"llama-3\.2-1b\s+[│|] WARN\s+[│|] not cached .* and HF_HUB_OFFLINE=1", out)
     assert re.search(r"trainer lookup\s+[│|] OK", out)
     assert re.search(r"model families\s+[│|] OK\s+[│|] 10 proven layer for layer", out)
     assert "Gemma 3" in out and "Phi-3" in out and "Granite" in out
@@ -191,3 +191,53 @@ def test_doctor_prints_the_export_line_that_fixes_the_trainer_path(nnunet_env, m
     monkeypatch.setenv("nnUNet_extTrainer", export)
     rc, out = cli.main(["doctor"]), capsys.readouterr().out
     assert rc == 0 and "ready: nothing blocks training" in out, out
+
+
+def test_doctor_tells_cached_reachable_unreachable_per_model(nnunet_env, tmp_path, monkeypatch, capsys):
+    """Offline mode off and the hub on a closed local port: each hub model not cached is unreachable, with advice
+    that fits it (a licence only for the gated one); one probe, not a minute of retries."""
+    import time
+
+    from test_ddp import _free_port
+    _use_folders(monkeypatch, nnunet_env, names=("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
+                                                 "nnUNet_extTrainer"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_free_port()}")
+    from nnunetv2_llm.commands.doctor import check_model
+    start = time.monotonic()
+    checks = {name: check_model(name) for name in MODELS}
+    assert time.monotonic() - start < 20
+    for name in ("llama-3.2-1b", "deepseek-r1-distill-qwen-1.5b"):
+        assert checks[name].status == "WARN" and "the hub (http://127.0.0.1:" in checks[name].detail
+        assert "is unreachable" in checks[name].detail and f"extract --llm {name}" in checks[name].fix
+    assert "licence" in checks["llama-3.2-1b"].fix and "licence" not in checks["deepseek-r1-distill-qwen-1.5b"].fix
+    assert checks["smollm2-135m"].status == "OK" and checks["smollm2-135m"].detail.startswith("local: ")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    offline = check_model("deepseek-r1-distill-qwen-1.5b")
+    assert offline.status == "WARN" and "HF_HUB_OFFLINE=1, so the hub is not asked" in offline.detail
+
+
+def test_doctor_without_a_gpu_gives_the_cpu_settings(nnunet_env, monkeypatch):
+    from nnunetv2_llm.commands.doctor import check_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check = check_device()
+    assert check.status == "WARN" and "-device cpu" in check.detail
+    assert "export nnUNet_def_n_proc=1 OMP_WAIT_POLICY=PASSIVE" in check.fix
+    assert "nnUNet_n_proc_DA=0 nnUNetv2_train" in check.fix and "for training only" in check.fix
+
+
+def test_the_demo_export_lines_give_the_cpu_settings_its_runs_used(tmp_path):
+    """The printed lines run in a shell as written and set what the demo trained with (the training-only
+    nnUNet_n_proc_DA as a prefix of the training command, never exported)."""
+    from nnunetv2_llm.commands.demo import DemoPaths, demo_env, export_lines
+    env = demo_env(DemoPaths(tmp_path / "demo folder"), "cpu")
+    lines = export_lines(env, "cpu", "nnUNetTrainerSmolLM2_10epochs_20its")
+    script = "\n".join(line for line in lines if line.startswith("export")) + "\nenv"
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={}).stdout
+    assert "nnUNet_def_n_proc=1" in shell and "OMP_WAIT_POLICY=PASSIVE" in shell
+    assert f"nnUNet_raw={tmp_path / 'demo folder' / 'raw'}" in shell
+    assert "nnUNet_n_proc_DA" not in shell, "exported, it would break nnU-Net's planner"
+    assert any(line.startswith("nnUNet_n_proc_DA=0 nnUNetv2_train 501 2d 1 -tr nnUNetTrainerSmolLM2_10epochs_20its "
+                               "-device cpu") for line in lines)
+    assert not [line for line in export_lines(env, "cuda", "x") if "OMP_WAIT_POLICY" in line]

@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import re
+import shlex
 import subprocess
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from ..core.terminal import console as make_console
-from ..nnunet.environment import cli_path, nnunet_cli_env
+from ..nnunet.environment import CPU_TRAINING_SETTINGS, cli_path, cpu_advice, nnunet_cli_env
 from ..nnunet.lengths import LENGTHS
 from .options import DEFAULT_PLANS, DEVICES
 
@@ -149,7 +150,7 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
                 steps.run(f"train_{trainer}", f"train {trainer} ({epochs} epochs)",
                           [cli_path("nnUNetv2_train"), str(DATASET_ID), CONFIGURATION, FOLD, "-tr", trainer,
                            "-device", device], total=epochs,
-                          extra_env={"nnUNet_n_proc_DA": "0"} if device == "cpu" else None)
+                          extra_env=CPU_TRAINING_SETTINGS if device == "cpu" else None)
         steps.run("compare", f"predict the {NUM_TEST} held-out cases and compare",
                   [cli_path("nnunetv2-llm"), "compare", "-d", str(DATASET_ID), "-c", CONFIGURATION,
                    "-tr", plain, smol, "-f", FOLD, "--held-out", f"{HELD_OUT}={paths.dataset}",
@@ -159,12 +160,22 @@ def run_demo(folder: Path, length: str, device: str, console) -> dict:
     console.print(f"\ndemo finished in {time.monotonic() - start:.0f} s; the full report (in-domain validation "
                   f"and held-out, figures, per-case CSV) is in {paths.report}. To use these folders with the "
                   f"nnU-Net CLIs:")
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-        print(f"export {name}={env[name]}")
+    for line in export_lines(env, device, smol):
+        print(line)
     console.print("\nTry next (after those exports):")
     for line in next_steps(paths, smol):
         print(f"  {line}")
     return report
+
+
+def export_lines(env: dict, device: str, smol: str) -> list[str]:
+    """The demo's folders for the nnU-Net CLIs and, on CPU, the settings its own runs trained with."""
+    lines = [f"export {name}={shlex.quote(env[name])}"
+             for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")]
+    if device == "cpu":
+        lines += ["# on CPU, as the demo trained (without them nnU-Net's training is several times slower):",
+                  *cpu_advice(f"nnUNetv2_train {DATASET_ID} {CONFIGURATION} 1 -tr {smol} -device cpu")]
+    return lines
 
 
 def print_summary(report: dict, plain: str, smol: str, console) -> None:

@@ -11,14 +11,13 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import io
-import json
 import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.terminal import console as make_console
-from ..nnunet.environment import ext_trainer_entries, lists_our_trainers, trainers_folder
+from ..nnunet.environment import cpu_advice, ext_trainer_entries, lists_our_trainers, trainers_folder
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -124,29 +123,10 @@ def check_trainer_lookup() -> Check:
                  ext_trainer_export_line() + "  (our folder first, so its names win over others')")
 
 
-def _cached_layer_files(repo_id: str, layer: int) -> list[str] | None:
-    """The cached files holding ``layer`` of a hub checkpoint, or None when they are not all in the cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from ..core.weights import INDEX_NAME, SINGLE_NAME, LLMWeightsError, layer_shards
-    index = try_to_load_from_cache(repo_id, INDEX_NAME)
-    if isinstance(index, str):
-        try:
-            shards = layer_shards(json.loads(Path(index).read_text())["weight_map"], layer, repo_id)
-        except LLMWeightsError:
-            return None
-        paths = [try_to_load_from_cache(repo_id, s) for s in shards]
-        return [str(p) for p in paths] if all(isinstance(p, str) for p in paths) else None
-    single = try_to_load_from_cache(repo_id, SINGLE_NAME)
-    return [single] if isinstance(single, str) else None
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
-
-
 def check_model(name: str) -> Check:
-    """Local availability from the package or the huggingface_hub cache; the hub is never contacted."""
+    """Cached (in the package or the huggingface_hub cache), or else whether the hub can be reached from here (one
+    quick probe for all models; nothing is downloaded): cached / reachable / unreachable, with advice that fits."""
+    from ..core.hub import cached_layer_files, gated_advice, hub_access, offline, unreachable_advice
     from ..core.models import MODELS
     from ..core.weights import LLMWeightsError, local_source_path, source_kind
     model = MODELS[name]
@@ -156,23 +136,27 @@ def check_model(name: str) -> Check:
             return Check(label, OK, f"local: {local_source_path(model.source)}")
         except LLMWeightsError as e:
             return Check(label, WARN, f"unavailable: {e}")
-    files = _cached_layer_files(model.source, model.layer)
+    files = cached_layer_files(model.source, model.layer)
     if files:
-        return Check(label, OK, f"local: huggingface_hub cache ({', '.join(Path(f).name for f in files)})")
-    gated = model.gated
-    if _hub_offline():
-        return Check(label, WARN, f"{model.source} layer {model.layer} is not cached and HF_HUB_OFFLINE=1",
-                     f"unset HF_HUB_OFFLINE to download it, or where the hub is reachable run "
-                     f"`nnunetv2-llm extract --llm {name} -o FILE` and write LLM plans from FILE "
-                     f"(`nnunetv2-llm plan -d DATASET --llm FILE --layer {model.layer}`) for nnUNetTrainerLLM")
+        return Check(label, OK, f"cached: huggingface_hub cache ({', '.join(Path(f).name for f in files)})")
+    access = hub_access()
+    if not access.reachable:
+        why = ("HF_HUB_OFFLINE=1, so the hub is not asked" if offline()
+               else f"the hub ({access.endpoint}) is unreachable: {access.reason}")
+        fix = unreachable_advice(model.source)
+        return Check(label, WARN, f"not cached ({model.source} layer {model.layer}) and {why}",
+                     ("unset HF_HUB_OFFLINE to download it, or: " if offline() else "") + fix)
+    gated = gated_advice(model.source)
     if gated:
         from huggingface_hub import get_token
         if get_token() is None:
-            return Check(label, WARN, f"hub: {model.source} is gated and no HF_TOKEN is set",
-                         f"accept the licence at https://huggingface.co/{model.source}, then export HF_TOKEN=<token>")
-        return Check(label, OK, f"hub: {model.source} (gated; HF_TOKEN set, licence not checked offline); "
-                                f"reads only layer {model.layer} on first use (byte ranges, then cached)")
-    return Check(label, OK, f"hub: {model.source}; reads only layer {model.layer} on first use (byte ranges, then cached)")
+            return Check(label, WARN, f"reachable: {model.source} on {access.endpoint}, but it is gated and no "
+                                      f"HF_TOKEN is set", f"{gated}: accept the licence, then export HF_TOKEN=<token>")
+        return Check(label, OK, f"reachable: {model.source} on {access.endpoint} (gated; HF_TOKEN set, licence "
+                                f"acceptance checked on first use); reads only layer {model.layer} (byte ranges, "
+                                f"then cached)")
+    return Check(label, OK, f"reachable: {model.source} on {access.endpoint}; reads only layer {model.layer} on first "
+                            f"use (byte ranges, then cached)")
 
 
 def check_gguf() -> Check:
@@ -194,7 +178,9 @@ def check_device() -> Check:
     import torch
     if torch.cuda.is_available():
         return Check("device", OK, f"CUDA: {torch.cuda.get_device_name(0)} (torch {torch.__version__})")
-    return Check("device", WARN, f"no CUDA GPU (torch {torch.__version__}): train with -device cpu, slowly")
+    return Check("device", WARN, f"no CUDA GPU (torch {torch.__version__}): train with -device cpu and the CPU "
+                                 f"settings below (without them nnU-Net's training is several times slower)",
+                 "\n    ".join(cpu_advice()))
 
 
 def run_checks() -> list[Check]:

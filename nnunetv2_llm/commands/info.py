@@ -38,9 +38,9 @@ def print_table(info: dict) -> None:
 
 
 def cmd_info(args) -> int:
-    from ..core.resolve import source_spec
+    from ..core.resolve import structure_spec
     from ..nnunet.networks import cost_report
-    fallback = source_spec(args.llm, args.layer, trainable=args.trainable, stage=args.stage)
+    fallback = structure_spec(args.llm, args.layer, trainable=args.trainable, stage=args.stage)
     info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -21,7 +21,8 @@ def cmd_plan(args) -> int:
     from ..core.block import describe
     from ..core.files import read_json
     from ..core.spec import configurations_with_spec, spec_in_plans
-    from ..nnunet.planning import PlanningError, PlansRequest, write_llm_plans
+    from ..nnunet.environment import cpu_advice, cuda_available
+    from ..nnunet.planning import PlanningError, PlansRequest, hub_needed, write_llm_plans
     from ..nnunet.results import dataset_id
     if args.preset:
         raise PlanningError(f"--preset was split into --llm MODEL and --variant NAME in 0.3: --preset llama-paper is "
@@ -34,10 +35,23 @@ def cmd_plan(args) -> int:
         with_llm = configurations_with_spec(plans)
         spec = spec_in_plans(plans, with_llm[0], str(path))
         print(f"wrote {path}: {describe(spec)} in {', '.join(with_llm)}")
+    hub_note = hub_needed(spec)
+    if hub_note:
+        print(hub_note)
     number = dataset_id(targets[0].parent.name)
-    print("train with:")
-    for path in targets:
-        print(f"  nnUNetv2_train {number} {with_llm[0]} FOLD -tr nnUNetTrainerLLM -p {path.stem}")
+    on_cpu = not cuda_available()
+    print("train with" + (" (no CUDA GPU here: on the CPU, with the settings below; nnUNetTrainerLLM runs 1000 "
+                          "epochs, nnUNetTrainerLLM_10epochs_20its a short first try)" if on_cpu else "") + ":")
+    device = " -device cpu" if on_cpu else ""
+    commands = [f"nnUNetv2_train {number} {with_llm[0]} FOLD -tr nnUNetTrainerLLM -p {path.stem}{device}"
+                for path in targets]
+    if on_cpu:
+        print(f"  {cpu_advice()[0]}")
+        commands = [f"nnUNet_n_proc_DA=0 {c}" for c in commands]
+    for command in commands:
+        print(f"  {command}")
+    if on_cpu:
+        print("  (nnUNet_n_proc_DA=0 for training only: nnU-Net's planner fails with it)")
     return 0
 
 

@@ -9,7 +9,6 @@ import copy
 import json
 from dataclasses import dataclass
 
-from pathlib import Path
 
 from .models import DEFAULT_MODEL, MODELS, unknown_model
 from .spec import LLMSpec, LLMSpecError, check_layers, parse_block_starts
@@ -42,12 +41,22 @@ def source_spec(llm: str, layer: int | None = None, **options) -> LLMSpec:
     if llm in MODELS:
         return model_spec(llm, **options)
     if "layer" not in options:
-        if not Path(llm).exists() and not any(c in llm for c in "/.\\"):  # a misspelt model, not a source
-            raise unknown_model(llm)
+        from .weights import source_kind
+        source_kind(llm)  # neither a file, a folder nor a hub id (a misspelt model, e.g. lama-3.2-1b): named first
         raise LLMSpecError(f"--llm {llm!r} is not a named model, so --layer is required "
                            f"(named models: {', '.join(sorted(MODELS))}).")
     from .weights import resolve_spec
     return resolve_spec(LLMSpec(source=llm, **options))
+
+
+def structure_spec(llm: str, layer: int | None = None, **options) -> LLMSpec:
+    """As :func:`source_spec`, for counting a block's parameters and FLOPs (``info``): without ``--layer`` a source
+    other than a named model gets the first layer an extracted file holds, else layer 0 (a model's decoder layers
+    share one shape)."""
+    if layer is None and llm not in MODELS:
+        from .weights import extracted_layers, source_kind
+        layer = extracted_layers(llm)[0] if source_kind(llm) == "extracted" else 0
+    return source_spec(llm, layer, **options)
 
 
 @dataclass

@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 from ..core.files import atomic_path, check_checkpoint_file, write_json
-from ..nnunet.results import TrainedVariant, dataset_name, parse_folds, require_folder, trained_variant, validation_keys
+from ..nnunet.results import (TrainedVariant, dataset_name, parse_folds, require_folder, trained_names, trained_variant,
+                              validation_keys)
 
 THRESHOLD = 0.4
 DEFINITIONS = {
@@ -167,6 +168,11 @@ def find_run(name: str, trainer: str, plans: str, configuration: str, fold, chec
     require_folder("nnUNet_results")
     variant = trained_variant(name, trainer, plans, configuration)
     run = Run(variant, fold, checkpoint)
+    if not variant.folder.is_dir():
+        found = trained_names(variant.folder.parent, configuration, plans)
+        raise AnalysisError(f"-tr {trainer} -p {plans}: no results of that run in {variant.folder}. Runs of -c "
+                            f"{configuration} that finished an epoch: {', '.join(found) or 'none'}."
+                            f"{did_you_mean(trainer, found)}")
     if not variant.checkpoint(fold, checkpoint).is_file():
         folder = variant.folder
         found = sorted(str(p.relative_to(folder.parent)) for p in folder.parent.glob(f"*__{configuration}/fold_*/"
@@ -359,6 +365,8 @@ def save_case_figure(path: Path, case_id: str, rows: list[tuple[str, Patch, np.n
                      threshold: float, metrics: list[dict]) -> None:
     """One row per run: image with ground-truth contour, Act. Before overlay, Act. After overlay."""
     from matplotlib.figure import Figure
+
+    from .figures import wrap_name
     fig = Figure(figsize=(9, 3 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for (label, case, before, after), m, ax_row in zip(rows, metrics, axes):
@@ -381,7 +389,7 @@ def save_case_figure(path: Path, case_id: str, rows: list[tuple[str, Patch, np.n
             ax.set_title(title, fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-        ax_row[0].set_ylabel(label, fontsize=7)
+        ax_row[0].set_ylabel(wrap_name(label, 40), fontsize=7)
     fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="activation (min-max)")
     fig.suptitle(f"{case_id}: green = ground truth, dashed = activation >= {threshold:g}", fontsize=9)
     with atomic_path(path) as tmp:
@@ -391,12 +399,17 @@ def save_case_figure(path: Path, case_id: str, rows: list[tuple[str, Patch, np.n
 def save_distributions(path: Path, runs: list[dict], threshold: float) -> None:
     """ER and LSVR violins with per-case dots and the mean (red), and mean concentration IoU bars per run."""
     from matplotlib.figure import Figure
-    labels, rows = [r["label"] for r in runs], np.arange(len(runs))
-    fig = Figure(figsize=(8, 1.5 + 3 * (0.8 + 0.5 * len(runs))), layout="constrained")
+
+    from .figures import wrap_title, wrapped
+    labels, rows = wrapped([r["label"] for r in runs], 34), np.arange(len(runs))
+    height = max(0.8 + 0.5 * len(runs), 0.5 + 0.32 * sum(label.count("\n") + 1 for label in labels))
+    fig = Figure(figsize=(8, 1.8 + 3 * height), layout="constrained")
     ax_er, ax_lsvr, ax_iou = fig.subplots(3, 1)
-    for ax, metric, title in ((ax_er, "effective_rank", "Effective rank (ER, channel-wise SVD) of the decoder input, higher = more "
-                                                        "dimensions used"),
-                              (ax_lsvr, "lsvr", "LSVR = -ln(s1 / sum s) of the decoder input, smaller = s1 dominates")):
+    for ax, metric, title, xlabel in (
+            (ax_er, "effective_rank", "Effective rank (ER, channel-wise SVD) of the decoder input",
+             "effective rank (number of directions), higher = more dimensions used"),
+            (ax_lsvr, "lsvr", "LSVR = -ln(s1 / sum s) of the decoder input",
+             "LSVR, higher = the largest direction s1 dominates less")):
         data = [[c[metric] for c in r["cases"].values() if c[metric] is not None] for r in runs]
         filled = [i for i, d in enumerate(data) if d]
         if filled:
@@ -406,7 +419,8 @@ def save_distributions(path: Path, runs: list[dict], threshold: float) -> None:
             ax.scatter(data[i], np.full(len(data[i]), i), s=8, color="k", alpha=0.6, zorder=3)
             ax.plot([mean, mean], [i - 0.35, i + 0.35], color="red", lw=2, zorder=4)
             ax.annotate(f"mean {mean:.3f}", (mean, i - 0.38), fontsize=7, color="red", ha="center", va="bottom")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(wrap_title(title, 60), fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
     height = 0.38
     for shift, key, shade, name in ((-height / 2, "iou_before", "tab:blue", "Act. Before"),
                                     (height / 2, "iou_after", "lightblue", "Act. After")):
@@ -417,7 +431,9 @@ def save_distributions(path: Path, runs: list[dict], threshold: float) -> None:
         for i in present:
             ax_iou.text(means[i] + 0.01, i + shift, f"{means[i]:.3f}", va="center", fontsize=7)
     ax_iou.set_xlim(0, 1.1)
-    ax_iou.set_title(f"Mean concentration IoU of activation >= {threshold:g} with the ground truth", fontsize=9)
+    ax_iou.set_title(wrap_title(f"Mean concentration IoU of activation >= {threshold:g} with the ground truth", 60),
+                     fontsize=9)
+    ax_iou.set_xlabel("concentration IoU (0-1), higher = activation more on the object", fontsize=8)
     ax_iou.legend(fontsize=7, loc="lower right")
     for ax in (ax_er, ax_lsvr, ax_iou):
         ax.set_yticks(rows, labels, fontsize=8)

@@ -330,7 +330,7 @@ def _run(p: Prepared, echo) -> dict:
     summaries = {s: summarize_set(labels, p.reference, scores[s], case_lists[s], case_folds[s], p.rule.keys,
                                   p.request.seed, p.request.bootstrap) for s in sets}
     runs = training_runs(p, replicate_scores, case_lists[IN_DOMAIN], case_folds[IN_DOMAIN], summaries[IN_DOMAIN])
-    apply_holm(summaries)
+    tests = apply_holm(summaries)
     report = {
         "dataset": p.dataset, "configuration": p.request.configuration, "folds": p.folds,
         "labels": p.rule.keys, "ignore_label": p.rule.ignore_label, "output": str(p.out),
@@ -344,7 +344,7 @@ def _run(p: Prepared, echo) -> dict:
         "set_kinds": {e.name: e.kind for e in p.externals},
         "training_runs": runs,
         "efficiency": p.efficiency,
-        "num_comparisons": sum(1 for e in summaries.values() for c in e["comparisons"].values() for _ in c),
+        "num_comparisons": tests,
         "sets": summaries,
         "conventions": {"both_empty": "NaN for every metric (left out of means and tests)",
                         "one_empty": "Dice = IoU = NSD = 0, HD95 = image diagonal in mm",

@@ -10,7 +10,7 @@ import numpy as np
 from .cases import IN_DOMAIN
 from .efficiency import efficiency_figure
 from .metrics import HIGHER_IS_BETTER, METRICS
-from .plotting import savefig, wrapped
+from .plotting import savefig, wrap_title, wrapped
 from .scoring import case_means
 from .statistics import significance_mark
 
@@ -82,7 +82,7 @@ def differences(path: Path, set_name: str, entry: dict, reference: str) -> Path:
     axes[0].set_yticks(range(len(compared)), wrapped(compared), fontsize=7)
     axes[0].invert_yaxis()
     fig.suptitle(f"{set_name}: mean paired difference to {reference} with bootstrap 95% CI; p = Wilcoxon, Holm over "
-                 f"the report's comparisons", fontsize=10)
+                 f"all the report's tests", fontsize=10)
     return savefig(fig, path)
 
 
@@ -110,7 +110,7 @@ def significance(path: Path, set_name: str, entry: dict, report_comparisons: int
     ax.imshow(colours)
     for i in range(n):
         ax.text(i, i, "-", ha="center", va="center", fontsize=8, color="grey")
-    ax.set_xticks(range(n), wrapped(names, 20), rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(range(n), wrapped(names, 20), rotation=90, ha="center", fontsize=7)
     ax.set_yticks(range(n), wrapped(names), fontsize=7)
     ax.set_xticks(np.arange(-0.5, n), minor=True)
     ax.set_yticks(np.arange(-0.5, n), minor=True)
@@ -119,7 +119,9 @@ def significance(path: Path, set_name: str, entry: dict, report_comparisons: int
     pairs = n * (n - 1) // 2
     ax.legend(handles=[Patch(facecolor=c, edgecolor="grey", label=label) for _, label, c in LEVELS],
               loc="upper right", fontsize=7, title="Holm-corrected p", title_fontsize=7, frameon=True)
-    fig.suptitle(f"{set_name}: paired Wilcoxon p on case Dice, each pair of variants", fontsize=10)
-    ax.set_title(f"Holm over the {pairs} pair(s) of this figure; the report's table\ncorrects over its "
-                 f"{report_comparisons} comparisons with the reference instead", fontsize=8)
+    fig.suptitle(wrap_title(f"{set_name}: paired Wilcoxon p on case Dice, each of the {pairs} pair(s) of variants",
+                            int(11 * (2.6 + 1.0 * n))), fontsize=10)
+    ax.set_title(f"Holm over all {report_comparisons} tests of the report, as in report.md\n(a pair with the "
+                 f"reference shows the table's p)", fontsize=8)
     return savefig(fig, path)
+

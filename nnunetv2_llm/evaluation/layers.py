@@ -127,19 +127,26 @@ def layers_figure(path: Path, rows: list[LayerRow], report: dict, set_name: str,
     from matplotlib.figure import Figure
 
     mine = [r for r in rows if r.set == set_name]
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = Figure(figsize=(8, 6), layout="constrained")
     ax = fig.subplots()
     if plain is not None:
         mean, low, high, level = headline_mean(report["sets"][set_name]["variants"][plain]["Dice"])
         ax.axhspan(low, high, color="grey", alpha=0.25, label=f"{plain} (plain nnU-Net): 95% CI ({level})")
         ax.axhline(mean, color="grey", lw=1.2, label="plain nnU-Net: mean")
+    starred = set()
     for i, series in enumerate(dict.fromkeys(r.series for r in mine)):
         points = [r for r in mine if r.series == series]
         x = [r.layer for r in points]
+        if len(points) == 1:  # a built-in trainer or a single plans file: one point with its CI, no line, no star
+            r = points[0]
+            ax.errorbar(r.layer, r.dice, yerr=[[r.dice - r.ci_low], [r.ci_high - r.dice]], fmt="s", capsize=4,
+                        markersize=7, label=f"{series} (one layer)")
+            continue
         line, = ax.plot(x, [r.dice for r in points], "o-", label=series)
         ax.fill_between(x, [r.ci_low for r in points], [r.ci_high for r in points], color=line.get_color(), alpha=0.15)
         model = points[0].model
-        if model in MODELS and MODELS[model].layer in x:
+        if model in MODELS and MODELS[model].layer in x and model not in starred:
+            starred.add(model)  # one star per model, on its first swept series
             default = next(r for r in points if r.layer == MODELS[model].layer)
             ax.plot(default.layer, default.dice, marker="*", markersize=16, color=line.get_color(),
                     markeredgecolor="k", linestyle="none",
@@ -154,8 +161,8 @@ def layers_figure(path: Path, rows: list[LayerRow], report: dict, set_name: str,
     folds = mine[0].folds if mine else ""
     ax.set_title(f"{report['dataset']} {report['configuration']}, {set_name}: Dice by LLM layer ({mine[0].cases if mine else 0} "
                  f"cases, folds {folds})", fontsize=10)
-    handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles, wrapped(labels, 60), fontsize=7, loc="best")
+    handles, labels = ax.get_legend_handles_labels()  # below the axes: over them it would hide a CI band
+    fig.legend(handles, wrapped(labels, 60), fontsize=7, loc="outside lower center", ncols=2)
     ax.grid(alpha=0.3)
     return savefig(fig, path)
 
@@ -170,19 +177,27 @@ def which_layer(rows: list[LayerRow], plain: str | None, set_name: str) -> list[
     for series in dict.fromkeys(r.series for r in mine):
         points = [r for r in mine if r.series == series]
         best = max(points, key=lambda r: r.dice if not math.isnan(r.dice) else -math.inf)
+        verdict = _verdict(best, plain)
+        if len(points) == 1:  # a built-in trainer: no choice of layer to judge
+            lines.append(f"- {series}: one layer only, **{best.layer}** (Dice {best.dice:.3f} [{best.ci_low:.3f}, "
+                         f"{best.ci_high:.3f}]), which {verdict}; no choice of layer to judge.")
+            continue
         spread = max(r.dice for r in points) - min(r.dice for r in points)
         width = sum(r.ci_high - r.ci_low for r in points) / len(points)
-        if plain is None:
-            verdict = "no plain nnU-Net in this comparison to test it against"
-        elif best.delta_ci_low is not None and best.delta_ci_low > 0 and best.p_holm < 0.05:
-            verdict = (f"beats {plain} beyond noise (Δ {best.delta:+.3f} [{best.delta_ci_low:+.3f}, "
-                       f"{best.delta_ci_high:+.3f}], Holm p = {best.p_holm:.3g})")
-        else:
-            verdict = (f"does not beat {plain} beyond noise (Δ {best.delta:+.3f} [{best.delta_ci_low:+.3f}, "
-                       f"{best.delta_ci_high:+.3f}], Holm p = {fmt(best.p_holm, 3)})")
         matters = ("the choice of layer matters more than the noise" if spread > width else
                    "the choice of layer is within the noise")
         lines.append(f"- {series}: best layer **{best.layer}** (Dice {best.dice:.3f} [{best.ci_low:.3f}, "
                      f"{best.ci_high:.3f}]), which {verdict}. Across {len(points)} layers the means span "
                      f"{spread:.3f}, their CIs are {width:.3f} wide on average: {matters}.")
     return lines + [""]
+
+
+def _verdict(best: LayerRow, plain: str | None) -> str:
+    """Whether a series' best point beats plain nnU-Net beyond noise, with its difference, CI and Holm p."""
+    if plain is None:
+        return "has no plain nnU-Net in this comparison to be tested against"
+    if best.delta_ci_low is not None and best.delta_ci_low > 0 and best.p_holm < 0.05:
+        return (f"beats {plain} beyond noise (Δ {best.delta:+.3f} [{best.delta_ci_low:+.3f}, "
+                f"{best.delta_ci_high:+.3f}], Holm p = {best.p_holm:.3g})")
+    return (f"does not beat {plain} beyond noise (Δ {best.delta:+.3f} [{best.delta_ci_low:+.3f}, "
+            f"{best.delta_ci_high:+.3f}], Holm p = {fmt(best.p_holm, 3)})")

@@ -46,41 +46,68 @@ def summarize_set(labels: list[str], reference: int, scores: dict, cases: list[s
         matrix = np.stack([values[v, metric] for v in labels], axis=1)
         ranks = rank_stability(matrix, HIGHER_IS_BETTER[metric], seed)
         entry["ranking"][metric] = {v: {"rank": r, "first": f} for v, r, f in zip(labels, ranks["rank"], ranks["first"])}
-    entry["pairwise_dice_p_holm"] = pairwise_matrix(labels, scores, cases, keys)
+    entry["pairwise_dice_p"] = pairwise_matrix(labels, scores, cases, keys)  # uncorrected; apply_holm corrects
     return entry
 
 
-def apply_holm(sets: dict) -> None:
-    """Holm over every (set, variant, metric) comparison in the report, and separately over every procedure-level
-    test (the two levels answer different questions)."""
+def _other_pairs(entry: dict) -> list[tuple[int, int]]:
+    """The pairs of the significance figure that are not a comparison with the reference (both are other variants)."""
+    labels = list(entry["variants"])
+    others = [i for i, v in enumerate(labels) if v in entry["comparisons"]]
+    return [(i, j) for i in others for j in others if i < j]
+
+
+def _holm_procedures(sets: dict) -> None:
+    """Holm over every procedure-level test, a family of its own (the two levels answer different questions)."""
     procedures = [c[m]["procedure"] for e in sets.values() for c in e["comparisons"].values() for m in c
                   if "procedure" in c[m]]
     tested = [x for x in procedures if not math.isnan(x["p"])]
     for x, p in zip(tested, holm([x["p"] for x in tested])):
         x["p_holm"] = p
+
+
+def apply_holm(sets: dict) -> int:
+    """One family of case-level tests per report: Holm over every (set, variant, metric) comparison with the
+    reference and every Dice pair of two other variants that the significance figure shows (the figure's cells of a
+    pair with the reference are the table's p); the procedure-level tests are corrected as a family of their own.
+    Returns the number of case-level tests."""
+    _holm_procedures(sets)
     keys = [(s, v, m) for s, e in sets.items() for v, c in e["comparisons"].items() for m in c
             if not math.isnan(c[m]["p"])]
-    adjusted = holm([sets[s]["comparisons"][v][m]["p"] for s, v, m in keys])
+    pairs = [(s, i, j) for s, e in sets.items() for i, j in _other_pairs(e)
+             if not math.isnan(e["pairwise_dice_p"][i][j])]
+    adjusted = holm([sets[s]["comparisons"][v][m]["p"] for s, v, m in keys]
+                    + [sets[s]["pairwise_dice_p"][i][j] for s, i, j in pairs])
     for (s, v, m), p in zip(keys, adjusted):
         sets[s]["comparisons"][v][m]["p_holm"] = p
     for e in sets.values():
         for c in e["comparisons"].values():
             for m in c.values():
                 m.setdefault("p_holm", math.nan)
+        labels = list(e["variants"])
+        matrix = [[math.nan] * len(labels) for _ in labels]
+        for i, v in enumerate(labels):
+            for j, w in enumerate(labels):  # a pair with the reference: the table's p of the other variant
+                other = w if v not in e["comparisons"] else v if w not in e["comparisons"] else None
+                if i != j and other is not None:
+                    matrix[i][j] = e["comparisons"][other]["Dice"]["p_holm"]
+        e["pairwise_dice_p_holm"] = matrix
+    for (s, i, j), p in zip(pairs, adjusted[len(keys):]):
+        sets[s]["pairwise_dice_p_holm"][i][j] = sets[s]["pairwise_dice_p_holm"][j][i] = p
+    for e in sets.values():
+        e.pop("pairwise_dice_p")
+    return len(keys) + len(pairs)
 
 
 def pairwise_matrix(labels: list[str], scores: dict, cases: list[str], keys: list[str],
                     metric: str = "Dice") -> list[list[float]]:
-    """Wilcoxon p between every pair of variants on one set, Holm-corrected over those pairs (the figure's)."""
+    """Wilcoxon p between every pair of variants on one set, uncorrected (``apply_holm`` corrects them)."""
     values = [case_means(scores[v], cases, keys, metric) for v in labels]
-    pairs = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels))]
-    raw = []
-    for i, j in pairs:
-        keep = ~(np.isnan(values[i]) | np.isnan(values[j]))
-        raw.append(wilcoxon_p(values[i][keep] - values[j][keep]) if keep.any() else 1.0)
     matrix = [[math.nan] * len(labels) for _ in labels]
-    for (i, j), p in zip(pairs, holm(raw)):
-        matrix[i][j] = matrix[j][i] = p
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            keep = ~(np.isnan(values[i]) | np.isnan(values[j]))
+            matrix[i][j] = matrix[j][i] = wilcoxon_p(values[i][keep] - values[j][keep]) if keep.any() else 1.0
     return matrix
 
 
@@ -195,7 +222,8 @@ def markdown_report(report: dict, first: list[str] = ()) -> str:
              f"Reference: **{report['reference']}**. Folds: {' '.join(map(str, report['folds']))}. Values are means "
              f"over cases (each case: mean over {report['targets_note']}); Δ = variant - reference with a bootstrap "
              f"95% CI ({report['bootstrap_resamples']} resamples, seed {report['seed']}); p = paired Wilcoxon "
-             f"signed-rank, Holm-corrected over all {report['num_comparisons']} comparisons in this report "
+             f"signed-rank, Holm-corrected over all {report['num_comparisons']} tests of this report (the comparisons "
+             f"with the reference and the significance figure's Dice pairs of two other variants) "
              f"(* p<0.05, ** p<0.01, *** p<0.001); r = matched-pairs rank-biserial; W/T/L = wins/ties/losses "
              f"of the variant. Dice, IoU and NSD: higher is better; HD95 in mm: lower is better. NSD at "
              f"{report['tolerance_note']}.", ""]

@@ -50,21 +50,44 @@ def ensure_trainer_lookup() -> None:
     os.environ["nnUNet_extTrainer"] = with_our_trainers(dict(os.environ))["nnUNet_extTrainer"]
 
 
+# nnU-Net on CPU. OpenMP threads that spin while waiting make nnU-Net's training (which uses every core) up to
+# 15x slower as soon as another process wants a core: passive waiting avoids that. nnU-Net's pools (validation
+# export, preprocessing) start 8 workers by default, too many for a CPU that also trains. Data augmentation in the
+# training process itself (nnUNet_n_proc_DA=0) is for TRAINING ONLY: nnU-Net's planner calls
+# torch.set_num_threads(nnUNet_n_proc_DA) and fails with 0.
+CPU_SETTINGS = {"nnUNet_def_n_proc": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+CPU_TRAINING_SETTINGS = {**CPU_SETTINGS, "nnUNet_n_proc_DA": "0"}
+
+
+def cpu_env(env: dict, training: bool) -> dict:
+    """``env`` with the CPU settings (those for training too when ``training``); values the user set are kept."""
+    return {**(CPU_TRAINING_SETTINGS if training else CPU_SETTINGS), **env}
+
+
+def cpu_advice(train_example: str = "nnUNetv2_train DATASET CONFIG FOLD -tr TRAINER -device cpu") -> list[str]:
+    """Shell lines that give a CPU user the settings: two exports for every nnU-Net command, and the training-only
+    one as a prefix of the training command (exported, it would break nnUNetv2_plan_and_preprocess)."""
+    exports = " ".join(f"{k}={v}" for k, v in CPU_SETTINGS.items())
+    return [f"export {exports}",
+            f"nnUNet_n_proc_DA=0 {train_example}   # nnUNet_n_proc_DA=0 for training only: "
+            f"nnU-Net's planner fails with it"]
+
+
 def nnunet_cli_env(raw: Path, preprocessed: Path, results: Path, device: str) -> dict:
     """The environment of nnU-Net CLI subprocesses: these three folders, our trainers first on
-    ``nnUNet_extTrainer`` (keeping the user's other entries), one worker, no hub.
-
-    On CPU, OpenMP threads that spin while waiting make nnU-Net's training (which uses every core) up to
-    15x slower as soon as another process wants a core; passive waiting avoids that (unless the user
-    chose a policy)."""
+    ``nnUNet_extTrainer`` (keeping the user's other entries), one worker, no hub, and on CPU passive
+    OpenMP waiting (unless the user chose a policy)."""
     env = with_our_trainers(dict(os.environ))
     env.update({
         "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed), "nnUNet_results": str(results),
         "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
     })
-    if device == "cpu":
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return env
+    return cpu_env(env, training=False) if device == "cpu" else env
+
+
+def cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def cli_path(name: str) -> str:

@@ -96,6 +96,23 @@ def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
 
 # ---------------------------------------------------------------- specs and names
 
+def hub_needed(spec: LLMSpec) -> str | None:
+    """A note when training will have to read the layer from the hub and the hub cannot be asked from here now."""
+    from ..core.hub import cached_layer_files, gated_advice, hub_access, unreachable_advice
+    from ..core.weights import source_kind
+    if not spec.loads_pretrained or source_kind(spec.source) != "hub":
+        return None
+    layers = range(spec.layer, spec.layer + spec.depth)
+    if all(cached_layer_files(spec.source, i, spec.revision) for i in layers):
+        return None
+    access = hub_access()
+    if access.reachable:
+        gated = gated_advice(spec.source)
+        return f"note: training reads {spec.layers_named} of {spec.source} from the hub" + (f"; {gated}" if gated else "")
+    return (f"note: training needs the hub: {spec.layers_named} of {spec.source} is not cached here and the hub "
+            f"({access.endpoint}) cannot be asked: {access.reason}. {unreachable_advice(spec.source)}")
+
+
 def model_tag(llm: str) -> str:
     """A short, name-safe label of the model: the preset name or the last part of the source."""
     stem = re.sub(r"\.(gguf|safetensors)$", "", re.split(r"[/:\\]", llm.rstrip("/\\"))[-1])

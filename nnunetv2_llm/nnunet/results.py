@@ -281,6 +281,26 @@ def trained_variant(name: str, trainer: str, plans: str, configuration: str) -> 
     return TrainedVariant(name, trainer, plans, configuration, results_folder(name, trainer, plans, configuration))
 
 
+def finished_an_epoch(folder: Path) -> bool:
+    """Whether a results folder holds a fold that finished at least one epoch (nnU-Net draws progress.png after
+    every epoch and writes a checkpoint at the end); the folder of a run that failed at its start does not."""
+    return any((fold / name).is_file() for fold in folder.glob("fold_*")
+               for name in (FINAL_CHECKPOINT, "checkpoint_latest.pth", "progress.png"))
+
+
+def trained_names(dataset_results: Path, configuration: str, plans: str) -> list[str]:
+    """What ``-tr`` accepts for the runs of ``configuration`` that finished an epoch: ``TRAINER`` for runs of the
+    ``-p`` plans, ``TRAINER__PLANS`` for the others."""
+    if not dataset_results.is_dir():
+        return []
+    names = []
+    for folder in sorted(dataset_results.glob(f"*__*__{configuration}")):
+        trainer, own_plans, _ = folder.name.split("__", 2)
+        if folder.is_dir() and finished_an_epoch(folder):
+            names.append(trainer if own_plans == plans else f"{trainer}__{own_plans}")
+    return names
+
+
 def resolve_variant(item: str, plans: str, name: str, configuration: str) -> TrainedVariant:
     """``TRAINER``, ``TRAINER__PLANS`` or a results folder path (``.../<dataset>/TRAINER__PLANS__CONFIGURATION``)
     of dataset ``name``; it must hold trained results."""
@@ -298,10 +318,9 @@ def resolve_variant(item: str, plans: str, name: str, configuration: str) -> Tra
         variant = trained_variant(name, trainer, own_plans, configuration)
     folder = variant.folder
     if not (folder / "plans.json").is_file() or not (folder / "dataset.json").is_file():
-        found = sorted(p.name for p in folder.parent.glob(f"*__{configuration}") if p.is_dir()) \
-            if folder.parent.is_dir() else []
+        found = trained_names(folder.parent, configuration, plans)
         raise ResultsError(f"-tr {item}: no trained results in {folder} (plans.json and dataset.json missing). "
-                           f"Train it with nnUNetv2_train, or pick one of: {', '.join(found) or 'none'}."
-                           f"{did_you_mean(folder.name, found)}")
+                           f"Train it with nnUNetv2_train, or pick one of the runs of -c {configuration} that "
+                           f"finished an epoch: {', '.join(found) or 'none'}.{did_you_mean(item, found)}")
     variant.plans_json, variant.dataset_json  # read and checked now, before any work
     return variant

@@ -65,6 +65,31 @@ def local_slots(jobs: list[dict], gpus_per_job: int) -> list[list[int]]:
     return slots or [[]]
 
 
+def train_device(train_args: list[str]) -> str | None:
+    """The job's ``nnUNetv2_train -device`` value, or None (nnU-Net then trains on ``cuda``)."""
+    args = list(train_args)
+    return args[args.index("-device") + 1] if "-device" in args[:-1] else None
+
+
+def local_jobs(jobs: list[dict], echo=print) -> list[dict]:
+    """The jobs as they run on this machine. nnUNetv2_train trains on ``cuda`` unless told otherwise, so without a
+    visible GPU a job planned without ``-device`` gets ``-device cpu`` (said once), and one planned with ``-device
+    cuda`` is refused before any job starts, with the fix."""
+    from ..nnunet.environment import cuda_available
+    if cuda_available():
+        return jobs
+    cuda = [j["id"] for j in jobs if train_device(j["train_args"]) == "cuda"]
+    if cuda:
+        raise SweepError(f"{len(cuda)} job(s) train with -device cuda (e.g. {cuda[0]}), but torch sees no CUDA GPU "
+                         f"on this machine. Run them where there is one (--backend slurm), or plan the sweep again "
+                         f"with `sweep plan --device cpu` (train_args: [-device, cpu] in a grid file).")
+    unset = {j["id"] for j in jobs if train_device(j["train_args"]) is None}
+    if unset:
+        echo(f"no CUDA GPU visible: {len(unset)} job(s) planned without a device train on the CPU (-device cpu, "
+             f"with nnUNet_def_n_proc=1, nnUNet_n_proc_DA=0, OMP_WAIT_POLICY=PASSIVE unless set)")
+    return [{**j, "train_args": [*j["train_args"], "-device", "cpu"]} if j["id"] in unset else j for j in jobs]
+
+
 class _Stop(Exception):
     def __init__(self, signum: int):
         self.signum = signum
@@ -75,6 +100,7 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
     another process holds is skipped (``held``). On SIGINT or SIGTERM the jobs started here are stopped (their
     trainers too) before this returns; a rerun resumes them."""
     submitit = import_submitit("local")
+    jobs = local_jobs(jobs, echo)
     executor = submitit.LocalExecutor(folder=sweep_dir / "local" / "%j")
     # The job controllers write to their own log, not to this terminal (a Ctrl-C there would print their traceback).
     (sweep_dir / "local").mkdir(parents=True, exist_ok=True)

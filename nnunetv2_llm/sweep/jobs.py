@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core.files import read_json, write_json
 from ..core.spec import spec_in_plans
-from ..nnunet.environment import cli_path, with_our_trainers
+from ..nnunet.environment import cli_path, cpu_env, with_our_trainers
 from ..nnunet.results import REPLICATES_FOLDER, TrainedVariant, replicate_root, results_folder, require_folder
 
 LOCKS = "locks"
@@ -154,8 +154,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
     if job.get("llm_sha256"):
         env["HF_HUB_OFFLINE"] = "1"  # `sweep plan` fetched the layer: no job touches the hub
     if "cpu" in job["train_args"]:
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        env["nnUNet_n_proc_DA"] = "0"
+        env = cpu_env(env, training=True)
     v = variant(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
     env["nnUNet_results"] = str(results_root(job, env["nnUNet_results"]))  # the replicate's own results root
     sweep_dir = Path(sweep_dir)

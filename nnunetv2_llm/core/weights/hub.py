@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from ..spec import LLMSpec
 from ..files import atomic_path
+from ..hub import hub_access
 from .checkpoint import SINGLE_NAME, HubUnreachableError, checkpoint_tensors
 from .layer_file import load_extracted, write_extracted
 from .tensors import MAX_SAFETENSORS_HEADER, FinalNorm, LayerWeights, LLMWeightsError, layer_keys, norm_keys
@@ -32,6 +33,13 @@ def hub_download(repo_id: str, filename: str, revision: str | None, optional: bo
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub import try_to_load_from_cache
+
+    from ..hub import hub_access, unreachable_advice, unreachable_message
+    if not huggingface_hub.constants.HF_HUB_OFFLINE and try_to_load_from_cache(repo_id, filename, revision) is None:
+        access = hub_access()  # once per process, in seconds: not a minute of retries per file
+        if not access.reachable:
+            raise HubUnreachableError(unreachable_message(repo_id, repr(filename), access))
     try:
         return hf_hub_download(repo_id, filename, revision=revision)
     except LocalEntryNotFoundError:
@@ -45,8 +53,7 @@ def hub_download(repo_id: str, filename: str, revision: str | None, optional: bo
                 f"layer file (or a local checkpoint folder) as the source.") from None
         raise HubUnreachableError(
             f"hub model {repo_id!r}: {filename!r} (revision {revision or 'main'}) is not in the local cache and the "
-            f"hub cannot be reached "
-            f"(no network?). {_OFFLINE_FIX}") from None
+            f"hub cannot be reached (no network?). {unreachable_advice(repo_id)}") from None
     except EntryNotFoundError:
         if optional:
             return None
@@ -164,7 +171,7 @@ def _read_part(spec: LLMSpec, fs, echo, part: _Part):
         return found
     where = f"hub model {spec.source!r}"
     if fs is None and not constants.HF_HUB_OFFLINE and not isinstance(
-            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str):
+            try_to_load_from_cache(spec.source, SINGLE_NAME, revision=spec.revision), str) and hub_access().reachable:
         from huggingface_hub import HfFileSystem  # (a whole file already in the hub cache is read from there)
         fs = HfFileSystem()
     if fs is not None:
