@@ -467,7 +467,7 @@ def test_wall_time_is_listed_but_not_a_pareto_cost_and_equal_costs_are_drawn_apa
     """9 and 14: the LLM variant got a Pareto star for speed because plain nnU-Net was predicted first; variants of
     identical cost hid each other's error bars; names were broken mid-word."""
     from nnunetv2_llm.evaluation.efficiency import efficiency_table, side_by_side
-    from nnunetv2_llm.evaluation.figures import wrap_name
+    from nnunetv2_llm.evaluation.plotting import wrap_name
     report = {"sets": {"in-domain": {"variants": {v: {"Dice": {"mean": d, "ci_low": d - .05, "ci_high": d + .05}}
                                                   for v, d in (("plain", .73), ("smol", .74))}}},
               "efficiency": {"plain": {"trainable_M": 7.77, "gflops": 1.5, "seconds_per_case": 5.08},
