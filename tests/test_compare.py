@@ -101,6 +101,20 @@ def test_nsd_tolerances_default_global_and_per_label():
     assert parse_tolerances(["(1, 2)=2"], regions) == {"(1, 2)": 2.0, "2": DEFAULT_TOLERANCE_MM}
 
 
+@pytest.mark.parametrize("order", [["1=3", "2"], ["2", "1=3"]])
+def test_a_per_label_nsd_tolerance_wins_over_the_global_one_in_either_order(order):
+    from nnunetv2_llm.evaluation.compare import parse_tolerances
+    assert parse_tolerances(order, ["1", "2"]) == {"1": 3.0, "2": 2.0}
+
+
+@pytest.mark.parametrize("items,named", [(["2", "3"], "'2' and '3'"), (["1=2", "1=3"], "'1=2' and '1=3'")])
+def test_two_nsd_tolerances_for_one_label_are_refused(items, named):
+    from nnunetv2_llm.evaluation.compare import CompareError, parse_tolerances
+    with pytest.raises(CompareError, match=f"--nsd-tolerance {named} give two distances for"):
+        parse_tolerances(items, ["1", "2"])
+    assert parse_tolerances(["2", "2"], ["1", "2"]) == {"1": 2.0, "2": 2.0}
+
+
 def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
     """A cached case is read back, not recomputed, while its files are unchanged; a changed prediction is
     scored again."""

@@ -88,8 +88,9 @@ class Prepared:
 
 
 def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, float]:
-    """``1.5`` for every label, or ``LABEL=MM`` per label (a region as nnU-Net names it, ``(1, 2)=2``)."""
-    tolerances = dict.fromkeys(keys, DEFAULT_TOLERANCE_MM)
+    """``1.5`` for every label, or ``LABEL=MM`` per label (a region as nnU-Net names it, ``(1, 2)=2``). Order does
+    not matter: a per-label value wins over the global one; two different values for one label are refused."""
+    given: dict[str | None, tuple[str, float]] = {}  # label (None: every label) -> (item, mm)
     for item in items or []:
         key, sep, value = item.rpartition("=")
         try:
@@ -99,13 +100,15 @@ def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, floa
         if not mm > 0 or not math.isfinite(mm):
             raise CompareError(f"--nsd-tolerance {item!r}: give a positive distance in mm, for all labels (2.0) "
                                f"or per label (1=2.0).")
-        if not sep:
-            tolerances = dict.fromkeys(keys, mm)
-        elif key.strip() not in keys:
+        label = key.strip() if sep else None
+        if label is not None and label not in keys:
             raise CompareError(f"--nsd-tolerance {item!r}: label {key!r} is not one of the labels {keys}.")
-        else:
-            tolerances[key.strip()] = mm
-    return tolerances
+        if label in given and given[label][1] != mm:
+            raise CompareError(f"--nsd-tolerance {given[label][0]!r} and {item!r} give two distances for "
+                               f"{'every label' if label is None else f'label {label}'}; keep one.")
+        given[label] = (item, mm)
+    default = given.pop(None, (None, DEFAULT_TOLERANCE_MM))[1]
+    return {k: given[k][1] if k in given else default for k in keys}
 
 
 def pick_reference(variants: list[TrainedVariant], reference: str | None) -> int:
