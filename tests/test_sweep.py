@@ -74,6 +74,9 @@ def sweep_cli(sweep_env, monkeypatch, capsys):
     (["-d", "501", "-tr", "nnUNetTrainer", "-c", "3d_fullres"], "have no configuration 3d_fullres"),
     (["-d", "999", "-tr", "nnUNetTrainer"], "-d 999: no dataset has id 999"),
     (["-tr", "nnUNetTrainer"], "the grid has no 'dataset'"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "nnUNetTrainer"], "trainers: nnUNetTrainer is listed twice"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-p", "nnUNetPlans", "nnUNetPlans"], "plans: nnUNetPlans is listed twice"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-c", "2d", "2d"], "configurations: 2d is listed twice"),
 ])
 def test_plan_bad_input(sweep_cli, tmp_path, flags, message):
     rc, err = sweep_cli("sweep", "plan", "-o", tmp_path / "s", *flags)
