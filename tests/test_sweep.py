@@ -447,3 +447,22 @@ def test_grid_llm_entries_expand_one_plans_file_per_value():
     assert sorted((r.options["lora_rank"], tuple(r.options["lora_targets"])) for r in several) == [
         (4, ("q_proj",)), (4, ("q_proj", "v_proj")), (8, ("q_proj",)), (8, ("q_proj", "v_proj"))]
     assert llm_requests({"llm": "smollm2-135m", "layer": "0-15"})[0].layers == "0-15"
+
+
+@pytest.mark.slow
+def test_a_sweep_before_its_results_folder_exists_lists_pending_jobs_and_runs(sweep_env, tmp_path):
+    """Issue 30 #10: nnU-Net creates nnUNet_results when it trains, so a fresh sweep's missing results folder means
+    every job is pending, for `status` and for `run` alike."""
+    results = tmp_path / "not_yet" / "results"
+    env = {"nnUNet_results": str(results)}
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "-tr", PLAIN, "--device", "cpu",
+                  extra_env=env)
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out, extra_env=env, check=False)
+    assert status.returncode == 0, status.stderr
+    assert " pending " in status.stdout and "is not a folder" not in status.stdout + status.stderr
+    run = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare", extra_env=env,
+                        check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1/1 jobs done" in run.stdout
+    assert (results / "Dataset501_Synth2D" / f"{PLAIN}__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth").is_file()

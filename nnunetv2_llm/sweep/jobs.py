@@ -26,6 +26,9 @@ LOCKS = "locks"
 
 
 def variant(job: dict, results: str | os.PathLike | None = None) -> TrainedVariant:
+    """The job's results folder under ``results`` (default: nnUNet_results, which need not exist yet: nnU-Net creates
+    it when the first job trains, so until then every job is pending; only an unset variable is refused)."""
+    results = results or os.environ.get("nnUNet_results") or None
     return TrainedVariant(job["dataset"], job["trainer"], job["plans"], job["configuration"],
                           results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], results))
 
