@@ -371,6 +371,12 @@ def test_other_sets_and_checkpoints_are_checked_before_anything_is_predicted(in_
     rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shape={wrong_shape}", "-o", out)
     assert rc == 2 and "has shape (1, 30, 20), its image (1, 64, 64)" in err
 
+    def rgb(folder):  # issue 30 #13: a file per channel, but three channels inside it
+        image = next((folder / "imagesTs").glob("*_0000.png"))
+        Image.open(image).convert("RGB").save(image)
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--held-out", f"rgb={broken_set('rgb', rgb)}", "-o", out)
+    assert rc == 2 and "image holds 3 channels" in err and "the model takes 1" in err and "Traceback" not in err
+
     truncated = _copy_variant(trained[SMOL], "nnUNetTrainerTruncated")
     checkpoint = truncated / "fold_0" / "checkpoint_final.pth"
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
@@ -424,3 +430,76 @@ def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
     assert len(set(check_series(specs, trainers, strict=False).values())) == 2
     with pytest.raises(CompareError, match="differ only in their layer"):
         check_series(specs, trainers, strict=True)
+
+
+def _external_pair(tmp_path, name, ending, image, label):
+    """A held-out set of one case, written with the writer nnU-Net reads it with."""
+    from nnunetv2_llm.evaluation.external import External
+    images, labels = tmp_path / name / "imagesTs", tmp_path / name / "labelsTs"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    image(images / f"case_0000{ending}")
+    label(labels / f"case{ending}")
+    return External(name, images, labels, kind="held-out")
+
+
+def _sitk_writer(array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None):
+    import SimpleITK as sitk
+
+    def write(path):
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(spacing)
+        img.SetOrigin(origin)
+        if direction is not None:
+            img.SetDirection(direction)
+        sitk.WriteImage(img, str(path))
+    return write
+
+
+@pytest.mark.parametrize("label_geometry,what", [
+    ({"spacing": (1.0, 1.0, 2.0)}, "spacing (1.0, 1.0, 2.0), its image (1.0, 1.0, 1.0)"),
+    ({"origin": (0.0, 5.0, 0.0)}, "origin (0.0, 5.0, 0.0), its image (0.0, 0.0, 0.0)"),
+    ({"direction": (-1, 0, 0, 0, 1, 0, 0, 0, 1)}, "direction (-1.0, 0.0, 0.0, 0.0, 1.0"),
+])
+def test_a_held_out_label_off_its_images_grid_is_refused(tmp_path, label_geometry, what):
+    """Issue 30 #3: same shape, other spacing, origin or direction than the image: refused (nnU-Net's tolerance)."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    from nnunetv2_llm.evaluation.cases import CompareError
+    from nnunetv2_llm.evaluation.external import check_external
+    from nnunetv2_llm.evaluation.labels import label_rule
+    dataset_json = {"labels": {"background": 0, "a": 1}, "channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}
+    image = np.zeros((4, 6, 8), dtype=np.float32)
+    label = np.zeros((4, 6, 8), dtype=np.uint8)
+    label[1:3, 2:4, 2:5] = 1
+    rule = label_rule(dataset_json)
+    good = _external_pair(tmp_path, "good", ".nii.gz", _sitk_writer(image, origin=(10, 10, 10)),
+                          _sitk_writer(label, origin=(10, 10 + 1e-5, 10)))
+    assert check_external(good, dataset_json, rule, SimpleITKIO()) == ["case"]  # within np.allclose: accepted
+    bad = _external_pair(tmp_path, "bad", ".nii.gz", _sitk_writer(image), _sitk_writer(label, **label_geometry))
+    with pytest.raises(CompareError, match="the label case.nii.gz has ") as e:
+        check_external(bad, dataset_json, rule, SimpleITKIO())
+    assert what in str(e.value) and "Resample the label onto its image" in str(e.value)
+
+
+def test_an_rgb_png_for_a_one_channel_model_is_refused_before_predicting(tmp_path):
+    """Issue 30 #13: one file per channel is not enough: an RGB PNG holds 3 channels, the model takes 1."""
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+    from PIL import Image
+
+    from nnunetv2_llm.evaluation.cases import CompareError
+    from nnunetv2_llm.evaluation.external import check_external
+    from nnunetv2_llm.evaluation.labels import label_rule
+    dataset_json = {"labels": {"background": 0, "a": 1}, "channel_names": {"0": "gray"}, "file_ending": ".png"}
+    rule = label_rule(dataset_json)
+    gray_label = lambda p: Image.fromarray(np.eye(16, dtype=np.uint8)).save(p)  # noqa: E731
+    rgb = _external_pair(tmp_path, "rgb", ".png", lambda p: Image.new("RGB", (16, 16)).save(p), gray_label)
+    with pytest.raises(CompareError, match=r"case case's image holds 3 channels \(case_0000.png: 3; an RGB\(A\) file "
+                                           r"holds 3 or 4\), the model takes 1 \(gray\)"):
+        check_external(rgb, dataset_json, rule, NaturalImage2DIO())
+    rgb_label = _external_pair(tmp_path, "rgb_label", ".png", lambda p: Image.new("L", (16, 16)).save(p),
+                               lambda p: Image.new("RGB", (16, 16)).save(p))
+    with pytest.raises(CompareError, match="the label case.png holds 3 channels"):
+        check_external(rgb_label, dataset_json, rule, NaturalImage2DIO())
+    gray = _external_pair(tmp_path, "gray", ".png", lambda p: Image.new("L", (16, 16)).save(p), gray_label)
+    assert check_external(gray, dataset_json, rule, NaturalImage2DIO()) == ["case"]
