@@ -267,3 +267,49 @@ def test_plan_overwrite_refuses_a_plans_name_that_trained_folds(in_process_env, 
     finally:
         shutil.rmtree(copied)
         plans_file.unlink()
+
+
+# ---------------------------------------------------------------- the plans a results folder's folds trained with
+
+def _replanned(plans: dict) -> dict:
+    """The plans as a re-run of planning with another planner leaves them: another architecture, same name."""
+    new = json.loads(json.dumps(plans))
+    arch = new["configurations"]["2d"]["architecture"]
+    arch["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    arch["arch_kwargs"]["features_per_stage"] = [f * 2 for f in arch["arch_kwargs"]["features_per_stage"]]
+    return new
+
+
+def test_a_fold_with_other_plans_than_the_trained_folds_is_refused_before_training(in_process_env, dataset_2d):
+    """Issue 30 #1: fold 0 trained with plans A (its checkpoint's init_args hold them); fold 1 of the same results
+    folder with plans B of the same name is refused by the trainer itself, before anything is loaded or written,
+    naming what differs and the ways out; --c/--val of fold 0 with plans B too. The same plans pass."""
+    from nnunetv2_llm.nnunet.results import ResultsError
+    plans = in_process_env.plans(dataset_2d)
+    plans["plans_name"] = "nnUNetPlans_pinned"  # a results folder of its own
+    folder = in_process_env.results_folder(dataset_2d, "nnUNetTrainerSmolLM2", plans=plans["plans_name"])
+    (folder / "fold_0").mkdir(parents=True)
+    trained = {k: v for k, v in plans.items() if k != "continue_training"}  # as nnU-Net stores them
+    checkpoint = folder / "fold_0" / "checkpoint_final.pth"
+    torch.save({"init_args": {"plans": trained, "configuration": "2d", "fold": 0}, "network_weights": {}}, checkpoint)
+    (folder / "plans.json").write_text(json.dumps(trained))
+    dataset_json = in_process_env.dataset_json(dataset_2d)
+    try:
+        same = nnUNetTrainerSmolLM2(json.loads(json.dumps(plans)), "2d", 1, dataset_json, torch.device("cpu"))
+        same._check_other_folds_plans()  # nothing differs: no refusal
+        fold1 = nnUNetTrainerSmolLM2(_replanned(plans), "2d", 1, dataset_json, torch.device("cpu"))
+        with pytest.raises(ResultsError) as e:
+            fold1.initialize()
+        message = str(e.value)
+        assert "fold 1 would train with plans nnUNet_preprocessed/Dataset501_Synth2D/nnUNetPlans_pinned.json" in message
+        assert "from the plans fold(s) 0 of" in message and "Nothing was trained" in message
+        assert "configurations.2d.architecture.network_class_name: dynamic_network_architectures.architectures.unet.PlainConvUNet -> " \
+               "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet" in message
+        assert "-overwrite_plans_name NEW_NAME" in message and "retrain every fold" in message
+        assert not fold1.was_initialized and json.loads((folder / "plans.json").read_text()) == trained
+        fold0 = nnUNetTrainerSmolLM2(_replanned(plans), "2d", 0, dataset_json, torch.device("cpu"))
+        with pytest.raises(ResultsError, match=r"the checkpoint .*checkpoint_final.pth of fold 0 trained with other "
+                                               r"plans .* cannot go on \(--c\) or be validated \(--val\)"):
+            fold0.load_checkpoint(str(checkpoint))
+    finally:
+        shutil.rmtree(folder)

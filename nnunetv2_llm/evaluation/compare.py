@@ -193,6 +193,7 @@ def prepare(request: CompareRequest) -> Prepared:
     for v in variants:
         for fold in folds:
             check_checkpoint_file(v.checkpoint(fold))
+        v.require_same_plans(folds)  # one network per variant: the parameter counts and predictions build it
     example = next(iter(in_domain[labels[0]].values())).reference
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its choice
         reader_writer_cls = determine_reader_writer_from_dataset_json(dataset_json, str(example))

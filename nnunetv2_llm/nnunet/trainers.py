@@ -31,6 +31,7 @@ from ..core.variants import load_variant, variant_names
 from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
 from .lengths import LENGTHS
+from .results import ResultsError, fold_trained_plans, new_plans_fix, plans_differences
 
 
 def spec_from_configuration(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
@@ -80,6 +81,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         then build the net and copy the pretrained tensors in."""
         if self.was_initialized:
             return super().initialize()
+        self._check_other_folds_plans()
         spec, weights = self._spec_to_train()
         entry = spec.to_dict()
         self.plans_manager.plans["configurations"][self.configuration_name][PLANS_KEY] = entry
@@ -115,6 +117,48 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         self._check_trained_folds(spec)
         return spec, (layers, norm)
 
+    def _plans_file(self) -> str:
+        return f"nnUNet_preprocessed/{self.plans_manager.dataset_name}/{self.plans_manager.plans_name}.json"
+
+    def _check_other_folds_plans(self) -> None:
+        """A results folder pins the plans its folds trained with (their checkpoints hold them): a fold that would
+        train with other plans is refused before it starts, because nnU-Net would overwrite the folder's
+        plans.json with them and the trained folds would no longer load (nor form one model with this one)."""
+        base = Path(self.output_folder_base) if self.output_folder_base else None
+        if base is None or not base.is_dir():
+            return
+        clashes = {}
+        for folder in sorted(base.glob("fold_*")):
+            if folder.name == f"fold_{self.fold}" or not folder.is_dir():
+                continue
+            found = fold_trained_plans(folder)
+            differences = found and plans_differences(found[1], self.plans_manager.plans, self.configuration_name)
+            if differences:
+                clashes[folder.name.removeprefix("fold_")] = differences
+        if clashes:
+            folds = ", ".join(clashes)
+            raise ResultsError(
+                f"{type(self).__name__}: fold {self.fold} would train with plans {self._plans_file()} that differ "
+                f"from the plans fold(s) {folds} of {base} trained with ({next(iter(clashes.values()))}; trained -> "
+                f"now). nnU-Net would overwrite {base / 'plans.json'} with them and fold(s) {folds} would no longer "
+                f"load. Nothing was trained. "
+                f"{new_plans_fix(self.plans_manager.dataset_name, self.configuration_name, self.plans_manager.plans_name)}"
+                f" (move fold_{folds.split(',')[0]} and the other trained folds away first).")
+
+    def _check_own_checkpoint_plans(self, checkpoint: dict, source) -> None:
+        """``--c`` and ``--val`` go on with a checkpoint: it must have trained with the plans given now, else nnU-Net
+        builds another network and fails on the checkpoint's tensors."""
+        trained = (checkpoint.get("init_args") or {}).get("plans") if isinstance(checkpoint, dict) else None
+        differences = (plans_differences(trained, self.plans_manager.plans, self.configuration_name)
+                       if isinstance(trained, dict) else "")
+        if differences:
+            raise ResultsError(
+                f"{type(self).__name__}: the checkpoint {source if isinstance(source, (str, Path)) else ''} of fold "
+                f"{self.fold} trained with other plans than {self._plans_file()} now holds ({differences}; trained "
+                f"-> now), so it cannot go on (--c) or be validated (--val) with them. Restore the plans it trained "
+                f"with (its init_args['plans']), or train the fold from scratch (without --c/--val). "
+                f"{new_plans_fix(self.plans_manager.dataset_name, self.configuration_name, self.plans_manager.plans_name)}.")
+
     def _check_trained_folds(self, spec: LLMSpec) -> None:
         """Every fold of a results folder (and a fold resumed later) trains with the same tensors and wiring."""
         results_plans = Path(self.output_folder_base) / "plans.json"
@@ -135,6 +179,8 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         results folder's plans.json stays intact and no pretrained layer is read again."""
         checkpoint = (load_checkpoint(filename_or_checkpoint, mmap=True)  # a peek at the record: tensors stay on disk
                       if isinstance(filename_or_checkpoint, (str, Path)) else filename_or_checkpoint)
+        if not self.was_initialized:
+            self._check_own_checkpoint_plans(checkpoint, filename_or_checkpoint)
         record = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
         if record is not None and not self.was_initialized:
             trained = LLMBlock.recorded_spec(record)
