@@ -503,3 +503,26 @@ def test_an_rgb_png_for_a_one_channel_model_is_refused_before_predicting(tmp_pat
         check_external(rgb_label, dataset_json, rule, NaturalImage2DIO())
     gray = _external_pair(tmp_path, "gray", ".png", lambda p: Image.new("L", (16, 16)).save(p), gray_label)
     assert check_external(gray, dataset_json, rule, NaturalImage2DIO()) == ["case"]
+
+
+@pytest.mark.slow
+def test_fold_all_is_scored_in_sample_never_as_cross_validation(nnunet_env, dataset_2d, shifted, tmp_path):
+    """Issue 30 #2: nnU-Net validates fold all on its own training cases; compare names that set in-sample in the
+    report, its tables, cases.csv and figures (never in-domain or cross-validation), and refuses pooling it with
+    out-of-fold folds."""
+    if not (nnunet_env.results_folder(dataset_2d, PLAIN) / "fold_all" / "checkpoint_final.pth").is_file():
+        nnunet_env.train(dataset_2d, "2d", "all", "-tr", PLAIN)
+    out = tmp_path / "report"
+    proc = _compare(nnunet_env, "-tr", PLAIN, "-f", "all", "--held-out", f"unseen={shifted}", "-np", "1", "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["sets"]) == ["in-sample", "unseen"]
+    markdown = (out / "report.md").read_text()
+    assert "in-domain" not in markdown.lower() and "(cross-validation)" not in markdown
+    assert "fold all trained on every training case" in markdown and "## In-sample vs held-out" in markdown
+    assert "minus the in-sample mean" in markdown and "## Accuracy and cost (in-sample)" in markdown
+    assert {r["set"] for r in _rows(out)} == {"in-sample", "unseen"}
+    assert (out / "distributions_in-sample.png").is_file() and not list(out.glob("*in-domain*"))
+    mixed = _compare(nnunet_env, "-tr", PLAIN, "-f", "0", "all", "-o", tmp_path / "mixed")
+    assert mixed.returncode == 2 and "fold all trained on every case" in mixed.stderr
+    assert "compare folds 0-4" in mixed.stderr and not (tmp_path / "mixed").exists()

@@ -227,6 +227,18 @@ def test_compare_request(sweep_env, tmp_path):
     assert request.output == str(tmp_path / "compare_2d") and request.by_layer is None
 
 
+def test_fold_all_of_a_sweep_gets_an_in_sample_report_of_its_own(tmp_path):
+    """Issue 30 #2: fold all validates on the cases folds 0-4 validate on out of fold: never pooled with them."""
+    from nnunetv2_llm.commands.sweep import compare_requests
+    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "fold": f, "trainer": "nnUNetTrainer",
+             "plans": "nnUNetPlans", "llm_sha256": None} for f in (0, 1, "all")]
+    cv, in_sample = compare_requests(tmp_path, jobs, {"trainers": []})
+    assert (cv.folds, cv.output) == (["0", "1"], str(tmp_path / "compare_2d"))
+    assert (in_sample.folds, in_sample.output) == (["all"], str(tmp_path / "compare_2d_all"))
+    (alone,) = compare_requests(tmp_path, [j for j in jobs if j["fold"] == "all"], {"trainers": []})
+    assert (alone.folds, alone.output) == (["all"], str(tmp_path / "compare_2d"))
+
+
 # ---------------------------------------------------------------- faults and concurrency (issue 21)
 
 def _one_job_sweep(sweep_env, tmp_path, trainer=PLAIN, name="sweep"):

@@ -4,7 +4,8 @@ For any nnU-Net results (ours, stock nnU-Net's or another plugin's), scored the 
 
 * in-domain: the out-of-fold validation predictions nnU-Net wrote (``fold_X/validation``), pooled over
   the requested folds against the ground truth nnU-Net evaluated them with
-  (``nnUNet_preprocessed/<dataset>/gt_segmentations``), so every training case counts once per variant;
+  (``nnUNet_preprocessed/<dataset>/gt_segmentations``), so every training case counts once per variant; for fold
+  ``all`` (trained on every case, validated on them by nnU-Net) the set is ``in-sample``, never cross-validation;
 * held-out (``--held-out NAME=FOLDER``: the training distribution) and zero-shot (``--external NAME=FOLDER``: a
   shifted one) sets: labelled images the models never saw, predicted by each variant with the stock
   ``nnUNetv2_predict`` (ensemble of the requested folds), cached in the report folder.
@@ -33,7 +34,7 @@ from ..core.files import atomic_path, check_checkpoint_file, exclusive, write_js
 from ..core.spec import spec_from_entry
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
 from ..nnunet.results import DEFAULT_PLANS, TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
-from .cases import IN_DOMAIN, CompareError, check_same_cases, validation_cases
+from .cases import CompareError, check_same_cases, own_set, validation_cases
 from .external import External, check_external, external_cases, parse_external, predict_external
 from .figures import save_figures
 from .labels import LabelRule, label_rule
@@ -189,7 +190,7 @@ def prepare(request: CompareRequest) -> Prepared:
         raise CompareError(f"-o {request.output} is a file; pass a folder for the report.")
     gt = gt_root / name / "gt_segmentations"
     in_domain = {v.label: validation_cases(v, folds, gt) for v in variants}
-    check_same_cases(in_domain, "in-domain validation")
+    check_same_cases(in_domain, f"{own_set(folds)} validation")
     for v in variants:
         for fold in folds:
             check_checkpoint_file(v.checkpoint(fold))
@@ -219,7 +220,8 @@ def _run(p: Prepared, echo) -> dict:
     device = resolve_device(p.request.device) if p.externals else "cpu"
     ensure_trainer_lookup()
     labels = [v.label for v in p.variants]
-    sets = {IN_DOMAIN: p.in_domain}
+    own = own_set(p.folds)
+    sets = {own: p.in_domain}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console(), transient=True) as progress:
         task = progress.add_task("predictions of the other sets (nnUNetv2_predict)",
@@ -280,9 +282,9 @@ def _run(p: Prepared, echo) -> dict:
         from .layers import layer_rows, layers_figure, which_layer, write_layers_csv
         rows, plain = layer_rows(report, p.specs, p.layer_series)
         write_layers_csv(p.out / "layers.csv", rows)
-        figures += [layers_figure(p.out / ("layers.png" if s == IN_DOMAIN else f"layers_{s}.png"), rows, report, s,
+        figures += [layers_figure(p.out / ("layers.png" if s == own else f"layers_{s}.png"), rows, report, s,
                                   plain) for s in report["sets"]]
-        first = which_layer(rows, plain, IN_DOMAIN)
+        first = which_layer(rows, plain, own)
         report["layers"] = [r.__dict__ for r in rows]
     markdown = markdown_report(report, first)
     write_json(p.out / "report.json", json_safe(report), indent=2)

@@ -24,7 +24,7 @@ import numpy as np
 from ..core.files import CHANNEL, read_json, write_json
 from ..nnunet.environment import cli_path, with_our_trainers
 from ..nnunet.results import TrainedVariant
-from .cases import IN_DOMAIN, Case, CompareError
+from .cases import OWN_SETS, Case, CompareError
 from .labels import LabelRule
 
 MARKER = ".nnunetv2-llm-prediction.json"
@@ -50,9 +50,9 @@ def parse_external(item: str, dataset_json: dict, kind: str = "zero-shot") -> Ex
     name, sep, folder = item.partition("=")
     if not sep or not name or not folder:
         raise CompareError(f"{flag} {item!r}: write NAME=FOLDER, e.g. {flag} shifted=/data/Dataset601_X.")
-    if name == IN_DOMAIN or not all(c.isalnum() or c in "-_." for c in name):
+    if name in OWN_SETS or not all(c.isalnum() or c in "-_." for c in name):
         raise CompareError(f"{flag} {item!r}: NAME must use letters, digits, '-', '_', '.' and not be "
-                           f"{IN_DOMAIN!r}.")
+                           f"{' or '.join(map(repr, OWN_SETS))}.")
     root = Path(folder).expanduser().resolve()
     pairs = [(root / f"images{s}", root / f"labels{s}") for s in ("Ts", "Tr")]
     found = next(((i, lab) for i, lab in pairs if i.is_dir() and lab.is_dir()), None)

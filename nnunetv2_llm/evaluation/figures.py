@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_path
-from .cases import IN_DOMAIN
+from .cases import own_set_of
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .scoring import case_means
 from .statistics import significance_mark
@@ -41,7 +41,7 @@ def save_figures(out: Path, report: dict, report_scores: dict, keys: list[str]) 
             written.append(significance(out / f"significance_{tag}.png", set_name, entry,
                                         report["num_comparisons"]))
     from .efficiency import efficiency_figure
-    written.append(efficiency_figure(out / "efficiency.png", report, IN_DOMAIN))
+    written.append(efficiency_figure(out / "efficiency.png", report, own_set_of(report)))
     return written
 
 
