@@ -478,3 +478,34 @@ def test_a_sweep_before_its_results_folder_exists_lists_pending_jobs_and_runs(sw
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "1/1 jobs done" in run.stdout
     assert (results / "Dataset501_Synth2D" / f"{PLAIN}__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_job_whose_plans_changed_under_trained_folds_starts_nothing(nnunet_env, dataset_2d, tmp_path):
+    """Issue 30 #1 for any trainer (stock nnU-Net's too): fold 0 trained, then the plans were made again with
+    another architecture under the same name; `sweep run` of fold 1 fails the job before nnUNetv2_train starts,
+    saying what differs and the ways out, and the results folder's plans.json stays the one fold 0 needs."""
+    trained = nnunet_env.trained(dataset_2d, PLAIN)  # first: it writes the split into the preprocessed folder
+    env = NNUNetEnv(tmp_path / "nnunet")
+    shutil.rmtree(env.raw)
+    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
+    name = nnunet_env.preprocessed_folder(dataset_2d).name
+    shutil.copytree(nnunet_env.preprocessed / name, env.preprocessed / name)
+    results = env.results_folder(dataset_2d, PLAIN)
+    shutil.copytree(trained, results, ignore=shutil.ignore_patterns("fold_[1-4]", "fold_all"))
+    before = (results / "plans.json").read_bytes()
+    plans_file = env.preprocessed / name / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    kwargs = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]
+    kwargs["features_per_stage"] = [2 * f for f in kwargs["features_per_stage"]]
+    plans_file.write_text(json.dumps(plans))
+    out = tmp_path / "sweep"
+    env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "1", "-tr", PLAIN, "--device", "cpu")
+    run = env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare", check=False)
+    assert run.returncode == 1 and "0/1 jobs done" in run.stdout
+    log = (out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold1.log").read_text()
+    assert "differs from the plans fold(s) 0 of" in log and "features_per_stage: [32, 64" in log
+    assert "-overwrite_plans_name NEW_NAME" in log and "$ " not in log, "nnUNetv2_train was started"
+    assert (results / "plans.json").read_bytes() == before and not (results / "fold_1").exists()
+    status = env.run("nnunetv2-llm", "sweep", "status", out).stdout
+    assert " failed " in status

@@ -208,6 +208,20 @@ def fold_trained_plans(fold_folder: Path) -> tuple[Path, dict] | None:
     return None
 
 
+def trained_plans_clashes(folder: Path, plans: dict, configuration: str, skip=None) -> dict[str, str]:
+    """Fold name -> what differs, for every fold of the results folder ``folder`` (but ``skip``) that trained with
+    plans giving another network or other data than ``plans``."""
+    clashes = {}
+    for fold_folder in sorted(folder.glob("fold_*")) if folder.is_dir() else []:
+        if fold_folder.name == f"fold_{skip}" or not fold_folder.is_dir():
+            continue
+        found = fold_trained_plans(fold_folder)
+        differences = found and plans_differences(found[1], plans, configuration)
+        if differences:
+            clashes[fold_folder.name.removeprefix("fold_")] = differences
+    return clashes
+
+
 def new_plans_fix(dataset: str, configuration: str, plans: str) -> str:
     """The ways out when plans changed under a results folder: one wording for the trainer, compare and export."""
     number = dataset_id(dataset)

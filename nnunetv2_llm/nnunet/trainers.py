@@ -31,7 +31,7 @@ from ..core.variants import load_variant, variant_names
 from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
 from .lengths import LENGTHS
-from .results import ResultsError, fold_trained_plans, new_plans_fix, plans_differences
+from .results import ResultsError, new_plans_fix, plans_differences, trained_plans_clashes
 
 
 def spec_from_configuration(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
@@ -124,17 +124,10 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         """A results folder pins the plans its folds trained with (their checkpoints hold them): a fold that would
         train with other plans is refused before it starts, because nnU-Net would overwrite the folder's
         plans.json with them and the trained folds would no longer load (nor form one model with this one)."""
-        base = Path(self.output_folder_base) if self.output_folder_base else None
-        if base is None or not base.is_dir():
+        if not self.output_folder_base:
             return
-        clashes = {}
-        for folder in sorted(base.glob("fold_*")):
-            if folder.name == f"fold_{self.fold}" or not folder.is_dir():
-                continue
-            found = fold_trained_plans(folder)
-            differences = found and plans_differences(found[1], self.plans_manager.plans, self.configuration_name)
-            if differences:
-                clashes[folder.name.removeprefix("fold_")] = differences
+        base = Path(self.output_folder_base)
+        clashes = trained_plans_clashes(base, self.plans_manager.plans, self.configuration_name, skip=self.fold)
         if clashes:
             folds = ", ".join(clashes)
             raise ResultsError(
