@@ -303,8 +303,8 @@ def test_a_fold_with_other_plans_than_the_trained_folds_is_refused_before_traini
         message = str(e.value)
         assert "fold 1 would train with plans nnUNet_preprocessed/Dataset501_Synth2D/nnUNetPlans_pinned.json" in message
         assert "from the plans fold(s) 0 of" in message and "Nothing was trained" in message
-        assert "configurations.2d.architecture.network_class_name: dynamic_network_architectures.architectures.unet.PlainConvUNet -> " \
-               "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet" in message
+        assert ("configurations.2d.architecture.network_class_name: dynamic_network_architectures.architectures.unet."
+                "PlainConvUNet -> dynamic_network_architectures.architectures.unet.ResidualEncoderUNet") in message
         assert "-overwrite_plans_name NEW_NAME" in message and "retrain every fold" in message
         assert not fold1.was_initialized and json.loads((folder / "plans.json").read_text()) == trained
         fold0 = nnUNetTrainerSmolLM2(_replanned(plans), "2d", 0, dataset_json, torch.device("cpu"))

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
     p.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS],
                    help="plans identifier for all variants, or one per -tr (default nnUNetPlans)")
     p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"],
-                   help="folds (default 0 1 2 3 4; 'all' alone for the fold trained on every case: its own validation is "
-                        "then in-sample)")
+                   help="folds (default 0 1 2 3 4; 'all' alone for the fold trained on every case: its own "
+                        "validation is then in-sample)")
     p.add_argument("--reference", help="the variant the others are compared with (default: the first)")
     p.add_argument("--held-out", nargs="+", metavar="NAME=FOLDER",
                    help="held-out sets of the training distribution: an nnU-Net raw dataset or a folder with "

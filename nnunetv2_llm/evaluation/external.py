@@ -2,9 +2,10 @@
 with the stock ``nnUNetv2_predict`` (ensemble of the requested folds), once, and cached in the report folder.
 
 Every image and label file is checked before anything is predicted (channels, inside the files too; a label file
-per image pair; shapes; spacing, origin and direction; label values). A cached prediction is trusted only when its marker, written last, lists cases that all exist and
-checkpoints that have not changed since; a prediction runs into a folder of its own, renamed into place when
-complete, so a killed or concurrent run leaves nothing that a rerun would trust.
+per image pair; shapes; spacing, origin and direction; label values). A cached prediction is trusted only when its
+marker, written last, lists cases that all exist and checkpoints that have not changed since; a prediction runs into
+a folder of its own, renamed into place when complete, so a killed or concurrent run leaves nothing that a rerun
+would trust.
 """
 from __future__ import annotations
 

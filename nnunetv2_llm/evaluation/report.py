@@ -119,8 +119,9 @@ def _generalisation_table(report: dict) -> list[str]:
     others = [s for s in report["sets"] if s != own]
     kinds = report["set_kinds"]
     title = " and ".join(sorted({kinds[s] for s in others}, reverse=True))
-    explained = ("Δ = the set's mean Dice minus the in-domain (cross-validation) mean: a held-out set has the training "
-                 "distribution, so its Δ is noise around 0; for a zero-shot (shifted) set a negative Δ is the drop."
+    explained = ("Δ = the set's mean Dice minus the in-domain (cross-validation) mean: a held-out set has the "
+                 "training distribution, so its Δ is noise around 0; for a zero-shot (shifted) set a negative Δ is "
+                 "the drop."
                  if own == IN_DOMAIN else
                  "Δ = the set's mean Dice minus the in-sample mean (fold all scored on its own training cases): "
                  "a held-out set's Δ is the gap between fit and generalisation, a zero-shot set's adds the shift.")

@@ -117,6 +117,9 @@ class nnUNetTrainerLLM(nnUNetTrainer):
         self._check_trained_folds(spec)
         return spec, (layers, norm)
 
+    def _new_plans_fix(self) -> str:
+        return new_plans_fix(self.plans_manager.dataset_name, self.configuration_name, self.plans_manager.plans_name)
+
     def _plans_file(self) -> str:
         return f"nnUNet_preprocessed/{self.plans_manager.dataset_name}/{self.plans_manager.plans_name}.json"
 
@@ -135,7 +138,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                 f"from the plans fold(s) {folds} of {base} trained with ({next(iter(clashes.values()))}; trained -> "
                 f"now). nnU-Net would overwrite {base / 'plans.json'} with them and fold(s) {folds} would no longer "
                 f"load. Nothing was trained. "
-                f"{new_plans_fix(self.plans_manager.dataset_name, self.configuration_name, self.plans_manager.plans_name)}"
+                f"{self._new_plans_fix()}"
                 f" (move fold_{folds.split(',')[0]} and the other trained folds away first).")
 
     def _check_own_checkpoint_plans(self, checkpoint: dict, source) -> None:
@@ -150,7 +153,7 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                 f"{self.fold} trained with other plans than {self._plans_file()} now holds ({differences}; trained "
                 f"-> now), so it cannot go on (--c) or be validated (--val) with them. Restore the plans it trained "
                 f"with (its init_args['plans']), or train the fold from scratch (without --c/--val). "
-                f"{new_plans_fix(self.plans_manager.dataset_name, self.configuration_name, self.plans_manager.plans_name)}.")
+                f"{self._new_plans_fix()}.")
 
     def _check_trained_folds(self, spec: LLMSpec) -> None:
         """Every fold of a results folder (and a fold resumed later) trains with the same tensors and wiring."""
