@@ -19,7 +19,7 @@ recorded with its error, so a short run still returns the earlier steps' figures
 4. ddp        with two or more GPUs: nnUNetv2_train -num_gpus 2 of the SmolLM2 trainer for a few iterations (no
               unused-parameter error; the frozen layer's sha256 equal on both ranks and to the pretrained one).
 
-Writes benchmarks/results/gpu-<gpu name>.json (gpu-rehearsal-cpu.json for --rehearse) and prints the README table.
+Writes benchmarks/results/gpu-<gpu name>.json (gpu-rehearsal-cpu.json for --rehearse) and prints the table for docs/benchmarks-and-results.md.
 Never labels a CPU figure as a GPU one: the JSON names the device every figure was measured on.
 """
 from __future__ import annotations

@@ -229,8 +229,8 @@ def summarise(times: dict, plain: str, llm: str) -> dict:
 def variant_spec(model: str, variant: str):
     """A variant (plans/NAME.json) of a named model, as its built-in trainer or `plan --variant` builds it, with
     random weights in place of the pretrained ones (nothing is downloaded; timing does not depend on the values)."""
-    from nnunetv2_llm.nnunet.trainers import builtin_spec
-    spec = builtin_spec(model, variant)
+    from nnunetv2_llm.core.resolve import variant_spec
+    spec = variant_spec(model, variant)
     return spec.replace(init="random") if spec.init == "pretrained" else spec
 
 

@@ -197,22 +197,33 @@ def report(results: dict) -> None:
 
 
 def readme_table(results: dict) -> str:
-    """The README's markdown table of a saved run: the terminal table's figures at three decimals, the paired
-    difference signed, without the trainer and checkpoint columns."""
-    lines = ["| variant | test Dice per seed | mean ± std | minus plain (over seeds) | compare, seeds "
-             + " / ".join(results["seeds"]) + ": Δ [95% CI], Holm p | objects Dice, any class | train s |",
-             "|---|---|---|---|---|---|---|"]
-    for r in summary(results):
-        minus = "-" if r["minus_plain"] is None else spread(r["minus_plain"], 3, signed=True)
-        lines.append(f"| {r['label']} | {' '.join(f'{d:.3f}' for d in r['dice'])} | {spread(r['dice'], 3)} | "
-                     f"{minus} | {paired(r['compared'], ' / ')} | {r['objects']:.3f} | {r['train']:.0f} |")
+    """The docs' markdown table of a saved run (docs/benchmarks-and-results.md; scripts/docs_tables.py puts it
+    there): the terminal table's figures at three decimals, the paired difference signed, without the trainer
+    and checkpoint columns, and without a column the run did not record (older runs have no objects Dice and
+    no compare)."""
+    rows = summary(results)
+    columns = [
+        ("variant", [r["label"] for r in rows]),
+        ("test Dice per seed", [" ".join(f"{d:.3f}" for d in r["dice"]) for r in rows]),
+        ("mean ± std", [spread(r["dice"], 3) for r in rows]),
+        ("minus plain (over seeds)",
+         ["-" if r["minus_plain"] is None else spread(r["minus_plain"], 3, signed=True) for r in rows]),
+        ("compare, seeds " + " / ".join(results["seeds"]) + ": Δ [95% CI], Holm p",
+         [paired(r["compared"], " / ") for r in rows] if any(r["compared"] for r in rows) else None),
+        ("objects Dice, any class",
+         [f"{r['objects']:.3f}" for r in rows] if not all(np.isnan(r["objects"]) for r in rows) else None),
+        ("train s", [f"{r['train']:.0f}" for r in rows]),
+    ]
+    columns = [(header, cells) for header, cells in columns if cells is not None]
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cells[i] for _, cells in columns) + " |" for i in range(len(rows))]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readme-table", type=Path, metavar="JSON",
-                        help="print the README's markdown table of a saved run (2+ seeds) and exit")
+                        help="print the docs' markdown table of a saved run and exit")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="2 seeds, 10 epochs of 20 iterations (default)")

@@ -10,7 +10,7 @@ __version__ = "0.3.0"
 
 _PUBLIC = {
     "LLMSpec": "core.spec", "LLMSpecError": "core.spec",
-    "MODELS": "core.models", "model_spec": "core.models",
+    "MODELS": "core.models", "model_spec": "core.resolve",
     "load_variant": "core.variants", "variant_names": "core.variants",
     "LLMWeightsError": "core.weights", "LayerWeights": "core.weights", "extract_layer": "core.weights",
     "load_extracted": "core.weights", "load_layer": "core.weights", "read_config": "core.weights",
@@ -19,7 +19,7 @@ _PUBLIC = {
     "trainers_folder": "nnunet.environment",
 }
 # The 0.2 names of the named models (kept so scripts written for 0.2 run; see CHANGELOG.md).
-_RENAMED = {"PRESETS": ("core.models", "MODELS"), "preset_spec": ("core.models", "model_spec")}
+_RENAMED = {"PRESETS": ("core.models", "MODELS"), "preset_spec": ("core.resolve", "model_spec")}
 __all__ = sorted([*_PUBLIC, *_RENAMED])
 
 

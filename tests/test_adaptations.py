@@ -95,7 +95,7 @@ def test_lora_trainable_count_is_the_projections_plus_rank_times_in_plus_out():
     """SmolLM2's layer (hidden 576; q, o: 576 -> 576; k, v: 576 -> 192) at nnU-Net 2D's 512 bottleneck channels,
     rank 8 on q, k, v, o: 512*576 + 576 + 576*512 + 512 = 590,912 for the projections, and
     8 * ((576+576) + (576+192) + (576+192) + (576+576)) = 30,720 for the adapters."""
-    from nnunetv2_llm.core.models import model_spec
+    from nnunetv2_llm.core.resolve import model_spec
     block = LLMBlock(512, model_spec("smollm2-135m", lora_rank=8))
     counts = parameter_counts(block)
     assert counts["trainable"] == 590_912 + 30_720

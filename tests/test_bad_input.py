@@ -14,7 +14,7 @@ import torch
 
 from nnunetv2_llm.commands import cli
 from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
-from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.core.resolve import model_spec
 
 
 def run(capsys, *args) -> tuple[int, str]:
@@ -173,7 +173,7 @@ def test_a_dataset_that_is_neither_an_id_nor_a_name(in_process_env, dataset_2d, 
     rc, err = run(capsys, *args, "-d", "abc")
     assert rc == 2 and "-d 'abc' is neither a dataset id" in err and "Dataset501_Synth2D" in err
     rc, err = run(capsys, *args, "-d", "Dataset501_Synth2d")
-    assert rc == 2 and "Did you mean 'Dataset501_Synth2D'?" in err
+    assert rc == 2 and "Did you mean 'Dataset501_Synth2D'" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
 
 

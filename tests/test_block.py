@@ -16,7 +16,7 @@ from torch import nn
 from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
 from nnunetv2_llm.core.cost import parameter_counts
 from nnunetv2_llm.core.spec import LLMSpec
-from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.core.resolve import model_spec
 from nnunetv2_llm.core.weights import load_layer
 
 HIDDEN = 64

@@ -396,7 +396,7 @@ def test_pareto_front_on_hand_made_numbers():
 
 
 def test_by_layer_refuses_plans_that_differ_in_more_than_their_layer(in_process_env, dataset_2d, tmp_path, capsys):
-    from nnunetv2_llm.core.models import model_spec
+    from nnunetv2_llm.core.resolve import model_spec
     results = in_process_env.results / in_process_env.dataset_folder(dataset_2d).name
     plans = in_process_env.plans(dataset_2d)
     folders = []
@@ -421,7 +421,7 @@ def test_by_layer_refuses_plans_that_differ_in_more_than_their_layer(in_process_
 @pytest.mark.parametrize("option", [{"trainable": True}, {"lora_rank": 8, "lora_dropout": 0.1}, {"revision": "v2"}])
 def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
     """A frozen and a trainable layer (or two LoRA dropouts, or two revisions) are not one curve."""
-    from nnunetv2_llm.core.models import model_spec
+    from nnunetv2_llm.core.resolve import model_spec
     from nnunetv2_llm.evaluation.cases import CompareError
     from nnunetv2_llm.evaluation.layers import check_series
     base = {"lora_rank": 8} if "lora_dropout" in option else {}

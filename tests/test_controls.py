@@ -9,8 +9,8 @@ import torch
 
 from nnunetv2_llm.core.block import IdentityLayer, LLMBlock
 from nnunetv2_llm.core.cost import parameter_counts
-from nnunetv2_llm.core.models import model_spec
-from nnunetv2_llm.nnunet.trainers import (builtin_spec, nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2FrozenRandom,
+from nnunetv2_llm.core.resolve import model_spec, variant_spec
+from nnunetv2_llm.nnunet.trainers import (nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2FrozenRandom,
                                    nnUNetTrainerSmolLM2Identity)
 from nnunetv2_llm.core.weights import load_layer
 
@@ -71,8 +71,8 @@ def test_random_reference_init_redraws_linears_and_keeps_pretrained_norms(smollm
 
 @pytest.mark.parametrize("cls", [nnUNetTrainerSmolLM2Identity, nnUNetTrainerSmolLM2FrozenRandom])
 def test_controls_load_no_pretrained_tensors(cls):
-    assert not builtin_spec(cls.model, cls.variant).loads_pretrained
-    assert builtin_spec(nnUNetTrainerSmolLM2.model, nnUNetTrainerSmolLM2.variant).loads_pretrained
+    assert not variant_spec(cls.model, cls.variant).loads_pretrained
+    assert variant_spec(nnUNetTrainerSmolLM2.model, nnUNetTrainerSmolLM2.variant).loads_pretrained
 
 
 def test_every_built_in_model_and_variant_is_a_valid_block():
@@ -82,8 +82,8 @@ def test_every_built_in_model_and_variant_is_a_valid_block():
     for model in MODELS:
         for variant in variant_names():
             if load_variant(variant).trainer is not None:
-                spec = builtin_spec(model, variant)
+                spec = variant_spec(model, variant)
                 assert spec.layer + spec.depth <= MODELS[model].num_layers, (model, variant)
-    spec = builtin_spec("deepseek-r1-distill-qwen-1.5b", "depth2")
+    spec = variant_spec("deepseek-r1-distill-qwen-1.5b", "depth2")
     assert (spec.layer, spec.depth) == (26, 2)
-    assert (builtin_spec("llama-3.2-1b", "depth2").layer, builtin_spec("llama-3.2-1b", "pang").layer) == (14, 15)
+    assert (variant_spec("llama-3.2-1b", "depth2").layer, variant_spec("llama-3.2-1b", "pang").layer) == (14, 15)

@@ -10,7 +10,7 @@ from tiny_llm import TINY_LLAMA
 
 from nnunetv2_llm.nnunet import trainers
 from nnunetv2_llm.core.network import LLMUNet
-from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.core.resolve import model_spec
 from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM, nnUNetTrainerSmolLM2
 
 

@@ -128,7 +128,7 @@ def test_lora_trainer_trains_its_adapters_and_predicts_with_the_llm_files_out_of
     import sys
 
     from nnunetv2_llm.core.files import load_checkpoint
-    from nnunetv2_llm.core.models import model_spec
+    from nnunetv2_llm.core.resolve import model_spec
     from nnunetv2_llm.core.weights import load_layer, tensors_sha256
     from nnunetv2_llm.submission.check import GUARD
     trainer = "nnUNetTrainerSmolLM2LoRA_2epochs_5its"

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from nnunetv2_llm.core.files import load_checkpoint
 from nnunetv2_llm.core.spec import LLMSpecError
-from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.core.resolve import model_spec
 from nnunetv2_llm.nnunet import pretrained
 from nnunetv2_llm.nnunet.pretrained import load_pretrained_weights
 from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM, nnUNetTrainerSmolLM2

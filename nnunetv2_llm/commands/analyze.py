@@ -7,18 +7,10 @@ from ..evaluation.analysis import THRESHOLD
 from .options import DEFAULT_PLANS, DEVICES
 
 
-def parse_compare(item: str, default_plans: str) -> tuple[str, str]:
-    """``TRAINER`` or ``TRAINER__PLANS`` (nnU-Net's results folder naming)."""
-    from ..evaluation.analysis import AnalysisError
-    trainer, _, plans = item.partition("__")
-    if not trainer:
-        raise AnalysisError(f"--compare {item!r}: expected TRAINER or TRAINER__PLANS.")
-    return trainer, plans or default_plans
-
-
 def cmd_analyze(args) -> int:
     from ..evaluation.analysis import analyse
-    trainers = [(args.trainer, args.plans)] + [parse_compare(c, args.plans) for c in args.compare or []]
+    from ..nnunet.results import split_trainer_plans
+    trainers = [(args.trainer, args.plans)] + [split_trainer_plans(c, args.plans) for c in args.compare or []]
     analyse(args.dataset, args.configuration, trainers, args.fold, Path(args.output) if args.output else None,
             checkpoint=args.checkpoint, device=args.device, threshold=args.threshold)
     return 0

@@ -22,8 +22,6 @@ from ..nnunet.environment import ext_trainer_entries, lists_our_trainers, traine
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
-# Hub repos that need an accepted licence and a token (the hub cannot be asked offline).
-GATED_SOURCES = {"meta-llama/Llama-3.2-1B"}
 
 
 @dataclass
@@ -161,7 +159,7 @@ def check_model(name: str) -> Check:
     files = _cached_layer_files(model.source, model.layer)
     if files:
         return Check(label, OK, f"local: huggingface_hub cache ({', '.join(Path(f).name for f in files)})")
-    gated = model.source in GATED_SOURCES
+    gated = model.gated
     if _hub_offline():
         return Check(label, WARN, f"{model.source} layer {model.layer} is not cached and HF_HUB_OFFLINE=1",
                      f"unset HF_HUB_OFFLINE to download it, or where the hub is reachable run "

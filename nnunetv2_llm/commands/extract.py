@@ -4,31 +4,15 @@ from __future__ import annotations
 import os
 import shlex
 
-from ..core.models import MODELS
-from .options import add_spec_arguments
-
-
-def spec_from_args(args):
-    """A spec from ``--llm`` (named model, hub id, folder or file) plus the wiring flags."""
-    from ..core.models import model_spec
-    from ..core.spec import LLMSpec, LLMSpecError
-    from ..core.weights import resolve_spec
-    from .options import spec_options
-    options = spec_options(args)
-    if args.layer is not None:
-        options["layer"] = args.layer
-    if args.llm in MODELS:
-        return model_spec(args.llm, **options)
-    if "layer" not in options:
-        raise LLMSpecError(f"--llm {args.llm!r} is not a named model, so --layer is required "
-                           f"(named models: {', '.join(sorted(MODELS))}).")
-    return resolve_spec(LLMSpec(source=args.llm, **options))
+from ..core.models import DEFAULT_MODEL
+from .options import add_spec_arguments, spec_options
 
 
 def cmd_extract(args) -> int:
+    from ..core.resolve import source_spec
     from ..core.weights import check_extract_output, extract_layer, extracted_layers, load_extracted
     out = check_extract_output(args.output, args.overwrite)
-    spec = spec_from_args(args)
+    spec = source_spec(args.llm, args.layer, **spec_options(args))
     extract_layer(spec, out)
     weights = [load_extracted(out, layer) for layer in extracted_layers(out)]
     size = os.path.getsize(out) / 2 ** 20
@@ -48,7 +32,7 @@ def register(subparsers) -> None:
                     "The file holds the tensors only: how the block is wired (positions, attention, ...) is chosen "
                     "later by `nnunetv2-llm plan`. With --depth N the file holds layers --layer .. --layer+N-1, with "
                     "--final-norm the model's final norm too.")
-    add_spec_arguments(p, llm_default="smollm2-135m", wiring=False)
+    add_spec_arguments(p, llm_default=DEFAULT_MODEL, wiring=False)
     p.add_argument("-o", "--output", required=True, help="output .safetensors file (must not exist)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing layer file written by extract (or a damaged file)")

@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..core.models import MODELS
+from ..core.models import DEFAULT_MODEL, MODELS
 from .options import DEFAULT_PLANS
-
-DEFAULT_LLM = "llama-3.2-1b"
 
 
 def print_table(info: dict) -> None:
@@ -31,18 +29,18 @@ def print_table(info: dict) -> None:
                       f"{sign}{cost['gflops']:.2f}", f"{sign}{cost['gmacs']:.2f}", tokens,
                       "-" if cost.get("hidden_size") is None else str(cost["hidden_size"]))
     row("nnU-Net", info["nnunet"])
-    row(f"+ {info['llm_description']}", info["nnunet_llm"])
+    row("+ the LLM block", info["nnunet_llm"])
     row("added by the block", info["added"], sign="+")
     console.print(table)
-    print(f"{info['flops_note']}\nplans: {info['plans']}\nLLM spec from {info['llm_from']}; block on "
+    print(f"{info['flops_note']}\nplans: {info['plans']}\nLLM block: {info['llm_description']}\n"
+          f"LLM spec from {info['llm_from']}; block on "
           f"{info['bottleneck_channels']} bottleneck channels", flush=True)
 
 
 def cmd_info(args) -> int:
-    from ..core.models import model_spec
+    from ..core.resolve import source_spec
     from ..nnunet.networks import cost_report
-    fallback = model_spec(args.llm, **({"layer": args.layer} if args.layer is not None else {}),
-                          trainable=args.trainable, stage=args.stage)
+    fallback = source_spec(args.llm, args.layer, trainable=args.trainable, stage=args.stage)
     info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -58,8 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-tr", "--trainer", help="trainer: its trained run's plans.json if it exists, and its built-in LLM")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
-    p.add_argument("--llm", default=DEFAULT_LLM, choices=sorted(MODELS),
-                   help=f"LLM when neither the trainer nor the plans name one (default {DEFAULT_LLM})")
+    p.add_argument("--llm", default=DEFAULT_MODEL, metavar="MODEL|SOURCE",
+                   help=f"LLM when neither the trainer nor the plans name one: a named model "
+                        f"({', '.join(sorted(MODELS))}), a hub id, a checkpoint folder, a .gguf file or a file from "
+                        f"`nnunetv2-llm extract` (default {DEFAULT_MODEL})")
     p.add_argument("--layer", type=int, help="0-based decoder layer of --llm (default: the model's paper layer)")
     p.add_argument("--trainable", action="store_true", help="count the --llm layer as trainable (paper '(T)')")
     p.add_argument("--stage", type=int, default=-1, help="encoder stage of the --llm block (default -1, the bottleneck)")

@@ -5,11 +5,9 @@ import argparse
 
 from ..core.models import MODELS
 from ..nnunet.results import DEFAULT_PLANS  # noqa: F401 (the commands' -p default, from its one home)
-from ..core.spec import ATTENTION, DTYPES, INIT, LORA_ALPHA, LORA_RANK, LORA_TARGETS, POSITIONS, SPEC_OPTIONS, \
-    LLMSpecError
-
-
-DEVICES = ("auto", "cpu", "cuda")  # auto: a CUDA GPU when torch sees one, else the CPU
+from ..core import spec
+from ..core.spec import LORA_TARGETS, LLMSpecError
+from ..nnunet.environment import DEVICES  # noqa: F401 (the commands' --device choices, from their one home)
 
 
 def layers_type(text: str) -> str:
@@ -35,53 +33,46 @@ def targets_type(text: str) -> list[str]:
 
 def spec_options(args) -> dict:
     """The spec options set by flags (see :func:`add_spec_arguments`); flags not given are left out."""
-    return {k: getattr(args, k) for k in SPEC_OPTIONS if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in spec.option_names() if getattr(args, k, None) is not None}
+
+
+_GROUPS = {"wiring": "wiring of the block (default: the authors' code, or the variant's)",
+           "adaptation": "adaptations (what peers use after a frozen layer shows no gain)"}
+
+
+def _add_option(target, name: str, declared: spec.Option) -> None:
+    """One spec option's flag, all from its declaration in :class:`~nnunetv2_llm.core.spec.LLMSpec`."""
+    kinds = spec.field_kinds(spec.option_field(name))
+    default = spec.option_default(name)
+    shown = {False: "off", True: "on"}.get(default, default) if isinstance(default, bool) else default
+    help_text = declared.help + ("" if default is None else f" (default {spec._text(shown)})")
+    kw = {"help": help_text, "metavar": declared.metavar}
+    if bool in kinds:
+        kw = {"help": help_text, "action": argparse.BooleanOptionalAction}
+    elif declared.choices:
+        kw = {"help": help_text, "choices": declared.choices}
+    elif list in kinds:
+        kw["type"] = targets_type
+    elif float in kinds:
+        kw["type"] = float
+    elif int in kinds:
+        kw["type"] = int
+    target.add_argument(spec.Option.flag(name), **{k: v for k, v in kw.items() if v is not None})
 
 
 def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, layer_type=int,
                        layer_help: str = "0-based decoder layer index (default: the named model's paper layer)",
                        wiring: bool = True) -> None:
-    """``--llm``, ``--layer``, ``--revision`` and (``wiring``) the flags of how the block uses the layer."""
+    """``--llm``, ``--layer``, the options that choose the tensors and (``wiring``) the flags of how the block uses
+    them: every spec option's flag, as :class:`~nnunetv2_llm.core.spec.LLMSpec` declares it."""
     default = f" (default {llm_default})" if llm_default else ""
     p.add_argument("--llm", default=llm_default, metavar="MODEL|SOURCE",
                    help=f"a named model ({', '.join(sorted(MODELS))}), a hub id (org/name), a checkpoint folder, "
                         f"a .gguf file or a file from `nnunetv2-llm extract`{default}")
     p.add_argument("--layer", type=layer_type, help=layer_help)
-    p.add_argument("--revision", help="hub revision (branch, tag or commit; default main)")
-    p.add_argument("--depth", type=int, help="consecutive decoder layers from --layer on in one block (default 1)")
-    p.add_argument("--final-norm", action=argparse.BooleanOptionalAction,
-                   help="the model's own final RMSNorm after the layer(s), pretrained and frozen with them, as "
-                        "MedVisionLlama applies it (default off)")
-    if not wiring:
-        return
-    g = p.add_argument_group("wiring of the block (default: the authors' code, or the variant's)")
-    g.add_argument("--positions", choices=POSITIONS,
-                   help="how q/k are rotated: reference (the authors' fixed 1-rad-per-token rotation), rope (the "
-                        "model's own RoPE over the raster index), axial (N-D RoPE over the grid), none")
-    g.add_argument("--attention", choices=ATTENTION,
-                   help="causal over the raster order (the authors', what SDPA does without a mask) or bidirectional")
-    g.add_argument("--init", choices=INIT,
-                   help="pretrained (the LLM's tensors); random ('+Transformer': every tensor re-drawn); "
-                        "random-reference (the authors' '+Transformer': norm gains kept pretrained); identity "
-                        "(control: the layer replaced by identity, only the projections remain)")
-    g.add_argument("--trainable", action=argparse.BooleanOptionalAction,
-                   help="fine-tune the LLM layer (paper '(T)'); --no-trainable keeps it frozen (default)")
-    g.add_argument("--residual", action=argparse.BooleanOptionalAction,
-                   help="add the block's input to its output (--no-residual: the authors' plain block, default)")
-    g.add_argument("--dtype", choices=DTYPES,
-                   help="dtype the layer is stored and run in (bfloat16 halves its share of the checkpoint; "
-                        "default float32)")
-    g.add_argument("--stage", type=int, help="encoder stage the block acts on (default -1, the bottleneck)")
-    a = p.add_argument_group("adaptations (what peers use after a frozen layer shows no gain)")
-    a.add_argument("--lora-rank", type=int, metavar="R",
-                   help=f"LoRA adapters of rank R (peft) inside the frozen layer; only they and the two projections "
-                        f"train, the layer's tensors stay bit-identical (0: none, the default; e.g. {LORA_RANK})")
-    a.add_argument("--lora-alpha", type=float, metavar="A",
-                   help=f"LoRA's alpha: its update is scaled by A / R (default {LORA_ALPHA:g})")
-    a.add_argument("--lora-targets", type=targets_type, metavar="NAMES",
-                   help=f"comma-separated linears of the layer that get adapters (default {','.join(LORA_TARGETS)}, "
-                        f"the attention projections; e.g. add gate_proj,up_proj,down_proj for the MLP)")
-    a.add_argument("--lora-dropout", type=float, metavar="P", help="dropout on LoRA's input while training (default 0)")
-    a.add_argument("--gate", action=argparse.BooleanOptionalAction,
-                   help="output = input + g * block(input) with a learnt scalar g starting at 0: the net starts "
-                        "exactly as the plain U-Net and adds only what training finds useful (default off)")
+    groups = {"tensors": p}
+    if wiring:
+        groups.update({name: p.add_argument_group(title) for name, title in _GROUPS.items()})
+    for name, declared in spec.declared_options().items():
+        if declared.group in groups:
+            _add_option(groups[declared.group], name, declared)

@@ -19,7 +19,7 @@ from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_option
 
 def cmd_plan(args) -> int:
     from ..core.files import read_json
-    from ..core.spec import PLANS_KEY, LLMSpec
+    from ..core.spec import configurations_with_spec, spec_in_plans
     from ..nnunet.planning import PlanningError, PlansRequest, write_llm_plans
     from ..nnunet.results import dataset_id
     if args.preset:
@@ -30,11 +30,8 @@ def cmd_plan(args) -> int:
     targets = write_llm_plans(args.dataset, args.plans, request, overwrite=args.overwrite)
     for path in targets:
         plans = read_json(path)
-        with_llm = [c for c, conf in plans["configurations"].items() if PLANS_KEY in conf]
-        spec = LLMSpec.from_dict(plans["configurations"][with_llm[0]][PLANS_KEY])
-        print(f"wrote {path}: {spec.source} layer {spec.layer} (init={spec.init}, trainable={spec.trainable}, "
-              f"positions={spec.positions}, attention={spec.attention}, residual={spec.residual}) "
-              f"in {', '.join(with_llm)}")
+        with_llm = configurations_with_spec(plans)
+        print(f"wrote {path}: {spec_in_plans(plans, with_llm[0], str(path)).summary()} in {', '.join(with_llm)}")
     number = dataset_id(targets[0].parent.name)
     print("train with:")
     for path in targets:

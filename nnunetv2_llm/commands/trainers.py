@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def cmd_trainers(args) -> int:
-    from ..nnunet.trainers import trainer_table
+    from ..nnunet.trainer_catalogue import trainer_table
     rows = trainer_table()
     if args.base_only:
         rows = [r for r in rows if r.length is None]

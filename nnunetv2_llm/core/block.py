@@ -1,7 +1,7 @@
 """The LLM block: bottleneck feature map -> tokens -> Linear(C->H) -> one LLM decoder layer -> Linear(H->C).
 
 Works for 2D and 3D maps and any token count. Position and attention options are documented in
-the README; the defaults reproduce the authors' reference code.
+docs/models-and-variants.md; the defaults reproduce the authors' reference code.
 """
 from __future__ import annotations
 

@@ -6,11 +6,10 @@ model with one variant each.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from .errors import did_you_mean
-from .spec import LLMSpec, LLMSpecError
+from .spec import LLMSpecError
 
 LLAMA_3_2_1B_CONFIG = {
     "model_type": "llama",
@@ -91,6 +90,7 @@ class Model:
     config: dict
     description: str
     trainer_name: str  # nnUNetTrainer<trainer_name><variant's trainer suffix>
+    gated: bool = False  # the hub serves it only with an accepted licence and a token
 
     @property
     def num_layers(self) -> int:
@@ -102,10 +102,13 @@ class Model:
         return max(0, min(self.layer, self.num_layers - depth))
 
 
+# The model every command uses when --llm is not given: the one that works offline.
+DEFAULT_MODEL = "smollm2-135m"
+
 MODELS: dict[str, Model] = {
     "llama-3.2-1b": Model(
         "meta-llama/Llama-3.2-1B", 14, LLAMA_3_2_1B_CONFIG,
-        "LLaMA-3.2-1B, layer 14 (the paper's '15-th'); gated on the hub, needs HF_TOKEN", "LLaMA"),
+        "LLaMA-3.2-1B, layer 14 (the paper's '15-th'); gated on the hub, needs HF_TOKEN", "LLaMA", gated=True),
     "deepseek-r1-distill-qwen-1.5b": Model(
         "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 27, DEEPSEEK_R1_DISTILL_QWEN_1_5B_CONFIG,
         "DeepSeek-R1-Distill-Qwen-1.5B, layer 27 (the paper's '28-th')", "DeepSeek"),
@@ -120,12 +123,3 @@ def unknown_model(name: str) -> LLMSpecError:
         f"unknown model {name!r}; the named models are {', '.join(sorted(MODELS))}.{did_you_mean(name, MODELS)} "
         f"For any other LLM pass a hub id (org/name), a checkpoint folder, a .gguf file or a file from "
         f"`nnunetv2-llm extract` instead.")
-
-
-def model_spec(name: str, **options) -> LLMSpec:
-    """The spec of a named model, with its config embedded (no download); ``options`` override the defaults."""
-    if name not in MODELS:
-        raise unknown_model(name)
-    model = MODELS[name]
-    options.setdefault("layer", model.block_start(options.get("depth", 1)))
-    return LLMSpec(source=model.source, config=json.loads(json.dumps(model.config)), **options)

@@ -6,13 +6,15 @@ rebuilt at inference from ``plans.json`` alone, with no download.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UserError
 
-# Where the spec lives in nnU-Net plans: configurations[c][PLANS_KEY].
+# Where the spec lives in nnU-Net plans: configurations[c][PLANS_KEY] (read and written by spec_in_plans and
+# put_spec_in_plans below, nowhere else).
 PLANS_KEY = "llm"
 POSITIONS = ("reference", "rope", "axial", "none")
 ATTENTION = ("causal", "bidirectional")
@@ -24,10 +26,6 @@ DTYPES = ("float32", "bfloat16")
 # LoRA's defaults: the attention projections, rank 8 (when asked for), alpha 16 (scaling alpha / rank = 2).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 LORA_RANK, LORA_ALPHA = 8, 16.0
-# The wiring options of a spec, besides its source and layer: what `--positions` etc. set on the command line.
-SPEC_OPTIONS = ("positions", "attention", "residual", "init", "trainable", "dtype", "stage", "revision",
-                "lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "depth", "gate", "final_norm")
-
 
 class LLMSpecError(UserError, ValueError):
     """A spec value is invalid; the message names the value, the accepted range and the fix."""
@@ -65,63 +63,138 @@ def check_model_config(config: dict, source: str) -> None:
                            f"num_key_value_heads={kv_heads}; restore the model's own config.json values.")
 
 
-def _choice(name: str, value: Any, accepted: tuple) -> None:
-    if value not in accepted:
-        raise LLMSpecError(f"{name}={value!r} is not accepted; choose one of {', '.join(map(repr, accepted))}.")
+# ---------------------------------------------------------------- how an option is declared
+
+@dataclass(frozen=True)
+class Option:
+    """Everything the rest of the house derives from one spec option: its command-line flag (``--name-with-dashes``)
+    and help, its key in variant files and sweep grids, its range, its tag in plans names, and whether it changes
+    what the block computes. The type and default are the dataclass field's own."""
+
+    help: str
+    group: str  # "tensors" (which tensors are read), "wiring" or "adaptation": where --help lists the flag
+    choices: tuple = ()
+    metavar: str | None = None
+    check: Callable[[Any], str | None] | None = None  # the refusal of an out-of-range value, or None
+    tag: Callable[["LLMSpec"], str] | None = None  # suffix in plans names when the value is not the default
+    computes: bool = True  # False: changes how the block trains or where its tensors come from, not what it computes
+
+    @staticmethod
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
 
 
-_FIELD_TYPES = {"source": (str,), "layer": (int,), "positions": (str,), "attention": (str,), "residual": (bool,),
-                "init": (str,), "trainable": (bool,), "dtype": (str,), "stage": (int,), "revision": (str, type(None)),
-                "lora_rank": (int,), "lora_alpha": (int, float), "lora_targets": (list,), "lora_dropout": (int, float),
-                "depth": (int,), "gate": (bool,), "final_norm": (bool,),
-                "sha256": (str, list, type(None)), "config": (dict, type(None))}
+def option(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, **declaration):
+    """A spec field that is a user option (see :class:`Option`)."""
+    return field(default=default, default_factory=default_factory, metadata={"option": Option(**declaration)})
+
+
+def _lora_tag(spec: "LLMSpec") -> str:
+    targets = "" if tuple(spec.lora_targets) == LORA_TARGETS else \
+        "t" + hashlib.sha256(",".join(spec.lora_targets).encode()).hexdigest()[:4]
+    alpha = "" if spec.lora_alpha == LORA_ALPHA else f"a{spec.lora_alpha:g}"
+    dropout = "" if not spec.lora_dropout else f"p{spec.lora_dropout:g}"
+    return f"lora{spec.lora_rank}{alpha}{dropout}{targets}"
+
+
+def _at_least(name: str, minimum: int, what: str):
+    return lambda value: None if value >= minimum else f"{name}={value}: {what}"
 
 
 @dataclass
 class LLMSpec:
     """One decoder layer of an LLM (or ``depth`` consecutive ones from ``layer`` on) and the options of the block
-    around it.
+    around it: each option is declared once, here.
 
     Defaults reproduce the authors' code: one frozen pretrained layer, no outer residual, causal attention over
     raster order and their fixed 1-rad-per-token position rotation. The adaptations peers use are options:
     ``lora_rank`` > 0 puts LoRA adapters (peft) on ``lora_targets`` of the frozen layer(s), ``gate`` adds the block
     as ``input + g * block(input)`` with ``g`` learnt from 0, ``final_norm`` applies the model's own final RMSNorm
     after the layer(s). ``sha256`` pins the tensors: one hash for one layer, else one per layer (and the final
-    norm's last).
+    norm's last). The field order is the order of the tags in plans names.
     """
 
     source: str
     layer: int
-    positions: str = "reference"
-    attention: str = "causal"
-    residual: bool = False
-    init: str = "pretrained"
-    trainable: bool = False
-    dtype: str = "float32"
-    stage: int = -1
-    revision: str | None = None
-    lora_rank: int = 0
-    lora_alpha: float = LORA_ALPHA
-    lora_targets: list = field(default_factory=lambda: list(LORA_TARGETS))
-    lora_dropout: float = 0.0
-    depth: int = 1
-    gate: bool = False
-    final_norm: bool = False
+    init: str = option(
+        "pretrained", group="wiring", choices=INIT,
+        tag=lambda s: {"random": "rand", "random-reference": "randref", "identity": "identity"}[s.init],
+        help="pretrained (the LLM's tensors); random ('+Transformer': every tensor re-drawn); random-reference (the "
+             "authors' '+Transformer': norm gains kept pretrained); identity (control: the layer replaced by "
+             "identity, only the projections remain)")
+    trainable: bool = option(
+        False, group="wiring", tag=lambda s: "T", computes=False,
+        help="fine-tune the LLM layer (paper '(T)'); --no-trainable keeps it frozen")
+    positions: str = option(
+        "reference", group="wiring", choices=POSITIONS,
+        tag=lambda s: "nopos" if s.positions == "none" else s.positions,
+        help="how q/k are rotated: reference (the authors' fixed 1-rad-per-token rotation), rope (the model's own "
+             "RoPE over the raster index), axial (N-D RoPE over the grid), none")
+    attention: str = option(
+        "causal", group="wiring", choices=ATTENTION, tag=lambda s: "bidir",
+        help="causal over the raster order (the authors', what SDPA does without a mask) or bidirectional")
+    residual: bool = option(
+        False, group="wiring", tag=lambda s: "res",
+        help="add the block's input to its output (--no-residual: the authors' plain block)")
+    dtype: str = option(
+        "float32", group="wiring", choices=DTYPES, tag=lambda s: "bf16",
+        help="dtype the layer is stored and run in (bfloat16 halves its share of the checkpoint)")
+    stage: int = option(
+        -1, group="wiring", tag=lambda s: f"stage{s.stage}",
+        help="encoder stage the block acts on (-1: the bottleneck)")
+    revision: str | None = option(
+        None, group="tensors", computes=False, help="hub revision (branch, tag or commit; None: main)")
+    depth: int = option(
+        1, group="tensors", tag=lambda s: f"d{s.depth}",
+        check=_at_least("depth", 1, "the block holds 1 or more consecutive decoder layers (default 1)."),
+        help="consecutive decoder layers from --layer on in one block")
+    lora_rank: int = option(
+        0, group="adaptation", metavar="R", tag=_lora_tag,
+        check=_at_least("lora_rank", 0, f"a LoRA rank is >= 0 (0: no LoRA; e.g. --lora-rank {LORA_RANK})."),
+        help=f"LoRA adapters of rank R (peft) inside the frozen layer; only they and the two projections train, the "
+             f"layer's tensors stay bit-identical (0: none; e.g. {LORA_RANK})")
+    lora_alpha: float = option(
+        LORA_ALPHA, group="adaptation", metavar="A",
+        check=lambda v: None if v > 0 else f"lora_alpha={v}: LoRA's alpha is > 0 (its update is scaled by alpha / "
+                                           f"rank; default {LORA_ALPHA:g}).",
+        help="LoRA's alpha: its update is scaled by A / R")
+    lora_targets: list = option(
+        default_factory=lambda: list(LORA_TARGETS), group="adaptation", metavar="NAMES",
+        check=lambda v: None if v and all(isinstance(t, str) and t for t in v) and len(set(v)) == len(v) else
+        f"lora_targets={v!r}: name each linear of the decoder layer once, e.g. {','.join(LORA_TARGETS)}.",
+        help="comma-separated linears of the layer that get adapters (the attention projections by default; e.g. "
+             "add gate_proj,up_proj,down_proj for the MLP)")
+    lora_dropout: float = option(
+        0.0, group="adaptation", metavar="P", computes=False,
+        check=lambda v: None if 0 <= v < 1 else f"lora_dropout={v}: a dropout probability is in [0, 1) (default 0).",
+        help="dropout on LoRA's input while training")
+    gate: bool = option(
+        False, group="adaptation", tag=lambda s: "gate",
+        help="output = input + g * block(input) with a learnt scalar g starting at 0: the net starts exactly as the "
+             "plain U-Net and adds only what training finds useful")
+    final_norm: bool = option(
+        False, group="tensors", tag=lambda s: "fnorm",
+        help="the model's own final RMSNorm after the layer(s), pretrained and frozen with them, as MedVisionLlama "
+             "applies it")
     sha256: str | list | None = None
     config: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        for name, kinds in _FIELD_TYPES.items():
-            value = getattr(self, name)
+        for f in dataclasses.fields(self):
+            value, kinds = getattr(self, f.name), field_kinds(f)
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
                 accepted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
                 hint = " (JSON true/false, not a string)" if bool in kinds else ""
-                raise LLMSpecError(f"{name}={value!r} must be {accepted}{hint}; fix the llm entry.")
-        _choice("positions", self.positions, POSITIONS)
-        _choice("attention", self.attention, ATTENTION)
-        _choice("init", self.init, INIT)
-        _choice("dtype", self.dtype, DTYPES)
-        self._check_adaptations()
+                raise LLMSpecError(f"{f.name}={value!r} must be {accepted}{hint}; fix the llm entry.")
+        for name, declared in declared_options(type(self)).items():
+            value = getattr(self, name)
+            if declared.choices and value not in declared.choices:
+                raise LLMSpecError(f"{name}={value!r} is not accepted; choose one of "
+                                   f"{', '.join(map(repr, declared.choices))}.")
+            refused = declared.check(value) if declared.check else None
+            if refused:
+                raise LLMSpecError(refused)
+        self._check_combinations()
         if self.config is not None:
             check_model_config(self.config, self.source)
             n_layers = self.config.get("num_hidden_layers")
@@ -133,23 +206,10 @@ class LLMSpec:
                     + (f"--layer {n_layers - self.depth} or lower, or --depth {n_layers - self.layer} or less."
                        if self.depth <= n_layers else f"--depth {n_layers - self.layer} or less."))
 
-    def _check_adaptations(self) -> None:
-        """Ranges of the LoRA, depth, gate and final-norm options, and the combinations that mean nothing."""
+    def _check_combinations(self) -> None:
+        """The combinations of options that mean nothing."""
         def refuse(message):
             raise LLMSpecError(message)
-        if self.lora_rank < 0:
-            refuse(f"lora_rank={self.lora_rank}: a LoRA rank is >= 0 (0: no LoRA; e.g. --lora-rank {LORA_RANK}).")
-        if not self.lora_alpha > 0:
-            refuse(f"lora_alpha={self.lora_alpha}: LoRA's alpha is > 0 (its update is scaled by alpha / rank; "
-                   f"default {LORA_ALPHA:g}).")
-        if not 0 <= self.lora_dropout < 1:
-            refuse(f"lora_dropout={self.lora_dropout}: a dropout probability is in [0, 1) (default 0).")
-        if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets) \
-                or len(set(self.lora_targets)) != len(self.lora_targets):
-            refuse(f"lora_targets={self.lora_targets!r}: name each linear of the decoder layer once, e.g. "
-                   f"{','.join(LORA_TARGETS)}.")
-        if self.depth < 1:
-            refuse(f"depth={self.depth}: the block holds 1 or more consecutive decoder layers (default 1).")
         if self.lora_rank and self.trainable:
             refuse("LoRA adapts a frozen layer, but trainable=True fine-tunes the whole layer: drop --trainable "
                    "(LoRA) or --lora-rank (full fine-tuning).")
@@ -166,6 +226,24 @@ class LLMSpec:
         if isinstance(self.sha256, list) and (not self.sha256 or not all(isinstance(h, str) for h in self.sha256)):
             refuse(f"sha256={self.sha256!r}: one hash string per layer (and one for the final norm); write the spec "
                    f"with `nnunetv2-llm plan`.")
+
+    def name_tag(self) -> str:
+        """Plans-name suffixes for every option that differs from the paper's frozen reference wiring."""
+        return "".join(f"-{declared.tag(self)}" for name, declared in declared_options(type(self)).items()
+                       if declared.tag is not None and getattr(self, name) != option_default(name, type(self)))
+
+    def options_text(self) -> str:
+        """``init=pretrained, trainable=False, ...``: every wiring option, and each other option that is not at its
+        default (depth shows in :attr:`layers_named`); the one text of a spec's options in logs, ``info`` and
+        ``plan``."""
+        declared = declared_options(type(self))
+        return ", ".join(f"{name}={_text(getattr(self, name))}" for name, option_ in declared.items()
+                         if option_.group == "wiring" or (name != "depth" and getattr(self, name)
+                                                          != option_default(name, type(self))))
+
+    def summary(self) -> str:
+        """``source layer N (init=..., ...)``."""
+        return f"{self.source} {self.layers_named} ({self.options_text()})"
 
     @property
     def layers_named(self) -> str:
@@ -198,16 +276,10 @@ class LLMSpec:
         return dataclasses.replace(self, **changes)
 
 
-# The fields that change what the block computes (trainable only changes how it trains).
-COMPUTATION_FIELDS = ("source", "sha256", "layer", "positions", "attention", "residual", "init", "dtype", "stage",
-                      "lora_rank", "lora_alpha", "lora_targets", "depth", "gate", "final_norm",
-                      "config")
-
-
 def spec_differences(a: LLMSpec, b: LLMSpec) -> list[tuple[str, Any, Any]]:
     """(field, a's value, b's value) for every computation field that differs; a missing sha256 matches any."""
     out = []
-    for name in COMPUTATION_FIELDS:
+    for name in computation_fields():
         x, y = getattr(a, name), getattr(b, name)
         if name == "sha256" and (x is None or y is None):
             continue
@@ -264,3 +336,74 @@ def parse_layers(text, num_layers: int | None = None) -> list[int]:
             raise LLMSpecError(f"layer range {part.strip()!r} runs backwards; write {last}-{first}.")
         layers.update(range(first, last + 1))
     return sorted(layers)
+
+
+# ---------------------------------------------------------------- what is derived from the declarations
+
+_KINDS = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float), "list": (list,), "dict": (dict,),
+          "None": (type(None),)}
+
+
+def field_kinds(f: dataclasses.Field) -> tuple:
+    """The JSON types a field accepts, from its annotation (``str | None`` -> str or null; a float takes an int)."""
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return tuple(k for part in annotation.split("|") for k in _KINDS[part.strip()])
+
+
+def declared_options(spec_class: type | None = None) -> dict[str, Option]:
+    """Every user option of :class:`LLMSpec` (or a subclass), in declaration order."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(spec_class or LLMSpec) if "option" in f.metadata}
+
+
+def option_names() -> tuple[str, ...]:
+    return tuple(declared_options())
+
+
+def option_field(name: str, spec_class: type | None = None) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(spec_class or LLMSpec) if f.name == name)
+
+
+def option_default(name: str, spec_class: type | None = None):
+    f = option_field(name, spec_class)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def computation_fields() -> tuple[str, ...]:
+    """The fields that change what the block computes (trainable, say, only changes how it trains)."""
+    declared = declared_options()
+    return tuple(f.name for f in dataclasses.fields(LLMSpec)
+                 if f.name not in declared or declared[f.name].computes)
+
+
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) \
+        else str(value)
+
+
+# ---------------------------------------------------------------- the spec in nnU-Net plans
+
+def spec_in_configuration(configuration: dict, where: str) -> LLMSpec | None:
+    """The spec stored in one configuration of nnU-Net plans (None: plain nnU-Net); ``where`` names the file."""
+    entry = (configuration or {}).get(PLANS_KEY)
+    return None if entry is None else spec_from_entry(entry, where)
+
+
+def spec_in_plans(plans: dict, configuration: str, where: str) -> LLMSpec | None:
+    """The spec stored in ``plans`` for ``configuration`` (as written; an inheriting configuration's spec is found
+    through nnU-Net's ConfigurationManager and :func:`spec_in_configuration`)."""
+    return spec_in_configuration((plans.get("configurations") or {}).get(configuration), where)
+
+
+def configurations_with_spec(plans: dict) -> list[str]:
+    """The configurations of ``plans`` that carry an LLM spec (none: plain nnU-Net plans)."""
+    return [name for name, conf in (plans.get("configurations") or {}).items()
+            if isinstance(conf, dict) and PLANS_KEY in conf]
+
+
+def put_spec_in_configuration(configuration: dict, spec: LLMSpec) -> None:
+    configuration[PLANS_KEY] = spec.to_dict()
+
+
+def put_spec_in_plans(plans: dict, configuration: str, spec: LLMSpec) -> None:
+    """Write ``spec`` into ``plans`` for ``configuration``."""
+    put_spec_in_configuration(plans["configurations"][configuration], spec)

@@ -14,13 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError, did_you_mean
-from .spec import SPEC_OPTIONS
+from . import spec
 
 DESCRIPTIVE_KEYS = ("description", "reproduces", "trainer", "llm", "layer")
-KEYS = (*DESCRIPTIVE_KEYS, *SPEC_OPTIONS)
-_TYPES = {"layer": (int, str), "stage": (int,), "residual": (bool,), "trainable": (bool,), "revision": (str,),
-          "lora_rank": (int,), "lora_alpha": (int, float), "lora_targets": (list,), "lora_dropout": (int, float),
-          "depth": (int,), "gate": (bool,), "final_norm": (bool,)}
+
+
+def variant_keys() -> tuple[str, ...]:
+    """What a variant file may hold: its descriptive keys and every spec option."""
+    return (*DESCRIPTIVE_KEYS, *spec.option_names())
+
+
+def key_kinds(key: str) -> tuple:
+    """The JSON types of a variant file's key: a spec option's own (not null), ``layer`` an index or a text."""
+    if key == "layer":
+        return (int, str)
+    if key in spec.option_names():
+        return tuple(k for k in spec.field_kinds(spec.option_field(key)) if k is not type(None))
+    return (str,)
 
 
 class VariantError(UserError, ValueError):
@@ -59,18 +69,19 @@ def load_variant(name_or_path: str) -> Variant:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise VariantError(f"variant file {path} is not valid JSON ({e}); fix the file.") from None
     if not isinstance(data, dict):
-        raise VariantError(f"variant file {path} must hold a JSON object with keys from {', '.join(KEYS)}.")
-    unknown = sorted(set(data) - set(KEYS))
+        raise VariantError(f"variant file {path} must hold a JSON object with keys from {', '.join(variant_keys())}.")
+    keys = variant_keys()
+    unknown = sorted(set(data) - set(keys))
     if unknown:
         hint = "" if "hidden_size" not in unknown else (" (hidden_size went with the model-specific presets of "
                                                          "0.2: the model now comes from --llm or the 'llm' key)")
         raise VariantError(f"variant file {path} has unknown keys {unknown}{hint}; accepted keys are "
-                           f"{', '.join(KEYS)}.")
+                           f"{', '.join(keys)}.")
     for key, value in data.items():
-        kinds = _TYPES.get(key, (str,))
+        kinds = key_kinds(key)
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise VariantError(f"variant file {path}: {key}={value!r} must be of type "
                                f"{' or '.join(k.__name__ for k in kinds)}; fix the file.")
     return Variant(name=path.stem, description=data.get("description", ""), reproduces=data.get("reproduces", ""),
                    trainer=data.get("trainer"), llm=data.get("llm"), layer=data.get("layer"),
-                   options={k: data[k] for k in SPEC_OPTIONS if k in data})
+                   options={k: data[k] for k in spec.option_names() if k in data})

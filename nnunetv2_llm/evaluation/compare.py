@@ -31,7 +31,6 @@ from pathlib import Path
 
 from ..core.errors import did_you_mean
 from ..core.files import atomic_path, check_checkpoint_file, exclusive, write_json
-from ..core.spec import spec_from_entry
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
 from ..nnunet.results import DEFAULT_PLANS, TrainedVariant, dataset_name, parse_folds, require_folder, resolve_variant
 from .cases import CompareError, check_same_cases, own_set, validation_cases
@@ -138,14 +137,12 @@ def check_labels(variants: list[TrainedVariant]) -> LabelRule:
 def efficiency(variant: TrainedVariant) -> dict:
     """Trainable/frozen parameters and GFLOPs of one patch, as ``nnunetv2-llm info`` counts them."""
     from ..core.cost import measure
-    from ..core.spec import spec_from_entry
     from ..nnunet.networks import build_unet
-    entry = variant.llm_entry()
-    spec = None if entry is None else spec_from_entry(entry, str(variant.folder / "plans.json"))
+    spec = variant.llm_spec()
     net = build_unet(variant.plans_json, variant.dataset_json, variant.configuration, spec)
     cost = measure(net.network.eval(), net.in_channels, net.patch_size)
     return {"trainable_M": cost.trainable / 1e6, "frozen_M": cost.frozen / 1e6, "gflops": cost.gflops,
-            "patch_size": list(net.patch_size), "llm": entry is not None}
+            "patch_size": list(net.patch_size), "llm": spec is not None}
 
 
 def prepare(request: CompareRequest) -> Prepared:
@@ -168,8 +165,7 @@ def prepare(request: CompareRequest) -> Prepared:
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise CompareError(f"a variant is listed twice: {labels}.")
-    specs = {v.label: None if v.llm_entry() is None else spec_from_entry(v.llm_entry(), str(v.folder / "plans.json"))
-             for v in variants}
+    specs = {v.label: v.llm_spec() for v in variants}
     if request.by_layer and request.reference is None and sum(s is None for s in specs.values()) == 1:
         request.reference = next(v.label for v in variants if specs[v.label] is None)  # Δ to plain nnU-Net
     reference = pick_reference(variants, request.reference)

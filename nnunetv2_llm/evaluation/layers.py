@@ -16,11 +16,10 @@ from pathlib import Path
 
 from ..core.files import atomic_path
 from ..core.models import MODELS
-from ..core.spec import SPEC_OPTIONS, LLMSpec
+from ..core.spec import LLMSpec, option_names
 from .cases import CompareError
 from .report import fmt
 
-SERIES_FIELDS = SPEC_OPTIONS  # all one series shares; the layer, its sha256 and the source file may differ
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def model_of(spec: LLMSpec) -> str:
 
 
 def series_key(trainer: str, spec: LLMSpec) -> tuple:
-    return (trainer, model_of(spec), *((f, repr(getattr(spec, f))) for f in SERIES_FIELDS))
+    return (trainer, model_of(spec), *((f, repr(getattr(spec, f))) for f in option_names()))
 
 
 def describe_series(key: tuple, default: LLMSpec) -> str:
@@ -77,7 +76,7 @@ def check_series(specs: dict[str, LLMSpec | None], trainers: dict[str, str], str
         first = next(iter(llm))
         differing = sorted({f for v in llm for f in [*(("trainer",) if trainers[v] != trainers[first] else ()),
                                                        *(("model",) if model_of(llm[v]) != model_of(llm[first]) else ()),
-                                                       *(f for f in SERIES_FIELDS
+                                                       *(f for f in option_names()
                                                          if getattr(llm[v], f) != getattr(llm[first], f))]})
         raise CompareError(f"--by-layer compares plans that differ only in their layer, but these differ in "
                            f"{', '.join(differing)} too ({', '.join(llm)}). Compare one wiring at a time, or run "

@@ -5,7 +5,7 @@ its formulas and its label rule (:mod:`.labels`: foreground labels or regions, t
 masked out), so they equal the values in nnU-Net's ``summary.json`` for the same files. HD95 and NSD
 come from ``monai.metrics`` in millimetres, from the reference image's spacing, on the same masked voxels.
 
-Empty masks (per label), documented in the README:
+Empty masks (per label), documented in docs/compare-and-statistics.md:
 
 * reference and prediction both empty: every metric is NaN (nnU-Net's Dice convention), and the case
   is left out of that label's means and tests;

@@ -73,7 +73,7 @@ def cli_path(name: str) -> str:
     return str(path) if path.exists() else (shutil.which(name) or name)
 
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # auto: a CUDA GPU when torch sees one, else the CPU
 
 
 def resolve_device(choice: str) -> str:

@@ -79,34 +79,28 @@ def _with_configuration(source: PlansSource, configuration: str) -> PlansSource:
 
 
 def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec) -> tuple[LLMSpec, str]:
-    """The spec the trainer would use: a trained run's, a built-in trainer's, the plans', else ``fallback``."""
+    """The spec the trainer would use: a trained run's, the trainer's own (its ``llm_spec`` hook, as in training),
+    the plans', else ``fallback``."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
     from ..core.errors import did_you_mean
-    from ..core.spec import PLANS_KEY, spec_from_entry
+    from ..core.spec import spec_in_plans
     from . import trainers
     from .results import ResultsError
-    entry = source.plans["configurations"][configuration].get(PLANS_KEY)
-    if source.trained and entry is not None:
-        return spec_from_entry(entry, source.origin), f"the trained run's plans ({source.origin})"
+    planned = spec_in_plans(source.plans, configuration, source.origin)
+    if source.trained and planned is not None:
+        return planned, f"the trained run's plans ({source.origin})"
     cls = getattr(trainers, trainer, None) if trainer else None
     if trainer and not source.trained and not (isinstance(cls, type) and trainer in trainers.__all__):
         raise ResultsError(f"trainer {trainer!r} is neither an nnunetv2-llm trainer nor trained for these plans; "
                            f"pass one of ours (`nnunetv2-llm trainers` lists them) or leave out -tr and choose "
                            f"--llm.{did_you_mean(trainer, trainers.__all__)}")
-    if cls is not None and issubclass(cls, trainers.BuiltinTrainer):
-        return trainers.builtin_spec(cls.model, cls.variant), f"trainer {trainer}"
-    if entry is not None:
-        return spec_from_entry(entry, source.origin), f"the plans ({source.origin})"
     if cls is not None and issubclass(cls, trainers.nnUNetTrainerLLM):
-        raise ResultsError(f"{trainer} takes its LLM from the plans, and {source.origin} carries none; pass -p with "
-                           f"plans written by `nnunetv2-llm plan`.")
+        plans_manager = PlansManager(source.plans)
+        return cls.llm_spec(plans_manager, plans_manager.get_configuration(configuration)), f"trainer {trainer}"
+    if planned is not None:
+        return planned, f"the plans ({source.origin})"
     return fallback, "--llm"
-
-
-def describe(spec: LLMSpec) -> str:
-    mode = "trainable" if spec.trainable else "frozen"
-    extras = [f"LoRA rank {spec.lora_rank}"] * bool(spec.lora_rank) + ["gate"] * spec.gate + \
-        ["final norm"] * spec.final_norm
-    return f"{spec.source} {spec.layers_named} ({', '.join([mode, f'init {spec.init}', *extras])})"
 
 
 def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec) -> dict:
@@ -122,7 +116,7 @@ def cost_report(dataset, configuration: str, trainer: str | None, plans_identifi
         "dataset": source.plans.get("dataset_name"), "configuration": configuration, "plans": source.origin,
         "patch_size": list(plain.patch_size), "batch_size": 1,
         "llm": {k: v for k, v in spec.to_dict().items() if k != "config"},
-        "llm_description": describe(spec), "llm_from": spec_origin,
+        "llm_description": spec.summary(), "llm_from": spec_origin,
         "bottleneck_channels": with_llm.network.llm.proj_in.in_features,
         "nnunet": base.to_dict(), "nnunet_llm": llm.to_dict(),
         "added": {"trainable": llm.trainable - base.trainable, "frozen": llm.frozen - base.frozen,

@@ -9,7 +9,6 @@ and ``sweep plan`` both go through :func:`write_llm_plans`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import pydoc
 import re
@@ -18,12 +17,10 @@ from pathlib import Path
 
 from ..core.errors import UserError, did_you_mean
 from ..core.files import write_json
-from ..core.models import MODELS
-from ..core.spec import LORA_ALPHA, LORA_TARGETS, PLANS_KEY, LLMSpec, check_layers, parse_block_starts
-from ..core.variants import load_variant
+from ..core.resolve import request_specs
+from ..core.spec import PLANS_KEY, LLMSpec, configurations_with_spec, put_spec_in_plans
 from .results import preprocessed_folder
 
-DEFAULT_MODEL = "smollm2-135m"  # the model that works offline
 # Plans names nnU-Net writes itself (plus the files that share the folder): never ours to replace.
 NNUNET_NAMES = re.compile(r"^(nnUNetPlans|nnUNetResEncUNet[A-Z]*Plans|dataset|dataset_fingerprint|splits_final)$")
 PLANS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*$")
@@ -91,19 +88,11 @@ def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
     with_network = _architecture_check(plans, spec)
     for conf_name, conf in plans["configurations"].items():
         if conf_name in with_network or PLANS_KEY in conf:  # an inheriting entry's own spec would shadow the new one
-            conf[PLANS_KEY] = spec.to_dict()
+            put_spec_in_plans(plans, conf_name, spec)
     return plans
 
 
 # ---------------------------------------------------------------- specs and names
-
-def _model(llm: str, revision: str | None) -> tuple[str, dict]:
-    """Source and model config of ``--llm``; named models carry their config (no download)."""
-    if llm in MODELS:
-        return MODELS[llm].source, copy.deepcopy(MODELS[llm].config)
-    from ..core.weights import canonical_source, read_config
-    return canonical_source(llm), read_config(llm, revision)
-
 
 def model_tag(llm: str) -> str:
     """A short, name-safe label of the model: the preset name or the last part of the source."""
@@ -111,42 +100,10 @@ def model_tag(llm: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip("-.") or "model"
 
 
-def variant_tag(spec: LLMSpec) -> str:
-    """Suffixes for every option that differs from the paper's frozen reference wiring."""
-    parts = []
-    if spec.init != "pretrained":
-        parts.append({"random": "rand", "random-reference": "randref", "identity": "identity"}[spec.init])
-    if spec.trainable:
-        parts.append("T")
-    if spec.positions != "reference":
-        parts.append("nopos" if spec.positions == "none" else spec.positions)
-    if spec.attention == "bidirectional":
-        parts.append("bidir")
-    if spec.residual:
-        parts.append("res")
-    if spec.dtype == "bfloat16":
-        parts.append("bf16")
-    if spec.stage != -1:
-        parts.append(f"stage{spec.stage}")
-    if spec.depth > 1:
-        parts.append(f"d{spec.depth}")
-    if spec.lora_rank:
-        targets = "" if tuple(spec.lora_targets) == LORA_TARGETS else \
-            "t" + hashlib.sha256(",".join(spec.lora_targets).encode()).hexdigest()[:4]
-        alpha = "" if spec.lora_alpha == LORA_ALPHA else f"a{spec.lora_alpha:g}"
-        dropout = "" if not spec.lora_dropout else f"p{spec.lora_dropout:g}"
-        parts.append(f"lora{spec.lora_rank}{alpha}{dropout}{targets}")
-    if spec.gate:
-        parts.append("gate")
-    if spec.final_norm:
-        parts.append("fnorm")
-    return "".join(f"-{p}" for p in parts)
-
-
 @dataclass
 class PlansRequest:
-    """What to plan: a model (a named one, hub id, folder or file; default: the variant's, else smollm2-135m), a
-    variant (a shipped name or a JSON file), layers (``14``, ``0-15``, ``last``, ``all``, a list; default: the
+    """What to plan: a model (a named one, hub id, folder or file; default: the variant's, else the default model),
+    a variant (a shipped name or a JSON file), layers (``14``, ``0-15``, ``last``, ``all``, a list; default: the
     variant's, else the named model's), spec options that override the variant's, and the plans name."""
 
     llm: str | None = None
@@ -163,48 +120,17 @@ class PlannedSpecs:
 
 
 def resolve_request(request: PlansRequest, source_plans: str, name_suffix: str = "") -> PlannedSpecs:
-    """Variant options, overridden by the request's, into one spec and plans name per layer (the name ends in
-    ``name_suffix`` before the layer, e.g. a sweep's tag)."""
-    variant = load_variant(request.variant) if request.variant else None
-    llm = request.llm or (variant.llm if variant else None) or DEFAULT_MODEL
-    options = {**(variant.options if variant else {}), **request.options}
-    source, config = _model(llm, options.get("revision"))
-    n_layers = config.get("num_hidden_layers")
-    from ..core.weights import extracted_layers, source_kind
-    held = extracted_layers(source) if source_kind(source) == "extracted" else None
-    if held is not None and len(held) > 1:
-        options.setdefault("depth", len(held))  # a file of several layers was extracted for a block of them
-    depth = options.get("depth", 1)
-    asked = request.layers if request.layers is not None else (variant.layer if variant else None)
-    layers = asked if isinstance(asked, list) or asked is None else parse_block_starts(asked, n_layers, depth)
-    if held is not None:
-        fitting = [i for i in held if all(j in held for j in range(i, i + depth))]
-        layers = layers or fitting[:1]
-        if not fitting or any(i not in fitting for i in layers):
-            what = f"only layer {held[0]}" if len(held) == 1 else f"layers {held[0]}..{held[-1]}"
-            asked_for = f"--layer {','.join(map(str, layers))}" + (f" with --depth {depth}" if depth > 1 else "")
-            raise PlanningError(f"--llm {llm} holds {what} (a file from `nnunetv2-llm extract`), not {asked_for}. "
-                                f"Drop --layer, or extract what you want (`nnunetv2-llm extract --layer N"
-                                f"{' --depth D' if depth > 1 else ''}`).")
-    elif layers is None and llm in MODELS:
-        layers = [MODELS[llm].block_start(depth)]
-    elif layers is None:
-        raise PlanningError(f"--llm {llm!r} is not a named model ({', '.join(sorted(MODELS))}), so --layer is "
-                            f"required" + (f": 0..{n_layers - 1}, or last / all." if n_layers else "."))
-    check_layers(layers, n_layers, llm, " Pass --layer within that range.")
-    specs = [LLMSpec(source=source, layer=i, config=copy.deepcopy(config), **options) for i in layers]
-    if specs[0].lora_rank:
-        from ..core.block import check_lora_targets
-        check_lora_targets(specs[0])
-
-    width = max(2, len(str((n_layers or max(layers) + 1) - 1)))
+    """One spec and plans name per layer (the name ends in ``name_suffix`` before the layer, e.g. a sweep's tag)."""
+    asked = request_specs(request.llm, request.variant, request.layers, dict(request.options))
+    layers = [s.layer for s in asked.specs]
+    width = max(2, len(str((asked.num_layers or max(layers) + 1) - 1)))
     if request.output:
         base = request.output.removesuffix(".json") + name_suffix
         names = [base] if len(layers) == 1 else [f"{base}_L{i:0{width}d}" for i in layers]
     else:
-        tag = f"{source_plans}_LLM_{model_tag(llm)}{variant_tag(specs[0])}{name_suffix}"
+        tag = f"{source_plans}_LLM_{model_tag(asked.llm)}{asked.specs[0].name_tag()}{name_suffix}"
         names = [f"{tag}_L{i:0{width}d}" for i in layers]
-    return PlannedSpecs(specs, names)
+    return PlannedSpecs(asked.specs, names)
 
 
 def check_name(folder: Path, name: str, source_name: str, overwrite: bool | str, sweep: str | None = None) -> Path:
@@ -223,7 +149,7 @@ def check_name(folder: Path, name: str, source_name: str, overwrite: bool | str,
     if not path.exists():
         return path
     existing = json.loads(path.read_text()) if is_plans(path) else {}
-    if not any(PLANS_KEY in c for c in existing.get("configurations", {}).values()):
+    if not configurations_with_spec(existing):
         raise PlanningError(f"{path} exists and holds no LLM plans; it is not ours to replace; {rename}.")
     owner = existing.get(SWEEP_KEY)
     if sweep is not None and owner != str(Path(sweep).resolve()):

@@ -11,7 +11,7 @@ import torch
 from ..core.block import EXTRA_STATE, LLMBlock
 from ..core.files import check_checkpoint_file, load_checkpoint
 from ..core.network import LLMUNet, unwrap
-from ..core.spec import PLANS_KEY, LLMSpec, LLMSpecError, describe_differences, spec_differences
+from ..core.spec import LLMSpec, LLMSpecError, describe_differences, spec_differences, spec_in_plans
 
 _previous_loader = None
 
@@ -33,8 +33,7 @@ def checkpoint_spec(checkpoint: dict) -> LLMSpec | None:
     if state is not None:
         return LLMBlock.recorded_spec(state)
     init = checkpoint.get("init_args") or {}
-    entry = (init.get("plans") or {}).get("configurations", {}).get(init.get("configuration"), {}).get(PLANS_KEY)
-    return None if entry is None else LLMSpec.from_dict(entry)
+    return spec_in_plans(init.get("plans") or {}, init.get("configuration"), "the checkpoint's init_args")
 
 
 def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool = False) -> None:

@@ -299,9 +299,10 @@ class TrainedVariant:
     def dataset_json(self) -> dict:
         return read_dataset_json(self.folder / "dataset.json")
 
-    def llm_entry(self):
-        from ..core.spec import PLANS_KEY
-        return self.plans_json["configurations"][self.configuration].get(PLANS_KEY)
+    def llm_spec(self):
+        """The LLM spec the folder's plans.json records (None: plain nnU-Net)."""
+        from ..core.spec import spec_in_plans
+        return spec_in_plans(self.plans_json, self.configuration, str(self.folder / "plans.json"))
 
     def fold_state(self, fold) -> FoldState:
         folder = self.fold_folder(fold)
@@ -328,7 +329,6 @@ class TrainedVariant:
                                f"({state.validation_gap}). Run "
                                f"{self.train_command(fold, ' --val')}.")
 
-
     def require_same_plans(self, folds: list) -> None:
         """Every fold to score or export trained with the plans in the folder's plans.json (the network prediction
         and the parameter counts build): nnU-Net overwrites that file when any fold starts, so a fold trained
@@ -348,6 +348,14 @@ class TrainedVariant:
                     f"{self.train_command(fold)}.")
 
 
+def split_trainer_plans(item: str, default_plans: str) -> tuple[str, str]:
+    """``TRAINER`` or ``TRAINER__PLANS`` (nnU-Net's results folder naming) -> (trainer, plans)."""
+    trainer, _, plans = item.partition("__")
+    if not trainer:
+        raise ResultsError(f"{item!r}: expected TRAINER or TRAINER__PLANS (as nnU-Net names results folders).")
+    return trainer, plans or default_plans
+
+
 def trained_variant(name: str, trainer: str, plans: str, configuration: str) -> TrainedVariant:
     return TrainedVariant(name, trainer, plans, configuration, results_folder(name, trainer, plans, configuration))
 
@@ -365,8 +373,8 @@ def resolve_variant(item: str, plans: str, name: str, configuration: str) -> Tra
                                f"{name}; pass a results folder of {name}, or -d {path.resolve().parent.name}.")
         variant = TrainedVariant(name, trainer, plans, configuration, path.resolve())
     else:
-        trainer, _, own_plans = item.partition("__")
-        variant = trained_variant(name, trainer, own_plans or plans, configuration)
+        trainer, own_plans = split_trainer_plans(item, plans)
+        variant = trained_variant(name, trainer, own_plans, configuration)
     folder = variant.folder
     if not (folder / "plans.json").is_file() or not (folder / "dataset.json").is_file():
         found = sorted(p.name for p in folder.parent.glob(f"*__{configuration}") if p.is_dir()) \

@@ -62,10 +62,9 @@ def check_checkpoints(variant: TrainedVariant, folds: list) -> str:
     (sha256) and every fold must have trained with the plans' spec. Returns the line the submission's README states
     about the model's LLM layer."""
     from ..core.block import EXTRA_STATE, LLMBlock
-    from ..core.spec import refuse_another_block, spec_from_entry
+    from ..core.spec import refuse_another_block
     plans_file = variant.folder / "plans.json"
-    entry = variant.llm_entry()
-    spec = None if entry is None else spec_from_entry(entry, str(plans_file))
+    spec = variant.llm_spec()
     if spec is not None and spec.loads_pretrained and spec.sha256 is None:
         raise ExportError(
             f"{plans_file} records no sha256 for the LLM layer (layer {spec.layer} of {spec.source}), so nobody can "
@@ -185,13 +184,14 @@ import os
 import sys
 from pathlib import Path
 
+from nnunetv2_llm.nnunet.environment import DEVICES
 from nnunetv2_llm.submission.runtime import run_container
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", default=os.environ.get("INPUT_FOLDER", "/input"))
     parser.add_argument("--output", default=os.environ.get("OUTPUT_FOLDER", "/output"))
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--timings", help="write the per-case runtimes to this JSON file")
     args = parser.parse_args()
     sys.exit(run_container(Path(__file__).resolve().with_name("export.json"), Path(args.input), Path(args.output),

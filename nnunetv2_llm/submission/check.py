@@ -85,13 +85,14 @@ def network_namespace_prefix() -> list[str]:
 
 def llm_sources(record: dict, model_folder: Path) -> list[str]:
     """The local LLM files the plans name (what the image must not need)."""
-    from ..core.spec import PLANS_KEY
-    entry = read_json(model_folder / "plans.json")["configurations"][record["configuration"]].get(PLANS_KEY) or {}
-    if not entry.get("source"):
+    from ..core.spec import spec_in_plans
+    plans = model_folder / "plans.json"
+    spec = spec_in_plans(read_json(plans), record["configuration"], str(plans))
+    if spec is None:
         return []
     from ..core.weights import local_source_path
     try:
-        path = local_source_path(entry["source"])
+        path = local_source_path(spec.source)
     except UserError:  # not here at all: out of reach already
         return []
     return [str(path)] if path is not None and path.exists() else []

@@ -14,13 +14,17 @@ from pathlib import Path
 
 from ..core.errors import UserError, did_you_mean
 from ..core.files import exclusive, read_json, write_json
-from ..core.spec import SPEC_OPTIONS
+from ..core import spec
 from ..nnunet.results import parse_folds, preprocessed_folder
 
 GRID_FILE = "sweep.json"
 GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args")
-# The keys of one `llm` entry: what `nnunetv2-llm plan` takes (spec options may be lists: one plans file per value).
-LLM_KEYS = ("llm", "variant", "layer", "output", *SPEC_OPTIONS)
+
+
+def llm_keys() -> tuple[str, ...]:
+    """The keys of one `llm` entry: what `nnunetv2-llm plan` takes (spec options may be lists: one plans file per
+    value)."""
+    return ("llm", "variant", "layer", "output", *spec.option_names())
 
 
 class SweepError(UserError, ValueError):
@@ -30,7 +34,8 @@ class SweepError(UserError, ValueError):
 def load_grid(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise SweepError(f"grid file {path} does not exist; write a JSON or YAML grid (see README) or use flags.")
+        raise SweepError(f"grid file {path} does not exist; write a JSON or YAML grid (see docs/sweeps-and-clusters.md; "
+                         "`nnunetv2-llm sweep --help` lists its keys) or use flags.")
     try:
         if p.suffix in (".yaml", ".yml"):
             import yaml
@@ -110,9 +115,9 @@ def llm_requests(value) -> list:
     requests = []
     for entry in entries:
         if not isinstance(entry, dict):
-            raise SweepError(f"llm: each entry must be a mapping of {', '.join(LLM_KEYS)}; got {entry!r}.")
-        _check_keys(entry, LLM_KEYS, "llm: an entry")
-        options = {k: entry[k] for k in SPEC_OPTIONS if k in entry}
+            raise SweepError(f"llm: each entry must be a mapping of {', '.join(llm_keys())}; got {entry!r}.")
+        _check_keys(entry, llm_keys(), "llm: an entry")
+        options = {k: entry[k] for k in spec.option_names() if k in entry}
         grid = [[(k, v) for v in _option_values(k, vals)] for k, vals in options.items()]
         layer = entry.get("layer")
         layers = None if layer is None else ",".join(map(str, _as_list(layer)))  # [0, 3] as plan's --layer 0,3
@@ -123,17 +128,22 @@ def llm_requests(value) -> list:
 
 
 def job_spec(trainer: type, plans_file: Path, configuration: str):
-    """The LLM spec a job trains with (a built-in trainer's, or the plans' for nnUNetTrainerLLM), or None."""
+    """The LLM spec a job trains with (the trainer's own ``llm_spec`` hook, as in training), or None for plain
+    nnU-Net and for nnUNetTrainerLLM on plans without a spec."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from ..core.spec import PLANS_KEY, spec_from_entry
-    from ..nnunet.trainers import BuiltinTrainer, builtin_spec, nnUNetTrainerLLM
+    from ..core.spec import LLMSpecError, spec_in_configuration
+    from ..nnunet.trainers import nnUNetTrainerLLM
     if not issubclass(trainer, nnUNetTrainerLLM):
         return None
-    if issubclass(trainer, BuiltinTrainer):
-        return builtin_spec(trainer.model, trainer.variant)
-    entry = PlansManager(str(plans_file)).get_configuration(configuration).configuration.get(PLANS_KEY)
-    return None if entry is None else spec_from_entry(entry, f"plans {plans_file}")
+    plans_manager = PlansManager(str(plans_file))
+    configuration_manager = plans_manager.get_configuration(configuration)
+    try:
+        return trainer.llm_spec(plans_manager, configuration_manager)
+    except LLMSpecError:
+        if spec_in_configuration(configuration_manager.configuration, f"plans {plans_file}") is None:
+            return None  # a trainer that takes its spec from plans that carry none: the job itself refuses them
+        raise
 
 
 def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
@@ -152,7 +162,7 @@ def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
 
 def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     """Validate a grid (dataset, plans, trainers, folds) and return its jobs, writing LLM plans first."""
-    from ..nnunet.planning import write_llm_plans
+    from ..nnunet.planning import plans_in, write_llm_plans
     if "dataset" not in grid or grid["dataset"] in (None, ""):
         raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
     folder = preprocessed_folder(grid["dataset"])
@@ -163,9 +173,9 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     classes = {t: check_trainer(t) for t in trainers}
     folds = parse_folds(_as_list(grid.get("folds", [0, 1, 2, 3, 4])), folder.name)
     plans = _unique("plans", _as_list(grid.get("plans", ["nnUNetPlans"])))
+    available = plans_in(folder)
     for p in plans:
-        if not (folder / f"{p}.json").is_file():
-            available = sorted(f.stem for f in folder.glob("*Plans*.json"))
+        if p not in available:
             raise SweepError(f"plans {p!r} not found in {folder} (available: {', '.join(available) or 'none'}); run "
                              f"nnUNetv2_plan_and_preprocess or nnunetv2-llm plan first.{did_you_mean(p, available)}")
         known = (read_json(folder / f"{p}.json").get("configurations") or {})

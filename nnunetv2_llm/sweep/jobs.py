@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..core.files import read_json, write_json
-from ..core.spec import PLANS_KEY
+from ..core.spec import spec_in_plans
 from ..nnunet.environment import cli_path, with_our_trainers
 from ..nnunet.results import TrainedVariant, results_folder
 
@@ -89,8 +89,8 @@ def trained_sha256(v: TrainedVariant) -> str | None:
     plans = v.folder / "plans.json"
     if not plans.is_file():
         return None
-    entry = (read_json(plans).get("configurations", {}).get(v.configuration) or {}).get(PLANS_KEY) or {}
-    return entry.get("sha256")
+    spec = spec_in_plans(read_json(plans), v.configuration, str(plans))
+    return None if spec is None else spec.sha256
 
 
 def weights_changed(job: dict, v: TrainedVariant) -> str | None:
