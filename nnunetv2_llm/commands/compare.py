@@ -13,6 +13,8 @@ other plugins'), scored the same way:
 
   in-domain   the out-of-fold validation predictions nnU-Net wrote (fold_X/validation), pooled over the
               folds you name, against nnUNet_preprocessed/<dataset>/gt_segmentations
+  in-sample   with -f all: fold all trained on every case and nnU-Net validated it on those same cases, so
+              its set is named in-sample (fit, not cross-validation); score fold all on --held-out sets
   held-out    --held-out NAME=FOLDER: labelled cases of the training distribution the models never saw
   zero-shot   --external NAME=FOLDER: labelled cases of a shifted distribution (another scanner, site, ...)
 
@@ -63,7 +65,8 @@ def register(subparsers) -> None:
     p.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS],
                    help="plans identifier for all variants, or one per -tr (default nnUNetPlans)")
     p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"],
-                   help="folds (default 0 1 2 3 4; 'all' for the fold trained on every case)")
+                   help="folds (default 0 1 2 3 4; 'all' alone for the fold trained on every case: its own "
+                        "validation is then in-sample)")
     p.add_argument("--reference", help="the variant the others are compared with (default: the first)")
     p.add_argument("--held-out", nargs="+", metavar="NAME=FOLDER",
                    help="held-out sets of the training distribution: an nnU-Net raw dataset or a folder with "

@@ -40,7 +40,9 @@ def _options(args):
 
 def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None) -> list:
     """One compare per configuration, over every trainer x plans variant of the sweep and its folds; a grid with
-    LLM layers also gets the by-layer report (a line per model and wiring, Dice by layer next to plain nnU-Net)."""
+    LLM layers also gets the by-layer report (a line per model and wiring, Dice by layer next to plain nnU-Net).
+    Fold ``all`` gets a report of its own (``compare_<c>_all``, its set in-sample) when the grid also has folds 0-4:
+    it validates on the very cases the other folds validate on, out of fold."""
     from ..evaluation.compare import CompareRequest
     requests = []
     for c in dict.fromkeys(j["configuration"] for j in jobs):
@@ -50,9 +52,12 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
         layer_plans = {j["plans"] for j in mine if "_sweep-" in j["plans"]}  # the plans of the grid's `llm` entries
         by_layer = "series" if (grid or {}).get("llm") and len(layer_plans) > 1 else None
         replicates = max(int(j.get("replicate", 1)) for j in mine)
-        requests.append(CompareRequest(dataset=mine[0]["dataset"], configuration=c, trainers=variants, folds=folds,
-                                       output=str(sweep_dir / f"compare_{c}"), by_layer=by_layer,
-                                       replicates=replicates))
+        groups = [[f for f in folds if f != "all"], ["all"]] if "all" in folds and len(folds) > 1 else [folds]
+        for group in groups:
+            suffix = "_all" if group == ["all"] and len(groups) > 1 else ""
+            requests.append(CompareRequest(dataset=mine[0]["dataset"], configuration=c, trainers=variants,
+                                           folds=group, output=str(sweep_dir / f"compare_{c}{suffix}"),
+                                           by_layer=by_layer, replicates=replicates))
     return requests
 
 

@@ -466,7 +466,9 @@ def analyse(dataset, configuration: str, trainers: list[tuple[str, str]], fold, 
     keys = validation_keys(name, fold)
     entries, plots = [], []
     for run in runs:
-        echo(f"{run.label}: {len(keys)} validation cases of fold {fold} on {device}")
+        cases = ("training cases of fold all (in-sample: it trained on them)" if fold == "all" else
+                 f"validation cases of fold {fold}")
+        echo(f"{run.label}: {len(keys)} {cases} on {device}")
         entry, run_plots = analyse_run(run, name, keys, out, device, threshold)
         entries.append(entry)
         plots.append(run_plots)

@@ -8,6 +8,20 @@ from ..core.errors import UserError
 from ..nnunet.results import TrainedVariant, validation_keys
 
 IN_DOMAIN = "in-domain"
+# Fold ``all`` trains on every case, and nnU-Net validates it on those same cases: its scores are in-sample (fit,
+# not generalisation), so that set is never called in-domain or cross-validation.
+IN_SAMPLE = "in-sample"
+OWN_SETS = (IN_DOMAIN, IN_SAMPLE)
+
+
+def own_set(folds: list) -> str:
+    """The name of the set of nnU-Net's own validation predictions for these folds."""
+    return IN_SAMPLE if "all" in [str(f) for f in folds] else IN_DOMAIN
+
+
+def own_set_of(report: dict) -> str:
+    """The own-validation set of a report (the first set; ``in-sample`` for fold all)."""
+    return next(s for s in report["sets"] if s in OWN_SETS)
 
 
 class CompareError(UserError, ValueError):
@@ -23,9 +37,15 @@ class Case:
 
 
 def validation_cases(variant: TrainedVariant, folds: list, gt: Path) -> dict[str, Case]:
-    """The out-of-fold validation predictions of the requested folds, against nnU-Net's ground truth ``gt``
-    (``nnUNet_preprocessed/<dataset>/gt_segmentations``). Each fold must have finished training and validation:
-    every case of its split is there (:meth:`TrainedVariant.require_done`)."""
+    """The out-of-fold validation predictions of the requested folds (fold ``all``: its in-sample predictions of its
+    own training cases), against nnU-Net's ground truth ``gt`` (``nnUNet_preprocessed/<dataset>/gt_segmentations``).
+    Each fold must have finished training and validation: every case of its split is there
+    (:meth:`TrainedVariant.require_done`)."""
+    if "all" in [str(f) for f in folds] and len(folds) > 1:
+        raise CompareError(f"-f {' '.join(map(str, folds))}: fold all trained on every case, so its validation "
+                           f"scores training cases (in-sample) and repeats the cases of the other folds; compare "
+                           f"folds 0-4 (out-of-fold, cross-validation) or fold all alone (in-sample, best with "
+                           f"--held-out/--external sets it never saw).")
     ending = variant.dataset_json["file_ending"]
     cases = {}
     for fold in folds:

@@ -4,7 +4,8 @@ For any nnU-Net results (ours, stock nnU-Net's or another plugin's), scored the 
 
 * in-domain: the out-of-fold validation predictions nnU-Net wrote (``fold_X/validation``), pooled over
   the requested folds against the ground truth nnU-Net evaluated them with
-  (``nnUNet_preprocessed/<dataset>/gt_segmentations``), so every training case counts once per variant;
+  (``nnUNet_preprocessed/<dataset>/gt_segmentations``), so every training case counts once per variant; for fold
+  ``all`` (trained on every case, validated on them by nnU-Net) the set is ``in-sample``, never cross-validation;
 * held-out (``--held-out NAME=FOLDER``: the training distribution) and zero-shot (``--external NAME=FOLDER``: a
   shifted one) sets: labelled images the models never saw, predicted by each variant with the stock
   ``nnUNetv2_predict`` (ensemble of the requested folds), cached in the report folder.
@@ -33,7 +34,7 @@ from ..core.files import atomic_path, check_checkpoint_file, exclusive, write_js
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
 from ..nnunet.results import (DEFAULT_PLANS, TrainedVariant, dataset_name, found_replicates, parse_folds,
                               replicate_root, require_folder, resolve_variant)
-from .cases import IN_DOMAIN, CompareError, check_same_cases, validation_cases
+from .cases import CompareError, check_same_cases, own_set, validation_cases
 from .external import External, check_external, external_cases, parse_external, predict_external
 from .figures import save_figures
 from .labels import LabelRule, label_rule
@@ -90,8 +91,9 @@ class Prepared:
 
 
 def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, float]:
-    """``1.5`` for every label, or ``LABEL=MM`` per label (a region as nnU-Net names it, ``(1, 2)=2``)."""
-    tolerances = dict.fromkeys(keys, DEFAULT_TOLERANCE_MM)
+    """``1.5`` for every label, or ``LABEL=MM`` per label (a region as nnU-Net names it, ``(1, 2)=2``). Order does
+    not matter: a per-label value wins over the global one; two different values for one label are refused."""
+    given: dict[str | None, tuple[str, float]] = {}  # label (None: every label) -> (item, mm)
     for item in items or []:
         key, sep, value = item.rpartition("=")
         try:
@@ -101,13 +103,15 @@ def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, floa
         if not mm > 0 or not math.isfinite(mm):
             raise CompareError(f"--nsd-tolerance {item!r}: give a positive distance in mm, for all labels (2.0) "
                                f"or per label (1=2.0).")
-        if not sep:
-            tolerances = dict.fromkeys(keys, mm)
-        elif key.strip() not in keys:
+        label = key.strip() if sep else None
+        if label is not None and label not in keys:
             raise CompareError(f"--nsd-tolerance {item!r}: label {key!r} is not one of the labels {keys}.")
-        else:
-            tolerances[key.strip()] = mm
-    return tolerances
+        if label in given and given[label][1] != mm:
+            raise CompareError(f"--nsd-tolerance {given[label][0]!r} and {item!r} give two distances for "
+                               f"{'every label' if label is None else f'label {label}'}; keep one.")
+        given[label] = (item, mm)
+    default = given.pop(None, (None, DEFAULT_TOLERANCE_MM))[1]
+    return {k: given[k][1] if k in given else default for k in keys}
 
 
 def pick_reference(variants: list[TrainedVariant], reference: str | None) -> int:
@@ -185,10 +189,11 @@ def prepare(request: CompareRequest) -> Prepared:
         raise CompareError(f"-o {request.output} is a file; pass a folder for the report.")
     gt = gt_root / name / "gt_segmentations"
     in_domain = {v.label: validation_cases(v, folds, gt) for v in variants}
-    check_same_cases(in_domain, "in-domain validation")
+    check_same_cases(in_domain, f"{own_set(folds)} validation")
     for v in variants:
         for fold in folds:
             check_checkpoint_file(v.checkpoint(fold))
+        v.require_same_plans(folds)  # one network per variant: the parameter counts and predictions build it
     example = next(iter(in_domain[labels[0]].values())).reference
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its choice
         reader_writer_cls = determine_reader_writer_from_dataset_json(dataset_json, str(example))
@@ -289,7 +294,8 @@ def _run(p: Prepared, echo) -> dict:
     device = resolve_device(p.request.device) if p.externals else "cpu"
     ensure_trainer_lookup()
     labels = [v.label for v in p.variants]
-    sets = {IN_DOMAIN: p.in_domain}
+    own = own_set(p.folds)
+    sets = {own: p.in_domain}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console(), transient=True) as progress:
         task = progress.add_task("predictions of the other sets (nnUNetv2_predict)",
@@ -317,19 +323,19 @@ def _run(p: Prepared, echo) -> dict:
                                                p.tolerances, p.request.processes, progress,
                                                f"scoring {v} on {set_name}") for v in labels}
     with Progress(*columns, console=console(), transient=True) as progress:
-        replicate_scores = {1: scores[IN_DOMAIN], **{
-            r: {v: score_cases(by_variant[v], p.out / "cache" / f"{IN_DOMAIN}-replicate-{r}" / v, p.reader_name,
+        replicate_scores = {1: scores[own], **{
+            r: {v: score_cases(by_variant[v], p.out / "cache" / f"{own}-replicate-{r}" / v, p.reader_name,
                                p.rule, p.tolerances, p.request.processes, progress,
-                               f"scoring {v} (replicate {r}) on {IN_DOMAIN}") for v in labels}
+                               f"scoring {v} (replicate {r}) on {own}") for v in labels}
             for r, by_variant in p.replicate_cases.items()}}
-    scored = (sum(len(c) for c in case_lists.values()) + len(p.replicate_cases) * len(case_lists[IN_DOMAIN])) \
+    scored = (sum(len(c) for c in case_lists.values()) + len(p.replicate_cases) * len(case_lists[own])) \
         * len(labels)
     score_seconds = time.monotonic() - score_start
     case_folds = {s: {v: {c: case.fold for c, case in cases.items()} for v, cases in by.items()}
                   for s, by in sets.items()}
     summaries = {s: summarize_set(labels, p.reference, scores[s], case_lists[s], case_folds[s], p.rule.keys,
                                   p.request.seed, p.request.bootstrap) for s in sets}
-    runs = training_runs(p, replicate_scores, case_lists[IN_DOMAIN], case_folds[IN_DOMAIN], summaries[IN_DOMAIN])
+    runs = training_runs(p, replicate_scores, case_lists[own], case_folds[own], summaries[own])
     tests = apply_holm(summaries)
     report = {
         "dataset": p.dataset, "configuration": p.request.configuration, "folds": p.folds,
@@ -359,9 +365,9 @@ def _run(p: Prepared, echo) -> dict:
         from .layers import layer_rows, layers_figure, which_layer, write_layers_csv
         rows, plain = layer_rows(report, p.specs, p.layer_series)
         write_layers_csv(p.out / "layers.csv", rows)
-        figures += [layers_figure(p.out / ("layers.png" if s == IN_DOMAIN else f"layers_{s}.png"), rows, report, s,
+        figures += [layers_figure(p.out / ("layers.png" if s == own else f"layers_{s}.png"), rows, report, s,
                                   plain) for s in report["sets"]]
-        first = which_layer(rows, plain, IN_DOMAIN)
+        first = which_layer(rows, plain, own)
         report["layers"] = [r.__dict__ for r in rows]
     markdown = markdown_report(report, first)
     write_json(p.out / "report.json", json_safe(report), indent=2)

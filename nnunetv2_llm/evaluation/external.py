@@ -1,13 +1,16 @@
 """Zero-shot and held-out sets for compare: labelled images the models never trained on, predicted by each variant
 with the stock ``nnUNetv2_predict`` (ensemble of the requested folds), once, and cached in the report folder.
 
-Every image and label file is checked before anything is predicted (channels, a label file per image pair, shapes,
-label values). A cached prediction is trusted only when its marker, written last, lists cases that all exist and
-checkpoints that have not changed since; a prediction runs into a folder of its own, renamed into place when
-complete, so a killed or concurrent run leaves nothing that a rerun would trust.
+Every image and label file is checked before anything is predicted (channels, inside the files too; a label file
+per image pair; shapes; spacing, origin and direction; label values). A cached prediction is trusted only when its
+marker, written last, lists cases that all exist and checkpoints that have not changed since; a prediction runs into
+a folder of its own, renamed into place when complete, so a killed or concurrent run leaves nothing that a rerun
+would trust.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -22,7 +25,7 @@ import numpy as np
 from ..core.files import CHANNEL, read_json, write_json
 from ..nnunet.environment import cli_path, with_our_trainers
 from ..nnunet.results import TrainedVariant
-from .cases import IN_DOMAIN, Case, CompareError
+from .cases import OWN_SETS, Case, CompareError
 from .labels import LabelRule
 
 MARKER = ".nnunetv2-llm-prediction.json"
@@ -48,9 +51,9 @@ def parse_external(item: str, dataset_json: dict, kind: str = "zero-shot") -> Ex
     name, sep, folder = item.partition("=")
     if not sep or not name or not folder:
         raise CompareError(f"{flag} {item!r}: write NAME=FOLDER, e.g. {flag} shifted=/data/Dataset601_X.")
-    if name == IN_DOMAIN or not all(c.isalnum() or c in "-_." for c in name):
+    if name in OWN_SETS or not all(c.isalnum() or c in "-_." for c in name):
         raise CompareError(f"{flag} {item!r}: NAME must use letters, digits, '-', '_', '.' and not be "
-                           f"{IN_DOMAIN!r}.")
+                           f"{' or '.join(map(repr, OWN_SETS))}.")
     root = Path(folder).expanduser().resolve()
     pairs = [(root / f"images{s}", root / f"labels{s}") for s in ("Ts", "Tr")]
     found = next(((i, lab) for i, lab in pairs if i.is_dir() and lab.is_dir()), None)
@@ -73,8 +76,9 @@ def parse_external(item: str, dataset_json: dict, kind: str = "zero-shot") -> Ex
 
 
 def check_external(ext: External, dataset_json: dict, rule: LabelRule, reader_writer) -> list[str]:
-    """Before any prediction: every label file has its image with the model's channels, of the same shape, and
-    holds only the dataset's label values. Returns the case names."""
+    """Before any prediction: every label file has its image with the model's channels (files and the channels inside
+    them), of the same shape and geometry (spacing, origin, direction), and holds only the dataset's label values.
+    Returns the case names."""
     ending = dataset_json["file_ending"]
     n_channels = len(dataset_json["channel_names"])
     channels: dict[str, list[int]] = {}
@@ -97,16 +101,75 @@ def check_external(ext: External, dataset_json: dict, rule: LabelRule, reader_wr
                 f"({', '.join(f'_{c:04d}' for c in given)}), the model takes {n_channels} "
                 f"({', '.join(f'_{c:04d}' for c in expected)}: {', '.join(dataset_json['channel_names'].values())}). "
                 f"Give each case exactly the model's channels.")
-        seg, _ = reader_writer.read_seg(str(ext.labels / f"{case}{ending}"))
-        image, _ = reader_writer.read_images([str(ext.images / f"{case}_{c:04d}{ending}") for c in expected])
+        files = [ext.images / f"{case}_{c:04d}{ending}" for c in expected]
+        image, image_props = _read(reader_writer.read_images, [str(f) for f in files], ext, case)
+        seg, seg_props = _read(reader_writer.read_seg, str(ext.labels / f"{case}{ending}"), ext, case)
+        _check_channels(ext, case, ending, dataset_json, files, image, seg, reader_writer)
         if seg.shape[1:] != image.shape[1:]:
             raise CompareError(f"{ext.flag} {ext.name}: the label {case}{ending} has shape {seg.shape[1:]}, its "
                                f"image {image.shape[1:]}; every label must cover its image voxel for voxel.")
+        mismatch = geometry_mismatch(image_props, seg_props)
+        if mismatch is not None:
+            what, of_image, of_label = mismatch
+            raise CompareError(
+                f"{ext.flag} {ext.name}: the label {case}{ending} has {what} {of_label}, its image {of_image} (beyond "
+                f"nnU-Net's tolerance, np.allclose, as its integrity check compares them): the label is not on its "
+                f"image's grid, so its scores (and mm distances) would be wrong. Resample the label onto its image, or "
+                f"copy the image's geometry into it if the voxels already match (SimpleITK: "
+                f"label.CopyInformation(image)).")
         extra = sorted(set(np.unique(seg).astype(int).tolist()) - set(rule.values) - {0})
         if extra:
             raise CompareError(f"{ext.flag} {ext.name}: {case}{ending} holds labels {extra} that the models do not "
                                f"know (they segment {sorted(rule.values)}); a {ext.kind} set needs the same labels.")
     return cases
+
+
+def _read(read, files, ext: External, case: str):
+    """nnU-Net's reader on one case; a file it cannot read is named (its own message printed to stdout is kept)."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            return read(files)
+    except (RuntimeError, AssertionError, ValueError, OSError, IndexError) as e:
+        said = " ".join((out.getvalue() + " " + str(e)).split())[:300]
+        raise CompareError(f"{ext.flag} {ext.name}: nnU-Net's reader cannot read case {case} ({files}): "
+                           f"{type(e).__name__}{': ' + said if said else ''}. Fix or convert the file(s).") from None
+
+
+def _check_channels(ext: External, case: str, ending: str, dataset_json: dict, files: list[Path], image, seg,
+                    reader_writer) -> None:
+    """Channels inside the files, not only the files' names: an RGB PNG is three channels in one file."""
+    n_channels = len(dataset_json["channel_names"])
+    if image.shape[0] != n_channels:
+        per_file = {f.name: _read(reader_writer.read_images, [str(f)], ext, case)[0].shape[0] for f in files}
+        inside = ", ".join(f"{name}: {n}" for name, n in per_file.items())
+        raise CompareError(
+            f"{ext.flag} {ext.name}: case {case}'s image holds {image.shape[0]} channels ({inside}; an RGB(A) file "
+            f"holds 3 or 4), the model takes {n_channels} ({', '.join(dataset_json['channel_names'].values())}), one "
+            f"per file CASE_XXXX{ending}. Convert each file to a single channel (e.g. grayscale), or give each "
+            f"channel a file of its own.")
+    if seg.shape[0] != 1:
+        raise CompareError(f"{ext.flag} {ext.name}: the label {case}{ending} holds {seg.shape[0]} channels (an RGB(A) "
+                           f"file?); a label is one channel of label values. Save it as a single-channel image.")
+
+
+def geometry_mismatch(image_props: dict, seg_props: dict) -> tuple[str, object, object] | None:
+    """(what, image's, label's) for the first of spacing, origin and direction (SimpleITK) or the affine (NIfTI)
+    where a label differs from its image beyond nnU-Net's tolerance (``np.allclose``, as
+    ``verify_dataset_integrity.check_cases`` compares them), else None."""
+    pairs = [("spacing", image_props.get("spacing"), seg_props.get("spacing"))]  # nnU-Net's (array) axis order
+    if "sitk_stuff" in image_props and "sitk_stuff" in seg_props:  # the file's own order, as the user knows it
+        pairs = [("spacing", image_props["sitk_stuff"].get("spacing"), seg_props["sitk_stuff"].get("spacing"))]
+    for stuff, keys in (("sitk_stuff", ("origin", "direction")), ("nibabel_stuff", ("original_affine",))):
+        if stuff in image_props and stuff in seg_props:
+            pairs += [(k, image_props[stuff].get(k), seg_props[stuff].get(k)) for k in keys]
+    for what, of_image, of_label in pairs:
+        if of_image is None or of_label is None:
+            continue
+        a, b = np.asarray(of_image, dtype=float), np.asarray(of_label, dtype=float)
+        if a.shape != b.shape or not np.allclose(a, b):
+            return what, tuple(np.round(a, 6).ravel().tolist()), tuple(np.round(b, 6).ravel().tolist())
+    return None
 
 
 def checkpoint_stamp(variant: TrainedVariant, folds: list) -> list:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import IN_DOMAIN
+from .cases import own_set_of
 from .efficiency import efficiency_figure
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .plotting import savefig, wrap_title, wrapped
@@ -34,7 +34,7 @@ def save_figures(out: Path, report: dict, report_scores: dict, keys: list[str]) 
         if len(entry["variants"]) > 1:
             written.append(significance(out / f"significance_{tag}.png", set_name, entry,
                                         report["num_comparisons"]))
-    written.append(efficiency_figure(out / "efficiency.png", report, IN_DOMAIN))
+    written.append(efficiency_figure(out / "efficiency.png", report, own_set_of(report)))
     return written
 
 

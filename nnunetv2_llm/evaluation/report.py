@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_path
-from .cases import IN_DOMAIN
+from .cases import IN_DOMAIN, IN_SAMPLE, OWN_SETS, own_set_of
 from .efficiency import efficiency_table
 from .formatting import fmt
 from .metrics import HIGHER_IS_BETTER, METRICS
@@ -137,7 +137,7 @@ def _set_table(report: dict, set_name: str, entry: dict) -> list[str]:
             f"| {fmt(entry['ranking']['Dice'][label]['first'], 2)} | {fmt(eff.get('trainable_M'), 2)} "
             f"| {fmt(eff.get('frozen_M'), 2)} | {fmt(eff.get('gflops'), 2)} |")
     folds = sorted({f for v in entry["variants"].values() for f in v["Dice"]["per_fold"]})
-    if set_name == IN_DOMAIN and len(folds) > 1:
+    if set_name in (IN_DOMAIN, IN_SAMPLE) and len(folds) > 1:
         lines += ["", "Dice per fold: " + "; ".join(
             f"{label} " + " ".join(fmt(v['Dice']['per_fold'].get(f)) for f in folds)
             for label, v in entry["variants"].items())]
@@ -146,18 +146,23 @@ def _set_table(report: dict, set_name: str, entry: dict) -> list[str]:
 
 def _generalisation_table(report: dict) -> list[str]:
     """In-domain Dice next to each other set's; a zero-shot set's column of differences is its drop."""
-    others = [s for s in report["sets"] if s != IN_DOMAIN]
+    own = own_set_of(report)
+    others = [s for s in report["sets"] if s != own]
     kinds = report["set_kinds"]
     title = " and ".join(sorted({kinds[s] for s in others}, reverse=True))
-    lines = [f"## In-domain vs {title} (mean Dice)", "",
-             "Δ = the set's mean Dice minus the in-domain (cross-validation) mean: a held-out set has the training "
-             "distribution, so its Δ is noise around 0; for a zero-shot (shifted) set a negative Δ is the drop.", "",
+    explained = ("Δ = the set's mean Dice minus the in-domain (cross-validation) mean: a held-out set has the "
+                 "training distribution, so its Δ is noise around 0; for a zero-shot (shifted) set a negative Δ is "
+                 "the drop."
+                 if own == IN_DOMAIN else
+                 "Δ = the set's mean Dice minus the in-sample mean (fold all scored on its own training cases): "
+                 "a held-out set's Δ is the gap between fit and generalisation, a zero-shot set's adds the shift.")
+    lines = [f"## {own.capitalize()} vs {title} (mean Dice)", "", explained, "",
              "| variant | " + " | ".join(report["sets"]) + " | " + " | ".join(f"Δ {s} ({kinds[s]})" for s in others)
              + " |", "|---|" + "---|" * (len(report["sets"]) + len(others))]
-    for label in report["sets"][IN_DOMAIN]["variants"]:
+    for label in report["sets"][own]["variants"]:
         means = {s: e["variants"][label]["Dice"]["mean"] for s, e in report["sets"].items()}
         lines.append(f"| {label} | " + " | ".join(fmt(m) for m in means.values()) + " | "
-                     + " | ".join(f"{means[s] - means[IN_DOMAIN]:+.3f}" for s in others) + " |")
+                     + " | ".join(f"{means[s] - means[own]:+.3f}" for s in others) + " |")
     return lines + [""]
 
 
@@ -187,14 +192,15 @@ def procedure_lines(report: dict) -> list[str]:
     """The headline of a report: the procedure level (unit = training run) when the runs allow one, else, once and
     plainly, that training noise is not measured and how to measure it."""
     runs = report.get("training_runs")
-    entry = report["sets"].get(IN_DOMAIN)
+    own = own_set_of(report)
+    entry = report["sets"].get(own)
     if not runs or entry is None:
         return []
     if not runs["procedure_level"] or not entry["comparisons"]:
         return [_bold_lead(runs["note"]), ""]
     first = next(iter(next(iter(entry["comparisons"].values())).values()))["procedure"]
     lines = [f"## {PROCEDURE_TITLE}", "",
-             f"{PROCEDURE_QUESTION} {IN_DOMAIN}, {runs['runs_per_variant']} runs per variant ({runs['folds']} folds x "
+             f"{PROCEDURE_QUESTION} {own}, {runs['runs_per_variant']} runs per variant ({runs['folds']} folds x "
              f"{runs['replicates']} replicate(s)). Δ = variant - {report['reference']}, 95% CI; method: {first['method']}; p Holm-corrected over the "
              f"report's procedure-level tests (* p<0.05, ** p<0.01, *** p<0.001). Dice and NSD: higher is better; "
              f"HD95 in mm: lower is better.", ""]
@@ -227,11 +233,15 @@ def markdown_report(report: dict, first: list[str] = ()) -> str:
              f"(* p<0.05, ** p<0.01, *** p<0.001); r = matched-pairs rank-biserial; W/T/L = wins/ties/losses "
              f"of the variant. Dice, IoU and NSD: higher is better; HD95 in mm: lower is better. NSD at "
              f"{report['tolerance_note']}.", ""]
+    if own_set_of(report) == IN_SAMPLE:
+        lines += [f"**{IN_SAMPLE}**: fold all trained on every training case and nnU-Net validated it on those same "
+                  f"cases, so these scores measure fit, not generalisation (they are not cross-validation). For "
+                  f"out-of-fold scores compare folds 0-4; for unseen cases add --held-out or --external sets.", ""]
     for set_name, entry in report["sets"].items():
         lines += _set_table(report, set_name, entry)
     if len(report["sets"]) > 1:
         lines += _generalisation_table(report)
-    lines += efficiency_table(report, IN_DOMAIN)
+    lines += efficiency_table(report, own_set_of(report))
     return "\n".join(lines)
 
 
@@ -242,7 +252,8 @@ def write_cases_csv(path: Path, report_scores: dict, sets: dict, keys: list[str]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["set", "variant", "case", "fold", "label", "metric", "value", "replicate"])
-    runs = [(s, 1, by) for s, by in report_scores.items()] + [(IN_DOMAIN, r, by) for r, by in (replicates or {}).items()]
+    own = next(s for s in report_scores if s in OWN_SETS)
+    runs = [(s, 1, by) for s, by in report_scores.items()] + [(own, r, by) for r, by in (replicates or {}).items()]
     for set_name, replicate, by_variant in runs:
         for variant, scores in by_variant.items():
             for case in sets[set_name]["cases"]:

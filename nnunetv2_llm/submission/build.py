@@ -320,6 +320,7 @@ def export_submission(dataset, configuration: str, trainer: str, plans: str, fol
     channel_folders = list(channel_folders or [])
     _check_layout(variant, layout, channel_folders, tile_step_size, output_subfolder)
     check_exportable_folds(variant, folds)
+    variant.require_same_plans(folds)  # the container builds one network from plans.json for every fold
     llm_note = check_checkpoints(variant, folds)
     out = _check_output(output, overwrite)
     versions = package_versions()

@@ -77,6 +77,16 @@ def _option_values(key: str, value) -> list:
     return _as_list(value)
 
 
+def _unique(key: str, values: list) -> list:
+    """A grid list names each value once: a value listed twice would give two jobs of one id (as folds do)."""
+    seen = set()
+    for value in values:
+        if str(value) in seen:
+            raise SweepError(f"{key}: {value} is listed twice ({values}); list each once.")
+        seen.add(str(value))
+    return values
+
+
 def check_trainer(name: str) -> type:
     """nnU-Net's own lookup (with our trainers on nnUNet_extTrainer), before anything is submitted."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
@@ -159,13 +169,13 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
         raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
     replicates = check_replicates(grid.get("replicates", 1))  # before anything is written
     folder = preprocessed_folder(grid["dataset"])
-    configurations = _as_list(grid.get("configurations", ["2d"]))
-    trainers = _as_list(grid.get("trainers"))
+    configurations = _unique("configurations", _as_list(grid.get("configurations", ["2d"])))
+    trainers = _unique("trainers", _as_list(grid.get("trainers")))
     if not trainers:
         raise SweepError("the grid has no 'trainers'; list at least one, e.g. trainers: [nnUNetTrainer].")
     classes = {t: check_trainer(t) for t in trainers}
     folds = parse_folds(_as_list(grid.get("folds", [0, 1, 2, 3, 4])), folder.name)
-    plans = _as_list(grid.get("plans", ["nnUNetPlans"]))
+    plans = _unique("plans", _as_list(grid.get("plans", ["nnUNetPlans"])))
     available = plans_in(folder)
     for p in plans:
         if p not in available:
@@ -178,7 +188,7 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
                              f"{', '.join(known)}); pick configurations from those.")
     llm = grid.get("llm")
     requests = llm_requests(llm) if llm else []
-    llm_trainers = _as_list(grid.get("llm_trainers", ["nnUNetTrainerLLM"])) if llm else []
+    llm_trainers = _unique("llm_trainers", _as_list(grid.get("llm_trainers", ["nnUNetTrainerLLM"]))) if llm else []
     classes.update({t: check_trainer(t) for t in llm_trainers})
     llm_names = [path.stem for request in requests
                  for path in write_llm_plans(folder.name, plans[0], request, weights_dir=sweep_dir / "weights",
@@ -193,6 +203,10 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
                 jobs += [{"id": job_id(c, t, p, f, r), "dataset": folder.name, "configuration": c, "fold": f,
                           "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha,
                           "replicate": r} for f in folds]
+    twice = sorted({j["id"] for j in jobs if sum(k["id"] == j["id"] for k in jobs) > 1})
+    if twice:  # e.g. two `llm` entries that plan the same file
+        raise SweepError(f"the grid gives job(s) {', '.join(twice[:3])} twice; list each trainer, plans and llm entry "
+                         f"once.")
     return jobs
 
 

@@ -30,7 +30,10 @@ def replicate(job: dict) -> int:
 
 
 def results_root(job: dict, results: str | os.PathLike | None = None) -> Path:
-    """The nnUNet_results the job's nnUNetv2_train writes to (replicate r >= 2: ``<nnUNet_results>/replicates/<r>``)."""
+    """The nnUNet_results the job's nnUNetv2_train writes to (replicate r >= 2: ``<nnUNet_results>/replicates/<r>``);
+    ``results`` defaults to nnUNet_results, which need not exist yet: nnU-Net creates it when the first job trains, so
+    until then every job is pending; only an unset variable is refused."""
+    results = results or os.environ.get("nnUNet_results") or None
     return replicate_root(results if results is not None else require_folder("nnUNet_results"), replicate(job))
 
 
@@ -120,6 +123,25 @@ def weights_changed(job: dict, v: TrainedVariant) -> str | None:
             f"({job['llm_weights']}); the weights changed since `sweep plan`")
 
 
+def plans_clash(job: dict, v: TrainedVariant, resume: str | None, env: dict) -> str | None:
+    """Why the job's plans (nnUNet_preprocessed/<dataset>/<plans>.json now) may not train in its results folder: other
+    folds there (and the job's own fold when it resumes) trained with plans that give another network or data."""
+    from ..nnunet.results import new_plans_fix, trained_plans_clashes
+    root = env.get("nnUNet_preprocessed")
+    plans_file = Path(root) / job["dataset"] / f"{job['plans']}.json" if root else None
+    if plans_file is None or not plans_file.is_file():
+        return None
+    plans = read_json(plans_file)
+    clashes = trained_plans_clashes(v.folder, plans, job["configuration"], skip=None if resume else job["fold"])
+    if not clashes:
+        return None
+    folds = ", ".join(clashes)
+    return (f"{plans_file} differs from the plans fold(s) {folds} of {v.folder} trained with "
+            f"({next(iter(clashes.values()))}; trained -> now): training fold {job['fold']} would overwrite the "
+            f"folder's plans.json and fold(s) {folds} would no longer load, so nothing was started. "
+            f"{new_plans_fix(job['dataset'], job['configuration'], job['plans'])}")
+
+
 def _stop_tree(process: subprocess.Popen) -> None:
     """Stop the trainer and everything it started (its data-augmentation and export workers)."""
     import psutil
@@ -178,7 +200,14 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
                     log.write(f"error: {changed}.\n")
             write_state(sweep_dir, job, "failed" if changed else "done")
             return "failed" if changed else "done"
-        command = train_command(job, resume_flag(v, job["fold"]))
+        resume = resume_flag(v, job["fold"])
+        clash = plans_clash(job, v, resume, env)
+        if clash:  # any trainer, stock nnU-Net's too: nothing starts that would overwrite the folder's plans.json
+            with open(logs / f"{job['id']}.log", "a") as log:
+                log.write(f"error: {clash}\n")
+            write_state(sweep_dir, job, "failed")
+            return "failed"
+        command = train_command(job, resume)
         with open(logs / f"{job['id']}.log", "a") as log:
             log.write("$ " + " ".join(command) + "\n")
             log.flush()
