@@ -180,5 +180,6 @@ def test_analyze_names_a_missing_run(nnunet_env, dataset_2d, tmp_path):
     proc = nnunet_env.run("nnunetv2-llm", "analyze", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainerNoSuchRun",
                           "-o", tmp_path, check=False)
     assert proc.returncode == 2
-    assert "nnUNetTrainerNoSuchRun__nnUNetPlans__2d" in proc.stderr and "nnUNetv2_train" in proc.stderr
+    assert "nnUNetTrainerNoSuchRun__nnUNetPlans__2d" in proc.stderr and "finished an epoch" in proc.stderr
+    assert "nnUNetv2_train" not in proc.stderr, "no advice to train a trainer that does not exist (issue 32 #6)"
     assert not list(tmp_path.iterdir())
