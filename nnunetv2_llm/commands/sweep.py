@@ -110,7 +110,7 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     import os
 
-    from ..core.files import exclusive
+    from ..core.locks import exclusive
     from ..sweep.backends import import_submitit, run_local, sbatch_script, submit_slurm
     from ..sweep.grid import SweepError, load_sweep, lock_file
     import_submitit(args.backend)  # before anything else: a missing package is the first thing to fix

@@ -7,14 +7,9 @@ import glob
 import hashlib
 import json
 import os
-import re
 import socket
 import tempfile
 from pathlib import Path
-
-# nnU-Net's naming of an input image: CASE_XXXX plus the file ending, XXXX the channel.
-CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
 
 def honour_umask(path: str | os.PathLike, directory: bool = False) -> None:
     """Give a file or folder made by ``tempfile`` (0600 / 0700) the mode an ordinary ``open``/``mkdir`` would
@@ -171,25 +166,3 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except CHECKPOINT_ERRORS as e:
         check_checkpoint_file(path, e)
-
-
-@contextlib.contextmanager
-def exclusive(lock_file: str | os.PathLike, what: str, echo=print, wait: bool = True):
-    """Hold ``lock_file`` (filelock: works across processes and on shared cluster file systems) for the block.
-    When another process holds it, say so and wait for it (``wait``), else yield False at once without it."""
-    from filelock import FileLock, Timeout
-    lock_file = Path(lock_file)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_file))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if not wait:
-            yield False
-            return
-        echo(f"waiting for another run that holds {what} ({lock_file}) to finish ...")
-        lock.acquire()
-    try:
-        yield True
-    finally:
-        lock.release()

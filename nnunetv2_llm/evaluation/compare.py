@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import did_you_mean
-from ..core.files import atomic_path, check_checkpoint_file, exclusive, write_json
+from ..core.files import atomic_path, check_checkpoint_file, write_json
+from ..core.locks import exclusive
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
-from ..nnunet.results import (DEFAULT_PLANS, TrainedVariant, dataset_name, found_replicates, parse_folds,
-                              replicate_root, require_folder, resolve_variant)
+from ..nnunet.results import (DEFAULT_PLANS, TrainedRun, dataset_name, found_replicates, parse_folds,
+                              replicate_root, require_folder, resolve_run)
 from .cases import CompareError, check_same_cases, own_set, validation_cases
 from .external import External, check_external, external_cases, parse_external, predict_external
 from .figures import save_figures
@@ -74,7 +75,7 @@ class Prepared:
 
     request: CompareRequest
     dataset: str
-    variants: list[TrainedVariant]
+    variants: list[TrainedRun]
     reference: int
     rule: LabelRule
     folds: list
@@ -114,7 +115,7 @@ def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, floa
     return {k: given[k][1] if k in given else default for k in keys}
 
 
-def pick_reference(variants: list[TrainedVariant], reference: str | None) -> int:
+def pick_reference(variants: list[TrainedRun], reference: str | None) -> int:
     if reference is None:
         return 0
     matches = [i for i, v in enumerate(variants) if reference in (v.label, v.trainer)]
@@ -125,7 +126,7 @@ def pick_reference(variants: list[TrainedVariant], reference: str | None) -> int
     return matches[0]
 
 
-def check_labels(variants: list[TrainedVariant]) -> LabelRule:
+def check_labels(variants: list[TrainedRun]) -> LabelRule:
     """Every variant must segment the same labels; returns nnU-Net's rule for them."""
     first = variants[0]
     for v in variants[1:]:
@@ -137,7 +138,7 @@ def check_labels(variants: list[TrainedVariant]) -> LabelRule:
     return label_rule(first.dataset_json, str(first.folder / "dataset.json"))
 
 
-def efficiency(variant: TrainedVariant) -> dict:
+def efficiency(variant: TrainedRun) -> dict:
     """Trainable/frozen parameters and GFLOPs of one patch, as ``nnunetv2-llm info`` counts them."""
     from ..core.cost import measure
     from ..nnunet.networks import build_unet
@@ -164,7 +165,7 @@ def prepare(request: CompareRequest) -> Prepared:
         raise CompareError(f"-p takes one plans name for all variants or one per -tr ({len(request.trainers)}); "
                            f"got {len(request.plans)}.")
     plans = request.plans * len(request.trainers) if len(request.plans) == 1 else request.plans
-    variants = [resolve_variant(t, p, name, request.configuration) for t, p in zip(request.trainers, plans)]
+    variants = [resolve_run(t, p, name, request.configuration) for t, p in zip(request.trainers, plans)]
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise CompareError(f"a variant is listed twice: {labels}.")
@@ -212,14 +213,14 @@ def prepare(request: CompareRequest) -> Prepared:
                     reader_writer_cls.__name__, costs, out, layer_series, specs, replicate_cases)
 
 
-def replicate_of(variant: TrainedVariant, replicate: int) -> TrainedVariant:
+def replicate_of(variant: TrainedRun, replicate: int) -> TrainedRun:
     """The same trainer, plans and configuration in replicate ``replicate``'s results root."""
     root = replicate_root(variant.folder.parent.parent, replicate)
-    return TrainedVariant(variant.dataset, variant.trainer, variant.plans, variant.configuration,
+    return TrainedRun(variant.dataset, variant.trainer, variant.plans, variant.configuration,
                           root / variant.folder.parent.name / variant.folder.name, replicate)
 
 
-def count_replicates(variants: list[TrainedVariant], wanted: int | None) -> int:
+def count_replicates(variants: list[TrainedRun], wanted: int | None) -> int:
     """How many training replicates every variant has (``$nnUNet_results/replicates/<r>``); ``wanted`` (--replicates)
     must be there for each."""
     found = {v.label: len(found_replicates(v.folder.parent.parent, v.folder.parent.name, v.folder.name))

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import UserError, did_you_mean
-from ..core.files import exclusive, write_json
+from ..core.files import write_json
+from ..core.locks import exclusive
 from ..core.resolve import request_specs
 from ..core.spec import PLANS_KEY, LLMSpec, configurations_with_spec, put_spec_in_plans
 from .results import preprocessed_folder
@@ -114,7 +115,7 @@ def hub_needed(spec: LLMSpec) -> str | None:
 
 
 def model_tag(llm: str) -> str:
-    """A short, name-safe label of the model: the preset name or the last part of the source."""
+    """A short, name-safe label of the model: the named model or the last part of the source."""
     stem = re.sub(r"\.(gguf|safetensors)$", "", re.split(r"[/:\\]", llm.rstrip("/\\"))[-1])
     return re.sub(r"[^A-Za-z0-9.-]+", "-", stem).strip("-.") or "model"
 

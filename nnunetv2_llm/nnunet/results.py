@@ -1,4 +1,4 @@
-"""A trained variant: the results folder ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>``, its folds,
+"""A trained run: the results folder ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>``, its folds,
 checkpoints and validation, and the dataset and fold names that lead to it.
 
 Every command that reads trained results (compare, analyze, export, info, sweep, the demo) finds them here, so a
@@ -282,7 +282,7 @@ class FoldState:
 
 
 @dataclass(frozen=True)
-class TrainedVariant:
+class TrainedRun:
     """One results folder: a trainer trained with a plans name on one configuration of a dataset."""
 
     dataset: str
@@ -379,8 +379,8 @@ def split_trainer_plans(item: str, default_plans: str) -> tuple[str, str]:
     return trainer, plans or default_plans
 
 
-def trained_variant(name: str, trainer: str, plans: str, configuration: str) -> TrainedVariant:
-    return TrainedVariant(name, trainer, plans, configuration, results_folder(name, trainer, plans, configuration))
+def trained_run(name: str, trainer: str, plans: str, configuration: str) -> TrainedRun:
+    return TrainedRun(name, trainer, plans, configuration, results_folder(name, trainer, plans, configuration))
 
 
 def finished_an_epoch(folder: Path) -> bool:
@@ -403,7 +403,7 @@ def trained_names(dataset_results: Path, configuration: str, plans: str) -> list
     return names
 
 
-def resolve_variant(item: str, plans: str, name: str, configuration: str) -> TrainedVariant:
+def resolve_run(item: str, plans: str, name: str, configuration: str) -> TrainedRun:
     """``TRAINER``, ``TRAINER__PLANS`` or a results folder path (``.../<dataset>/TRAINER__PLANS__CONFIGURATION``)
     of dataset ``name``; it must hold trained results."""
     path = Path(item).expanduser()
@@ -414,10 +414,10 @@ def resolve_variant(item: str, plans: str, name: str, configuration: str) -> Tra
         if path.resolve().parent.name != name:
             raise ResultsError(f"-tr {item}: that results folder belongs to {path.resolve().parent.name}, not to -d "
                                f"{name}; pass a results folder of {name}, or -d {path.resolve().parent.name}.")
-        variant = TrainedVariant(name, trainer, plans, configuration, path.resolve())
+        variant = TrainedRun(name, trainer, plans, configuration, path.resolve())
     else:
         trainer, own_plans = split_trainer_plans(item, plans)
-        variant = trained_variant(name, trainer, own_plans, configuration)
+        variant = trained_run(name, trainer, own_plans, configuration)
     folder = variant.folder
     if not (folder / "plans.json").is_file() or not (folder / "dataset.json").is_file():
         found = trained_names(folder.parent, configuration, plans)

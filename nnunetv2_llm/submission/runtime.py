@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.files import CHANNEL, read_json
+from ..core.files import read_json
+from ..nnunet.image_names import CHANNEL
 
 EXPORT_FORMAT = "nnunetv2-llm-submission"
 EXPORT_FILE = "export.json"

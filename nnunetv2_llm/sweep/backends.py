@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .grid import SweepError
-from .jobs import is_held, job_lock, read_state, run_job, shown_command, variant, write_state
+from .jobs import is_held, job_lock, read_state, run_job, shown_command, job_run, write_state
 
 
 @dataclass
@@ -117,7 +117,7 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
             for i, slot in enumerate(slots):
                 while i not in running and todo:
                     job = todo.pop(0)
-                    if variant(job).fold_state(job["fold"]).done or is_held(job_lock(sweep_dir, job)):
+                    if job_run(job).fold_state(job["fold"]).done or is_held(job_lock(sweep_dir, job)):
                         results[job["id"]] = run_job(job, str(sweep_dir))  # marks done, or held; starts nothing
                         if results[job["id"]] == "held":
                             state = read_state(sweep_dir, job)

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from ..core.errors import UserError, did_you_mean
-from ..core.files import exclusive, read_json, write_json
+from ..core.files import read_json, write_json
+from ..core.locks import exclusive
 from ..core import spec
 from ..nnunet.results import parse_folds, preprocessed_folder
 

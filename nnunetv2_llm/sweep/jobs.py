@@ -20,7 +20,7 @@ from pathlib import Path
 from ..core.files import read_json, write_json
 from ..core.spec import spec_in_plans
 from ..nnunet.environment import cli_path, cpu_env, with_our_trainers
-from ..nnunet.results import REPLICATES_FOLDER, TrainedVariant, replicate_root, results_folder, require_folder
+from ..nnunet.results import REPLICATES_FOLDER, TrainedRun, replicate_root, results_folder, require_folder
 
 LOCKS = "locks"
 
@@ -37,9 +37,9 @@ def results_root(job: dict, results: str | os.PathLike | None = None) -> Path:
     return replicate_root(results if results is not None else require_folder("nnUNet_results"), replicate(job))
 
 
-def variant(job: dict, results: str | os.PathLike | None = None) -> TrainedVariant:
+def job_run(job: dict, results: str | os.PathLike | None = None) -> TrainedRun:
     root = results_root(job, results)
-    return TrainedVariant(job["dataset"], job["trainer"], job["plans"], job["configuration"],
+    return TrainedRun(job["dataset"], job["trainer"], job["plans"], job["configuration"],
                           results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], root),
                           replicate(job))
 
@@ -58,7 +58,7 @@ def shown_command(job: dict, resume: str | None = None) -> str:
     return prefix + shlex.join(train_command(job, resume))
 
 
-def resume_flag(v: TrainedVariant, fold) -> str | None:
+def resume_flag(v: TrainedRun, fold) -> str | None:
     state = v.fold_state(fold)
     if state.status == "unvalidated":
         return "--val"
@@ -105,7 +105,7 @@ def write_state(sweep_dir: Path, job: dict, status: str, **more) -> None:
                                             "time": time.strftime("%Y-%m-%d %H:%M:%S"), **more})
 
 
-def trained_sha256(v: TrainedVariant) -> str | None:
+def trained_sha256(v: TrainedRun) -> str | None:
     """The sha256 of the layer the fold trained with, as the trainer recorded it in the results folder's plans."""
     plans = v.folder / "plans.json"
     if not plans.is_file():
@@ -114,7 +114,7 @@ def trained_sha256(v: TrainedVariant) -> str | None:
     return None if spec is None else spec.sha256
 
 
-def weights_changed(job: dict, v: TrainedVariant) -> str | None:
+def weights_changed(job: dict, v: TrainedRun) -> str | None:
     """Why a fold trained with other tensors than `sweep plan` recorded, or None when they match (or none pinned)."""
     trained = trained_sha256(v) if job.get("llm_sha256") else None
     if trained is None or trained == job["llm_sha256"]:
@@ -123,7 +123,7 @@ def weights_changed(job: dict, v: TrainedVariant) -> str | None:
             f"({job['llm_weights']}); the weights changed since `sweep plan`")
 
 
-def plans_clash(job: dict, v: TrainedVariant, resume: str | None, env: dict) -> str | None:
+def plans_clash(job: dict, v: TrainedRun, resume: str | None, env: dict) -> str | None:
     """Why the job's plans (nnUNet_preprocessed/<dataset>/<plans>.json now) may not train in its results folder: other
     folds there (and the job's own fold when it resumes) trained with plans that give another network or data."""
     from ..nnunet.results import new_plans_fix, trained_plans_clashes
@@ -177,7 +177,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         env["HF_HUB_OFFLINE"] = "1"  # `sweep plan` fetched the layer: no job touches the hub
     if "cpu" in job["train_args"]:
         env = cpu_env(env, training=True)
-    v = variant(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
+    v = job_run(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
     env["nnUNet_results"] = str(results_root(job, env["nnUNet_results"]))  # the replicate's own results root
     sweep_dir = Path(sweep_dir)
     logs = sweep_dir / "logs"
@@ -246,7 +246,7 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
     epoch = epochs[-1] if epochs else "-"
     state = read_state(sweep_dir, job)
     held = is_held(job_lock(sweep_dir, job))
-    v = variant(job, results)
+    v = job_run(job, results)
     if v.fold_state(job["fold"]).done and not held:
         changed = weights_changed(job, v)
         return ("failed", epoch, changed) if changed else ("done", epoch, "")

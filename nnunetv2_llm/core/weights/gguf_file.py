@@ -34,7 +34,7 @@ _GEMMA_CONFIG_KEYS = {"context_length": "max_position_embeddings", "block_count"
                       "rope.freq_base": "rope_theta", "attention.key_length": "head_dim",
                       "attention.head_count": "num_attention_heads", "attention.head_count_kv": "num_key_value_heads",
                       "attention.layer_norm_rms_epsilon": "rms_norm_eps", "vocab_size": "vocab_size"}
-# Files shipped in Python packages (the offline preset), for the reinstall hint on a damaged copy.
+# Files shipped in Python packages (the offline model), for the reinstall hint on a damaged copy.
 _PACKAGE_FILES = {OFFLINE_PACKAGE: OFFLINE_FILE}
 
 
