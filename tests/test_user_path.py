@@ -16,7 +16,7 @@ from scipy.stats import wilcoxon
 
 import nnunetv2_llm
 from nnunetv2_llm.commands import cli
-from nnunetv2_llm.commands.demo import NUM_TEST
+from nnunetv2_llm.nnunet.demo import NUM_TEST
 from nnunetv2_llm.core.models import MODELS
 
 TRAINER = "nnUNetTrainerSmolLM2"
@@ -204,7 +204,7 @@ def test_doctor_tells_cached_reachable_unreachable_per_model(nnunet_env, tmp_pat
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_free_port()}")
-    from nnunetv2_llm.commands.doctor import check_model
+    from nnunetv2_llm.nnunet.doctor import check_model
     start = time.monotonic()
     checks = {name: check_model(name) for name in MODELS}
     assert time.monotonic() - start < 20
@@ -219,7 +219,7 @@ def test_doctor_tells_cached_reachable_unreachable_per_model(nnunet_env, tmp_pat
 
 
 def test_doctor_without_a_gpu_gives_the_cpu_settings(nnunet_env, monkeypatch):
-    from nnunetv2_llm.commands.doctor import check_device
+    from nnunetv2_llm.nnunet.doctor import check_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     check = check_device()
     assert check.status == "WARN" and "-device cpu" in check.detail
@@ -230,7 +230,7 @@ def test_doctor_without_a_gpu_gives_the_cpu_settings(nnunet_env, monkeypatch):
 def test_the_demo_export_lines_give_the_cpu_settings_its_runs_used(tmp_path):
     """The printed lines run in a shell as written and set what the demo trained with (the training-only
     nnUNet_n_proc_DA as a prefix of the training command, never exported)."""
-    from nnunetv2_llm.commands.demo import DemoPaths, demo_env, export_lines
+    from nnunetv2_llm.nnunet.demo import DemoPaths, demo_env, export_lines
     env = demo_env(DemoPaths(tmp_path / "demo folder"), "cpu")
     lines = export_lines(env, "cpu", "nnUNetTrainerSmolLM2_10epochs_20its")
     script = "\n".join(line for line in lines if line.startswith("export")) + "\nenv"

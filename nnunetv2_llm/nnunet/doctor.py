@@ -1,0 +1,193 @@
+"""The checks of `nnunetv2-llm doctor`: is this environment ready to train with the nnunetv2-llm trainers?
+
+Checks the nnunetv2 version, nnU-Net's three folders, that nnUNet_extTrainer lists our
+trainers folder and that nnU-Net's own lookup finds every trainer there, which named LLM models can be
+loaded (locally or from the hub; nothing is downloaded) and whether GGUF support is installed.
+Exit code 1 when something blocks training.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .environment import cpu_advice, ext_trainer_entries, lists_our_trainers, trainers_folder
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+@dataclass
+class Check:
+    """One line of the report; ``fix`` is a command or instruction printed verbatim under the table."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str | None = None
+
+
+def supported_nnunet():
+    """The nnunetv2 version range this package declares (its own metadata is the single source)."""
+    from packaging.requirements import Requirement
+    for line in importlib.metadata.requires("nnunetv2-llm") or []:
+        req = Requirement(line)
+        if req.name == "nnunetv2" and req.marker is None:
+            return req.specifier
+    raise RuntimeError("the nnunetv2-llm package metadata declares no nnunetv2 requirement; reinstall nnunetv2-llm.")
+
+
+def check_nnunet_version() -> Check:
+    specifier = supported_nnunet()
+    try:
+        version = importlib.metadata.version("nnunetv2")
+    except importlib.metadata.PackageNotFoundError:
+        return Check("nnunetv2", FAIL, "not installed", f"pip install 'nnunetv2{specifier}'")
+    if not specifier.contains(version, prereleases=True):
+        return Check("nnunetv2", FAIL, f"version {version}, supported {specifier}", f"pip install 'nnunetv2{specifier}'")
+    return Check("nnunetv2", OK, f"version {version} (supported {specifier})")
+
+
+def check_folder(variable: str) -> Check:
+    value = os.environ.get(variable)
+    if not value:
+        return Check(variable, FAIL, "not set",
+                     f"export {variable}=/path/to/{variable}  (see nnU-Net's documentation/setting_up_paths.md)")
+    path = Path(value).expanduser()
+    if not path.exists():
+        return Check(variable, FAIL, f"{value} does not exist", f"mkdir -p {shlex.quote(str(path))}")
+    if not path.is_dir():
+        return Check(variable, FAIL, f"{value} is not a folder", f"export {variable}=<a folder>")
+    if not os.access(path, os.W_OK | os.X_OK):
+        return Check(variable, FAIL, f"{value} is not writable",
+                     f"chmod u+w {shlex.quote(str(path))}  (or point {variable} at a writable folder)")
+    return Check(variable, OK, value)
+
+
+def ext_trainer_export_line() -> str:
+    """The ``export`` line that puts our trainers folder first on nnUNet_extTrainer, keeping existing entries."""
+    return "export nnUNet_extTrainer=" + shlex.quote(os.pathsep.join(ext_trainer_entries()))
+
+
+def check_ext_trainer() -> Check:
+    value = os.environ.get("nnUNet_extTrainer", "")
+    if lists_our_trainers(value):
+        return Check("nnUNet_extTrainer", OK, f"includes {trainers_folder()}")
+    detail = "not set" if not value else f"{value} does not include {trainers_folder()}"
+    return Check("nnUNet_extTrainer", FAIL, detail, ext_trainer_export_line())
+
+
+def _lookup_names() -> list[str]:
+    """The trainers nnU-Net's full lookup is run for: each class we write by hand and the plain-nnU-Net
+    length variants (named like nnU-Net's own). The other length variants live in the same module as
+    their base class, so they resolve with it unless a built-in shadows them, which is checked for all."""
+    from . import trainers
+    return [c.__name__ for c in trainers.BASE_TRAINERS] + [n for n in trainers.__all__ if n.startswith("nnUNetTrainer_")]
+
+
+def check_trainer_lookup() -> Check:
+    """Our trainers must come back, as our own classes, from the lookup nnUNetv2_train and the predictor use."""
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from . import trainers
+    builtin = os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")
+    failures = []
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        for name in trainers.__all__:
+            shadow = recursive_find_python_class(builtin, name, "nnunetv2.training.nnUNetTrainer", nnunetv2.__path__[0])
+            if shadow is not None:
+                failures.append(f"{name} is shadowed by nnU-Net's {shadow.__module__}.{name}")
+        looked_up = _lookup_names()
+        for name in looked_up:
+            try:
+                found = recursive_find_trainer_class_by_name(name)
+            except (RuntimeError, AssertionError, ImportError):
+                failures.append(f"{name} not found")
+                continue
+            if found is not getattr(trainers, name):
+                failures.append(f"{name} resolves to {found.__module__}.{found.__qualname__}, not ours")
+    total = len(trainers.__all__)
+    if not failures:
+        return Check("trainer lookup", OK, f"nnU-Net's lookup finds our classes ({len(looked_up)} looked up: every "
+                                           f"class and baseline variant; none of all {total} shadowed)")
+    shown = "; ".join(failures[:3]) + (f"; ... ({len(failures) - 3} more)" if len(failures) > 3 else "")
+    return Check("trainer lookup", FAIL, shown,
+                 ext_trainer_export_line() + "  (our folder first, so its names win over others')")
+
+
+def check_model(name: str) -> Check:
+    """Cached (in the package or the huggingface_hub cache), or else whether the hub can be reached from here (one
+    quick probe for all models; nothing is downloaded): cached / reachable / unreachable, with advice that fits."""
+    from ..core.hub import cached_layer_files, gated_advice, hub_access, offline, unreachable_advice
+    from ..core.models import MODELS
+    from ..core.weights import LLMWeightsError, local_source_path, source_kind
+    model = MODELS[name]
+    label = f"model {name}"
+    if source_kind(model.source) != "hub":
+        try:
+            return Check(label, OK, f"local: {local_source_path(model.source)}")
+        except LLMWeightsError as e:
+            return Check(label, WARN, f"unavailable: {e}")
+    files = cached_layer_files(model.source, model.layer)
+    if files:
+        return Check(label, OK, f"cached: huggingface_hub cache ({', '.join(Path(f).name for f in files)})")
+    access = hub_access()
+    if not access.reachable:
+        why = ("HF_HUB_OFFLINE=1, so the hub is not asked" if offline()
+               else f"the hub ({access.endpoint}) is unreachable: {access.reason}")
+        fix = unreachable_advice(model.source)
+        return Check(label, WARN, f"not cached ({model.source} layer {model.layer}) and {why}",
+                     ("unset HF_HUB_OFFLINE to download it, or: " if offline() else "") + fix)
+    gated = gated_advice(model.source)
+    if gated:
+        from huggingface_hub import get_token
+        if get_token() is None:
+            return Check(label, WARN, f"reachable: {model.source} on {access.endpoint}, but it is gated and no "
+                                      f"HF_TOKEN is set", f"{gated}: accept the licence, then export HF_TOKEN=<token>")
+        return Check(label, OK, f"reachable: {model.source} on {access.endpoint} (gated; HF_TOKEN set, licence "
+                                f"acceptance checked on first use); reads only layer {model.layer} (byte ranges, "
+                                f"then cached)")
+    return Check(label, OK, f"reachable: {model.source} on {access.endpoint}; reads only layer {model.layer} on first "
+                            f"use (byte ranges, then cached)")
+
+
+def check_gguf() -> Check:
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        return Check("GGUF support", WARN, f"{', '.join(missing)} not installed: nnUNetTrainerSmolLM2 and .gguf "
+                                           f"sources cannot load", "pip install 'nnunetv2-llm[gguf]'")
+    versions = ", ".join(f"{m} {importlib.metadata.version(m)}" for m in ("gguf", "accelerate"))
+    return Check("GGUF support", OK, versions)
+
+
+def check_families() -> Check:
+    """The model families the block is proven for, with what is tested (the table ``plan --help`` prints)."""
+    from ..core.families import FAMILIES, families_text
+    return Check("model families", OK, f"{len(FAMILIES)} proven layer for layer:\n" + families_text(""))
+
+
+def check_device() -> Check:
+    import torch
+    if torch.cuda.is_available():
+        return Check("device", OK, f"CUDA: {torch.cuda.get_device_name(0)} (torch {torch.__version__})")
+    return Check("device", WARN, f"no CUDA GPU (torch {torch.__version__}): train with -device cpu and the CPU "
+                                 f"settings below (without them nnU-Net's training is several times slower)",
+                 "\n    ".join(cpu_advice()))
+
+
+def run_checks() -> list[Check]:
+    from ..core.models import MODELS
+    ext_trainer, lookup = check_ext_trainer(), check_trainer_lookup()
+    if ext_trainer.status == FAIL and lookup.status == FAIL:
+        lookup.fix = "fix nnUNet_extTrainer (above)"
+    checks = [check_nnunet_version(), *[check_folder(v) for v in NNUNET_FOLDERS], ext_trainer, lookup]
+    checks += [check_model(name) for name in MODELS]
+    checks += [check_families(), check_gguf(), check_device()]
+    return checks
