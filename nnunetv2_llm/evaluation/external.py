@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 
 from ..core.files import read_json, write_json
 from ..nnunet.image_names import CHANNEL
-from ..nnunet.environment import cli_path, with_our_trainers
+from ..nnunet.environment import run_nnunet
 from ..nnunet.results import TrainedRun
 from .cases import OWN_SETS, Case, CompareError
 from .labels import LabelRule
@@ -210,15 +209,14 @@ def predict_external(variant: TrainedRun, ext: External, cases: list[str], folds
     for stale in out.parent.glob(f".{variant.label}.*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
     partial = out.with_name(f".{variant.label}.{uuid.uuid4().hex[:12]}.partial")
-    cmd = [cli_path("nnUNetv2_predict"), "-i", str(ext.images), "-o", str(partial), "-d", variant.dataset,
-           "-c", variant.configuration, "-tr", variant.trainer, "-p", variant.plans,
-           "-f", *[str(f) for f in folds], "-device", device, "--disable_progress_bar"]
+    args = ["-i", ext.images, "-o", partial, "-d", variant.dataset, "-c", variant.configuration, "-tr",
+            variant.trainer, "-p", variant.plans, "-f", *folds, "-device", device, "--disable_progress_bar"]
     if device == "cpu":
-        cmd += ["-npp", "0", "-nps", "0"]
+        args += ["-npp", "0", "-nps", "0"]
     echo(f"predicting {ext.name} with {variant.label} (folds {' '.join(map(str, folds))}) ...")
     try:
         start = time.perf_counter()
-        proc = subprocess.run(cmd, env=with_our_trainers(dict(os.environ)), capture_output=True, text=True)
+        proc = run_nnunet("nnUNetv2_predict", args, device=device)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise CompareError(f"nnUNetv2_predict for {variant.label} on {ext.name} failed (exit {proc.returncode}):\n"

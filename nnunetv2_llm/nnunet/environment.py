@@ -73,16 +73,32 @@ def cpu_advice(train_example: str = "nnUNetv2_train DATASET CONFIG FOLD -tr TRAI
             f"nnU-Net's planner fails with it"]
 
 
+def nnunet_env(base: dict | None = None, device: str | None = None, training: bool = False,
+               offline: bool = False) -> dict:
+    """The environment a stock nnU-Net command runs in when this package starts it: ``base`` (default: this
+    process's) with our trainers first on ``nnUNet_extTrainer`` (the user's other entries kept), on the CPU the CPU
+    settings (the training-only one when ``training``; values the user set are kept), and with ``offline`` no hub."""
+    env = with_our_trainers(dict(os.environ if base is None else base))
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return cpu_env(env, training) if device == "cpu" else env
+
+
+def run_nnunet(name: str, args: list[str], env: dict | None = None, device: str | None = None,
+               training: bool = False):
+    """Run the stock nnU-Net console script ``name`` of this Python environment with ``args``, its output captured,
+    in :func:`nnunet_env` (``env`` as the base). Commands that stream a long run into a log (the demo's steps, a
+    sweep's jobs) start their process themselves, in the same environment."""
+    import subprocess
+    return subprocess.run([cli_path(name), *map(str, args)], env=nnunet_env(env, device, training),
+                          capture_output=True, text=True)
+
+
 def nnunet_cli_env(raw: Path, preprocessed: Path, results: Path, device: str) -> dict:
-    """The environment of nnU-Net CLI subprocesses: these three folders, our trainers first on
-    ``nnUNet_extTrainer`` (keeping the user's other entries), one worker, no hub, and on CPU passive
-    OpenMP waiting (unless the user chose a policy)."""
-    env = with_our_trainers(dict(os.environ))
-    env.update({
-        "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed), "nnUNet_results": str(results),
-        "nnUNet_def_n_proc": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-    })
-    return cpu_env(env, training=False) if device == "cpu" else env
+    """:func:`nnunet_env` for these three folders, with one worker and no hub."""
+    env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed),
+           "nnUNet_results": str(results), "nnUNet_def_n_proc": "1", "PYTHONUNBUFFERED": "1"}
+    return nnunet_env(env, device, offline=True)
 
 
 def cuda_available() -> bool:

@@ -134,7 +134,7 @@ class OfflineRun:
     connection, name lookup or opening of the LLM files, the hub cache or the original results fail loudly."""
 
     def __init__(self, folder: str | os.PathLike, work: Path, device: str = "cpu"):
-        from ..nnunet.environment import cli_path, nnunet_cli_env
+        from ..nnunet.environment import nnunet_cli_env, run_nnunet
         self.folder = Path(folder).expanduser().resolve()
         self.record = load_record(self.folder)
         self.work, self.device = work, device
@@ -147,8 +147,10 @@ class OfflineRun:
             (work / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy2(zip_file, work / MODEL_ZIP)
         self.host_env = nnunet_cli_env(work / "nnUNet_raw", work / "nnUNet_preprocessed", self.results, device)
-        subprocess.run([cli_path("nnUNetv2_install_pretrained_model_from_zip"), str(work / MODEL_ZIP)],
-                       env=self.host_env, check=True, capture_output=True)
+        installed = run_nnunet("nnUNetv2_install_pretrained_model_from_zip", [work / MODEL_ZIP], env=self.host_env)
+        if installed.returncode != 0:
+            raise ExportError(f"nnUNetv2_install_pretrained_model_from_zip failed (exit {installed.returncode}):\n"
+                              f"{installed.stderr[-3000:]}")
         (work / MODEL_ZIP).unlink()
         from huggingface_hub import constants
         original = os.environ.get("nnUNet_results")
@@ -199,7 +201,7 @@ def same_labels(ours: Path, theirs: Path) -> dict:
 
 def check_submission(folder: str, input_dir: str | None = None, device: str = "cpu", echo=print) -> dict:
     """Run the entry point as the container would and compare it with ``nnUNetv2_predict``; raise on any difference."""
-    from ..nnunet.environment import cli_path
+    from ..nnunet.environment import run_nnunet
     folder = Path(folder).expanduser().resolve()
     record = load_record(folder)
     if input_dir is not None and not Path(input_dir).is_dir():
@@ -233,11 +235,11 @@ def check_submission(folder: str, input_dir: str | None = None, device: str = "c
             raise ExportError(f"the entry point imported nnunetv2_llm from {timings['package']}, not from the "
                               f"submission's copy in {folder / 'src'}; check PYTHONPATH.")
         stock = work / "stock"
-        predict = [cli_path("nnUNetv2_predict"), "-i", str(input_dir), "-o", str(stock),
-                   "-d", record["dataset"], "-c", record["configuration"], "-tr", record["trainer"],
-                   "-p", record["plans"], "-f", *map(str, record["folds"]), "-step_size", str(record["tile_step_size"]),
-                   "-device", device, "-npp", "1", "-nps", "1", *([] if record["use_mirroring"] else ["--disable_tta"])]
-        stock_proc = subprocess.run(predict, env=offline.host_env, capture_output=True, text=True)
+        predict = ["-i", input_dir, "-o", stock, "-d", record["dataset"], "-c", record["configuration"],
+                   "-tr", record["trainer"], "-p", record["plans"], "-f", *record["folds"],
+                   "-step_size", record["tile_step_size"], "-device", device, "-npp", "1", "-nps", "1",
+                   *([] if record["use_mirroring"] else ["--disable_tta"])]
+        stock_proc = run_nnunet("nnUNetv2_predict", predict, env=offline.host_env)
         if stock_proc.returncode != 0:
             raise ExportError(f"nnUNetv2_predict failed (exit {stock_proc.returncode}):\n{stock_proc.stderr[-3000:]}")
         out_dir = work / "output" / record["input"]["output_subfolder"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core.files import read_json, write_json
 from ..core.spec import spec_in_plans
-from ..nnunet.environment import cli_path, cpu_env, with_our_trainers
+from ..nnunet.environment import cli_path, nnunet_env
 from ..nnunet.results import REPLICATES_FOLDER, TrainedRun, replicate_root, results_folder, require_folder
 
 LOCKS = "locks"
@@ -172,11 +172,9 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
     """Run (or resume, or validate, or skip) one job; module-level so submitit can pickle it. Returns ``done``,
     ``failed`` or ``held`` (another process runs it)."""
     from filelock import FileLock, Timeout
-    env = with_our_trainers(dict(os.environ if env is None else env))
-    if job.get("llm_sha256"):
-        env["HF_HUB_OFFLINE"] = "1"  # `sweep plan` fetched the layer: no job touches the hub
-    if "cpu" in job["train_args"]:
-        env = cpu_env(env, training=True)
+    # `sweep plan` fetched the layer (llm_sha256): no job touches the hub
+    env = nnunet_env(env, "cpu" if "cpu" in job["train_args"] else None, training=True,
+                     offline=bool(job.get("llm_sha256")))
     v = job_run(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
     env["nnUNet_results"] = str(results_root(job, env["nnUNet_results"]))  # the replicate's own results root
     sweep_dir = Path(sweep_dir)
