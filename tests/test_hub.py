@@ -232,7 +232,7 @@ def test_extract_from_an_unreachable_hub_fails_in_seconds_with_advice_that_fits_
 
 
 def test_unreachable_message_names_the_licence_only_for_a_gated_model():
-    from nnunetv2_llm.core.hub import HubAccess, unreachable_message
+    from nnunetv2_llm.core.weights.reach import HubAccess, unreachable_message
     access = HubAccess(False, "http://127.0.0.1:9", "ConnectError: refused")
     llama = unreachable_message("meta-llama/Llama-3.2-1B", "'model.safetensors'", access)
     assert "licence at https://huggingface.co/meta-llama/Llama-3.2-1B" in llama and "HF_TOKEN" in llama

@@ -125,7 +125,8 @@ def check_trainer_lookup() -> Check:
 def check_model(name: str) -> Check:
     """Cached (in the package or the huggingface_hub cache), or else whether the hub can be reached from here (one
     quick probe for all models; nothing is downloaded): cached / reachable / unreachable, with advice that fits."""
-    from ..core.hub import cached_layer_files, gated_advice, hub_access, offline, unreachable_advice
+    from ..core.weights.hub import cached_layer_files
+    from ..core.weights.reach import gated_advice, hub_access, offline, unreachable_advice
     from ..core.models import MODELS
     from ..core.weights import LLMWeightsError, local_source_path, source_kind
     model = MODELS[name]

@@ -99,7 +99,8 @@ def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:
 
 def hub_needed(spec: LLMSpec) -> str | None:
     """A note when training will have to read the layer from the hub and the hub cannot be asked from here now."""
-    from ..core.hub import cached_layer_files, gated_advice, hub_access, unreachable_advice
+    from ..core.weights.hub import cached_layer_files
+    from ..core.weights.reach import gated_advice, hub_access, unreachable_advice
     from ..core.weights import source_kind
     if not spec.loads_pretrained or source_kind(spec.source) != "hub":
         return None

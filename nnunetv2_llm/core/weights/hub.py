@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from ..spec import LLMSpec
 from ..files import atomic_path
-from ..hub import hub_access
-from .checkpoint import SINGLE_NAME, HubUnreachableError, checkpoint_tensors
+from .reach import hub_access
+from .checkpoint import INDEX_NAME, SINGLE_NAME, HubUnreachableError, checkpoint_tensors, layer_shards
 from .layer_file import load_extracted, write_extracted
 from .tensors import MAX_SAFETENSORS_HEADER, FinalNorm, LayerWeights, LLMWeightsError, layer_keys, norm_keys
 
@@ -35,7 +35,7 @@ def hub_download(repo_id: str, filename: str, revision: str | None, optional: bo
                                         RepositoryNotFoundError, RevisionNotFoundError)
     from huggingface_hub import try_to_load_from_cache
 
-    from ..hub import hub_access, unreachable_advice, unreachable_message
+    from .reach import hub_access, unreachable_advice, unreachable_message
     if not huggingface_hub.constants.HF_HUB_OFFLINE and try_to_load_from_cache(repo_id, filename, revision) is None:
         access = hub_access()  # once per process, in seconds: not a minute of retries per file
         if not access.reachable:
@@ -245,3 +245,23 @@ def hub_final_norm(spec: LLMSpec, fs, echo) -> FinalNorm:
 
     return _read_part(spec, fs, echo, _Part("the final norm", norm_keys(spec.layer, f"hub model {spec.source!r}"),
                                             cached, store, lambda t, files: FinalNorm(t["weight"], files)))
+
+
+def cached_layer_files(repo_id: str, layer: int, revision: str | None = None) -> list[str] | None:
+    """The local files holding ``layer`` of a hub checkpoint (our layer cache, else huggingface_hub's cache of the
+    index and its shards, or of the single file), or None when they are not all here."""
+    from huggingface_hub import try_to_load_from_cache
+
+    ours = hub_layer_cache(repo_id, revision, layer)
+    if ours.is_file():
+        return [str(ours)]
+    index = try_to_load_from_cache(repo_id, INDEX_NAME, revision=revision)
+    if isinstance(index, str):
+        try:
+            shards = layer_shards(json.loads(Path(index).read_text())["weight_map"], layer, repo_id)
+        except (LLMWeightsError, OSError, ValueError, KeyError):
+            return None
+        paths = [try_to_load_from_cache(repo_id, s, revision=revision) for s in shards]
+        return [str(p) for p in paths] if all(isinstance(p, str) for p in paths) else None
+    single = try_to_load_from_cache(repo_id, SINGLE_NAME, revision=revision)
+    return [single] if isinstance(single, str) else None

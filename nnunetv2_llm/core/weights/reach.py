@@ -6,10 +6,8 @@ a token and a licence even for a model that is not gated. Only a model absent fr
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -53,13 +51,13 @@ def hub_access() -> HubAccess:
 
 
 def named_model(repo_id: str) -> str | None:
-    from .models import MODELS
+    from ..models import MODELS
     return next((name for name, m in MODELS.items() if m.source == repo_id), None)
 
 
 def gated_advice(repo_id: str) -> str:
     """What a gated model needs where the hub is reachable; empty for a model that is not gated."""
-    from .models import MODELS
+    from ..models import MODELS
     name = named_model(repo_id)
     if name is None or not MODELS[name].gated:
         return ""
@@ -79,24 +77,3 @@ def unreachable_advice(repo_id: str) -> str:
 def unreachable_message(repo_id: str, what: str, access: HubAccess) -> str:
     return (f"hub model {repo_id!r}: {what} is not in the local cache and the hub ({access.endpoint}) cannot be "
             f"reached: {access.reason}. {unreachable_advice(repo_id)}")
-
-
-def cached_layer_files(repo_id: str, layer: int, revision: str | None = None) -> list[str] | None:
-    """The local files holding ``layer`` of a hub checkpoint (our layer cache, else huggingface_hub's cache of the
-    index and its shards, or of the single file), or None when they are not all here."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from .weights import INDEX_NAME, SINGLE_NAME, LLMWeightsError, hub_layer_cache, layer_shards
-    ours = hub_layer_cache(repo_id, revision, layer)
-    if ours.is_file():
-        return [str(ours)]
-    index = try_to_load_from_cache(repo_id, INDEX_NAME, revision=revision)
-    if isinstance(index, str):
-        try:
-            shards = layer_shards(json.loads(Path(index).read_text())["weight_map"], layer, repo_id)
-        except (LLMWeightsError, OSError, ValueError, KeyError):
-            return None
-        paths = [try_to_load_from_cache(repo_id, s, revision=revision) for s in shards]
-        return [str(p) for p in paths] if all(isinstance(p, str) for p in paths) else None
-    single = try_to_load_from_cache(repo_id, SINGLE_NAME, revision=revision)
-    return [single] if isinstance(single, str) else None
