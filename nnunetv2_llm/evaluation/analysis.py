@@ -366,7 +366,7 @@ def save_case_figure(path: Path, case_id: str, rows: list[tuple[str, Patch, np.n
     """One row per run: image with ground-truth contour, Act. Before overlay, Act. After overlay."""
     from matplotlib.figure import Figure
 
-    from .figures import wrap_name
+    from .plotting import wrap_name
     fig = Figure(figsize=(9, 3 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), 3, squeeze=False)
     for (label, case, before, after), m, ax_row in zip(rows, metrics, axes):
@@ -400,7 +400,7 @@ def save_distributions(path: Path, runs: list[dict], threshold: float) -> None:
     """ER and LSVR violins with per-case dots and the mean (red), and mean concentration IoU bars per run."""
     from matplotlib.figure import Figure
 
-    from .figures import wrap_title, wrapped
+    from .plotting import wrap_title, wrapped
     labels, rows = wrapped([r["label"] for r in runs], 34), np.arange(len(runs))
     height = max(0.8 + 0.5 * len(runs), 0.5 + 0.32 * sum(label.count("\n") + 1 for label in labels))
     fig = Figure(figsize=(8, 1.8 + 3 * height), layout="constrained")
