@@ -1,6 +1,8 @@
 """The GPU code path, proven where a CPU can: torch.compile with the default inductor backend over the whole
-LLM net (2D and 3D, frozen and trainable) gives the eager outputs and gradients, and the block traces as one
-graph in every position mode. nnU-Net compiles the net by default on CUDA; CI has no GPU."""
+LLM net (2D and 3D, frozen and trainable, gated) gives the eager outputs and gradients, and the block traces as one
+graph in every position mode. nnU-Net compiles the net by default on CUDA; CI has no GPU. At nnU-Net's widths the
+LeakyReLU kinks make any compiled gradient differ from eager's by ~1e-3 (stock nets too), so the gate is checked
+there with a smooth nonlinearity, and the kinks' effect is shown in eager."""
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
@@ -59,29 +61,65 @@ def test_block_traces_as_one_graph_in_every_position_mode(positions, trainable):
         torch.testing.assert_close(compiled(x), block(x))
 
 
-@pytest.mark.slow
-def test_inductor_compiled_gate_matches_eager():
-    """Issue 30 #11: the zero-init gate (set to 0.5, so the block contributes) compiled with inductor gives the eager
-    outputs and gradients, the net input's gradient and the gate's own included (measured: 6.6e-7 and 1.9e-7
-    relative on 2 CPU cores with torch 2.14; the same in 3D, trainable, at stage 1 and with the gate set after
-    compiling)."""
-    torch._dynamo.reset()
+def _nnunet_sized_net(nonlin: type[torch.nn.Module], gate: bool) -> torch.nn.Module:
+    """A 2D PlainConvUNet of nnU-Net's widths (32, 64, 128; instance norm, deep supervision) with nnU-Net's
+    LeakyReLU or a smooth stand-in, and (``gate``) the gated block with the gate at 0.5, so the block contributes."""
     torch.manual_seed(0)
-    unet = PlainConvUNet(1, 3, [4, 8, 16], torch.nn.Conv2d, 3, [1, 2, 2], 1, 2, 1, conv_bias=True,
-                         norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"affine": True}, nonlin=torch.nn.LeakyReLU,
-                         deep_supervision=True)
+    nonlin_kwargs = {"negative_slope": 1e-2, "inplace": True} if nonlin is torch.nn.LeakyReLU else None
+    unet = PlainConvUNet(1, 3, [32, 64, 128], torch.nn.Conv2d, 3, [1, 2, 2], 2, 2, 2, conv_bias=True,
+                         norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nonlin,
+                         nonlin_kwargs=nonlin_kwargs, deep_supervision=True)
+    if not gate:
+        return unet.train()
     net = LLMUNet(unet, LLMSpec("tiny", 1, gate=True, config=TINY_LLAMA)).train()
     with torch.no_grad():
         for p in net.llm.layer.parameters():
             p.normal_(0, 0.05)
         net.llm.gate.fill_(0.5)
-    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    results = []
-    for run in (net, torch.compile(net)):
-        image = x.clone().requires_grad_(True)
-        results.append((*_step(run, net, image), image.grad))
-    (eager_out, eager_grads, eager_x), (compiled_out, compiled_grads, compiled_x) = results
+    return net
+
+
+def _input_grad(run, net, image):
+    net.zero_grad()
+    image = image.clone().requires_grad_(True)
+    outputs = run(image)
+    sum(o.square().mean() for o in outputs).backward()
+    return [o.detach() for o in outputs], image.grad
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.slow
+def test_inductor_compiled_gate_matches_eager():
+    """Issue 30 #11: at nnU-Net's widths, the gated net (gate 0.5) compiled with inductor gives the eager outputs,
+    the net input's gradient and the gate's own gradient. The ReLU-family kink is replaced by GELU here, because
+    with LeakyReLU no compiler can match eager gradients (next test); measured: 4.4e-6 and 2.6e-6 relative."""
+    torch._dynamo.reset()
+    net = _nnunet_sized_net(torch.nn.GELU, gate=True)
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    eager_out, eager_x = _input_grad(net, net, x)
+    eager_gate = net.llm.gate.grad.clone()
+    compiled_out, compiled_x = _input_grad(torch.compile(net), net, x)
     for a, b in zip(compiled_out, eager_out):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(compiled_x, eager_x, rtol=1e-4, atol=1e-7, msg="the net input's gradient")
-    torch.testing.assert_close(compiled_grads["llm.gate"], eager_grads["llm.gate"], rtol=1e-4, atol=0, msg="gate")
+    assert _relative(compiled_x, eager_x) < 1e-4, "the net input's gradient"
+    assert _relative(net.llm.gate.grad, eager_gate) < 1e-4, "the gate's gradient"
+
+
+@pytest.mark.parametrize("gate", [False, True], ids=["stock", "gated"])
+def test_leaky_relu_input_gradient_is_not_continuous(gate):
+    """Why compiled and eager gradients differ in nnU-Net's nets, ours and stock alike (issue 30 #11): the input
+    gradient of a LeakyReLU net jumps where a pre-activation crosses 0, so the ~1e-6 rounding differences of
+    inductor's fused kernels flip a few elements and move it by ~1e-3..1e-2 (measured at these widths on CPU:
+    3.4e-3 stock, 3.6e-3 gated). Eager alone moves as much when the image moves by 1e-5 relative; a smooth
+    nonlinearity does not."""
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    nudged = x * (1 + 1e-5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2)))
+    moved = {}
+    for nonlin in (torch.nn.LeakyReLU, torch.nn.GELU):
+        net = _nnunet_sized_net(nonlin, gate)
+        moved[nonlin] = _relative(_input_grad(net, net, nudged)[1], _input_grad(net, net, x)[1])
+    assert moved[torch.nn.LeakyReLU] > 1e-3, moved
+    assert moved[torch.nn.GELU] < 3e-4, moved
