@@ -189,11 +189,8 @@ def prepare(request: CompareRequest) -> Prepared:
     if out.exists() and not out.is_dir():
         raise CompareError(f"-o {request.output} is a file; pass a folder for the report.")
     gt = gt_root / name / "gt_segmentations"
-    in_domain = {v.label: validation_cases(v, folds, gt) for v in variants}
-    check_same_cases(in_domain, f"{own_set(folds)} validation")
+    in_domain = _checked_cases(variants, folds, gt, f"{own_set(folds)} validation")
     for v in variants:
-        for fold in folds:
-            check_checkpoint_file(v.checkpoint(fold))
         v.require_same_plans(folds)  # one network per variant: the parameter counts and predictions build it
     example = next(iter(in_domain[labels[0]].values())).reference
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its choice
@@ -201,16 +198,23 @@ def prepare(request: CompareRequest) -> Prepared:
     ext_cases = {ext.name: check_external(ext, dataset_json, rule, reader_writer_cls()) for ext in externals}
     replicate_cases = {}
     for r in range(2, count_replicates(variants, request.replicates) + 1):
-        mine = [replicate_of(v, r) for v in variants]
-        replicate_cases[r] = {v.label: validation_cases(v, folds, gt) for v in mine}
-        check_same_cases({**replicate_cases[r], f"{labels[0]} (replicate 1)": in_domain[labels[0]]},
-                         f"in-domain validation of replicate {r}")
-        for v in mine:
-            for fold in folds:
-                check_checkpoint_file(v.checkpoint(fold))
+        replicate_cases[r] = _checked_cases([replicate_of(v, r) for v in variants], folds, gt,
+                                            f"{own_set(folds)} validation of replicate {r}",
+                                            also={f"{labels[0]} (replicate 1)": in_domain[labels[0]]})
     costs = {v.label: efficiency(v) for v in variants}
     return Prepared(request, name, variants, reference, rule, folds, tolerances, externals, ext_cases, in_domain,
                     reader_writer_cls.__name__, costs, out, layer_series, specs, replicate_cases)
+
+
+def _checked_cases(runs: list[TrainedRun], folds: list, gt: Path, where: str, also: dict | None = None) -> dict:
+    """Each run's validation cases by label, checked to be the same cases for every run (and ``also``), with every
+    fold's checkpoint readable."""
+    cases = {v.label: validation_cases(v, folds, gt) for v in runs}
+    check_same_cases({**cases, **(also or {})}, where)
+    for v in runs:
+        for fold in folds:
+            check_checkpoint_file(v.checkpoint(fold))
+    return cases
 
 
 def replicate_of(variant: TrainedRun, replicate: int) -> TrainedRun:
@@ -275,14 +279,15 @@ def training_runs(p: Prepared, replicate_scores: dict, cases: list[str], case_fo
                           for r in sorted(replicate_scores)]) for f in folds]
 
     replicates = len(replicate_scores)
-    for v in labels:
-        for metric in METRICS:
-            level = procedure_comparison(RunDifferences(runs(v, metric), n_test, n_train, folds), components=False)
+    for metric in METRICS:
+        by_variant = {v: runs(v, metric) for v in labels}
+        for v in labels:
+            level = procedure_comparison(RunDifferences(by_variant[v], n_test, n_train), components=False)
             entry["variants"][v][metric]["procedure"] = {"mean": level.mean_difference, "ci_low": level.ci_low,
                                                          "ci_high": level.ci_high, "runs": level.runs}
             if v != reference:
-                paired = [a - b for a, b in zip(runs(v, metric), runs(reference, metric))]
-                result = procedure_comparison(RunDifferences(paired, n_test, n_train, folds))
+                paired = [a - b for a, b in zip(by_variant[v], by_variant[reference])]
+                result = procedure_comparison(RunDifferences(paired, n_test, n_train))
                 entry["comparisons"][v][metric]["procedure"] = result.as_json()
     return TrainingRuns.of(len(folds), replicates).as_json()
 

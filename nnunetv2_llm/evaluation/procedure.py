@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -90,7 +90,6 @@ class RunDifferences:
     by_fold: list[np.ndarray]
     n_test: float
     n_train: float
-    fold_names: list = field(default_factory=list)
 
     @property
     def replicates(self) -> int:
@@ -114,7 +113,7 @@ def t_interval(mean: float, variance: float, df: int, level: float = LEVEL) -> t
 
 
 def nadeau_bengio(fold_means: np.ndarray, n_test: float, n_train: float) -> tuple[float, float, float, float, int]:
-    """Corrected resampled t-test over k fold values: (mean, variance of the mean, low, high, p) and df = k - 1."""
+    """Corrected resampled t-test over k fold values: (mean, low, high, two-sided p, df = k - 1)."""
     d = np.asarray(fold_means, dtype=float)
     k = len(d)
     mean = float(d.mean())
@@ -183,7 +182,8 @@ def procedure_comparison(diffs: RunDifferences, components: bool = True) -> Proc
 PROCEDURE_LEVEL, CASE_LEVEL = "training procedure", "these models on these cases"
 
 
-def _has_interval(x: dict | None) -> bool:
+def has_interval(x: dict | None) -> bool:
+    """Whether a report entry's procedure level has an interval (one training run has none)."""
     return bool(x) and x.get("ci_low") is not None and not math.isnan(x["ci_low"])
 
 
@@ -191,7 +191,7 @@ def headline_difference(comparison: dict) -> tuple[float, float, float, float, s
     """(Δ, low, high, Holm p, level) of a report comparison: the procedure level where it has an interval, else the
     case level. The one rule every headline (layers, which layer, summaries) follows."""
     x = comparison.get("procedure")
-    if _has_interval(x):
+    if has_interval(x):
         return x["mean_difference"], x["ci_low"], x["ci_high"], x.get("p_holm", math.nan), PROCEDURE_LEVEL
     c = comparison
     return c["mean_difference"], c["ci_low"], c["ci_high"], c["p_holm"], CASE_LEVEL
@@ -200,6 +200,6 @@ def headline_difference(comparison: dict) -> tuple[float, float, float, float, s
 def headline_mean(per_metric: dict) -> tuple[float, float, float, str]:
     """(mean, low, high, level) of one variant's metric in a report, by the same rule."""
     x = per_metric.get("procedure")
-    if _has_interval(x):
+    if has_interval(x):
         return x["mean"], x["ci_low"], x["ci_high"], PROCEDURE_LEVEL
     return per_metric["mean"], per_metric["ci_low"], per_metric["ci_high"], CASE_LEVEL

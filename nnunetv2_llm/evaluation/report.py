@@ -14,6 +14,7 @@ from .cases import IN_DOMAIN, IN_SAMPLE, OWN_SETS, own_set_of
 from .efficiency import efficiency_table
 from .formatting import fmt
 from .metrics import HIGHER_IS_BETTER, METRICS
+from .procedure import has_interval
 from .scoring import case_means
 from .statistics import (bootstrap_ci, holm, mean_of_present, paired_comparison, present, rank_stability,
                          significance_mark, std_of_present, wilcoxon_p)
@@ -137,7 +138,7 @@ def _set_table(report: dict, set_name: str, entry: dict) -> list[str]:
             f"| {fmt(entry['ranking']['Dice'][label]['first'], 2)} | {fmt(eff.get('trainable_M'), 2)} "
             f"| {fmt(eff.get('frozen_M'), 2)} | {fmt(eff.get('gflops'), 2)} |")
     folds = sorted({f for v in entry["variants"].values() for f in v["Dice"]["per_fold"]})
-    if set_name in (IN_DOMAIN, IN_SAMPLE) and len(folds) > 1:
+    if set_name in OWN_SETS and len(folds) > 1:
         lines += ["", "Dice per fold: " + "; ".join(
             f"{label} " + " ".join(fmt(v['Dice']['per_fold'].get(f)) for f in folds)
             for label, v in entry["variants"].items())]
@@ -175,7 +176,7 @@ CASES_QUESTION = ("Are these trained models (replicate 1) different on these cas
 
 def _procedure_delta(c: dict) -> str:
     x = c["procedure"]
-    if x["ci_low"] is None or math.isnan(x["ci_low"]):
+    if not has_interval(x):
         return "-"
     return f"{x['mean_difference']:+.3f} [{x['ci_low']:+.3f}, {x['ci_high']:+.3f}]{significance_mark(x['p_holm'])}"
 
