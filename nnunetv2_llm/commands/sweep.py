@@ -44,6 +44,7 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
     Fold ``all`` gets a report of its own (``compare_<c>_all``, its set in-sample) when the grid also has folds 0-4:
     it validates on the very cases the other folds validate on, out of fold."""
     from ..evaluation.compare import CompareRequest
+    from ..sweep.jobs import replicate
     requests = []
     for c in dict.fromkeys(j["configuration"] for j in jobs):
         mine = [j for j in jobs if j["configuration"] == c]
@@ -51,7 +52,7 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
         folds = sorted({str(j["fold"]) for j in mine}, key=lambda f: (f == "all", int(f) if f.isdigit() else 0))
         layer_plans = {j["plans"] for j in mine if "_sweep-" in j["plans"]}  # the plans of the grid's `llm` entries
         by_layer = "series" if (grid or {}).get("llm") and len(layer_plans) > 1 else None
-        replicates = max(int(j.get("replicate", 1)) for j in mine)
+        replicates = max(map(replicate, mine))
         groups = [[f for f in folds if f != "all"], ["all"]] if "all" in folds and len(folds) > 1 else [folds]
         for group in groups:
             suffix = "_all" if group == ["all"] and len(groups) > 1 else ""

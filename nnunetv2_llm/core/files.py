@@ -61,17 +61,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: Path) -> list[Path]:
+def remove_stale_temporaries(path: Path) -> None:
     """Temporary files of ``path`` left by a writer on this host that no longer runs (SIGKILL, power loss): a rerun
     removes them rather than letting them pile up beside the output. Live writers' and other hosts' are kept."""
     prefix = _temporary_prefix(path)
-    removed = []
     for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
         pid = tmp.name[len(prefix):].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
 
 
 @contextlib.contextmanager

@@ -221,7 +221,7 @@ def replicate_of(variant: TrainedRun, replicate: int) -> TrainedRun:
     """The same trainer, plans and configuration in replicate ``replicate``'s results root."""
     root = replicate_root(variant.folder.parent.parent, replicate)
     return TrainedRun(variant.dataset, variant.trainer, variant.plans, variant.configuration,
-                          root / variant.folder.parent.name / variant.folder.name, replicate)
+                      root / variant.folder.parent.name / variant.folder.name, replicate)
 
 
 def count_replicates(variants: list[TrainedRun], wanted: int | None) -> int:

@@ -28,7 +28,7 @@ from ..core.spec import (PLANS_KEY, LLMSpec, LLMSpecError, put_spec_in_configura
                          refuse_another_block, spec_in_configuration, spec_in_plans)
 from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
-from .results import ResultsError, new_plans_fix, plans_differences, trained_plans_clashes
+from .results import ResultsError, checkpoint_plans, new_plans_fix, plans_differences, trained_plans_clashes
 
 
 def spec_from_configuration(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
@@ -138,12 +138,12 @@ class nnUNetTrainerLLM(nnUNetTrainer):
                 f"now). nnU-Net would overwrite {base / 'plans.json'} with them and fold(s) {folds} would no longer "
                 f"load. Nothing was trained. "
                 f"{self._new_plans_fix()}"
-                f" (move fold_{folds.split(',')[0]} and the other trained folds away first).")
+                f" (move fold_{next(iter(clashes))} and the other trained folds away first).")
 
     def _check_own_checkpoint_plans(self, checkpoint: dict, source) -> None:
         """``--c`` and ``--val`` go on with a checkpoint: it must have trained with the plans given now, else nnU-Net
         builds another network and fails on the checkpoint's tensors."""
-        trained = (checkpoint.get("init_args") or {}).get("plans") if isinstance(checkpoint, dict) else None
+        trained = checkpoint_plans(checkpoint)
         differences = (plans_differences(trained, self.plans_manager.plans, self.configuration_name)
                        if isinstance(trained, dict) else "")
         if differences:

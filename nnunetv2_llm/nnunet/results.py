@@ -188,6 +188,11 @@ def plans_differences(trained: dict, now: dict, configuration: str, limit: int =
     return "; ".join(shown) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def checkpoint_plans(checkpoint) -> dict | None:
+    """The plans a loaded nnU-Net checkpoint trained with (its trainer's ``init_args``), or None."""
+    return (checkpoint.get("init_args") or {}).get("plans") if isinstance(checkpoint, dict) else None
+
+
 def fold_trained_plans(fold_folder: Path) -> tuple[Path, dict] | None:
     """(checkpoint, plans) that a fold trained with: nnU-Net stores the trainer's plans in every checkpoint
     (``init_args``), while it overwrites the results folder's plans.json whenever any fold starts. None when the
@@ -202,7 +207,7 @@ def fold_trained_plans(fold_folder: Path) -> tuple[Path, dict] | None:
             checkpoint = load_checkpoint(path, mmap=True)
         except UserError:
             continue
-        plans = (checkpoint.get("init_args") or {}).get("plans") if isinstance(checkpoint, dict) else None
+        plans = checkpoint_plans(checkpoint)
         if isinstance(plans, dict):
             return path, plans
     return None
@@ -249,6 +254,11 @@ def replicate_root(root: str | os.PathLike, replicate: int) -> Path:
     ``nnUNetv2_predict`` and ``nnUNetv2_find_best_configuration`` use it with ``nnUNet_results`` set to it, and
     nnU-Net's dataset lookup skips the folder (its name does not start with ``Dataset``)."""
     return Path(root) if int(replicate) == 1 else Path(root) / REPLICATES_FOLDER / str(int(replicate))
+
+
+def replicate_prefix(replicate: int) -> str:
+    """What a user puts before a stock nnU-Net command to run it in replicate ``replicate``'s results root."""
+    return f'nnUNet_results="$nnUNet_results/{REPLICATES_FOLDER}/{replicate}" ' if replicate > 1 else ""
 
 
 def found_replicates(root: str | os.PathLike, name: str, identifier: str) -> list[int]:
@@ -305,8 +315,7 @@ class TrainedRun:
 
     def train_command(self, fold, extra: str = "") -> str:
         plans = "" if self.plans == DEFAULT_PLANS else f" -p {self.plans}"
-        root = f'nnUNet_results="$nnUNet_results/{REPLICATES_FOLDER}/{self.replicate}" ' if self.replicate > 1 else ""
-        return (f"{root}nnUNetv2_train {dataset_id(self.dataset)} {self.configuration} {fold} -tr {self.trainer}{plans}"
+        return (f"{replicate_prefix(self.replicate)}nnUNetv2_train {dataset_id(self.dataset)} {self.configuration} {fold} -tr {self.trainer}{plans}"
                 f"{extra}")
 
     @functools.cached_property

@@ -145,7 +145,7 @@ class ImageHeader:
                    reader.GetNumberOfComponents())
 
 
-def _check_header(header: ImageHeader, dims: int | None) -> None:
+def _check_header(header: ImageHeader, dims: int) -> None:
     """One file is one channel: a scalar 2D or 3D image (3D for a 3D model; a 2D model predicts a 3D image slice by
     slice)."""
     accepted = "3D" if dims == 3 else "2D or 3D"
@@ -158,7 +158,7 @@ def _check_header(header: ImageHeader, dims: int | None) -> None:
                           f"channel file (CASE_0000, CASE_0001, ...), or convert it to grey values.")
 
 
-def _check_readable(cases: dict[str, list[Path]], endings: list[str], dims: int | None = None) -> None:
+def _check_readable(cases: dict[str, list[Path]], endings: list[str], dims: int) -> None:
     """Every file's header, before anything is predicted: readable, one scalar 2D/3D image per channel, and the
     channels of a case on one grid (nnU-Net refuses them otherwise, with a traceback)."""
     for name, files in cases.items():
@@ -178,7 +178,7 @@ def _check_readable(cases: dict[str, list[Path]], endings: list[str], dims: int 
                                   f"grid. Resample them onto the first channel's grid.")
 
 
-def find_cases(input_dir: Path, record: dict, dims: int | None = None) -> dict[str, list[Path]]:
+def find_cases(input_dir: Path, record: dict, dims: int) -> dict[str, list[Path]]:
     """Case name -> its channel files in the model's order; any unreadable type, missing channel or header the model
     cannot take (``dims``: the model's dimensionality) is an error that names the file or case, before anything
     is predicted."""
@@ -220,7 +220,8 @@ def predict_folder(record: dict, model_folder: Path, input_dir: Path, output_dir
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from ..nnunet.environment import ensure_trainer_lookup, resolve_device
-    cases = find_cases(input_dir, record, model_dims(model_folder, record["configuration"]))
+    dims = model_dims(model_folder, record["configuration"])
+    cases = find_cases(input_dir, record, dims)
     output_dir = output_dir / record["input"]["output_subfolder"] if record["input"]["output_subfolder"] else output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
@@ -231,7 +232,6 @@ def predict_folder(record: dict, model_folder: Path, input_dir: Path, output_dir
                                 use_mirroring=record["use_mirroring"], perform_everything_on_device=device == "cuda",
                                 device=torch.device(device), verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_folder), tuple(record["folds"]), "checkpoint_final.pth")
-    dims = len(predictor.configuration_manager.patch_size)
     endings = endings_read(record)
     timings = []
     for name, files in cases.items():

@@ -5,6 +5,7 @@ weights fetched once into the sweep folder and pinned by sha256, before any job 
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -197,14 +198,16 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     extra = [str(a) for a in _as_list(grid.get("train_args"))]
     combos = [(t, p) for t in trainers for p in plans] + [(t, p) for t in llm_trainers for p in llm_names]
     cache, jobs = {}, []
+    weights = {(c, t, p): fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
+               for c in configurations for t, p in combos}
     for r in range(1, replicates + 1):  # replicate by replicate: a sweep cut short has whole replicates
         for c in configurations:
             for t, p in combos:
-                files, sha = fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
+                files, sha = weights[c, t, p]
                 jobs += [{"id": job_id(c, t, p, f, r), "dataset": folder.name, "configuration": c, "fold": f,
                           "trainer": t, "plans": p, "train_args": extra, "llm_weights": files, "llm_sha256": sha,
                           "replicate": r} for f in folds]
-    twice = sorted({j["id"] for j in jobs if sum(k["id"] == j["id"] for k in jobs) > 1})
+    twice = sorted(i for i, n in collections.Counter(j["id"] for j in jobs).items() if n > 1)
     if twice:  # e.g. two `llm` entries that plan the same file
         raise SweepError(f"the grid gives job(s) {', '.join(twice[:3])} twice; list each trainer, plans and llm entry "
                          f"once.")

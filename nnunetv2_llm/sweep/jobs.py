@@ -20,7 +20,7 @@ from pathlib import Path
 from ..core.files import read_json, write_json
 from ..core.spec import spec_in_plans
 from ..nnunet.environment import cli_path, nnunet_env
-from ..nnunet.results import REPLICATES_FOLDER, TrainedRun, replicate_root, results_folder, require_folder
+from ..nnunet.results import TrainedRun, replicate_prefix, replicate_root, results_folder, require_folder
 
 LOCKS = "locks"
 
@@ -40,8 +40,8 @@ def results_root(job: dict, results: str | os.PathLike | None = None) -> Path:
 def job_run(job: dict, results: str | os.PathLike | None = None) -> TrainedRun:
     root = results_root(job, results)
     return TrainedRun(job["dataset"], job["trainer"], job["plans"], job["configuration"],
-                          results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], root),
-                          replicate(job))
+                      results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], root),
+                      replicate(job))
 
 
 def train_command(job: dict, resume: str | None) -> list[str]:
@@ -53,9 +53,7 @@ def train_command(job: dict, resume: str | None) -> list[str]:
 def shown_command(job: dict, resume: str | None = None) -> str:
     """The job's command line as a user types it, with the replicate's nnUNet_results in front (r >= 2)."""
     import shlex
-    prefix = (f'nnUNet_results="$nnUNet_results/{REPLICATES_FOLDER}/{replicate(job)}" ' if replicate(job) > 1
-              else "")
-    return prefix + shlex.join(train_command(job, resume))
+    return replicate_prefix(replicate(job)) + shlex.join(train_command(job, resume))
 
 
 def resume_flag(v: TrainedRun, fold) -> str | None:
@@ -176,7 +174,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
     env = nnunet_env(env, "cpu" if "cpu" in job["train_args"] else None, training=True,
                      offline=bool(job.get("llm_sha256")))
     v = job_run(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
-    env["nnUNet_results"] = str(results_root(job, env["nnUNet_results"]))  # the replicate's own results root
+    env["nnUNet_results"] = str(v.folder.parent.parent)  # the replicate's own results root
     sweep_dir = Path(sweep_dir)
     logs = sweep_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from ..spec import LLMSpec
 from ..files import atomic_path
-from .reach import hub_access
+from .reach import hub_access, unreachable_advice, unreachable_message
 from .checkpoint import INDEX_NAME, SINGLE_NAME, HubUnreachableError, checkpoint_tensors, layer_shards
 from .layer_file import load_extracted, write_extracted
 from .tensors import MAX_SAFETENSORS_HEADER, FinalNorm, LayerWeights, LLMWeightsError, layer_keys, norm_keys
@@ -35,7 +35,6 @@ def hub_download(repo_id: str, filename: str, revision: str | None, optional: bo
                                         RepositoryNotFoundError, RevisionNotFoundError)
     from huggingface_hub import try_to_load_from_cache
 
-    from .reach import hub_access, unreachable_advice, unreachable_message
     if not huggingface_hub.constants.HF_HUB_OFFLINE and try_to_load_from_cache(repo_id, filename, revision) is None:
         access = hub_access()  # once per process, in seconds: not a minute of retries per file
         if not access.reachable:
