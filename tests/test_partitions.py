@@ -15,7 +15,7 @@ from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from conftest import NNUNetEnv
 from nnunetv2_llm.core.locks import exclusive
-from nnunetv2_llm.nnunet.results import ResultsError
+from nnunetv2_llm.nnunet.results import ResultsError, trained_run
 from nnunetv2_llm.nnunet.splits import (SPLIT_RECORD, FoldPartition, fold_partitions, partition_split,
                                         write_partitions)
 
@@ -192,6 +192,11 @@ def test_our_trainers_refuse_a_fold_the_splits_file_lacks_and_a_split_changed_un
                                                rf"\(fold 7: its train cases differ from the file's entry 7 \(1 moved: "
                                                rf"{case}\)"):
             _trainer(own_env, nnUNetTrainer_2epochs_5its, fold)
+    run = trained_run("Dataset501_Synth2D", PLAIN, "nnUNetPlans", "2d")  # what compare and export read
+    with pytest.raises(ResultsError, match=rf"{PLAIN}: fold 7 trained on another split than Dataset501_Synth2D's "
+                                           rf"splits_final.json now gives \(its train cases differ .*{case}\)"):
+        run.require_done(7)
+    run.require_same_split(6)  # a fold without a record is not judged
 
 
 def test_sweep_plan_partitions_and_bad_input(own_env, tmp_path, capsys):
@@ -257,3 +262,8 @@ def test_stock_nnunet_trains_partition_2_s_fold_and_our_trainer_refuses_what_the
         assert "no longer gives trained fold(s) 7" in refused.stderr and "Epoch 0" not in refused.stdout
     assert not (results / "fold_5").exists()
     assert os.listdir(fold / "validation")  # --val was refused before it touched the validation
+    compare = own_env.run("nnunetv2-llm", "compare", "-d", "501", "-c", "2d", "-tr", PLAIN, "-f", "7",
+                          "-o", tmp_path / "report", check=False)
+    assert compare.returncode == 2 and "Traceback" not in compare.stderr, compare.stderr
+    assert f"{PLAIN}: fold 7 trained on another split than Dataset501_Synth2D's splits_final.json" in compare.stderr
+    assert not (tmp_path / "report").exists()

@@ -350,7 +350,9 @@ class TrainedRun:
         return FoldState("unvalidated", missing) if missing else FoldState("done")
 
     def require_done(self, fold) -> None:
-        """A fold to score, analyse or export must have finished training and nnU-Net's final validation."""
+        """A fold to score, analyse or export must have finished training and nnU-Net's final validation, on the
+        split the splits file still gives it."""
+        self.require_same_split(fold)
         state = self.fold_state(fold)
         if state.status in ("missing", "unfinished"):
             what = "is missing" if state.status == "missing" else "is unfinished (no checkpoint_final.pth)"
@@ -360,6 +362,19 @@ class TrainedRun:
             raise ResultsError(f"{self.label}: fold {fold} did not finish nnU-Net's final validation "
                                f"({state.validation_gap}). Run "
                                f"{self.train_command(fold, ' --val')}.")
+
+    def require_same_split(self, fold) -> None:
+        """A fold that recorded its split (``fold_<f>/split.json``, our trainers) is scored on the cases the splits
+        file gives it only while those are the cases it trained and validated on."""
+        from .splits import SPLIT_RECORD, split_clashes
+        splits = dataset_splits(self.dataset) if fold != "all" else None
+        clash = split_clashes(self.folder, splits, only={int(fold)}).get(int(fold)) if splits is not None else None
+        if clash:
+            raise ResultsError(
+                f"{self.label}: fold {fold} trained on another split than {self.dataset}'s splits_final.json now gives "
+                f"({clash}; see {self.fold_folder(fold) / SPLIT_RECORD}), so its validation is not of the cases the "
+                f"file names. Restore the splits file it trained on, or train the fold again: "
+                f"{self.train_command(fold)}.")
 
     def require_same_plans(self, folds: list) -> None:
         """Every fold to score or export trained with the plans in the folder's plans.json (the network prediction
