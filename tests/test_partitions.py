@@ -231,6 +231,22 @@ def test_sweep_plan_partitions_and_bad_input(own_env, tmp_path, capsys):
     assert not (tmp_path / "bad").exists() and (folder / "splits_final.json").read_bytes() == splits
 
 
+def test_a_sweep_job_of_a_stock_trainer_fails_on_a_fold_the_splits_file_lost(own_env, tmp_path):
+    """Stock nnUNetTrainer does not check its fold: a sweep job fails before it starts nnUNetv2_train when the splits
+    file no longer holds the job's fold (truncated after `sweep plan`), with the reason in its log."""
+    from nnunetv2_llm.sweep.grid import plan_sweep
+    from nnunetv2_llm.sweep.jobs import run_job
+    out = tmp_path / "sweep"
+    jobs = plan_sweep({"dataset": 501, "trainers": ["nnUNetTrainer"], "folds": [1], "partitions": 2}, out)
+    assert [j["fold"] for j in jobs] == [1, 6]
+    path = own_env.preprocessed_folder(501) / "splits_final.json"
+    path.write_text(json.dumps(json.loads(path.read_text())[:5]))
+    assert run_job(jobs[1], str(out), dict(own_env.env)) == "failed"
+    log = (out / "logs" / f"{jobs[1]['id']}.log").read_text()
+    assert "error: nnUNetTrainer: fold 6 is not in the splits file" in log and "--partitions 2" in log
+    assert "nnUNetv2_train" not in log and not own_env.results_folder(501, "nnUNetTrainer").exists()
+
+
 @pytest.mark.slow
 def test_stock_nnunet_trains_partition_2_s_fold_and_our_trainer_refuses_what_the_file_lacks(own_env, tmp_path):
     """End to end with the stock CLIs: `sweep plan --partitions 2` writes the partitions; stock `nnUNetv2_train 501
