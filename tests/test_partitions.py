@@ -16,8 +16,8 @@ from nnunetv2.utilities.crossval_split import generate_crossval_split
 from conftest import NNUNetEnv
 from nnunetv2_llm.core.locks import exclusive
 from nnunetv2_llm.nnunet.results import ResultsError, trained_run
-from nnunetv2_llm.nnunet.splits import (SPLIT_RECORD, FoldPartition, fold_partitions, partition_split,
-                                        write_partitions)
+from nnunetv2_llm.nnunet.splits import (SPLIT_RECORD, FoldPartition, check_fold_split, fold_partitions,
+                                        partition_split, write_partitions)
 
 PLAIN = "nnUNetTrainer_2epochs_5its"
 CASES = [f"case_{i:03d}" for i in range(23)]
@@ -122,6 +122,19 @@ def test_fold_partitions_name_each_fold_s_partition():
                                                   FoldPartition(12, 3, 2)]
     with pytest.raises(ResultsError, match="fold 'all' belongs to no partition"):
         fold_partitions(["all"])
+
+
+def test_a_fold_of_partition_1_beyond_a_short_split_gets_no_partitions_advice(tmp_path):
+    """A 2-fold split of one's own (as the cascade's): fold 3 is refused; partitions would not help."""
+    folder = tmp_path / "Dataset999_X"
+    folder.mkdir()
+    (folder / "splits_final.json").write_text(json.dumps([{"train": ["a"], "val": ["b"]},
+                                                          {"train": ["b"], "val": ["a"]}]))
+    with pytest.raises(ResultsError) as e:
+        check_fold_split("T", folder, tmp_path / "results", 3)
+    assert "T: fold 3 is not in the splits file" in str(e.value) and "holds 2 splits (folds 0-1)" in str(e.value)
+    assert "Pick a fold in 0-1. Nothing was trained." in str(e.value) and "--partitions" not in str(e.value)
+    check_fold_split("T", folder, tmp_path / "results", 1)
 
 
 # ---------------------------------------------------------------- with nnU-Net's own trainer and data

@@ -18,6 +18,7 @@ from ..core.files import read_json
 DEFAULT_PLANS = "nnUNetPlans"
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 NNUNET_FOLDS = 5  # nnU-Net's default split when a dataset has no splits_final.json yet
+SPLITS_FILE = "splits_final.json"  # in nnUNet_preprocessed/<dataset>/: the split of every fold nnU-Net trains
 
 
 class ResultsError(UserError, ValueError):
@@ -95,17 +96,24 @@ def read_dataset_json(path: Path) -> dict:
 
 # ---------------------------------------------------------------- folds
 
-def dataset_splits(name: str) -> list[dict] | None:
-    """The dataset's ``splits_final.json`` (nnU-Net writes it with the first training), or None."""
-    root = os.environ.get("nnUNet_preprocessed")
-    path = Path(root) / name / "splits_final.json" if root else None
-    if path is None or not path.is_file():
-        return None
-    splits = read_json(path)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and "val" in s for s in splits):
+def read_splits(path: Path) -> list[dict]:
+    """A splits file, checked: a list of ``{'train': [...], 'val': [...]}``."""
+    splits = read_json(path, fix="restore it, or delete it so that nnU-Net writes its 5-fold split again (folds "
+                                 "trained on it then no longer match)")
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and isinstance(s.get("train"), list)
+                                               and isinstance(s.get("val"), list) for s in splits):
         raise ResultsError(f"{path} is not an nnU-Net split (a list of {{'train': [...], 'val': [...]}}); restore it "
                            f"or delete it so that nnU-Net writes it again.")
     return splits
+
+
+def dataset_splits(name: str) -> list[dict] | None:
+    """The dataset's ``splits_final.json`` (nnU-Net writes it with the first training), or None."""
+    root = os.environ.get("nnUNet_preprocessed")
+    path = Path(root) / name / SPLITS_FILE if root else None
+    if path is None or not path.is_file():
+        return None
+    return read_splits(path)
 
 
 def parse_folds(values, name: str | None = None) -> list:

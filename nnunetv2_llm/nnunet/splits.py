@@ -20,9 +20,8 @@ from pathlib import Path
 
 from ..core.files import atomic_path, read_json, write_json
 from ..core.locks import exclusive
-from .results import FOLD_CHECKPOINTS, NNUNET_FOLDS, ResultsError
+from .results import FOLD_CHECKPOINTS, NNUNET_FOLDS, SPLITS_FILE, ResultsError, read_splits
 
-SPLITS_FILE = "splits_final.json"
 SPLIT_RECORD = "split.json"  # in fold_<f>/: the cases the fold trained and validated on
 NNUNET_SPLIT_SEED = 12345  # nnU-Net's seed for its 5-fold split (nnUNetTrainer.do_split)
 MAX_PARTITIONS = 20
@@ -73,17 +72,6 @@ def partition_split(cases: list[str], partition: int) -> list[dict]:
     return [{"train": [str(c) for c in s["train"]], "val": [str(c) for c in s["val"]]} for s in splits]
 
 
-def read_splits(path: Path) -> list[dict]:
-    """A splits file, checked: a list of ``{'train': [...], 'val': [...]}``."""
-    splits = read_json(path, fix="restore it, or delete it so that nnU-Net writes its 5-fold split again (folds "
-                                 "trained on it then no longer match)")
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and isinstance(s.get("train"), list)
-                                               and isinstance(s.get("val"), list) for s in splits):
-        raise ResultsError(f"{path} is not an nnU-Net split (a list of {{'train': [...], 'val': [...]}}); restore it "
-                           f"or delete it so that nnU-Net writes it again.")
-    return splits
-
-
 def _first_partition_cases(path: Path, splits: list[dict]) -> list[str]:
     """The cases of the file's first 5 entries, which must be a 5-fold partition (every case validated once)."""
     if len(splits) < NNUNET_FOLDS:
@@ -122,10 +110,7 @@ class PartitionsWritten:
 def _appended(text: str, entries: list[dict]) -> str:
     """``text`` (a JSON list) with ``entries`` appended as nnU-Net formats its splits (indent 4, sorted keys); the
     text before the closing bracket stays as it is, byte for byte."""
-    head = text.rstrip()
-    if not head.endswith("]"):
-        raise ValueError("not a JSON list")
-    head = head[:-1].rstrip()
+    head = text.rstrip()[:-1].rstrip()  # a JSON list (read_splits checked it): the text before its "]"
     blocks = ["\n".join("    " + line for line in json.dumps(e, indent=4, sort_keys=True).splitlines())
               for e in entries]
     joined = ",\n".join(blocks)
@@ -154,8 +139,9 @@ def write_partitions(folder: str | os.PathLike, partitions: int, echo=print) -> 
             if sorted(have["train"]) != sorted(rule["train"]) or sorted(have["val"]) != sorted(rule["val"]):
                 part = fold_partitions([index])[0]
                 raise ResultsError(
-                    f"{path}: entry {index} is not partition {part.partition}'s fold {part.fold_in_partition} (nnU-Net's "
-                    f"split of the cases with seed {NNUNET_SPLIT_SEED + part.partition - 1}): someone else wrote it. "
+                    f"{path}: entry {index} is not partition {part.partition}'s fold {part.fold_in_partition} "
+                    f"(nnU-Net's split of the cases with seed {NNUNET_SPLIT_SEED + part.partition - 1}): someone "
+                    f"else wrote it. "
                     f"Nothing was written; remove entries {index}.. from the file (and the folds trained on them), "
                     f"or keep the partitions it holds.")
         new = wanted[len(splits):]
@@ -210,11 +196,11 @@ def check_fold_split(trainer: str, preprocessed: Path, results: Path, fold) -> N
         part = fold_partitions([fold])[0]
         what = (f"{path} holds {held} splits (folds 0-{held - 1})" if splits is not None
                 else f"{preprocessed} has no {SPLITS_FILE} yet (nnU-Net writes its 5 folds, 0-4)")
-        raise SplitRefused(
-            f"{trainer}: fold {fold} is not in the splits file: {what}, and stock nnU-Net would train it on a random "
-            f"80:20 split. Fold {fold} is partition {part.partition}'s fold {part.fold_in_partition}: write the "
-            f"partitions first (`nnunetv2-llm sweep plan ... --partitions {part.partition}` appends them), or pick a "
-            f"fold in 0-{held - 1}. Nothing was trained.")
+        fix = (f"Fold {fold} is partition {part.partition}'s fold {part.fold_in_partition}: write the partitions "
+               f"first (`nnunetv2-llm sweep plan ... --partitions {part.partition}` appends them), or pick a fold in "
+               f"0-{held - 1}" if part.partition > 1 else f"Pick a fold in 0-{held - 1}")
+        raise SplitRefused(f"{trainer}: fold {fold} is not in the splits file: {what}, and stock nnU-Net would train "
+                           f"it on a random 80:20 split. {fix}. Nothing was trained.")
     clashes = split_clashes(results, splits) if splits is not None else {}
     if clashes:
         first = next(iter(clashes))

@@ -180,9 +180,9 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     classes = {t: check_trainer(t) for t in trainers}
     folds = parse_folds(_as_list(grid.get("folds", [0, 1, 2, 3, 4])), folder.name)
     if partitions > 1 and any(f != "all" and f >= NNUNET_FOLDS for f in folds):
-        raise SweepError(f"folds: {folds} with partitions: {partitions}: the grid's folds are those of each partition, "
-                         f"0-{NNUNET_FOLDS - 1} (partition p's fold f trains as fold {NNUNET_FOLDS}(p-1)+f); list folds "
-                         f"in 0-{NNUNET_FOLDS - 1}.")
+        raise SweepError(f"folds: {folds} with partitions: {partitions}: the grid's folds are those of each "
+                         f"partition, 0-{NNUNET_FOLDS - 1} (partition p's fold f trains as fold "
+                         f"{NNUNET_FOLDS}(p-1)+f); list folds in 0-{NNUNET_FOLDS - 1}.")
     plans = _unique("plans", _as_list(grid.get("plans", ["nnUNetPlans"])))
     available = plans_in(folder)
     for p in plans:
