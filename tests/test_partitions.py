@@ -264,7 +264,8 @@ def test_a_sweep_job_of_a_stock_trainer_fails_on_a_fold_the_splits_file_lost(own
 def test_stock_nnunet_trains_partition_2_s_fold_and_our_trainer_refuses_what_the_file_lacks(own_env, tmp_path):
     """End to end with the stock CLIs: `sweep plan --partitions 2` writes the partitions; stock `nnUNetv2_train 501
     2d 7` trains partition 2's fold 2 (validated on its cases, recorded in fold_7/split.json); fold 12 is refused
-    with the message alone, and so is a fold once the file no longer gives fold 7 its split."""
+    with the message alone, and so is a fold once the file no longer gives fold 7 its split; stock nnUNetv2_predict
+    -f 7 predicts with it; compare and export refuse fold 7 once its split changed."""
     own_env.run("nnunetv2-llm", "sweep", "plan", "-o", tmp_path / "sweep", "-d", "501", "-tr", PLAIN, "-f", "2",
                 "--partitions", "2", "--device", "cpu")
     path = own_env.preprocessed_folder(501) / "splits_final.json"
@@ -276,6 +277,11 @@ def test_stock_nnunet_trains_partition_2_s_fold_and_our_trainer_refuses_what_the
     assert sorted(p.name[:-4] for p in (fold / "validation").glob("*.png")) == sorted(splits[7]["val"])
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert "Desired fold for training: 7" in log and "80:20" not in log
+
+    images = own_env.dataset_folder(501) / "imagesTs"
+    own_env.run("nnUNetv2_predict", "-i", images, "-o", tmp_path / "pred", "-d", "501", "-c", "2d", "-tr", PLAIN,
+                "-f", "7", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar")
+    assert len(list((tmp_path / "pred").glob("*.png"))) == len(list(images.iterdir()))
 
     refused = own_env.train("501", "2d", "12", "-tr", PLAIN, check=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
@@ -291,8 +297,10 @@ def test_stock_nnunet_trains_partition_2_s_fold_and_our_trainer_refuses_what_the
         assert "no longer gives trained fold(s) 7" in refused.stderr and "Epoch 0" not in refused.stdout
     assert not (results / "fold_5").exists()
     assert os.listdir(fold / "validation")  # --val was refused before it touched the validation
-    compare = own_env.run("nnunetv2-llm", "compare", "-d", "501", "-c", "2d", "-tr", PLAIN, "-f", "7",
-                          "-o", tmp_path / "report", check=False)
-    assert compare.returncode == 2 and "Traceback" not in compare.stderr, compare.stderr
-    assert f"{PLAIN}: fold 7 trained on another split than Dataset501_Synth2D's splits_final.json" in compare.stderr
-    assert not (tmp_path / "report").exists()
+    for command in ("compare", "export"):
+        out = tmp_path / command
+        proc = own_env.run("nnunetv2-llm", command, "-d", "501", "-c", "2d", "-tr", PLAIN, "-f", "7", "-o", out,
+                           check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{PLAIN}: fold 7 trained on another split than Dataset501_Synth2D's splits_final.json" in proc.stderr
+        assert not out.exists()
