@@ -20,6 +20,10 @@ resumes the grid. A grid (YAML or JSON) holds:
                   $nnUNet_results, replicate r >= 2 into $nnUNet_results/replicates/<r> (a complete nnUNet_results
                   of its own: stock nnUNetv2_predict and nnUNetv2_find_best_configuration use it when
                   nnUNet_results points there)
+  partitions      5-fold partitions of the cases (default 1: nnU-Net's own split). P >= 2 appends partitions 2..P to
+                  nnUNet_preprocessed/<dataset>/splits_final.json as folds 5, 6, ... (nnU-Net's own split function
+                  with seed 12345 + p - 1; the entries already there are kept byte for byte), and trains the grid's
+                  folds in each: fold f of partition p is nnU-Net's fold 5(p-1)+f
 """
 from __future__ import annotations
 
@@ -85,7 +89,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from ..sweep.grid import GRID_FILE, SweepError, check_grid, load_grid, plan_sweep
+    from ..sweep.grid import GRID_FILE, SweepError, check_grid, load_grid, plan_sweep, training_runs
     from ..sweep.jobs import shown_command
     if args.grid and (args.llm or args.layer):
         raise SweepError("--llm/--layer are flags for a grid given as flags; in a grid file write "
@@ -98,13 +102,15 @@ def cmd_plan(args) -> int:
                 "train_args": ["-device", args.device] if args.device else []}
         if args.replicates != 1:
             grid["replicates"] = args.replicates
+        if args.partitions != 1:
+            grid["partitions"] = args.partitions
         if args.llm:
             grid["llm"] = {"llm": args.llm, **({"layer": args.layer} if args.layer else {})}
         check_grid(grid, "the flags")
     jobs = plan_sweep(grid, Path(args.output))
     for job in jobs:
         print(shown_command(job))
-    print(f"{len(jobs)} jobs written to {Path(args.output) / GRID_FILE}")
+    print(f"{training_runs(jobs)}; written to {Path(args.output) / GRID_FILE}")
     return 0
 
 
@@ -191,6 +197,9 @@ def register(subparsers) -> None:
     plan.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
     plan.add_argument("--replicates", type=int, default=1,
                       help="trainings of each fold (default 1; 3 measures training noise, see the grid key)")
+    plan.add_argument("--partitions", type=int, default=1,
+                      help="5-fold partitions of the cases to train each fold on (default 1, nnU-Net's own split; "
+                           "see the grid key)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
     plan.add_argument("--llm", help="also write LLM plans of this model (as `nnunetv2-llm plan --llm`) and train them "
                                     "with nnUNetTrainerLLM; the layer is fetched once into the sweep folder")

@@ -12,6 +12,7 @@ nor the LLM files: the frozen weights come from the checkpoint. Pretrained weigh
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ from ..core.spec import (PLANS_KEY, LLMSpec, LLMSpecError, put_spec_in_configura
 from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
 from .results import ResultsError, checkpoint_plans, new_plans_fix, plans_differences, trained_plans_clashes
+from .splits import check_fold_split, record_split
 
 
 def spec_from_configuration(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
@@ -45,7 +47,29 @@ def spec_from_configuration(plans_manager: PlansManager, configuration_manager: 
     return spec
 
 
-class nnUNetTrainerLLM(nnUNetTrainer):
+class SplitPinned:
+    """Mixed into our trainers: a fold index the splits file lacks, or a splits file changed under trained folds,
+    is refused before nnU-Net sets anything up; the split a fold trains on is recorded in its folder."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+        preprocessed, results = os.environ.get("nnUNet_preprocessed"), os.environ.get("nnUNet_results")
+        if preprocessed and results:
+            name = plans["dataset_name"]
+            identifier = convert_trainer_plans_config_to_identifier(type(self).__name__, plans["plans_name"],
+                                                                   configuration)
+            check_fold_split(type(self).__name__, Path(preprocessed) / name, Path(results) / name / identifier, fold)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+    def do_split(self):
+        train, val = super().do_split()
+        if self.fold != "all" and self.local_rank == 0 and self.output_folder:
+            record_split(self.output_folder, self.fold, train, val)
+        return train, val
+
+
+class nnUNetTrainerLLM(SplitPinned, nnUNetTrainer):
     """Takes its LLM spec from the plans, e.g. plans written by ``nnunetv2-llm plan``."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -250,7 +274,7 @@ class BuiltinTrainer(nnUNetTrainerLLM):
         return spec
 
 
-class ShortRun:
+class ShortRun(SplitPinned):
     """Shortens a trainer: ``epochs`` epochs of ``iterations`` iterations (None keeps nnU-Net's value)."""
 
     epochs: int | None = None

@@ -18,6 +18,7 @@ from ..core.files import read_json
 DEFAULT_PLANS = "nnUNetPlans"
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 NNUNET_FOLDS = 5  # nnU-Net's default split when a dataset has no splits_final.json yet
+SPLITS_FILE = "splits_final.json"  # in nnUNet_preprocessed/<dataset>/: the split of every fold nnU-Net trains
 
 
 class ResultsError(UserError, ValueError):
@@ -95,17 +96,24 @@ def read_dataset_json(path: Path) -> dict:
 
 # ---------------------------------------------------------------- folds
 
-def dataset_splits(name: str) -> list[dict] | None:
-    """The dataset's ``splits_final.json`` (nnU-Net writes it with the first training), or None."""
-    root = os.environ.get("nnUNet_preprocessed")
-    path = Path(root) / name / "splits_final.json" if root else None
-    if path is None or not path.is_file():
-        return None
-    splits = read_json(path)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and "val" in s for s in splits):
+def read_splits(path: Path) -> list[dict]:
+    """A splits file, checked: a list of ``{'train': [...], 'val': [...]}``."""
+    splits = read_json(path, fix="restore it, or delete it so that nnU-Net writes its 5-fold split again (folds "
+                                 "trained on it then no longer match)")
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and isinstance(s.get("train"), list)
+                                               and isinstance(s.get("val"), list) for s in splits):
         raise ResultsError(f"{path} is not an nnU-Net split (a list of {{'train': [...], 'val': [...]}}); restore it "
                            f"or delete it so that nnU-Net writes it again.")
     return splits
+
+
+def dataset_splits(name: str) -> list[dict] | None:
+    """The dataset's ``splits_final.json`` (nnU-Net writes it with the first training), or None."""
+    root = os.environ.get("nnUNet_preprocessed")
+    path = Path(root) / name / SPLITS_FILE if root else None
+    if path is None or not path.is_file():
+        return None
+    return read_splits(path)
 
 
 def parse_folds(values, name: str | None = None) -> list:
@@ -350,7 +358,9 @@ class TrainedRun:
         return FoldState("unvalidated", missing) if missing else FoldState("done")
 
     def require_done(self, fold) -> None:
-        """A fold to score, analyse or export must have finished training and nnU-Net's final validation."""
+        """A fold to score, analyse or export must have finished training and nnU-Net's final validation, on the
+        split the splits file still gives it."""
+        self.require_same_split(fold)
         state = self.fold_state(fold)
         if state.status in ("missing", "unfinished"):
             what = "is missing" if state.status == "missing" else "is unfinished (no checkpoint_final.pth)"
@@ -360,6 +370,19 @@ class TrainedRun:
             raise ResultsError(f"{self.label}: fold {fold} did not finish nnU-Net's final validation "
                                f"({state.validation_gap}). Run "
                                f"{self.train_command(fold, ' --val')}.")
+
+    def require_same_split(self, fold) -> None:
+        """A fold that recorded its split (``fold_<f>/split.json``, our trainers) is scored on the cases the splits
+        file gives it only while those are the cases it trained and validated on."""
+        from .splits import SPLIT_RECORD, split_clashes
+        splits = dataset_splits(self.dataset) if fold != "all" else None
+        clash = split_clashes(self.folder, splits, only={int(fold)}).get(int(fold)) if splits is not None else None
+        if clash:
+            raise ResultsError(
+                f"{self.label}: fold {fold} trained on another split than {self.dataset}'s splits_final.json now gives "
+                f"({clash}; see {self.fold_folder(fold) / SPLIT_RECORD}), so its validation is not of the cases the "
+                f"file names. Restore the splits file it trained on, or train the fold again: "
+                f"{self.train_command(fold)}.")
 
     def require_same_plans(self, folds: list) -> None:
         """Every fold to score or export trained with the plans in the folder's plans.json (the network prediction

@@ -17,11 +17,12 @@ from ..core.errors import UserError, did_you_mean
 from ..core.files import read_json, write_json
 from ..core.locks import exclusive
 from ..core import spec
-from ..nnunet.results import parse_folds, preprocessed_folder
+from ..nnunet.results import NNUNET_FOLDS, parse_folds, preprocessed_folder
+from ..nnunet.splits import check_partitions, fold_partitions, write_partitions
 
 GRID_FILE = "sweep.json"
 GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args",
-             "replicates")
+             "replicates", "partitions")
 MAX_REPLICATES = 100
 
 
@@ -170,6 +171,7 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     if "dataset" not in grid or grid["dataset"] in (None, ""):
         raise SweepError("the grid has no 'dataset'; give one, e.g. dataset: 501 (or -d 501).")
     replicates = check_replicates(grid.get("replicates", 1))  # before anything is written
+    partitions = check_partitions(grid.get("partitions", 1))
     folder = preprocessed_folder(grid["dataset"])
     configurations = _unique("configurations", _as_list(grid.get("configurations", ["2d"])))
     trainers = _unique("trainers", _as_list(grid.get("trainers")))
@@ -177,6 +179,10 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
         raise SweepError("the grid has no 'trainers'; list at least one, e.g. trainers: [nnUNetTrainer].")
     classes = {t: check_trainer(t) for t in trainers}
     folds = parse_folds(_as_list(grid.get("folds", [0, 1, 2, 3, 4])), folder.name)
+    if partitions > 1 and any(f != "all" and f >= NNUNET_FOLDS for f in folds):
+        raise SweepError(f"folds: {folds} with partitions: {partitions}: the grid's folds are those of each "
+                         f"partition, 0-{NNUNET_FOLDS - 1} (partition p's fold f trains as fold "
+                         f"{NNUNET_FOLDS}(p-1)+f); list folds in 0-{NNUNET_FOLDS - 1}.")
     plans = _unique("plans", _as_list(grid.get("plans", ["nnUNetPlans"])))
     available = plans_in(folder)
     for p in plans:
@@ -200,6 +206,10 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
     cache, jobs = {}, []
     weights = {(c, t, p): fetch_weights(job_spec(classes[t], folder / f"{p}.json", c), cache)
                for c in configurations for t, p in combos}
+    if partitions > 1:  # the last step before the jobs: every other check has passed
+        write_partitions(folder, partitions)
+        folds = [f + NNUNET_FOLDS * (p - 1) for p in range(1, partitions + 1) for f in folds if f != "all"] + \
+            [f for f in folds if f == "all"]
     for r in range(1, replicates + 1):  # replicate by replicate: a sweep cut short has whole replicates
         for c in configurations:
             for t, p in combos:
@@ -217,6 +227,20 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
 def job_id(configuration: str, trainer: str, plans: str, fold, replicate: int) -> str:
     """Replicate 1 keeps the id of a sweep without replicates (its logs and locks stay valid)."""
     return f"{configuration}__{trainer}__{plans}__fold{fold}" + (f"__replicate{replicate}" if replicate > 1 else "")
+
+
+def training_runs(jobs: list[dict]) -> str:
+    """What a sweep costs, in nnUNetv2_train runs, with the factors they come from."""
+    def distinct(values) -> int:
+        return len(set(map(str, values)))
+    folds = [j["fold"] for j in jobs]
+    indices = [f for f in folds if f != "all"]
+    partitions = distinct(p.partition for p in fold_partitions(indices))
+    per = (f" ({distinct(p.fold_in_partition for p in fold_partitions(indices))} in each of {partitions} partitions"
+           f"{', and fold all' if 'all' in folds else ''})" if partitions > 1 else "")
+    return (f"{len(jobs)} jobs (nnUNetv2_train runs): {distinct(j['configuration'] for j in jobs)} configuration(s) x "
+            f"{distinct((j['trainer'], j['plans']) for j in jobs)} variant(s) x {distinct(folds)} fold(s){per} x "
+            f"{distinct(j.get('replicate', 1) for j in jobs)} replicate(s)")
 
 
 def check_replicates(value) -> int:

@@ -140,6 +140,20 @@ def plans_clash(job: dict, v: TrainedRun, resume: str | None, env: dict) -> str 
             f"{new_plans_fix(job['dataset'], job['configuration'], job['plans'])}")
 
 
+def split_clash(job: dict, v: TrainedRun, env: dict) -> str | None:
+    """Why the job's fold may not train on the splits file as it is now, for any trainer (stock nnU-Net's would train
+    a fold the file lacks on a random 80:20 split): the check our trainers make themselves."""
+    from ..nnunet.results import ResultsError
+    from ..nnunet.splits import check_fold_split
+    root = env.get("nnUNet_preprocessed")
+    try:
+        if root:
+            check_fold_split(job["trainer"], Path(root) / job["dataset"], v.folder, job["fold"])
+    except ResultsError as e:
+        return str(e)
+    return None
+
+
 def _stop_tree(process: subprocess.Popen) -> None:
     """Stop the trainer and everything it started (its data-augmentation and export workers)."""
     import psutil
@@ -197,7 +211,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
             write_state(sweep_dir, job, "failed" if changed else "done")
             return "failed" if changed else "done"
         resume = resume_flag(v, job["fold"])
-        clash = plans_clash(job, v, resume, env)
+        clash = plans_clash(job, v, resume, env) or split_clash(job, v, env)
         if clash:  # any trainer, stock nnU-Net's too: nothing starts that would overwrite the folder's plans.json
             with open(logs / f"{job['id']}.log", "a") as log:
                 log.write(f"error: {clash}\n")
