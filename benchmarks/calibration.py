@@ -7,10 +7,11 @@ trained on training set T in run r has Dice sigmoid(base_j + case_i + interactio
 where tau_j(T) = training_sd * sum over T of z_jl / sqrt(|T|) is the training-set effect (each case carries one z per
 procedure), run_jr one effect per training run and noise one per run and case. The true procedure difference is
 E[Dice_A] - E[Dice_B] over everything (cases, training sets, runs), by Gauss-Hermite quadrature. Each study draws
-P partitions into k folds, R replicate runs of each fold; the intervals are compare's own (procedure_comparison for
-one partition, partitions.partitions_comparison for P) beside the candidates the choice was made from.
+P partitions into k folds, R replicate runs of each fold. The statistics are vectorised over studies; compare's own
+(procedure_comparison for one partition, partitions.partitions_comparison for P) are checked to give the same
+intervals on the first studies of every cell, beside the candidates the choice was made from.
 
-    python benchmarks/calibration.py                   # the grid, 1000 studies a cell (a few minutes on one core)
+    python benchmarks/calibration.py                   # the grid, 1000 studies a cell (about 10 s on one core)
     python benchmarks/calibration.py --studies 200     # quicker, wider Monte Carlo error
 
 Writes benchmarks/results/calibration.json (seeded: settings, coverage, type I error and their Monte Carlo SE, the
@@ -107,8 +108,9 @@ def simulate(setting: Setting, studies: int, rng: np.random.Generator, shift: fl
     n_train = n - one_hot.sum(axis=2)[..., None]
     tau = tau_sd * (z.sum(axis=1)[:, None, None, :] - held_out) / np.sqrt(n_train)  # S x P x k x 2
     run = rng.normal(0, run_sd, (s, p, k, r, 2))
-    tau_case = np.take_along_axis(tau, fold_of[..., None], axis=2)  # S x P x n x 2: each case's model's
-    run_case = np.take_along_axis(run.transpose(0, 1, 3, 2, 4), fold_of[:, :, None, :, None], axis=3)  # S x P x R x n x 2
+    # each case is scored by the models of its own fold: S x P x n x 2 and S x P x R x n x 2
+    tau_case = np.take_along_axis(tau, fold_of[..., None], axis=2)
+    run_case = np.take_along_axis(run.transpose(0, 1, 3, 2, 4), fold_of[:, :, None, :, None], axis=3)
     noise = rng.normal(0, NOISE_SD, (s, p, r, n, 2))
     logit = base + case + interaction + tau_case[:, :, None] + run_case + noise
     dice = _sigmoid(logit)
