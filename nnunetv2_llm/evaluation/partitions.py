@@ -11,29 +11,38 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from nnunetv2_llm.evaluation.procedure import (HOW_TO_MEASURE, ProcedureComparison, RunDifferences, t_interval,
-                                               procedure_comparison)
+from nnunetv2_llm.evaluation.procedure import ProcedureComparison, RunDifferences, procedure_comparison, t_interval
 
 NOT_INCLUDED = ("the interval does not include what all partitions share: their one dataset (a strong dependence "
                 "of the result on the training cases is not measurable within one dataset, Bengio & Grandvalet 2004; "
                 "measured coverage: docs/compare-and-statistics.md, Calibration)")
 
 
-def partition_statistics(diffs: RunDifferences) -> tuple[float, float, int]:
-    """(mean, Nadeau-Bengio variance, folds with a value) of one partition: its fold means (each the mean of the
-    fold's replicate runs) with variance (1/k + n_test/n_train) s^2."""
+@dataclass
+class PartitionStatistics:
+    """One partition's mean fold difference, its Nadeau-Bengio variance and the folds with a value."""
+
+    mean: float
+    variance: float
+    folds: int
+
+
+def partition_statistics(diffs: RunDifferences) -> PartitionStatistics:
+    """One partition's fold means (each the mean of the fold's replicate runs), with variance
+    (1/k + n_test/n_train) s^2; no variance below 2 folds."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a fold whose cases are all NaN stays NaN
         fold_means = np.nanmean(diffs.run_means(), axis=1)
     fold_means = fold_means[~np.isnan(fold_means)]
     k = len(fold_means)
     if k < 2:
-        return (float(fold_means.mean()) if k else math.nan), math.nan, k
-    return float(fold_means.mean()), (1 / k + diffs.n_test / diffs.n_train) * float(fold_means.var(ddof=1)), k
+        return PartitionStatistics(float(fold_means.mean()) if k else math.nan, math.nan, k)
+    variance = (1 / k + diffs.n_test / diffs.n_train) * float(fold_means.var(ddof=1))
+    return PartitionStatistics(float(fold_means.mean()), variance, k)
 
 
 def partitions_comparison(partitions: list[RunDifferences], components: bool = True) -> ProcedureComparison:
@@ -48,20 +57,20 @@ def partitions_comparison(partitions: list[RunDifferences], components: bool = T
             return one
         return replace(one, note="; ".join(filter(None, [one.note, NOT_INCLUDED])))
     stats = [partition_statistics(d) for d in partitions]
-    folds = min(k for _, _, k in stats)
+    folds = min(s.folds for s in stats)
     replicates = partitions[0].replicates
     p_count = len(partitions)
     runs = sum(len(d.by_fold) for d in partitions) * replicates
-    mean = float(np.mean([m for m, _, _ in stats]))
+    mean = float(np.mean([s.mean for s in stats]))
     method = (f"mean over {p_count} partitions of {folds} folds x {replicates} replicate runs; variance: the "
               f"Nadeau-Bengio variance (1/k + n_test/n_train) s^2 of each partition's fold means, averaged over the "
               f"partitions; t with {folds - 1} df")
     if folds < 2:
         return ProcedureComparison(method=method, runs=runs, folds=folds, replicates=replicates,
                                    mean_difference=mean, ci_low=math.nan, ci_high=math.nan, p=math.nan,
-                                   note="no interval: a partition has fewer than 2 folds with a value; "
-                                        + HOW_TO_MEASURE)
-    variance = float(np.mean([v for _, v, _ in stats]))
+                                   note="no interval: a partition has fewer than 2 folds with a value (the "
+                                        "fold-to-fold spread is what the interval is made of)")
+    variance = float(np.mean([s.variance for s in stats]))
     low, high, p = t_interval(mean, variance, folds - 1)
     return ProcedureComparison(method=method, runs=runs, folds=folds, replicates=replicates, mean_difference=mean,
                                ci_low=low, ci_high=high, p=p, degrees_of_freedom=folds - 1, note=NOT_INCLUDED)
