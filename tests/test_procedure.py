@@ -1,5 +1,6 @@
-"""The procedure-level statistics of compare: simulated studies with known case, fold and run variance (the 95%
-interval covers the true difference of procedures), and the Nadeau-Bengio statistic against a hand computation."""
+"""The procedure-level statistics of compare: its calibration where folds share training cases (the generative model of
+benchmarks/calibration.py), the Nadeau-Bengio statistic against a hand computation, and the variance components on
+simulated studies with known case, fold and run variance."""
 from __future__ import annotations
 
 import math
@@ -7,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from calibration_model import calibration
 from nnunetv2_llm.evaluation.procedure import RunDifferences, nadeau_bengio, procedure_comparison
-from nnunetv2_llm.evaluation.statistics import bootstrap_ci
 
 TRUE_DIFFERENCE = 0.02
 
@@ -33,32 +34,68 @@ def simulated_study(rng, folds=5, replicates=3, cases_per_fold=8, case_sd=0.08, 
     return RunDifferences(by_fold, n_test=cases_per_fold, n_train=n - cases_per_fold)
 
 
-def test_procedure_interval_covers_the_true_difference_and_the_case_interval_does_not():
-    """A few hundred simulated studies (fixed seed): the procedure-level 95% interval covers the true difference of
-    procedures in >= 90% of them; the case-level interval (today's, replicate 1's cases) is printed beside it."""
-    rng = np.random.default_rng(31)
-    studies = 300
-    covered = {"procedure": 0, "case": 0, "procedure, one run per fold": 0}
-    widths = {k: [] for k in covered}
+def _nominal_band(studies: int, level: float = 0.95) -> tuple[float, float]:
+    """Nominal coverage within 2 Monte Carlo standard errors (the SE of a calibrated interval's coverage)."""
+    se = math.sqrt(level * (1 - level) / studies)
+    return level - 2 * se, level + 2 * se
+
+
+def _compare_coverage(setting, studies: int, seed: int) -> tuple[float, float, "calibration.Studies"]:
+    """(coverage of the true difference, type I error under a true difference of 0) of compare's procedure level
+    (procedure_comparison on partition 1) over simulated studies, and the studies."""
+    rng = np.random.default_rng(seed)
+    ahead, null = calibration.simulate(setting, studies, rng), calibration.simulate(setting, studies, rng, shift=0.0)
+    covered = rejected = 0
     for i in range(studies):
-        diffs = simulated_study(rng)
-        proc = procedure_comparison(diffs, components=False)
-        covered["procedure"] += proc.ci_low <= TRUE_DIFFERENCE <= proc.ci_high
-        widths["procedure"].append(proc.ci_high - proc.ci_low)
-        first = RunDifferences([d[:1] for d in diffs.by_fold], diffs.n_test, diffs.n_train)
-        nb = procedure_comparison(first, components=False)
-        covered["procedure, one run per fold"] += nb.ci_low <= TRUE_DIFFERENCE <= nb.ci_high
-        widths["procedure, one run per fold"].append(nb.ci_high - nb.ci_low)
-        low, high = bootstrap_ci(np.concatenate([d[0] for d in diffs.by_fold]), seed=i, resamples=500)
-        covered["case"] += low <= TRUE_DIFFERENCE <= high
-        widths["case"].append(high - low)
-    coverage = {k: v / studies for k, v in covered.items()}
-    for k, v in coverage.items():
-        print(f"coverage of the true procedure difference by the {k} level's 95% interval: {v:.1%} "
-              f"(mean width {np.mean(widths[k]):.3f})")
-    assert coverage["procedure"] >= 0.90
-    assert coverage["procedure, one run per fold"] >= 0.90
-    assert coverage["case"] < coverage["procedure"]  # the case-level interval ignores training noise
+        a = procedure_comparison(ahead.run_differences(i)[0], components=False)
+        covered += a.ci_low <= ahead.true_difference <= a.ci_high
+        rejected += procedure_comparison(null.run_differences(i)[0], components=False).p < 0.05
+    return covered / studies, rejected / studies, ahead
+
+
+CALIBRATED = calibration.Setting("moderate", "small", folds=5, replicates=2, partitions=1)
+STUDIES = 2000
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    return _compare_coverage(CALIBRATED, STUDIES, seed=37)
+
+
+def test_procedure_interval_is_calibrated_where_folds_are_correlated_as_nadeau_bengio_assume(calibrated):
+    """Folds that share (k-2)/(k-1) of their training cases, each training set with its own effect per procedure:
+    the fold means correlate (about n_test/n, the correlation Nadeau-Bengio's correction assumes; the old model's
+    was 0.003), and the 95% interval covers the true procedure difference within 2 Monte Carlo SE of 95%, its test
+    rejecting a true 0 within 2 SE of 5%."""
+    coverage, type_i, studies = calibrated
+    correlation = calibration.fold_correlation(studies.fold_means()[:, 0])
+    print(f"fold correlation {correlation:.3f}, coverage {coverage:.3f}, type I {type_i:.3f} ({STUDIES} studies)")
+    assert 0.15 <= correlation <= 0.25
+    low, high = _nominal_band(STUDIES)
+    assert low <= coverage <= high
+    se = math.sqrt(0.05 * 0.95 / STUDIES)
+    assert abs(type_i - 0.05) <= 2 * se
+
+
+def test_the_calibration_check_fails_for_an_uncorrected_t_and_a_too_narrow_repeated_test(calibrated):
+    """The same studies through a plain t over the fold means (the folds' correlation ignored) fall outside the
+    tolerance the test above asserts, so that check can fail."""
+    from scipy.stats import t
+    _, _, studies = calibrated
+    n_test, n_train = studies.split_sizes()
+    mean, variance, df = calibration.uncorrected(studies.fold_means()[:, 0], n_test, n_train)
+    half = t.ppf(0.975, df) * np.sqrt(variance)
+    coverage = float(np.mean(np.abs(mean - studies.true_difference) <= half))
+    print(f"uncorrected t: coverage {coverage:.3f}")
+    assert coverage < _nominal_band(STUDIES)[0]
+
+
+def test_no_interval_is_calibrated_under_a_strong_training_set_effect():
+    """What the docs say of a strong training-set effect (k = 5, little run noise): the interval covers far less
+    than 95% (Bengio & Grandvalet 2004: no unbiased estimator of k-fold CV's variance)."""
+    coverage, type_i, _ = _compare_coverage(calibration.Setting("strong", "small", 5, 1, 1), 500, seed=38)
+    print(f"strong training-set effect: coverage {coverage:.3f}, type I {type_i:.3f}")
+    assert coverage < _nominal_band(500)[0] - 0.1 and type_i > 0.15
 
 
 def test_nadeau_bengio_against_a_hand_computation():

@@ -49,10 +49,12 @@ def test_the_pages_are_the_readme_and_the_docs_pages_each_saying_what_it_is_for(
                                    "quality benchmarks/results/quality-quick.json",
                                    "quality benchmarks/results/quality-context-20x25.json",
                                    "quality benchmarks/results/quality-context-adaptations-20x25.json",
-                                   "quality benchmarks/results/quality-blobs-adaptations-10x20.json"])
+                                   "quality benchmarks/results/quality-blobs-adaptations-10x20.json",
+                                   "calibration benchmarks/results/calibration.json"])
 def test_every_generated_table_is_on_a_page(block):
     """The trainers and variants tables are the code's own, the code map is the modules' own docstrings, and the
-    measured tables are what `benchmarks/quality.py --readme-table` makes of the JSON the page names."""
+    measured tables are what `benchmarks/quality.py --readme-table` (or `benchmarks/calibration.py`) makes of the
+    JSON the page names."""
     tables = docs_tables()
     assert any(block in tables.blocks(p.read_text()) for p in pages()), f"no page holds the <!-- {block} --> block"
 
