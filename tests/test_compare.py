@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from scipy.stats import wilcoxon
+from scipy.stats import permutation_test, wilcoxon
 
 from nnunetv2_llm.commands import cli
 from nnunetv2_llm.evaluation.metrics import surface_metrics
@@ -60,14 +60,17 @@ def test_statistics_match_scipy_and_hand_computed_values():
     variant = reference + rng.normal(0.02, 0.03, 25)
     result = paired_comparison(variant, reference, higher_is_better=True, seed=7)
     d = variant - reference
-    assert result["p"] == pytest.approx(wilcoxon(d).pvalue)
-    assert result["mean_difference"] == pytest.approx(d.mean())
-    assert result["ci_low"] <= d.mean() <= result["ci_high"]
+    assert result.p_wilcoxon == pytest.approx(wilcoxon(d).pvalue)
+    flip = permutation_test((d,), np.mean, permutation_type="samples", n_resamples=9999,
+                            rng=np.random.default_rng(7))
+    assert result.p == pytest.approx(flip.pvalue), "p tests the mean difference the CI bounds"
+    assert result.mean_difference == pytest.approx(d.mean())
+    assert result.ci_low <= d.mean() <= result.ci_high
     assert paired_comparison(variant, reference, True, seed=7) == result, "seeded: reproducible"
-    assert bootstrap_ci(d, seed=8) != (result["ci_low"], result["ci_high"]), "the seed matters"
-    assert (result["wins"], result["ties"], result["losses"]) == ((d > 0).sum(), 0, (d < 0).sum())
+    assert bootstrap_ci(d, seed=8) != (result.ci_low, result.ci_high), "the seed matters"
+    assert (result.wins, result.ties, result.losses) == ((d > 0).sum(), 0, (d < 0).sum())
     lower_better = paired_comparison(variant, reference, higher_is_better=False, seed=7)
-    assert (lower_better["wins"], lower_better["losses"]) == (result["losses"], result["wins"])
+    assert (lower_better.wins, lower_better.losses) == (result.losses, result.wins)
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert rank_biserial(np.array([1.0, 2.0, 3.0])) == 1.0
@@ -81,8 +84,35 @@ def test_statistics_match_scipy_and_hand_computed_values():
 
 
 def test_nan_pairs_are_left_out():
-    result = paired_comparison(np.array([0.5, np.nan, 0.7, 0.9]), np.array([0.4, 0.3, np.nan, 0.6]), True, 0)
-    assert result["n"] == 2 and result["mean_difference"] == pytest.approx(0.2)
+    result = paired_comparison(np.array([0.5, np.nan, 0.7, 0.9]), np.array([0.4, np.nan, np.nan, 0.6]), True, 0)
+    assert result.n == 3 and result.filled_pairs == 1, "NaN in both: left out; NaN in one: filled"
+    assert result.mean_difference == pytest.approx((0.1 + (0.7 - 1.0) + 0.3) / 3)
+
+
+def test_a_right_empty_answer_counts_against_a_false_positive():
+    """Issue 37 #5: A predicts empty on an empty reference (NaN), B a false positive (0): the pair was dropped, so
+    B's error cost nothing. Both-empty counts as Dice 1 in the pair (HD95 0), and the pairs it touched are counted."""
+    result = paired_comparison(np.array([.9, .8, np.nan]), np.array([.85, .82, 0.]), True, 0)
+    assert result.n == 3 and result.filled_pairs == 1
+    assert result.mean_difference == pytest.approx((.05 - .02 + 1.0) / 3)
+    hd = paired_comparison(np.array([3.0, np.nan]), np.array([2.0, 50.0]), False, 0, metric="HD95")
+    assert hd.mean_difference == pytest.approx((1.0 - 50.0) / 2) and hd.wins == 1
+
+
+def test_the_case_level_interval_and_test_are_about_the_same_mean_and_say_when_n_is_too_small():
+    """Issue 37 #8: a bootstrap CI of the mean excluding 0 beside a Wilcoxon p of 0.55 (another quantity); 4 of 4
+    wins with p = 0.5. The p now tests the mean (sign-flip permutation), and n too small for p < 0.05 is said."""
+    d = np.array([0.030, 0.012, 0.008, 0.026])
+    four = paired_comparison(0.7 + d, np.full(4, 0.7), True, 0)
+    assert four.ci_low > 0 and four.wins == 4
+    assert four.p == pytest.approx(0.125) and four.smallest_p == pytest.approx(0.125)
+    assert "cannot give p below 0.125" in four.note
+    # a skewed sample: most differences slightly negative, one large positive: mean > 0, median < 0
+    skewed = np.array([-0.01, -0.012, -0.008, -0.011, -0.009, -0.01, -0.012, 0.35, 0.3, -0.01, -0.011, -0.009])
+    r = paired_comparison(0.5 + skewed, np.full(len(skewed), 0.5), True, 0)
+    assert (r.ci_low > 0) == (r.p < 0.05), "the interval and the test agree about the mean"
+    one = paired_comparison(np.array([0.8]), np.array([0.7]), True, 0)
+    assert math.isnan(one.ci_low) and math.isnan(one.p) and "no interval" in one.note, "issue 37 #2: n = 1"
 
 
 def test_nsd_tolerances_default_global_and_per_label():
@@ -444,7 +474,7 @@ def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
 def _three_variant_sets(rng_seed=5):
     """summarize_set of three variants on 12 cases (real statistics on hand-made scores), reference first."""
     from nnunetv2_llm.evaluation.metrics import METRICS
-    from nnunetv2_llm.evaluation.report import summarize_set
+    from nnunetv2_llm.evaluation.summary import summarize_set
     rng = np.random.default_rng(rng_seed)
     labels, cases = ["plain", "smol", "llama"], [f"c{i:02d}" for i in range(12)]
     base = rng.uniform(0.6, 0.9, len(cases))
@@ -452,24 +482,29 @@ def _three_variant_sets(rng_seed=5):
     scores = {v: {c: {"1": {m: (base[i] + shift[v] + rng.normal(0, 0.01)) * (1 if m != "HD95" else 10)
                             for m in METRICS}} for i, c in enumerate(cases)} for v in labels}
     folds = {v: {c: 0 for c in cases} for v in labels}
-    return {"in-domain": summarize_set(labels, 0, scores, cases, folds, ["1"], seed=0, resamples=200)}
+    return {"in-domain": summarize_set("in-domain", labels, 0, scores, cases, folds, ["1"], seed=0, resamples=200)}
 
 
 def test_the_significance_figure_and_the_table_share_one_family_of_tests():
-    """13: the figure corrected over its own pairs (0.0234*) where report.md corrected over all comparisons."""
-    from nnunetv2_llm.evaluation.report import apply_holm
+    """13: the figure corrected over its own pairs (0.0234*) where report.md corrected over all comparisons. Issue 37
+    #9: with one run per variant the primary endpoint is case-level Dice, Holm over the variants; the rest (the other
+    metrics and the pair of two other variants) is one secondary family."""
     from nnunetv2_llm.evaluation.statistics import holm
+    from nnunetv2_llm.evaluation.summary import apply_holm, holm_families
     sets = _three_variant_sets()
     entry = sets["in-domain"]
-    raw_pair = entry["pairwise_dice_p"][1][2]
-    raw = [c[m]["p"] for c in entry["comparisons"].values() for m in c]
-    tests = apply_holm(sets)
-    assert tests == len(raw) + 1, "the comparisons with the reference and the one pair of two other variants"
-    matrix = entry["pairwise_dice_p_holm"]
+    raw_pair = entry.pairwise_dice_p[1][2]
+    primary = [entry.comparisons[v]["Dice"].case.p for v in ("smol", "llama")]
+    secondary = [x.case.p for c in entry.comparisons.values() for m, x in c.items() if m != "Dice"]
+    families = holm_families(sets, "in-domain", "Dice")
+    apply_holm(sets, families, "in-domain", "Dice")
+    assert families.secondary_tests == len(secondary) + 1, "the other metrics and the one pair of two other variants"
+    assert [entry.comparisons[v]["Dice"].p_holm for v in ("smol", "llama")] == pytest.approx(holm(primary))
+    assert entry.comparisons["smol"]["Dice"].primary and not entry.comparisons["smol"]["NSD"].primary
+    matrix = entry.pairwise_dice_p_holm
     for i, v in ((1, "smol"), (2, "llama")):
-        assert matrix[i][0] == matrix[0][i] == entry["comparisons"][v]["Dice"]["p_holm"], "the table's p"
-    assert matrix[1][2] == pytest.approx(holm(raw + [raw_pair])[-1])
-    assert "pairwise_dice_p" not in entry
+        assert matrix[i][0] == matrix[0][i] == entry.comparisons[v]["Dice"].p_holm, "the table's p"
+    assert matrix[1][2] == pytest.approx(holm(secondary + [raw_pair])[-1])
 
 
 def test_which_layer_does_not_judge_a_one_layer_series():
@@ -486,12 +521,16 @@ def test_which_layer_does_not_judge_a_one_layer_series():
 def test_wall_time_is_listed_but_not_a_pareto_cost_and_equal_costs_are_drawn_apart():
     """9 and 14: the LLM variant got a Pareto star for speed because plain nnU-Net was predicted first; variants of
     identical cost hid each other's error bars; names were broken mid-word."""
+    from types import SimpleNamespace
+
     from nnunetv2_llm.evaluation.efficiency import efficiency_table, side_by_side
     from nnunetv2_llm.evaluation.plotting import wrap_name
-    report = {"sets": {"in-domain": {"variants": {v: {"Dice": {"mean": d, "ci_low": d - .05, "ci_high": d + .05}}
-                                                  for v, d in (("plain", .73), ("smol", .74))}}},
-              "efficiency": {"plain": {"trainable_M": 7.77, "gflops": 1.5, "seconds_per_case": 5.08},
-                             "smol": {"trainable_M": 8.36, "gflops": 1.64, "seconds_per_case": 2.85}}}
+    from nnunetv2_llm.evaluation.summary import Cost, MetricSummary, VariantSummary
+    variants = {v: VariantSummary(v, {"Dice": MetricSummary(d, .1, d - .05, d + .05, 8, {}, {})}, {})
+                for v, d in (("plain", .73), ("smol", .74))}
+    report = SimpleNamespace(sets={"in-domain": SimpleNamespace(variants=variants)},
+                             efficiency={"plain": Cost(7.77, 0, 1.5, [32, 32], False, 5.08),
+                                         "smol": Cost(8.36, 3.5, 1.64, [32, 32], True, 2.85)})
     rows = [line for line in efficiency_table(report, "in-domain") if line.startswith("| smol")]
     assert rows == ["| smol | 0.740 [0.690, 0.790] | 8.36* | 1.64* | 2.850 |"], "no star for the wall time"
     assert "not part of the Pareto choice" in "\n".join(efficiency_table(report, "in-domain"))

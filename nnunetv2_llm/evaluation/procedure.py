@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class ProcedureComparison:
     p_holm: float = math.nan  # set where this test is the primary endpoint (Holm over the variants)
     degrees_of_freedom: float | None = None
     note: str = ""
+    caveats: list[str] = field(default_factory=list)  # what the data could not support (also in ``note``)
     case_weighted_difference: float = math.nan  # the mean over cases (folds weighted by their cases)
     fold_component_on_boundary: bool = False  # the mixed model put the fold component at exactly 0
 
@@ -59,14 +60,11 @@ class ProcedureComparison:
     def has_interval(self) -> bool:
         return not math.isnan(self.ci_low)
 
-    def as_json(self) -> dict:
-        return asdict(self)
-
 
 @dataclass
 class TrainingRuns:
     """What a report's runs allow (report.json: ``training_runs``): folds, replicates and whether training noise
-    was measured, with the sentence the report prints."""
+    was measured, with the sentence the report prints, and the replicate runs found but left out (no pair)."""
 
     folds: int
     replicates: int
@@ -75,10 +73,16 @@ class TrainingRuns:
     procedure_level: bool
     note: str
     layout: str = "replicate 1: $nnUNet_results; replicate r >= 2: $nnUNet_results/replicates/<r>"
+    left_out: list[str] = field(default_factory=list)  # "replicate 3 of A (...)": runs without a partner
 
     @classmethod
-    def of(cls, folds: int, replicates: int) -> "TrainingRuns":
-        if replicates > 1:
+    def of(cls, folds: int, replicates: int, in_sample: bool = False,
+           left_out: list[str] | None = None) -> "TrainingRuns":
+        if in_sample:
+            note = ("in-sample scores (fold all, validated on its own training cases): no procedure-level claim, "
+                    "since a training run scored on its training cases says nothing about new cases; every "
+                    "interval covers these cases only")
+        elif replicates > 1:
             note = (f"{replicates} training runs of each fold: the procedure level includes training noise (run to "
                     f"run) as well as case sampling")
         elif folds > 1:
@@ -87,10 +91,10 @@ class TrainingRuns:
         else:
             note = ("training noise is not measured (a single training run per variant): every interval covers case "
                     "sampling only; to measure it, " + HOW_TO_MEASURE)
-        return cls(folds, replicates, folds * replicates, replicates > 1, folds > 1 or replicates > 1, note)
-
-    def as_json(self) -> dict:
-        return asdict(self)
+        if left_out:
+            note += "; left out (a paired comparison needs the same replicate of every variant): " + "; ".join(left_out)
+        return cls(folds, replicates, folds * replicates, replicates > 1 and not in_sample,
+                   not in_sample and (folds > 1 or replicates > 1), note, left_out=list(left_out or []))
 
 
 @dataclass
@@ -139,6 +143,7 @@ def nadeau_bengio(fold_means: np.ndarray, n_test: float, n_train: float) -> tupl
 
 
 MIN_FOLDS_FOR_FOLD_COMPONENT = 3  # with 2 folds the REML fold component is noise (its 5-95% range spans 0 to 5e-3)
+BOUNDARY = 1e-4  # a fold component this small against run + case is a fit on the boundary (REML stops near 0)
 
 
 def variance_components(diffs: RunDifferences) -> tuple[dict[str, float] | None, bool]:
@@ -168,7 +173,7 @@ def variance_components(diffs: RunDifferences) -> tuple[dict[str, float] | None,
         fold, run = math.nan, math.nan
     if len(diffs.by_fold) < MIN_FOLDS_FOR_FOLD_COMPONENT:
         return {"fold": math.nan, "run": run, "case": case}, False
-    return {"fold": fold, "run": run, "case": case}, fold <= 1e-6 * max(run, case, 1e-300)
+    return {"fold": fold, "run": run, "case": case}, fold <= BOUNDARY * (run + case)
 
 
 def _no_interval(reason: str) -> str:
@@ -191,7 +196,9 @@ def procedure_comparison(diffs: RunDifferences, components: bool = True) -> Proc
     if vc is not None and k < MIN_FOLDS_FOR_FOLD_COMPONENT:
         notes.append(f"no fold variance component with {k} fold(s) (it needs {MIN_FOLDS_FOR_FOLD_COMPONENT})")
     if k >= 2:
-        fold_means = np.nanmean(runs, axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a fold without values stays NaN, named below
+            fold_means = np.nanmean(runs, axis=1)
         method = (f"Nadeau-Bengio corrected resampled t-test over {k} folds (variance x (1/k + n_test/n_train) = "
                   f"1/{k} + {diffs.n_test:g}/{diffs.n_train:g}), t with {k - 1} df"
                   + (f"; each fold the mean of its {r} replicate runs; variance components from a mixed model "
@@ -208,12 +215,11 @@ def procedure_comparison(diffs: RunDifferences, components: bool = True) -> Proc
         if len(set(sizes)) > 1 and not empty:
             notes.append(f"folds weigh equally (the unit is the training run; fold sizes {min(sizes)} to "
                          f"{max(sizes)} cases); weighted by cases the difference is {case_mean:+.4f}")
-        if r == 1:
-            notes.append("training noise is not measured apart from the folds' differences (one run per fold); "
-                         + HOW_TO_MEASURE)
+        unmeasured = ["training noise is not measured apart from the folds' differences (one run per fold); "
+                      + HOW_TO_MEASURE] if r == 1 else []
         return ProcedureComparison(method, k * r, k, r, mean, low, high, p, vc, degrees_of_freedom=k - 1,
-                                   note="; ".join(notes), case_weighted_difference=case_mean,
-                                   fold_component_on_boundary=boundary)
+                                   note="; ".join(notes + unmeasured), caveats=notes,
+                                   case_weighted_difference=case_mean, fold_component_on_boundary=boundary)
     if r >= 2:
         case_means = np.nanmean(diffs.by_fold[0], axis=0)
         case_means = case_means[~np.isnan(case_means)]
@@ -224,14 +230,14 @@ def procedure_comparison(diffs: RunDifferences, components: bool = True) -> Proc
         if len(case_means) < 2:
             notes.insert(0, _no_interval(f"{len(case_means)} case(s): the case-sampling variance is not measured"))
             return ProcedureComparison(method, r, 1, r, mean, math.nan, math.nan, math.nan, vc, note="; ".join(notes),
-                                       case_weighted_difference=case_mean)
+                                       caveats=notes, case_weighted_difference=case_mean)
         case_part = float(case_means.var(ddof=1)) / len(case_means)
         df = welch_satterthwaite([(run_part, r - 1), (case_part, len(case_means) - 1)])
         low, high, p = t_interval(mean, run_part + case_part, df)
         if math.isnan(p):
             notes.insert(0, _no_interval("the differences have no spread (zero variance)"))
         return ProcedureComparison(method, r, 1, r, mean, low, high, p, vc, degrees_of_freedom=df,
-                                   note="; ".join(notes), case_weighted_difference=case_mean)
+                                   note="; ".join(notes), caveats=notes, case_weighted_difference=case_mean)
     return ProcedureComparison("not measured: one training run per variant", 1, 1, 1, float(np.nanmean(runs)),
                                math.nan, math.nan, math.nan, None,
                                note="training noise is not measured (a single training run per variant); the "
@@ -248,25 +254,3 @@ def welch_satterthwaite(parts: list[tuple[float, int]]) -> float:
 
 PROCEDURE_LEVEL, CASE_LEVEL = "training procedure", "these models on these cases"
 
-
-def has_interval(x: dict | None) -> bool:
-    """Whether a report entry's procedure level has an interval (one training run has none)."""
-    return bool(x) and x.get("ci_low") is not None and not math.isnan(x["ci_low"])
-
-
-def headline_difference(comparison: dict) -> tuple[float, float, float, float, str]:
-    """(Δ, low, high, Holm p, level) of a report comparison: the procedure level where it has an interval, else the
-    case level. The one rule every headline (layers, which layer, summaries) follows."""
-    x = comparison.get("procedure")
-    if has_interval(x):
-        return x["mean_difference"], x["ci_low"], x["ci_high"], x.get("p_holm", math.nan), PROCEDURE_LEVEL
-    c = comparison
-    return c["mean_difference"], c["ci_low"], c["ci_high"], c["p_holm"], CASE_LEVEL
-
-
-def headline_mean(per_metric: dict) -> tuple[float, float, float, str]:
-    """(mean, low, high, level) of one variant's metric in a report, by the same rule."""
-    x = per_metric.get("procedure")
-    if has_interval(x):
-        return x["mean"], x["ci_low"], x["ci_high"], PROCEDURE_LEVEL
-    return per_metric["mean"], per_metric["ci_low"], per_metric["ci_high"], CASE_LEVEL

@@ -99,16 +99,23 @@ def sign_flip_p(differences: np.ndarray, seed: int, resamples: int = 9999) -> fl
     return float(min(1.0, result.pvalue))
 
 
-def paired_values(variant, reference, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """The pairs of one metric, by the documented rule: a case whose value is NaN for one variant only (all its
-    targets empty in reference and prediction: a right answer) gets the metric's perfect value in the pair; NaN in
-    both is left out. Returns (variant, reference, number of pairs the rule filled)."""
+def with_perfect_partners(variant, reference, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The documented pairing rule: a case whose value is NaN for one side only (all its targets empty in reference
+    and prediction: a right answer) gets the metric's perfect value; NaN on both sides stays NaN. Returns both arrays
+    (same shape) and how many values the rule filled."""
     v, r = np.asarray(variant, dtype=float).copy(), np.asarray(reference, dtype=float).copy()
     one = np.isnan(v) ^ np.isnan(r)
     v[one & np.isnan(v)] = PERFECT[metric]
     r[one & np.isnan(r)] = PERFECT[metric]
+    return v, r, int(one.sum())
+
+
+def paired_values(variant, reference, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pairs of one metric by :func:`with_perfect_partners`, NaN in both left out; (variant, reference, number of
+    pairs the rule filled)."""
+    v, r, filled = with_perfect_partners(variant, reference, metric)
     keep = ~(np.isnan(v) | np.isnan(r))
-    return v[keep], r[keep], int(one.sum())
+    return v[keep], r[keep], filled
 
 
 @dataclass
