@@ -226,7 +226,7 @@ def test_compare_two_variants_in_domain_and_zero_shot(nnunet_env, dataset_2d, tr
         d = np.array([values[SMOL][c] - values[PLAIN][c] for c in cases])
         comparison = report["sets"][set_name]["comparisons"][SMOL]["Dice"]
         expected_p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
-        assert comparison["p"] == pytest.approx(expected_p)
+        assert comparison["p_wilcoxon"] == pytest.approx(expected_p)
         assert comparison["p_holm"] >= comparison["p"]
         assert comparison["mean_difference"] == pytest.approx(d.mean())
         assert comparison["ci_low"] - 1e-12 <= d.mean() <= comparison["ci_high"] + 1e-12
@@ -241,15 +241,15 @@ def test_compare_two_variants_in_domain_and_zero_shot(nnunet_env, dataset_2d, tr
     markdown = (out / "report.md").read_text()
     assert "## shifted" in markdown and "In-domain vs zero-shot" in markdown and SMOL in markdown
     # One run of one fold: the headline says, once, that training noise is not measured and how to measure it.
-    assert markdown.splitlines()[2].startswith("**Training noise is not measured** (a single training run") \
+    assert markdown.splitlines()[4].startswith("**Training noise is not measured** (a single training run") \
         and "replicates: 3" in markdown
     assert markdown.count("Training noise is not measured") == 1 and "## These models on these cases" in markdown
     procedure = report["sets"]["in-domain"]["comparisons"][SMOL]["Dice"]["procedure"]
     assert procedure["runs"] == 1 and procedure["ci_low"] is None and "not measured" in procedure["method"]
     assert {r["replicate"] for r in rows} == {"1"}
-    assert all((out / f"{kind}_{s}.png").stat().st_size > 0 for kind in ("distributions", "differences",
-                                                                            "significance")
+    assert all((out / f"{kind}_{s}.png").stat().st_size > 0 for kind in ("distributions", "differences")
                for s in ("in-domain", "shifted"))
+    assert not list(out.glob("significance_*.png")), "issue 39 #7: one pair is the table's row, not a 2 x 2 grid"
 
     again = _compare(nnunet_env, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shifted={shifted}", "-np", "1",
                      "-o", out)
@@ -471,18 +471,58 @@ def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
 
 # ---------------------------------------------------------------- issue 32 #8, #9, #13, #14
 
-def _three_variant_sets(rng_seed=5):
-    """summarize_set of three variants on 12 cases (real statistics on hand-made scores), reference first."""
+def _three_variant_sets(rng_seed=5, labels=("plain", "smol", "llama"), names=("in-domain",)):
+    """summarize_set of the variants on 12 cases per set (real statistics on hand-made scores), reference first."""
     from nnunetv2_llm.evaluation.metrics import METRICS
     from nnunetv2_llm.evaluation.summary import summarize_set
     rng = np.random.default_rng(rng_seed)
-    labels, cases = ["plain", "smol", "llama"], [f"c{i:02d}" for i in range(12)]
+    labels, cases = list(labels), [f"c{i:02d}" for i in range(12)]
     base = rng.uniform(0.6, 0.9, len(cases))
     shift = {"plain": 0.0, "smol": 0.03, "llama": 0.06}
     scores = {v: {c: {"1": {m: (base[i] + shift[v] + rng.normal(0, 0.01)) * (1 if m != "HD95" else 10)
                             for m in METRICS}} for i, c in enumerate(cases)} for v in labels}
     folds = {v: {c: 0 for c in cases} for v in labels}
-    return {"in-domain": summarize_set("in-domain", labels, 0, scores, cases, folds, ["1"], seed=0, resamples=200)}
+    return {name: summarize_set(name, labels, 0, scores, cases, folds, ["1"], seed=0, resamples=200)
+            for name in names}
+
+
+def _hand_made_report(sets, set_kinds=None, primary="Dice"):
+    """A CompareReport of hand-made summaries (one run of fold 0), Holm applied as compare applies it."""
+    from nnunetv2_llm.evaluation.procedure import TrainingRuns
+    from nnunetv2_llm.evaluation.summary import CompareReport, Cost, apply_holm, holm_families
+    families = holm_families(sets, "in-domain", primary, at_procedure=False)
+    apply_holm(sets, families, "in-domain", primary)
+    costs = {v: Cost(7.7 + i, 3.5 * i, 1.5 + i / 10, [32, 32], i > 0) for i, v in enumerate(sets["in-domain"].variants)}
+    return CompareReport("Dataset501_x", "2d", [0], ["1"], None, "out", "labels 1", "plain", 0, 200, {"1": 1.0},
+                         "label 1: 1 mm", {}, set_kinds or {}, TrainingRuns.of(1, 1), costs, primary,
+                         families.primary_level, families.secondary_tests, sets, {}, {})
+
+
+def test_report_md_words_for_one_pair_and_a_set_named_like_its_kind(tmp_path):
+    """Issue 39 #7: a column "Δ held-out (held-out)", a heading "held-out (8 cases, held-out)", a Holm note about
+    "Dice pairs of two other variants" with two variants, and a 2 x 2 significance grid for one pair. Issue 37 #9:
+    stars only on the primary endpoint."""
+    from nnunetv2_llm.evaluation.figures import save_figures
+    from nnunetv2_llm.evaluation.report import markdown_report
+    sets = _three_variant_sets(labels=("plain", "smol"), names=("in-domain", "held-out"))
+    report = _hand_made_report(sets, {"held-out": "held-out"})
+    text = markdown_report(report)
+    assert "## held-out (12 cases)" in text and "(12 cases, held-out)" not in text
+    assert "| Δ held-out |" in text and "(held-out) |" not in text
+    assert "pairs of two other variants" not in text
+    assert "**Primary endpoint**: Dice on the in-domain set at the case level" in text
+    own = text[text.index("## in-domain"):text.index("## held-out")]
+    held_out = text[text.index("## held-out"):]
+    assert "]*" in own.split("| smol |")[1].split("\n")[0], "the primary endpoint (a +0.03 shift) has its star"
+    assert "]*" not in held_out.split("| smol |")[1].split("\n")[0], "the same shift on another set: secondary"
+    cases = {s: {v: {c: {"1": {m: 0.5 for m in ("Dice", "IoU", "NSD", "HD95")}} for c in e.cases} for v in e.variants}
+             for s, e in sets.items()}
+    written = save_figures(tmp_path, report, cases, ["1"])
+    assert not list(tmp_path.glob("significance_*.png")), "one pair: the table's row, no figure"
+    assert (tmp_path / "differences_held-out.png") in written
+    three = _three_variant_sets()
+    text = markdown_report(_hand_made_report(three))
+    assert "and the significance figure's Dice pairs of two other variants" in text
 
 
 def test_the_significance_figure_and_the_table_share_one_family_of_tests():
@@ -496,11 +536,12 @@ def test_the_significance_figure_and_the_table_share_one_family_of_tests():
     raw_pair = entry.pairwise_dice_p[1][2]
     primary = [entry.comparisons[v]["Dice"].case.p for v in ("smol", "llama")]
     secondary = [x.case.p for c in entry.comparisons.values() for m, x in c.items() if m != "Dice"]
-    families = holm_families(sets, "in-domain", "Dice")
+    families = holm_families(sets, "in-domain", "Dice", at_procedure=False)
     apply_holm(sets, families, "in-domain", "Dice")
     assert families.secondary_tests == len(secondary) + 1, "the other metrics and the one pair of two other variants"
     assert [entry.comparisons[v]["Dice"].p_holm for v in ("smol", "llama")] == pytest.approx(holm(primary))
-    assert entry.comparisons["smol"]["Dice"].primary and not entry.comparisons["smol"]["NSD"].primary
+    assert entry.comparisons["smol"]["Dice"].primary_at == "these models on these cases"
+    assert not entry.comparisons["smol"]["NSD"].primary_at
     matrix = entry.pairwise_dice_p_holm
     for i, v in ((1, "smol"), (2, "llama")):
         assert matrix[i][0] == matrix[0][i] == entry.comparisons[v]["Dice"].p_holm, "the table's p"

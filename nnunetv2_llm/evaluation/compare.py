@@ -373,7 +373,7 @@ def _run(p: Prepared, echo) -> dict:
     summaries = {s: summarize_set(s, labels, p.reference, scores[s], case_lists[s], case_folds[s], p.rule.keys,
                                   p.request.seed, p.request.bootstrap) for s in sets}
     runs = training_runs(p, replicate_scores, summaries[own])
-    families = holm_families(summaries, own, p.request.primary)
+    families = holm_families(summaries, own, p.request.primary, runs.procedure_level)
     apply_holm(summaries, families, own, p.request.primary)
     report = CompareReport(
         dataset=p.dataset, configuration=p.request.configuration, folds=p.folds, labels=p.rule.keys,

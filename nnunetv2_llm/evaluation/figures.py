@@ -10,6 +10,7 @@ import numpy as np
 from .efficiency import efficiency_figure
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .plotting import savefig, wrap_title, wrapped
+from .procedure import CASE_LEVEL
 from .scoring import case_means
 from .summary import CompareReport, SetSummary
 
@@ -73,7 +74,7 @@ def differences(path: Path, set_name: str, entry: SetSummary, reference: str) ->
                             fmt="o", color="k", capsize=3)
             else:
                 ax.plot(c.mean_difference, i, "o", color="k")
-            ax.annotate(f"p={comparison.p_holm:.3g}" + (" (primary)" if comparison.primary else ""),
+            ax.annotate(f"p={comparison.p_holm:.3g}" + (" (primary)" if comparison.primary_at == CASE_LEVEL else ""),
                         (c.mean_difference, i), xytext=(0, 7), textcoords="offset points", fontsize=7, ha="center")
         ax.axvline(0, color="grey", lw=1)
         better = "right" if HIGHER_IS_BETTER[metric] else "left"

@@ -15,16 +15,16 @@ from .cases import IN_DOMAIN, IN_SAMPLE, OWN_SETS
 from .efficiency import efficiency_table
 from .formatting import fmt
 from .metrics import METRICS
-from .procedure import PROCEDURE_LEVEL, ProcedureComparison
+from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, ProcedureComparison
 from .statistics import significance_mark
 from .summary import Comparison, CompareReport, SetSummary
 
 STARS = "(* p<0.05, ** p<0.01, *** p<0.001)"
 
 
-def _mark(c: Comparison, p: float) -> str:
+def _mark(c: Comparison, level: str, p: float) -> str:
     """Stars for the primary endpoint only: every other p is secondary."""
-    return significance_mark(p) if c.primary else ""
+    return significance_mark(p) if c.primary_at == level else ""
 
 
 def _delta(comparison: dict[str, Comparison] | None, metric: str) -> str:
@@ -34,8 +34,7 @@ def _delta(comparison: dict[str, Comparison] | None, metric: str) -> str:
     x = c.case
     if math.isnan(x.ci_low):
         return f"{fmt(x.mean_difference)} [-]"
-    mark = _mark(c, c.p_holm) if c.procedure is None or not c.procedure.has_interval else ""
-    return f"{x.mean_difference:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]{mark}"
+    return f"{x.mean_difference:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]{_mark(c, CASE_LEVEL, c.p_holm)}"
 
 
 def _set_heading(report: CompareReport, set_name: str, entry: SetSummary) -> str:
@@ -114,7 +113,7 @@ def _procedure_delta(c: Comparison) -> str:
     x = c.procedure
     if x is None or not x.has_interval:
         return "-"
-    return f"{x.mean_difference:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]{_mark(c, x.p_holm)}"
+    return f"{x.mean_difference:+.3f} [{x.ci_low:+.3f}, {x.ci_high:+.3f}]{_mark(c, PROCEDURE_LEVEL, x.p_holm)}"
 
 
 def _bold_lead(note: str) -> str:
@@ -261,7 +260,7 @@ def _plain(x):
 def report_json(report: CompareReport) -> dict:
     """report.json's keys from the objects: the only place the report becomes string keys."""
     def comparison(c: Comparison) -> dict:
-        out = {**_plain(c.case), "p_holm": c.p_holm, "primary": c.primary}
+        out = {**_plain(c.case), "p_holm": c.p_holm, "primary": c.primary_at or None}
         if c.procedure is not None:
             out["procedure"] = _plain(c.procedure)
         return out

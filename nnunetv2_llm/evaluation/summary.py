@@ -80,7 +80,7 @@ class Comparison:
     case: PairedResult
     p_holm: float = math.nan  # of the case-level test, in its family (primary or secondary)
     procedure: ProcedureComparison | None = None
-    primary: bool = False  # this comparison's headline test is the report's primary endpoint
+    primary_at: str = ""  # the level (procedure or case) at which this is the report's primary endpoint, else ""
 
     def headline(self) -> Headline:
         """The one rule every headline (layers, which layer, summaries) follows."""
@@ -165,19 +165,19 @@ class HolmFamilies:
     secondary_tests: int
 
 
-def holm_families(sets: dict[str, SetSummary], own: str, primary: str) -> HolmFamilies:
-    """The adjusted p-values of both families; changes nothing."""
-    own_set = sets.get(own)
-    procedures = {v: c[primary].procedure for v, c in (own_set.comparisons.items() if own_set else ())}
-    at_procedure = any(x is not None for x in procedures.values())
+def holm_families(sets: dict[str, SetSummary], own: str, primary: str, at_procedure: bool) -> HolmFamilies:
+    """The adjusted p-values of both families (``at_procedure``: the runs allow a procedure-level test); changes
+    nothing."""
+    compared = sets[own].comparisons
     if at_procedure:
-        tested = {v: x.p for v, x in procedures.items() if x is not None and not math.isnan(x.p)}
+        tested = {v: c[primary].procedure.p for v, c in compared.items()
+                  if c[primary].procedure is not None and not math.isnan(c[primary].procedure.p)}
         first = {}
     else:
-        tested = {v: c[primary].case.p for v, c in (own_set.comparisons.items() if own_set else ())
-                  if not math.isnan(c[primary].case.p)}
-        first = {(own, v, primary): p for v, p in zip(tested, holm(list(tested.values())))}
+        tested = {v: c[primary].case.p for v, c in compared.items() if not math.isnan(c[primary].case.p)}
     primary_adjusted = dict(zip(tested, holm(list(tested.values()))))
+    if not at_procedure:
+        first = {(own, v, primary): p for v, p in primary_adjusted.items()}
     keys = [(s, v, m) for s, e in sets.items() for v, c in e.comparisons.items() for m, x in c.items()
             if not math.isnan(x.case.p) and (s, v, m) not in first]
     pairs = [(s, i, j) for s, e in sets.items() for i, j in e.other_pairs() if not math.isnan(e.pairwise_dice_p[i][j])]
@@ -195,9 +195,10 @@ def apply_holm(sets: dict[str, SetSummary], families: HolmFamilies, own: str, pr
         for v, by_metric in e.comparisons.items():
             for m, c in by_metric.items():
                 c.p_holm = families.case.get((s, v, m), math.nan)
-                c.primary = s == own and m == primary
+                c.primary_at = families.primary_level if s == own and m == primary else ""
                 if c.procedure is not None:
-                    c.procedure.p_holm = families.primary.get(v, math.nan) if c.primary else math.nan
+                    c.procedure.p_holm = families.primary.get(v, math.nan) if c.primary_at == PROCEDURE_LEVEL \
+                        else math.nan
         labels = list(e.variants)
         matrix = [[math.nan] * len(labels) for _ in labels]
         for i, v in enumerate(labels):
