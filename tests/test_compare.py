@@ -257,6 +257,65 @@ def test_compare_two_variants_in_domain_and_zero_shot(nnunet_env, dataset_2d, tr
     assert json.loads((out / "report.json").read_text())["sets"] == report["sets"]
 
 
+# ---------------------------------------------------------------- issue 37: replicates, in-sample, primary endpoint
+
+def _replicated(trained, tmp_path, counts):
+    """A results root of its own holding copies of the trained fold 0 as replicates 1..n per trainer (results
+    folders, passed to -tr; the session's nnUNet_results stays as it is)."""
+    from nnunetv2_llm.nnunet.results import replicate_root
+    root = tmp_path / "results"
+    for trainer, n in counts.items():
+        for r in range(1, n + 1):
+            shutil.copytree(trained[trainer], replicate_root(root, r) / trained[trainer].parent.name /
+                            trained[trainer].name, ignore=shutil.ignore_patterns("checkpoint_best.pth",
+                                                                                 "checkpoint_latest.pth"))
+    return {t: root / trained[t].parent.name / trained[t].name for t in counts}
+
+
+@pytest.mark.slow
+def test_unbalanced_replicates_are_named_and_one_metric_is_the_primary_endpoint(nnunet_env, dataset_2d, trained,
+                                                                                tmp_path):
+    """#4: 3 replicates of one variant and 2 of the other: the third run was dropped without a word. #9: IoU and
+    every metric were in the procedure family and both levels carried stars; one primary endpoint (--primary)."""
+    folders = _replicated(trained, tmp_path, {PLAIN: 3, SMOL: 2})
+    out = tmp_path / "report"
+    proc = _compare(nnunet_env, "-tr", folders[PLAIN], folders[SMOL], "-f", "0", "--primary", "NSD", "-np", "1",
+                    "-o", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    runs = report["training_runs"]
+    assert runs["replicates"] == 2 and runs["left_out"] == [f"replicate 3 of {PLAIN} ({SMOL} has 2)"]
+    markdown = (out / "report.md").read_text()
+    assert markdown.count(f"replicate 3 of {PLAIN} ({SMOL} has 2)") == 1
+    assert (report["primary"], report["primary_level"]) == ("NSD", "training procedure")
+    comparisons = report["sets"]["in-domain"]["comparisons"][SMOL]
+    assert comparisons["NSD"]["primary"] == "training procedure" and comparisons["Dice"]["primary"] is None
+    nsd, dice = comparisons["NSD"]["procedure"], comparisons["Dice"]["procedure"]
+    assert dice["p_holm"] is None and comparisons["IoU"]["procedure"]["p_holm"] is None, "secondary"
+    assert nsd["p_holm"] == pytest.approx(nsd["p"]), "one variant: Holm over one test"
+    assert "**Primary endpoint**: NSD on the in-domain set at the procedure level" in markdown
+    assert "| variant | runs | Δ NSD [95% CI] | p | Δ Dice [95% CI] |" in markdown
+    assert "]*" not in markdown.split("## These models on these cases")[1], "no stars at the case level"
+
+
+@pytest.mark.slow
+def test_in_sample_replicates_make_no_procedure_level_claim(nnunet_env, dataset_2d, tmp_path):
+    """#3: -f all with replicates: report.md asked "Would training this variant again, on new cases like these..."
+    above scores of the training cases."""
+    folder = nnunet_env.results_folder(dataset_2d, PLAIN)
+    if not (folder / "fold_all" / "checkpoint_final.pth").is_file():
+        nnunet_env.train(dataset_2d, "2d", "all", "-tr", PLAIN)
+    folders = _replicated({PLAIN: folder}, tmp_path, {PLAIN: 2})
+    out = tmp_path / "report"
+    proc = _compare(nnunet_env, "-tr", folders[PLAIN], "-f", "all", "-np", "1", "-o", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["training_runs"]["replicates"] == 2 and not report["training_runs"]["procedure_level"]
+    markdown = (out / "report.md").read_text()
+    assert "Would training this variant again" not in markdown and "## This training procedure" not in markdown
+    assert markdown.count("no procedure-level claim") == 1 and "**In-sample** scores" in markdown
+
+
 # ---------------------------------------------------------------- bad input
 
 def _copy_variant(source, name):
@@ -312,6 +371,9 @@ def test_compare_bad_input_names_the_value_and_the_fix(in_process_env, dataset_2
 
     rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", "nofolder", "-o", out)
     assert rc == 2 and "write NAME=FOLDER" in err
+
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--primary", "Dic", "-o", out)
+    assert rc == 2 and "--primary Dic: accepted are Dice, IoU, NSD, HD95" in err and "Traceback" not in err
     assert not out.exists(), "nothing written for refused input"
 
 

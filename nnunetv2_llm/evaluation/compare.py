@@ -12,9 +12,11 @@ For any nnU-Net results (ours, stock nnU-Net's or another plugin's), scored the 
 
 Per case and label (or region): Dice and IoU (nnU-Net's own code and label rule, equal to its summary.json), HD95
 and NSD in mm (MONAI); see :mod:`.metrics` for the empty-mask conventions. Against the reference variant: mean
-paired difference with a seeded bootstrap 95% CI, Wilcoxon signed-rank p (Holm-corrected over every comparison in
-the report), matched-pairs rank-biserial effect size and win/tie/loss counts; per-fold means; a ranking with
-bootstrap rank stability; trainable/frozen parameters and GFLOPs per patch.
+paired difference with a seeded bootstrap 95% CI and the sign-flip permutation test of the same mean (Wilcoxon as an
+extra column), matched-pairs rank-biserial effect size and win/tie/loss counts; per-fold means; a ranking with
+bootstrap rank stability; trainable/frozen parameters and GFLOPs per patch; with several training runs the
+procedure level (:mod:`.procedure`). One primary endpoint (``--primary``) carries stars, the rest is secondary
+(:mod:`.summary`).
 
 Everything is checked before anything is written or predicted; the report folder is locked while a run writes it
 (a second run into the same folder waits, then reuses the first one's predictions and scores).

@@ -99,7 +99,7 @@ class SetSummary:
     cases: list[str]
     variants: dict[str, VariantSummary]
     comparisons: dict[str, dict[str, Comparison]]  # variant -> metric -> comparison
-    pairwise_dice_p: list[list[float]]  # uncorrected Wilcoxon p of every pair of variants
+    pairwise_dice_p: list[list[float]]  # uncorrected p (the table's test) of every pair of variants
     pairwise_dice_p_holm: list[list[float]] = field(default_factory=list)
 
     def other_pairs(self) -> list[tuple[int, int]]:
