@@ -107,10 +107,11 @@ def test_the_case_level_interval_and_test_are_about_the_same_mean_and_say_when_n
     assert four.ci_low > 0 and four.wins == 4
     assert four.p == pytest.approx(0.125) and four.smallest_p == pytest.approx(0.125)
     assert "cannot give p below 0.125" in four.note
-    # a skewed sample: most differences slightly negative, one large positive: mean > 0, median < 0
-    skewed = np.array([-0.01, -0.012, -0.008, -0.011, -0.009, -0.01, -0.012, 0.35, 0.3, -0.01, -0.011, -0.009])
+    # most cases slightly worse, a few much better: the mean is up (its CI excludes 0), the pseudo-median down
+    skewed = np.array([-.004, -.003, -.005, -.002, -.004, .08, .07, .09, -.003, -.004, -.002, -.005, .06, .075])
     r = paired_comparison(0.5 + skewed, np.full(len(skewed), 0.5), True, 0)
-    assert (r.ci_low > 0) == (r.p < 0.05), "the interval and the test agree about the mean"
+    assert r.ci_low > 0 and r.p_wilcoxon > 0.5, "the rank test answers another question"
+    assert r.p < 0.1, "the test of the mean sits next to the mean's interval"
     one = paired_comparison(np.array([0.8]), np.array([0.7]), True, 0)
     assert math.isnan(one.ci_low) and math.isnan(one.p) and "no interval" in one.note, "issue 37 #2: n = 1"
 
