@@ -164,14 +164,13 @@ def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
             return score_cases(cases, cache, "NaturalImage2DIO", rule, {"1": 1.0}, 1, progress, "scoring")
 
     rule = label_rule({"labels": {"background": 0, "lesion": 1}})
-    first = score()["c1"]["1"]
-    assert first["Dice"] == pytest.approx(2 * 80 / 200)
+    assert score().value("c1", "1", "Dice") == pytest.approx(2 * 80 / 200)
     entry = json.loads((cache / "c1.json").read_text())
     entry["metrics"]["1"]["Dice"] = 0.123  # a marker: only a cache read returns it
     (cache / "c1.json").write_text(json.dumps(entry))
-    assert score()["c1"]["1"]["Dice"] == 0.123
+    assert score().value("c1", "1", "Dice") == 0.123
     Image.fromarray(_square().astype(np.uint8)).save(pred)
-    assert score()["c1"]["1"]["Dice"] == 1.0, "a changed prediction is scored again"
+    assert score().value("c1", "1", "Dice") == 1.0, "a changed prediction is scored again"
 
 
 # ---------------------------------------------------------------- end to end on trained folds
@@ -537,16 +536,16 @@ def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
 def _three_variant_sets(rng_seed=5, labels=("plain", "smol", "llama"), names=("in-domain",)):
     """summarize_set of the variants on 12 cases per set (real statistics on hand-made scores), reference first."""
     from nnunetv2_llm.evaluation.metrics import METRICS
+    from nnunetv2_llm.evaluation.scoring import CaseScores
     from nnunetv2_llm.evaluation.summary import summarize_set
     rng = np.random.default_rng(rng_seed)
     labels, cases = list(labels), [f"c{i:02d}" for i in range(12)]
     base = rng.uniform(0.6, 0.9, len(cases))
     shift = {"plain": 0.0, "smol": 0.03, "llama": 0.06}
-    scores = {v: {c: {"1": {m: (base[i] + shift[v] + rng.normal(0, 0.01)) * (1 if m != "HD95" else 10)
-                            for m in METRICS}} for i, c in enumerate(cases)} for v in labels}
+    scores = {v: CaseScores.of({c: {"1": {m: (base[i] + shift[v] + rng.normal(0, 0.01)) * (1 if m != "HD95" else 10)
+                                          for m in METRICS}} for i, c in enumerate(cases)}, ["1"]) for v in labels}
     folds = {v: {c: 0 for c in cases} for v in labels}
-    return {name: summarize_set(name, labels, 0, scores, cases, folds, ["1"], seed=0, resamples=200)
-            for name in names}
+    return {name: summarize_set(name, labels, 0, scores, cases, folds, seed=0, resamples=200) for name in names}
 
 
 def _hand_made_report(sets, set_kinds=None, primary="Dice"):
@@ -578,9 +577,10 @@ def test_report_md_words_for_one_pair_and_a_set_named_like_its_kind(tmp_path):
     held_out = text[text.index("## held-out"):]
     assert "]*" in own.split("| smol |")[1].split("\n")[0], "the primary endpoint (a +0.03 shift) has its star"
     assert "]*" not in held_out.split("| smol |")[1].split("\n")[0], "the same shift on another set: secondary"
-    cases = {s: {v: {c: {"1": {m: 0.5 for m in ("Dice", "IoU", "NSD", "HD95")}} for c in e.cases} for v in e.variants}
-             for s, e in sets.items()}
-    written = save_figures(tmp_path, report, cases, ["1"])
+    from nnunetv2_llm.evaluation.scoring import CaseScores
+    cases = {s: {v: CaseScores.of({c: {"1": {m: 0.5 for m in ("Dice", "IoU", "NSD", "HD95")}} for c in e.cases}, ["1"])
+                 for v in e.variants} for s, e in sets.items()}
+    written = save_figures(tmp_path, report, cases)
     assert not list(tmp_path.glob("significance_*.png")), "one pair: the table's row, no figure"
     assert (tmp_path / "differences_held-out.png") in written
     three = _three_variant_sets()

@@ -68,7 +68,7 @@ def test_dice_and_compare_follow_nnunets_label_rule(tmp_path, dataset_json):
     for case, metrics in nnunet.items():
         for target, key in zip(rule.targets, rule.keys):
             for metric in ("Dice", "IoU"):
-                theirs, mine = metrics[target][metric], ours[case][key][metric]
+                theirs, mine = metrics[target][metric], ours.value(case, key, metric)
                 assert (math.isnan(theirs) and math.isnan(mine)) or mine == pytest.approx(theirs, abs=1e-12)
     scores = dice_per_case(gt, pred, tmp_path / "dataset.json")
     if len(rule.targets) == 1:  # then nnU-Net's foreground mean is the mean over cases too

@@ -291,7 +291,6 @@ def training_runs(p: Prepared, replicate_scores: dict, entry) -> TrainingRuns:
     import numpy as np
 
     from .procedure import RunDifferences, procedure_comparison
-    from .scoring import case_means
     from .statistics import with_perfect_partners
     labels = [v.label for v in p.variants]
     reference = labels[p.reference]
@@ -305,7 +304,7 @@ def training_runs(p: Prepared, replicate_scores: dict, entry) -> TrainingRuns:
     by_fold = {f: [c for c in entry.cases if case_folds[c] == f] for f in folds}
 
     def runs(label: str, metric: str) -> list:  # per fold: replicates x cases
-        return [np.array([case_means(replicate_scores[r][label], by_fold[f], p.rule.keys, metric)
+        return [np.array([replicate_scores[r][label].case_means(by_fold[f], metric)
                           for r in sorted(replicate_scores)]) for f in folds]
 
     def paired(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
@@ -372,8 +371,8 @@ def _run(p: Prepared, echo) -> dict:
     score_seconds = time.monotonic() - score_start
     case_folds = {s: {v: {c: case.fold for c, case in cases.items()} for v, cases in by.items()}
                   for s, by in sets.items()}
-    summaries = {s: summarize_set(s, labels, p.reference, scores[s], case_lists[s], case_folds[s], p.rule.keys,
-                                  p.request.seed, p.request.bootstrap) for s in sets}
+    summaries = {s: summarize_set(s, labels, p.reference, scores[s], case_lists[s], case_folds[s], p.request.seed,
+                                  p.request.bootstrap) for s in sets}
     runs = training_runs(p, replicate_scores, summaries[own])
     families = holm_families(summaries, own, p.request.primary, runs.procedure_level)
     apply_holm(summaries, families, own, p.request.primary)
@@ -407,7 +406,7 @@ def _run(p: Prepared, echo) -> dict:
         Path(tmp).write_text(markdown + "\n")
     write_cases_csv(p.out / "cases.csv", scores, summaries, p.rule.keys, case_folds,
                     {r: s for r, s in replicate_scores.items() if r > 1})
-    figures += save_figures(p.out, report, scores, p.rule.keys)
+    figures += save_figures(p.out, report, scores)
     echo(markdown)
     echo(f"wrote {p.out / 'report.md'}, report.json, cases.csv{', layers.csv' if first else ''} and {len(figures)} "
          f"figures in {p.out}")

@@ -11,7 +11,6 @@ from .efficiency import efficiency_figure
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .plotting import savefig, wrap_title, wrapped
 from .procedure import CASE_LEVEL
-from .scoring import case_means
 from .summary import CompareReport, SetSummary
 
 UNITS = {"Dice": "", "IoU": "", "NSD": "", "HD95": " (mm)"}
@@ -24,13 +23,13 @@ def axis_label(metric: str) -> str:
     return f"{metric}{UNITS[metric]}, {'higher' if HIGHER_IS_BETTER[metric] else 'lower'} is better"
 
 
-def save_figures(out: Path, report: CompareReport, report_scores: dict, keys: list[str]) -> list[Path]:
+def save_figures(out: Path, report: CompareReport, report_scores: dict) -> list[Path]:
     """The figures of every set; the significance matrix only with 3 or more variants (a single pair is the table's
     row)."""
     written = []
     for set_name, entry in report.sets.items():
         tag = set_name.replace("/", "_")
-        written.append(distributions(out / f"distributions_{tag}.png", set_name, entry, report_scores[set_name], keys))
+        written.append(distributions(out / f"distributions_{tag}.png", set_name, entry, report_scores[set_name]))
         if entry.comparisons:
             written.append(differences(out / f"differences_{tag}.png", set_name, entry, report.reference))
         if len(entry.variants) > 2:
@@ -39,13 +38,13 @@ def save_figures(out: Path, report: CompareReport, report_scores: dict, keys: li
     return written
 
 
-def distributions(path: Path, set_name: str, entry: SetSummary, scores: dict, keys: list[str]) -> Path:
+def distributions(path: Path, set_name: str, entry: SetSummary, scores: dict) -> Path:
     from matplotlib.figure import Figure
     names = list(entry.variants)
     fig = Figure(figsize=(3.2 * len(METRICS) + 2.2, 1.4 + 0.55 * len(names)), layout="constrained")
     axes = fig.subplots(1, len(METRICS), sharey=True)
     for ax, metric in zip(axes, METRICS):
-        data = [case_means(scores[n], entry.cases, keys, metric) for n in names]
+        data = [scores[n].case_means(entry.cases, metric) for n in names]
         data = [d[~np.isnan(d)] for d in data]
         ax.boxplot(data, orientation="horizontal", showfliers=False)
         for i, d in enumerate(data, start=1):

@@ -225,7 +225,7 @@ def write_cases_csv(path: Path, report_scores: dict, sets: dict[str, SetSummary]
                 fold = case_folds[set_name][variant][case]
                 for key in keys:
                     for metric in METRICS:
-                        writer.writerow([set_name, variant, case, fold, key, metric, scores[case][key][metric],
+                        writer.writerow([set_name, variant, case, fold, key, metric, scores.value(case, key, metric),
                                          replicate])
     with atomic_path(path) as tmp:
         Path(tmp).write_text(buffer.getvalue())

@@ -11,7 +11,6 @@ import numpy as np
 
 from .metrics import HIGHER_IS_BETTER, METRICS
 from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, ProcedureComparison, TrainingRuns
-from .scoring import case_means
 from .statistics import (PairedResult, bootstrap_ci, holm, mean_of_present, paired_comparison, paired_values, present,
                          rank_stability, sign_flip_p, std_of_present)
 
@@ -119,10 +118,10 @@ def metric_summary(values: np.ndarray, cases: list[str], folds: dict, per_label:
 
 
 def summarize_set(name: str, labels: list[str], reference: int, scores: dict, cases: list[str], case_folds: dict,
-                  keys: list[str], seed: int, resamples: int) -> SetSummary:
+                  seed: int, resamples: int) -> SetSummary:
     """Means (with a bootstrap CI over cases), per-fold and per-target means, paired comparisons with the
-    reference and ranks of every variant (``labels``) on one case set."""
-    values = {(v, m): case_means(scores[v], cases, keys, m) for v in labels for m in METRICS}
+    reference and ranks of every variant (``labels``; ``scores``: label -> :class:`CaseScores`) on one case set."""
+    values = {(v, m): scores[v].case_means(cases, m) for v in labels for m in METRICS}
     ranking = {}
     for metric in METRICS:
         matrix = np.stack([values[v, metric] for v in labels], axis=1)
@@ -131,7 +130,7 @@ def summarize_set(name: str, labels: list[str], reference: int, scores: dict, ca
     variants, comparisons = {}, {}
     for i, v in enumerate(labels):
         metrics = {m: metric_summary(values[v, m], cases, case_folds[v],
-                                     {k: mean_of_present([scores[v][c][k][m] for c in cases]) for k in keys},
+                                     scores[v].target_means(cases, m),
                                      seed, resamples) for m in METRICS}
         variants[v] = VariantSummary(v, metrics, {m: ranking[m][v] for m in METRICS})
         if i != reference:
