@@ -241,7 +241,7 @@ def test_compare_two_variants_in_domain_and_zero_shot(nnunet_env, dataset_2d, tr
     markdown = (out / "report.md").read_text()
     assert "## shifted" in markdown and "In-domain vs zero-shot" in markdown and SMOL in markdown
     # One run of one fold: the headline says, once, that training noise is not measured and how to measure it.
-    assert markdown.splitlines()[4].startswith("**Training noise is not measured** (a single training run") \
+    assert markdown.splitlines()[2].startswith("**Training noise is not measured** (a single training run") \
         and "replicates: 3" in markdown
     assert markdown.count("Training noise is not measured") == 1 and "## These models on these cases" in markdown
     procedure = report["sets"]["in-domain"]["comparisons"][SMOL]["Dice"]["procedure"]

@@ -185,8 +185,8 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
     """report.md: ``first`` (a sweep's "Which layer?"), the explanation, a table per case set, in-domain against the
     other sets, and accuracy against cost."""
     pairs = any(e.other_pairs() for e in report.sets.values())
-    lines = [f"# nnunetv2-llm compare: {report.dataset} {report.configuration}", "", primary_line(report), "",
-             *procedure_lines(report), *first, f"## {CASES_TITLE}", "", CASES_QUESTION,
+    lines = [f"# nnunetv2-llm compare: {report.dataset} {report.configuration}", "", *procedure_lines(report),
+             primary_line(report), "", *first, f"## {CASES_TITLE}", "", CASES_QUESTION,
              f"Reference: **{report.reference}**. Folds: {' '.join(map(str, report.folds))}. Values are means "
              f"over cases (each case: mean over {report.targets_note}); Δ = variant - reference with a bootstrap "
              f"95% CI of the mean difference ({report.bootstrap_resamples} resamples, seed {report.seed}); p = paired "
