@@ -45,7 +45,7 @@ from .metrics import DEFAULT_TOLERANCE_MM, METRICS
 from .procedure import TrainingRuns
 from .report import markdown_report, report_json, write_cases_csv
 from .scoring import score_cases
-from .summary import (DEFAULT_PRIMARY, CompareReport, Cost, ProcedureMean, apply_holm, holm_families,
+from .summary import (DEFAULT_PRIMARY, CompareReport, Cost, ProcedureMean, SetSummary, apply_holm, holm_families,
                       summarize_set)
 
 BOOTSTRAP_RANGE = (100, 1_000_000)
@@ -284,7 +284,7 @@ def split_sizes(dataset: str, folds: list) -> tuple[float, float]:
     return (sum(len(s["val"]) for s in chosen) / len(chosen), sum(len(s["train"]) for s in chosen) / len(chosen))
 
 
-def training_runs(p: Prepared, replicate_scores: dict, entry) -> TrainingRuns:
+def training_runs(p: Prepared, replicate_scores: dict, entry: SetSummary) -> TrainingRuns:
     """The procedure level of the own set (``entry``, a :class:`SetSummary`): per comparison and metric its
     :class:`ProcedureComparison`, per variant and metric the procedure-level interval of its mean; returns what the
     report says about the training runs. In-sample scores (fold all) get no procedure level."""
@@ -295,9 +295,9 @@ def training_runs(p: Prepared, replicate_scores: dict, entry) -> TrainingRuns:
     labels = [v.label for v in p.variants]
     reference = labels[p.reference]
     folds = [str(f) for f in p.folds]
-    replicates = len(replicate_scores)
-    runs_of = TrainingRuns.of(len(folds), replicates, own_set(p.folds) == IN_SAMPLE, p.left_out)
-    if own_set(p.folds) == IN_SAMPLE:
+    in_sample = own_set(p.folds) == IN_SAMPLE
+    runs_of = TrainingRuns.of(len(folds), len(replicate_scores), in_sample, p.left_out)
+    if in_sample:
         return runs_of
     n_test, n_train = split_sizes(p.dataset, p.folds)
     case_folds = {c: str(case.fold) for c, case in p.in_domain[reference].items()}
@@ -307,7 +307,7 @@ def training_runs(p: Prepared, replicate_scores: dict, entry) -> TrainingRuns:
         return [np.array([replicate_scores[r][label].case_means(by_fold[f], metric)
                           for r in sorted(replicate_scores)]) for f in folds]
 
-    def paired(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    def paired(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:  # the case level's pairing rule
         a, b, _ = with_perfect_partners(a, b, metric)
         return a - b
 
@@ -324,7 +324,7 @@ def training_runs(p: Prepared, replicate_scores: dict, entry) -> TrainingRuns:
     return runs_of
 
 
-def _run(p: Prepared, echo) -> dict:
+def _run(p: Prepared, echo) -> CompareReport:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..core.terminal import console
