@@ -738,3 +738,31 @@ def test_fold_all_is_scored_in_sample_never_as_cross_validation(nnunet_env, data
     mixed = _compare(nnunet_env, "-tr", PLAIN, "-f", "0", "all", "-o", tmp_path / "mixed")
     assert mixed.returncode == 2 and "fold all trained on every case" in mixed.stderr
     assert "compare folds 0-4" in mixed.stderr and not (tmp_path / "mixed").exists()
+
+
+def test_a_procedure_level_without_interval_shows_no_p_no_star_and_its_reason():
+    """Issue 37 #1: a fold whose cases are all NaN gave p = 0, Holm 0 and stars beside a "-" interval."""
+    from nnunetv2_llm.evaluation.procedure import RunDifferences, TrainingRuns, procedure_comparison
+    from nnunetv2_llm.evaluation.report import markdown_report, report_json
+    from nnunetv2_llm.evaluation.summary import apply_holm, holm_families
+    sets = _three_variant_sets()
+    rng = np.random.default_rng(3)
+    for v in ("smol", "llama"):
+        for m, c in sets["in-domain"].comparisons[v].items():
+            folds = [rng.normal(0.05, 0.01, (2, 6)) for _ in range(5)]
+            if v == "llama":
+                folds[2][:] = np.nan
+            c.procedure = procedure_comparison(RunDifferences(folds, 6, 24))
+    report = _hand_made_report(sets)
+    report.training_runs = TrainingRuns.of(5, 2)
+    families = holm_families(sets, "in-domain", "Dice", at_procedure=True)
+    apply_holm(sets, families, "in-domain", "Dice")
+    report.primary_level, report.num_comparisons = families.primary_level, families.secondary_tests
+    text = markdown_report(report)
+    llama = next(line for line in text.splitlines() if line.startswith("| llama | 10 |"))
+    assert llama.startswith("| llama | 10 | - | - |"), "no interval, no p"
+    assert "- llama: no interval and no p: fold(s) at position 2 have no case with a value." in text
+    smol = next(line for line in text.splitlines() if line.startswith("| smol | 10 |"))
+    assert "]***" in smol.split("|")[3], "the primary endpoint's star (a +0.05 shift over 10 runs)"
+    procedure = report_json(report)["sets"]["in-domain"]["comparisons"]["llama"]["Dice"]["procedure"]
+    assert procedure["p"] is None and procedure["p_holm"] is None and "no case with a value" in procedure["note"]
