@@ -276,26 +276,38 @@ def _replicated(trained, tmp_path, counts):
 def test_unbalanced_replicates_are_named_and_one_metric_is_the_primary_endpoint(nnunet_env, dataset_2d, trained,
                                                                                 tmp_path):
     """#4: 3 replicates of one variant and 2 of the other: the third run was dropped without a word. #9: IoU and
-    every metric were in the procedure family and both levels carried stars; one primary endpoint (--primary)."""
+    every metric were in the procedure family and both levels carried stars; one primary endpoint (Dice by
+    default)."""
     folders = _replicated(trained, tmp_path, {PLAIN: 3, SMOL: 2})
     out = tmp_path / "report"
-    proc = _compare(nnunet_env, "-tr", folders[PLAIN], folders[SMOL], "-f", "0", "--primary", "NSD", "-np", "1",
-                    "-o", out)
+    proc = _compare(nnunet_env, "-tr", folders[PLAIN], folders[SMOL], "-f", "0", "-np", "1", "-o", out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     runs = report["training_runs"]
     assert runs["replicates"] == 2 and runs["left_out"] == [f"replicate 3 of {PLAIN} ({SMOL} has 2)"]
     markdown = (out / "report.md").read_text()
     assert markdown.count(f"replicate 3 of {PLAIN} ({SMOL} has 2)") == 1
-    assert (report["primary"], report["primary_level"]) == ("NSD", "training procedure")
+    assert (report["primary"], report["primary_level"]) == ("Dice", "training procedure")
     comparisons = report["sets"]["in-domain"]["comparisons"][SMOL]
-    assert comparisons["NSD"]["primary"] == "training procedure" and comparisons["Dice"]["primary"] is None
-    nsd, dice = comparisons["NSD"]["procedure"], comparisons["Dice"]["procedure"]
-    assert dice["p_holm"] is None and comparisons["IoU"]["procedure"]["p_holm"] is None, "secondary"
-    assert nsd["p_holm"] == pytest.approx(nsd["p"]), "one variant: Holm over one test"
-    assert "**Primary endpoint**: NSD on the in-domain set at the procedure level" in markdown
-    assert "| variant | runs | Δ NSD [95% CI] | p | Δ Dice [95% CI] |" in markdown
+    assert comparisons["Dice"]["primary"] == "training procedure" and comparisons["IoU"]["primary"] is None
+    dice = comparisons["Dice"]["procedure"]
+    assert dice["p_holm"] == pytest.approx(dice["p"]), "one variant: Holm over one test"
+    assert all(comparisons[m]["procedure"]["p_holm"] is None for m in ("IoU", "NSD", "HD95")), "secondary"
+    assert "**Primary endpoint**: Dice on the in-domain set at the procedure level" in markdown
+    assert "| variant | runs | Δ Dice [95% CI] | p | Δ NSD [95% CI] |" in markdown
     assert "]*" not in markdown.split("## These models on these cases")[1], "no stars at the case level"
+
+
+def test_primary_picks_the_metric_of_the_one_starred_test():
+    """#9: --primary NSD moves the primary endpoint (Holm over the variants, stars) to NSD; Dice is secondary."""
+    from nnunetv2_llm.evaluation.report import markdown_report
+    report = _hand_made_report(_three_variant_sets(), primary="NSD")
+    own = report.sets["in-domain"]
+    assert own.comparisons["smol"]["NSD"].primary_at and not own.comparisons["smol"]["Dice"].primary_at
+    text = markdown_report(report)
+    assert "**Primary endpoint**: NSD on the in-domain set" in text
+    row = next(line for line in text.splitlines() if line.startswith("| smol |")).split(" | ")
+    assert not row[2].endswith("*") and row[9].endswith("***"), "Δ Dice without a star, Δ NSD with"
 
 
 @pytest.mark.slow
