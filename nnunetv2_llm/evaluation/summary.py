@@ -167,16 +167,15 @@ class HolmFamilies:
 def holm_families(sets: dict[str, SetSummary], own: str, primary: str, at_procedure: bool) -> HolmFamilies:
     """The adjusted p-values of both families (``at_procedure``: the runs allow a procedure-level test); changes
     nothing."""
-    compared = sets[own].comparisons
-    if at_procedure:
-        tested = {v: c[primary].procedure.p for v, c in compared.items()
-                  if c[primary].procedure is not None and not math.isnan(c[primary].procedure.p)}
-        first = {}
-    else:
-        tested = {v: c[primary].case.p for v, c in compared.items() if not math.isnan(c[primary].case.p)}
+    def primary_p(c: Comparison) -> float:
+        if not at_procedure:
+            return c.case.p
+        return c.procedure.p if c.procedure is not None else math.nan
+
+    tested = {v: primary_p(c[primary]) for v, c in sets[own].comparisons.items()}
+    tested = {v: p for v, p in tested.items() if not math.isnan(p)}
     primary_adjusted = dict(zip(tested, holm(list(tested.values()))))
-    if not at_procedure:
-        first = {(own, v, primary): p for v, p in primary_adjusted.items()}
+    first = {} if at_procedure else {(own, v, primary): p for v, p in primary_adjusted.items()}
     keys = [(s, v, m) for s, e in sets.items() for v, c in e.comparisons.items() for m, x in c.items()
             if not math.isnan(x.case.p) and (s, v, m) not in first]
     pairs = [(s, i, j) for s, e in sets.items() for i, j in e.other_pairs() if not math.isnan(e.pairwise_dice_p[i][j])]
