@@ -91,5 +91,5 @@ def test_voxels_under_the_ignore_label_count_for_no_metric(tmp_path):
     Image.fromarray(out).save(pred / "c.png")
     (tmp_path / "dataset.json").write_text(json.dumps(IGNORE))
     ours, _ = _ours(gt, pred, IGNORE, tmp_path)
-    assert ours["c"]["1"]["Dice"] == 1.0 and ours["c"]["1"]["NSD"] == 1.0 and ours["c"]["1"]["HD95"] == 0.0
+    assert [ours.value("c", "1", m) for m in ("Dice", "NSD", "HD95")] == [1.0, 1.0, 0.0]
     assert dice_per_case(gt, pred, tmp_path / "dataset.json")["mean"] == 1.0
