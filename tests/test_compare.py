@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from scipy.stats import wilcoxon
+from scipy.stats import permutation_test, wilcoxon
 
 from nnunetv2_llm.commands import cli
 from nnunetv2_llm.evaluation.metrics import surface_metrics
@@ -60,14 +60,17 @@ def test_statistics_match_scipy_and_hand_computed_values():
     variant = reference + rng.normal(0.02, 0.03, 25)
     result = paired_comparison(variant, reference, higher_is_better=True, seed=7)
     d = variant - reference
-    assert result["p"] == pytest.approx(wilcoxon(d).pvalue)
-    assert result["mean_difference"] == pytest.approx(d.mean())
-    assert result["ci_low"] <= d.mean() <= result["ci_high"]
+    assert result.p_wilcoxon == pytest.approx(wilcoxon(d).pvalue)
+    flip = permutation_test((d,), np.mean, permutation_type="samples", n_resamples=9999,
+                            rng=np.random.default_rng(7))
+    assert result.p == pytest.approx(flip.pvalue), "p tests the mean difference the CI bounds"
+    assert result.mean_difference == pytest.approx(d.mean())
+    assert result.ci_low <= d.mean() <= result.ci_high
     assert paired_comparison(variant, reference, True, seed=7) == result, "seeded: reproducible"
-    assert bootstrap_ci(d, seed=8) != (result["ci_low"], result["ci_high"]), "the seed matters"
-    assert (result["wins"], result["ties"], result["losses"]) == ((d > 0).sum(), 0, (d < 0).sum())
+    assert bootstrap_ci(d, seed=8) != (result.ci_low, result.ci_high), "the seed matters"
+    assert (result.wins, result.ties, result.losses) == ((d > 0).sum(), 0, (d < 0).sum())
     lower_better = paired_comparison(variant, reference, higher_is_better=False, seed=7)
-    assert (lower_better["wins"], lower_better["losses"]) == (result["losses"], result["wins"])
+    assert (lower_better.wins, lower_better.losses) == (result.losses, result.wins)
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert rank_biserial(np.array([1.0, 2.0, 3.0])) == 1.0
@@ -81,8 +84,36 @@ def test_statistics_match_scipy_and_hand_computed_values():
 
 
 def test_nan_pairs_are_left_out():
-    result = paired_comparison(np.array([0.5, np.nan, 0.7, 0.9]), np.array([0.4, 0.3, np.nan, 0.6]), True, 0)
-    assert result["n"] == 2 and result["mean_difference"] == pytest.approx(0.2)
+    result = paired_comparison(np.array([0.5, np.nan, 0.7, 0.9]), np.array([0.4, np.nan, np.nan, 0.6]), True, 0)
+    assert result.n == 3 and result.filled_pairs == 1, "NaN in both: left out; NaN in one: filled"
+    assert result.mean_difference == pytest.approx((0.1 + (0.7 - 1.0) + 0.3) / 3)
+
+
+def test_a_right_empty_answer_counts_against_a_false_positive():
+    """Issue 37 #5: A predicts empty on an empty reference (NaN), B a false positive (0): the pair was dropped, so
+    B's error cost nothing. Both-empty counts as Dice 1 in the pair (HD95 0), and the pairs it touched are counted."""
+    result = paired_comparison(np.array([.9, .8, np.nan]), np.array([.85, .82, 0.]), True, 0)
+    assert result.n == 3 and result.filled_pairs == 1
+    assert result.mean_difference == pytest.approx((.05 - .02 + 1.0) / 3)
+    hd = paired_comparison(np.array([3.0, np.nan]), np.array([2.0, 50.0]), False, 0, metric="HD95")
+    assert hd.mean_difference == pytest.approx((1.0 - 50.0) / 2) and hd.wins == 1
+
+
+def test_the_case_level_interval_and_test_are_about_the_same_mean_and_say_when_n_is_too_small():
+    """Issue 37 #8: a bootstrap CI of the mean excluding 0 beside a Wilcoxon p of 0.55 (another quantity); 4 of 4
+    wins with p = 0.5. The p now tests the mean (sign-flip permutation), and n too small for p < 0.05 is said."""
+    d = np.array([0.030, 0.012, 0.008, 0.026])
+    four = paired_comparison(0.7 + d, np.full(4, 0.7), True, 0)
+    assert four.ci_low > 0 and four.wins == 4
+    assert four.p == pytest.approx(0.125) and four.smallest_p == pytest.approx(0.125)
+    assert "cannot give p below 0.125" in four.note
+    # most cases slightly worse, a few much better: the mean is up (its CI excludes 0), the pseudo-median down
+    skewed = np.array([-.004, -.003, -.005, -.002, -.004, .08, .07, .09, -.003, -.004, -.002, -.005, .06, .075])
+    r = paired_comparison(0.5 + skewed, np.full(len(skewed), 0.5), True, 0)
+    assert r.ci_low > 0 and r.p_wilcoxon > 0.5, "the rank test answers another question"
+    assert r.p < 0.1, "the test of the mean sits next to the mean's interval"
+    one = paired_comparison(np.array([0.8]), np.array([0.7]), True, 0)
+    assert math.isnan(one.ci_low) and math.isnan(one.p) and "no interval" in one.note, "issue 37 #2: n = 1"
 
 
 def test_nsd_tolerances_default_global_and_per_label():
@@ -133,14 +164,13 @@ def test_metrics_are_cached_by_the_prediction_files_hash(tmp_path):
             return score_cases(cases, cache, "NaturalImage2DIO", rule, {"1": 1.0}, 1, progress, "scoring")
 
     rule = label_rule({"labels": {"background": 0, "lesion": 1}})
-    first = score()["c1"]["1"]
-    assert first["Dice"] == pytest.approx(2 * 80 / 200)
+    assert score().value("c1", "1", "Dice") == pytest.approx(2 * 80 / 200)
     entry = json.loads((cache / "c1.json").read_text())
     entry["metrics"]["1"]["Dice"] = 0.123  # a marker: only a cache read returns it
     (cache / "c1.json").write_text(json.dumps(entry))
-    assert score()["c1"]["1"]["Dice"] == 0.123
+    assert score().value("c1", "1", "Dice") == 0.123
     Image.fromarray(_square().astype(np.uint8)).save(pred)
-    assert score()["c1"]["1"]["Dice"] == 1.0, "a changed prediction is scored again"
+    assert score().value("c1", "1", "Dice") == 1.0, "a changed prediction is scored again"
 
 
 # ---------------------------------------------------------------- end to end on trained folds
@@ -196,7 +226,7 @@ def test_compare_two_variants_in_domain_and_zero_shot(nnunet_env, dataset_2d, tr
         d = np.array([values[SMOL][c] - values[PLAIN][c] for c in cases])
         comparison = report["sets"][set_name]["comparisons"][SMOL]["Dice"]
         expected_p = wilcoxon(d).pvalue if np.any(d != 0) else 1.0
-        assert comparison["p"] == pytest.approx(expected_p)
+        assert comparison["p_wilcoxon"] == pytest.approx(expected_p)
         assert comparison["p_holm"] >= comparison["p"]
         assert comparison["mean_difference"] == pytest.approx(d.mean())
         assert comparison["ci_low"] - 1e-12 <= d.mean() <= comparison["ci_high"] + 1e-12
@@ -217,14 +247,85 @@ def test_compare_two_variants_in_domain_and_zero_shot(nnunet_env, dataset_2d, tr
     procedure = report["sets"]["in-domain"]["comparisons"][SMOL]["Dice"]["procedure"]
     assert procedure["runs"] == 1 and procedure["ci_low"] is None and "not measured" in procedure["method"]
     assert {r["replicate"] for r in rows} == {"1"}
-    assert all((out / f"{kind}_{s}.png").stat().st_size > 0 for kind in ("distributions", "differences",
-                                                                            "significance")
+    assert all((out / f"{kind}_{s}.png").stat().st_size > 0 for kind in ("distributions", "differences")
                for s in ("in-domain", "shifted"))
+    assert not list(out.glob("significance_*.png")), "issue 39 #7: one pair is the table's row, not a 2 x 2 grid"
 
     again = _compare(nnunet_env, "-tr", PLAIN, SMOL, "-f", "0", "--external", f"shifted={shifted}", "-np", "1",
                      "-o", out)
     assert again.returncode == 0 and again.stdout.count("reusing") == 2, "predictions cached next to the report"
     assert json.loads((out / "report.json").read_text())["sets"] == report["sets"]
+
+
+# ---------------------------------------------------------------- issue 37: replicates, in-sample, primary endpoint
+
+def _replicated(trained, tmp_path, counts):
+    """A results root of its own holding copies of the trained fold 0 as replicates 1..n per trainer (results
+    folders, passed to -tr; the session's nnUNet_results stays as it is)."""
+    from nnunetv2_llm.nnunet.results import replicate_root
+    root = tmp_path / "results"
+    for trainer, n in counts.items():
+        for r in range(1, n + 1):
+            shutil.copytree(trained[trainer], replicate_root(root, r) / trained[trainer].parent.name /
+                            trained[trainer].name, ignore=shutil.ignore_patterns("checkpoint_best.pth",
+                                                                                 "checkpoint_latest.pth"))
+    return {t: root / trained[t].parent.name / trained[t].name for t in counts}
+
+
+@pytest.mark.slow
+def test_unbalanced_replicates_are_named_and_one_metric_is_the_primary_endpoint(nnunet_env, dataset_2d, trained,
+                                                                                tmp_path):
+    """#4: 3 replicates of one variant and 2 of the other: the third run was dropped without a word. #9: IoU and
+    every metric were in the procedure family and both levels carried stars; one primary endpoint (Dice by
+    default)."""
+    folders = _replicated(trained, tmp_path, {PLAIN: 3, SMOL: 2})
+    out = tmp_path / "report"
+    proc = _compare(nnunet_env, "-tr", folders[PLAIN], folders[SMOL], "-f", "0", "-np", "1", "-o", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    runs = report["training_runs"]
+    assert runs["replicates"] == 2 and runs["left_out"] == [f"replicate 3 of {PLAIN} ({SMOL} has 2)"]
+    markdown = (out / "report.md").read_text()
+    assert markdown.count(f"replicate 3 of {PLAIN} ({SMOL} has 2)") == 1
+    assert (report["primary"], report["primary_level"]) == ("Dice", "training procedure")
+    comparisons = report["sets"]["in-domain"]["comparisons"][SMOL]
+    assert comparisons["Dice"]["primary"] == "training procedure" and comparisons["IoU"]["primary"] is None
+    dice = comparisons["Dice"]["procedure"]
+    assert dice["p_holm"] == pytest.approx(dice["p"]), "one variant: Holm over one test"
+    assert all(comparisons[m]["procedure"]["p_holm"] is None for m in ("IoU", "NSD", "HD95")), "secondary"
+    assert "**Primary endpoint**: Dice on the in-domain set at the procedure level" in markdown
+    assert "| variant | runs | Δ Dice [95% CI] | p | Δ NSD [95% CI] |" in markdown
+    assert "]*" not in markdown.split("## These models on these cases")[1], "no stars at the case level"
+
+
+def test_primary_picks_the_metric_of_the_one_starred_test():
+    """#9: --primary NSD moves the primary endpoint (Holm over the variants, stars) to NSD; Dice is secondary."""
+    from nnunetv2_llm.evaluation.report import markdown_report
+    report = _hand_made_report(_three_variant_sets(), primary="NSD")
+    own = report.sets["in-domain"]
+    assert own.comparisons["smol"]["NSD"].primary_at and not own.comparisons["smol"]["Dice"].primary_at
+    text = markdown_report(report)
+    assert "**Primary endpoint**: NSD on the in-domain set" in text
+    row = next(line for line in text.splitlines() if line.startswith("| smol |")).split(" | ")
+    assert not row[2].endswith("*") and row[9].endswith("***"), "Δ Dice without a star, Δ NSD with"
+
+
+@pytest.mark.slow
+def test_in_sample_replicates_make_no_procedure_level_claim(nnunet_env, dataset_2d, tmp_path):
+    """#3: -f all with replicates: report.md asked "Would training this variant again, on new cases like these..."
+    above scores of the training cases."""
+    folder = nnunet_env.results_folder(dataset_2d, PLAIN)
+    if not (folder / "fold_all" / "checkpoint_final.pth").is_file():
+        nnunet_env.train(dataset_2d, "2d", "all", "-tr", PLAIN)
+    folders = _replicated({PLAIN: folder}, tmp_path, {PLAIN: 2})
+    out = tmp_path / "report"
+    proc = _compare(nnunet_env, "-tr", folders[PLAIN], "-f", "all", "-np", "1", "-o", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["training_runs"]["replicates"] == 2 and not report["training_runs"]["procedure_level"]
+    markdown = (out / "report.md").read_text()
+    assert "Would training this variant again" not in markdown and "## This training procedure" not in markdown
+    assert markdown.count("no procedure-level claim") == 1 and "**In-sample** scores" in markdown
 
 
 # ---------------------------------------------------------------- bad input
@@ -282,6 +383,9 @@ def test_compare_bad_input_names_the_value_and_the_fix(in_process_env, dataset_2
 
     rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--external", "nofolder", "-o", out)
     assert rc == 2 and "write NAME=FOLDER" in err
+
+    rc, err = _main(capsys, "-tr", PLAIN, SMOL, "-f", "0", "--primary", "Dic", "-o", out)
+    assert rc == 2 and "--primary Dic: accepted are Dice, IoU, NSD, HD95" in err and "Traceback" not in err
     assert not out.exists(), "nothing written for refused input"
 
 
@@ -441,35 +545,82 @@ def test_a_layer_series_is_one_wiring_down_to_every_spec_option(option):
 
 # ---------------------------------------------------------------- issue 32 #8, #9, #13, #14
 
-def _three_variant_sets(rng_seed=5):
-    """summarize_set of three variants on 12 cases (real statistics on hand-made scores), reference first."""
+def _three_variant_sets(rng_seed=5, labels=("plain", "smol", "llama"), names=("in-domain",)):
+    """summarize_set of the variants on 12 cases per set (real statistics on hand-made scores), reference first."""
     from nnunetv2_llm.evaluation.metrics import METRICS
-    from nnunetv2_llm.evaluation.report import summarize_set
+    from nnunetv2_llm.evaluation.scoring import CaseScores
+    from nnunetv2_llm.evaluation.summary import summarize_set
     rng = np.random.default_rng(rng_seed)
-    labels, cases = ["plain", "smol", "llama"], [f"c{i:02d}" for i in range(12)]
+    labels, cases = list(labels), [f"c{i:02d}" for i in range(12)]
     base = rng.uniform(0.6, 0.9, len(cases))
     shift = {"plain": 0.0, "smol": 0.03, "llama": 0.06}
-    scores = {v: {c: {"1": {m: (base[i] + shift[v] + rng.normal(0, 0.01)) * (1 if m != "HD95" else 10)
-                            for m in METRICS}} for i, c in enumerate(cases)} for v in labels}
+    scores = {v: CaseScores.of({c: {"1": {m: (base[i] + shift[v] + rng.normal(0, 0.01)) * (1 if m != "HD95" else 10)
+                                          for m in METRICS}} for i, c in enumerate(cases)}, ["1"]) for v in labels}
     folds = {v: {c: 0 for c in cases} for v in labels}
-    return {"in-domain": summarize_set(labels, 0, scores, cases, folds, ["1"], seed=0, resamples=200)}
+    return {name: summarize_set(name, labels, 0, scores, cases, folds, seed=0, resamples=200) for name in names}
+
+
+def _hand_made_report(sets, set_kinds=None, primary="Dice"):
+    """A CompareReport of hand-made summaries (one run of fold 0), Holm applied as compare applies it."""
+    from nnunetv2_llm.evaluation.procedure import TrainingRuns
+    from nnunetv2_llm.evaluation.summary import CompareReport, Cost, apply_holm, holm_families
+    families = holm_families(sets, "in-domain", primary, at_procedure=False)
+    apply_holm(sets, families, "in-domain", primary)
+    costs = {v: Cost(7.7 + i, 3.5 * i, 1.5 + i / 10, [32, 32], i > 0) for i, v in enumerate(sets["in-domain"].variants)}
+    return CompareReport("Dataset501_x", "2d", [0], ["1"], None, "out", "labels 1", "plain", 0, 200, {"1": 1.0},
+                         "label 1: 1 mm", {}, set_kinds or {}, TrainingRuns.of(1, 1), costs, primary,
+                         families.primary_level, families.secondary_tests, sets, {}, {})
+
+
+def test_report_md_words_for_one_pair_and_a_set_named_like_its_kind(tmp_path):
+    """Issue 39 #7: a column "Δ held-out (held-out)", a heading "held-out (8 cases, held-out)", a Holm note about
+    "Dice pairs of two other variants" with two variants, and a 2 x 2 significance grid for one pair. Issue 37 #9:
+    stars only on the primary endpoint."""
+    from nnunetv2_llm.evaluation.figures import save_figures
+    from nnunetv2_llm.evaluation.report import markdown_report
+    sets = _three_variant_sets(labels=("plain", "smol"), names=("in-domain", "held-out"))
+    report = _hand_made_report(sets, {"held-out": "held-out"})
+    text = markdown_report(report)
+    assert "## held-out (12 cases)" in text and "(12 cases, held-out)" not in text
+    assert "| Δ held-out |" in text and "(held-out) |" not in text
+    assert "pairs of two other variants" not in text
+    assert "**Primary endpoint**: Dice on the in-domain set at the case level" in text
+    own = text[text.index("## in-domain"):text.index("## held-out")]
+    held_out = text[text.index("## held-out"):]
+    assert "]*" in own.split("| smol |")[1].split("\n")[0], "the primary endpoint (a +0.03 shift) has its star"
+    assert "]*" not in held_out.split("| smol |")[1].split("\n")[0], "the same shift on another set: secondary"
+    from nnunetv2_llm.evaluation.scoring import CaseScores
+    cases = {s: {v: CaseScores.of({c: {"1": {m: 0.5 for m in ("Dice", "IoU", "NSD", "HD95")}} for c in e.cases}, ["1"])
+                 for v in e.variants} for s, e in sets.items()}
+    written = save_figures(tmp_path, report, cases)
+    assert not list(tmp_path.glob("significance_*.png")), "one pair: the table's row, no figure"
+    assert (tmp_path / "differences_held-out.png") in written
+    three = _three_variant_sets()
+    text = markdown_report(_hand_made_report(three))
+    assert "and the significance figure's Dice pairs of two other variants" in text
 
 
 def test_the_significance_figure_and_the_table_share_one_family_of_tests():
-    """13: the figure corrected over its own pairs (0.0234*) where report.md corrected over all comparisons."""
-    from nnunetv2_llm.evaluation.report import apply_holm
+    """13: the figure corrected over its own pairs (0.0234*) where report.md corrected over all comparisons. Issue 37
+    #9: with one run per variant the primary endpoint is case-level Dice, Holm over the variants; the rest (the other
+    metrics and the pair of two other variants) is one secondary family."""
     from nnunetv2_llm.evaluation.statistics import holm
+    from nnunetv2_llm.evaluation.summary import apply_holm, holm_families
     sets = _three_variant_sets()
     entry = sets["in-domain"]
-    raw_pair = entry["pairwise_dice_p"][1][2]
-    raw = [c[m]["p"] for c in entry["comparisons"].values() for m in c]
-    tests = apply_holm(sets)
-    assert tests == len(raw) + 1, "the comparisons with the reference and the one pair of two other variants"
-    matrix = entry["pairwise_dice_p_holm"]
+    raw_pair = entry.pairwise_dice_p[1][2]
+    primary = [entry.comparisons[v]["Dice"].case.p for v in ("smol", "llama")]
+    secondary = [x.case.p for c in entry.comparisons.values() for m, x in c.items() if m != "Dice"]
+    families = holm_families(sets, "in-domain", "Dice", at_procedure=False)
+    apply_holm(sets, families, "in-domain", "Dice")
+    assert families.secondary_tests == len(secondary) + 1, "the other metrics and the one pair of two other variants"
+    assert [entry.comparisons[v]["Dice"].p_holm for v in ("smol", "llama")] == pytest.approx(holm(primary))
+    assert entry.comparisons["smol"]["Dice"].primary_at == "these models on these cases"
+    assert not entry.comparisons["smol"]["NSD"].primary_at
+    matrix = entry.pairwise_dice_p_holm
     for i, v in ((1, "smol"), (2, "llama")):
-        assert matrix[i][0] == matrix[0][i] == entry["comparisons"][v]["Dice"]["p_holm"], "the table's p"
-    assert matrix[1][2] == pytest.approx(holm(raw + [raw_pair])[-1])
-    assert "pairwise_dice_p" not in entry
+        assert matrix[i][0] == matrix[0][i] == entry.comparisons[v]["Dice"].p_holm, "the table's p"
+    assert matrix[1][2] == pytest.approx(holm(secondary + [raw_pair])[-1])
 
 
 def test_which_layer_does_not_judge_a_one_layer_series():
@@ -486,12 +637,16 @@ def test_which_layer_does_not_judge_a_one_layer_series():
 def test_wall_time_is_listed_but_not_a_pareto_cost_and_equal_costs_are_drawn_apart():
     """9 and 14: the LLM variant got a Pareto star for speed because plain nnU-Net was predicted first; variants of
     identical cost hid each other's error bars; names were broken mid-word."""
+    from types import SimpleNamespace
+
     from nnunetv2_llm.evaluation.efficiency import efficiency_table, side_by_side
     from nnunetv2_llm.evaluation.plotting import wrap_name
-    report = {"sets": {"in-domain": {"variants": {v: {"Dice": {"mean": d, "ci_low": d - .05, "ci_high": d + .05}}
-                                                  for v, d in (("plain", .73), ("smol", .74))}}},
-              "efficiency": {"plain": {"trainable_M": 7.77, "gflops": 1.5, "seconds_per_case": 5.08},
-                             "smol": {"trainable_M": 8.36, "gflops": 1.64, "seconds_per_case": 2.85}}}
+    from nnunetv2_llm.evaluation.summary import Cost, MetricSummary, VariantSummary
+    variants = {v: VariantSummary(v, {"Dice": MetricSummary(d, .1, d - .05, d + .05, 8, {}, {})}, {})
+                for v, d in (("plain", .73), ("smol", .74))}
+    report = SimpleNamespace(sets={"in-domain": SimpleNamespace(variants=variants)},
+                             efficiency={"plain": Cost(7.77, 0, 1.5, [32, 32], False, 5.08),
+                                         "smol": Cost(8.36, 3.5, 1.64, [32, 32], True, 2.85)})
     rows = [line for line in efficiency_table(report, "in-domain") if line.startswith("| smol")]
     assert rows == ["| smol | 0.740 [0.690, 0.790] | 8.36* | 1.64* | 2.850 |"], "no star for the wall time"
     assert "not part of the Pareto choice" in "\n".join(efficiency_table(report, "in-domain"))
@@ -595,3 +750,31 @@ def test_fold_all_is_scored_in_sample_never_as_cross_validation(nnunet_env, data
     mixed = _compare(nnunet_env, "-tr", PLAIN, "-f", "0", "all", "-o", tmp_path / "mixed")
     assert mixed.returncode == 2 and "fold all trained on every case" in mixed.stderr
     assert "compare folds 0-4" in mixed.stderr and not (tmp_path / "mixed").exists()
+
+
+def test_a_procedure_level_without_interval_shows_no_p_no_star_and_its_reason():
+    """Issue 37 #1: a fold whose cases are all NaN gave p = 0, Holm 0 and stars beside a "-" interval."""
+    from nnunetv2_llm.evaluation.procedure import RunDifferences, TrainingRuns, procedure_comparison
+    from nnunetv2_llm.evaluation.report import markdown_report, report_json
+    from nnunetv2_llm.evaluation.summary import apply_holm, holm_families
+    sets = _three_variant_sets()
+    rng = np.random.default_rng(3)
+    for v in ("smol", "llama"):
+        for m, c in sets["in-domain"].comparisons[v].items():
+            folds = [rng.normal(0.05, 0.01, (2, 6)) for _ in range(5)]
+            if v == "llama":
+                folds[2][:] = np.nan
+            c.procedure = procedure_comparison(RunDifferences(folds, 6, 24))
+    report = _hand_made_report(sets)
+    report.training_runs = TrainingRuns.of(5, 2)
+    families = holm_families(sets, "in-domain", "Dice", at_procedure=True)
+    apply_holm(sets, families, "in-domain", "Dice")
+    report.primary_level, report.num_comparisons = families.primary_level, families.secondary_tests
+    text = markdown_report(report)
+    llama = next(line for line in text.splitlines() if line.startswith("| llama | 10 |"))
+    assert llama.startswith("| llama | 10 | - | - |"), "no interval, no p"
+    assert "- llama: no interval and no p: fold(s) at position 2 have no case with a value." in text
+    smol = next(line for line in text.splitlines() if line.startswith("| smol | 10 |"))
+    assert "]***" in smol.split("|")[3], "the primary endpoint's star (a +0.05 shift over 10 runs)"
+    procedure = report_json(report)["sets"]["in-domain"]["comparisons"]["llama"]["Dice"]["procedure"]
+    assert procedure["p"] is None and procedure["p_holm"] is None and "no case with a value" in procedure["note"]

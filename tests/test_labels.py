@@ -68,7 +68,7 @@ def test_dice_and_compare_follow_nnunets_label_rule(tmp_path, dataset_json):
     for case, metrics in nnunet.items():
         for target, key in zip(rule.targets, rule.keys):
             for metric in ("Dice", "IoU"):
-                theirs, mine = metrics[target][metric], ours[case][key][metric]
+                theirs, mine = metrics[target][metric], ours.value(case, key, metric)
                 assert (math.isnan(theirs) and math.isnan(mine)) or mine == pytest.approx(theirs, abs=1e-12)
     scores = dice_per_case(gt, pred, tmp_path / "dataset.json")
     if len(rule.targets) == 1:  # then nnU-Net's foreground mean is the mean over cases too
@@ -91,5 +91,5 @@ def test_voxels_under_the_ignore_label_count_for_no_metric(tmp_path):
     Image.fromarray(out).save(pred / "c.png")
     (tmp_path / "dataset.json").write_text(json.dumps(IGNORE))
     ours, _ = _ours(gt, pred, IGNORE, tmp_path)
-    assert ours["c"]["1"]["Dice"] == 1.0 and ours["c"]["1"]["NSD"] == 1.0 and ours["c"]["1"]["HD95"] == 0.0
+    assert [ours.value("c", "1", m) for m in ("Dice", "NSD", "HD95")] == [1.0, 1.0, 0.0]
     assert dice_per_case(gt, pred, tmp_path / "dataset.json")["mean"] == 1.0

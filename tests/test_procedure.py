@@ -137,4 +137,69 @@ def test_variance_components_recover_the_simulated_run_variance():
     vc = procedure_comparison(diffs).variance_components
     expected_run = 2 * (0.03 ** 2 + 0.02 ** 2 / 10)
     assert vc["run"] == pytest.approx(expected_run, rel=0.35)
-    assert vc["case"] == pytest.approx(2 * (0.03 ** 2 + 0.02 ** 2), rel=0.35)
+    # issue 37 #7: the case component on the run-mean scale (per-case variance / cases per fold), as fold and run are
+    assert vc["case"] == pytest.approx(2 * (0.03 ** 2 + 0.02 ** 2) / 10, rel=0.35)
+
+
+# ---------------------------------------------------------------- issue 37: no false certainty at the edges
+
+def test_an_empty_fold_or_zero_variance_gives_no_p_and_says_why():
+    """#1: a fold whose cases are all NaN, or identical differences everywhere, gave p = 0 (Holm 0, stars)."""
+    rng = np.random.default_rng(0)
+    folds = [rng.normal(0.01, 0.02, (3, 8)) for _ in range(5)]
+    folds[2][:] = np.nan
+    empty = procedure_comparison(RunDifferences(folds, 8, 32))
+    assert math.isnan(empty.p) and math.isnan(empty.ci_low) and "no case with a value" in empty.note
+    flat = procedure_comparison(RunDifferences([np.full((3, 8), .01) for _ in range(5)], 8, 32))
+    assert math.isnan(flat.p) and math.isnan(flat.ci_low) and "zero variance" in flat.note
+    assert "zero variance" in flat.caveats[0]
+
+
+def test_one_case_on_one_fold_is_not_significant():
+    """#2: one fold, one case, two replicates: t = 21 on 1 df, p = 0.03 (the case variance taken as 0)."""
+    one = procedure_comparison(RunDifferences([np.array([[0.02], [0.021]])], 1, 4))
+    assert math.isnan(one.p) and math.isnan(one.ci_low) and "1 case(s)" in one.note
+
+
+def test_one_fold_uses_welch_satterthwaite_degrees_of_freedom():
+    """#10: a well-estimated case variance added to a run variance got R - 1 df."""
+    rng = np.random.default_rng(1)
+    runs = rng.normal(0, 0.002, (3, 1)) + rng.normal(0.01, 0.05, (1, 40)) + rng.normal(0, 0.01, (3, 40))
+    diffs = RunDifferences([runs], 40, 160)
+    result = procedure_comparison(diffs)
+    a = np.nanvar(runs.mean(axis=1), ddof=1) / 3
+    b = runs.mean(axis=0).var(ddof=1) / 40
+    expected = (a + b) ** 2 / (a ** 2 / 2 + b ** 2 / 39)
+    assert result.degrees_of_freedom == pytest.approx(expected) and result.degrees_of_freedom > 2
+    from scipy.stats import t
+    half = t.ppf(0.975, expected) * math.sqrt(a + b)
+    assert (result.ci_low, result.ci_high) == pytest.approx((result.mean_difference - half,
+                                                              result.mean_difference + half))
+
+
+def test_unequal_folds_are_named_with_the_case_weighted_difference():
+    """#6: folds weigh equally whatever their size (0.009 vs 0.023 with a one-case fold): the rule (the unit is the
+    training run) is said, with the case-weighted difference beside it."""
+    folds = [np.array([[0.03, 0.02, 0.025, 0.03]]), np.array([[0.02, 0.03, 0.025, 0.02]]), np.array([[-0.04]])]
+    result = procedure_comparison(RunDifferences(folds, 3, 6))
+    cases = np.concatenate([f[0] for f in folds])
+    assert result.mean_difference == pytest.approx(np.mean([f.mean() for f in folds]))
+    assert result.case_weighted_difference == pytest.approx(cases.mean())
+    assert "folds weigh equally" in result.note and f"{cases.mean():+.4f}" in result.note
+
+
+def test_variance_components_are_on_one_scale_with_boundary_fits_flagged_and_no_fold_part_below_three_folds():
+    """#7: fold and run are variances of run means, case was a per-case variance; REML's fold component is noise
+    with k = 2 and often exactly 0 with k = 5."""
+    rng = np.random.default_rng(2)
+    two = procedure_comparison(simulated_study(rng, folds=2))
+    assert math.isnan(two.variance_components["fold"]) and "no fold variance component with 2 fold(s)" in two.note
+    boundary = 0
+    for _ in range(12):
+        result = procedure_comparison(simulated_study(rng, folds=5, fold_sd=0.0, interaction_sd=0.0))
+        vc = result.variance_components
+        assert result.fold_component_on_boundary == (vc["fold"] <= 1e-4 * (vc["run"] + vc["case"]))
+        boundary += result.fold_component_on_boundary
+        if result.fold_component_on_boundary:
+            assert "boundary" in result.note
+    assert boundary > 0, "with no fold effect some fits sit on the boundary"

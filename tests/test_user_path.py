@@ -12,7 +12,7 @@ import torch
 from conftest import BIN, dice
 from PIL import Image
 from safetensors.torch import save_file
-from scipy.stats import wilcoxon
+from scipy.stats import permutation_test, wilcoxon
 
 import nnunetv2_llm
 from nnunetv2_llm.commands import cli
@@ -66,11 +66,15 @@ def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_fo
                   if r["set"] == "held-out" and r["metric"] == "Dice"}
     differences = [values[(trainers[1], c)] - values[(trainers[0], c)] for c in cases]
     raw = 1.0 if not any(abs(d) > 1e-12 for d in differences) else wilcoxon(differences).pvalue
-    assert comparison["p"] == pytest.approx(raw, abs=1e-9), "the printed test is scipy's Wilcoxon on the cases"
+    assert comparison["p_wilcoxon"] == pytest.approx(raw, abs=1e-9), "the extra column is scipy's Wilcoxon"
+    flip = permutation_test((np.array(differences),), np.mean, permutation_type="samples", n_resamples=9999,
+                            rng=np.random.default_rng(0)).pvalue if raw < 1 else 1.0
+    assert comparison["p"] == pytest.approx(flip, abs=1e-9), "the printed test: sign-flip of the mean on the cases"
     assert p == pytest.approx(comparison["p_holm"], abs=5e-5) and comparison["p_holm"] >= comparison["p"] - 1e-12
     assert json.loads((folder / "compare" / "report.json").read_text())["set_kinds"]["held-out"] == "held-out"
     markdown = (folder / "compare" / "report.md").read_text()
-    assert "## In-domain vs held-out (mean Dice)" in markdown and "Δ held-out (held-out)" in markdown
+    assert "## In-domain vs held-out (mean Dice)" in markdown and "| Δ held-out |" in markdown
+    assert "Δ held-out (held-out)" not in markdown and f"({NUM_TEST} cases, held-out)" not in markdown, "issue 39 #7"
     assert "zero-shot)" not in markdown and "In-domain vs zero-shot" not in markdown, "a held-out set is no zero-shot"
     assert not elsewhere.exists(), "the demo wrote outside its folder"
 

@@ -5,6 +5,7 @@ import argparse
 import os
 
 from ..evaluation.metrics import DEFAULT_TOLERANCE_MM
+from ..evaluation.summary import DEFAULT_PRIMARY
 from .options import DEFAULT_PLANS, DEVICES
 
 DESCRIPTION = """\
@@ -27,17 +28,24 @@ Two questions, two levels of numbers, each labelled in the report:
   This training procedure against that one (report.json: "procedure"; the headline when it exists)
       Would training this variant again, on new cases like these, beat training the reference again? Unit:
       the training run (folds x replicates). With k >= 2 folds: the Nadeau-Bengio corrected resampled t-test
-      over the folds' mean differences (each fold the mean of its replicate runs), 95% CI and p (Holm over
-      the procedure-level tests); with replicates, variance components (fold, run, case) from a mixed model.
-      Replicate 1 is $nnUNet_results, replicate r >= 2 is $nnUNet_results/replicates/<r> (a sweep grid's
-      `replicates: 3`, or nnUNet_results="$nnUNet_results/replicates/2" nnUNetv2_train ... by hand); every
-      replicate found is used unless --replicates says how many. One run and one fold: training noise is
-      not measured, and the report says so.
+      over the folds' mean differences (each fold the mean of its replicate runs), 95% CI and p; one fold
+      with replicates: t over the runs with Welch-Satterthwaite df; with replicates, variance components
+      (fold, run, case, each a variance of a run's mean) from a mixed model. Replicate 1 is $nnUNet_results,
+      replicate r >= 2 is $nnUNet_results/replicates/<r> (a sweep grid's `replicates: 3`, or
+      nnUNet_results="$nnUNet_results/replicates/2" nnUNetv2_train ... by hand); every replicate that every
+      variant has is used unless --replicates says how many (the rest is named in the report). One run and
+      one fold: training noise is not measured, and the report says so; fold all (in-sample): no
+      procedure-level claim.
   These models on these cases (the per-set tables)
       Are these trained models (replicate 1) different on these cases? Unit: the case; training noise is not
-      in these intervals. Paired difference with a bootstrap 95% CI, Wilcoxon p with Holm's correction over
-      every comparison of the report, rank-biserial r, wins/ties/losses; ranks with bootstrap stability;
-      parameters and GFLOPs.
+      in these intervals. Paired difference with a bootstrap 95% CI of the mean and the sign-flip
+      permutation test of the same mean (Wilcoxon as an extra column), rank-biserial r, wins/ties/losses;
+      ranks with bootstrap stability; parameters and GFLOPs.
+
+One primary endpoint (--primary, default Dice): each variant against the reference on the own set, at the
+procedure level where the runs allow it, Holm over the variants; only it carries stars. Every other p is
+secondary (Holm over the report's other case-level tests, no stars). No interval and no p where the data
+cannot support one (one case, zero variance, a fold without values), with the reason.
 
 A second run into the same -o waits for the first, then reuses its predictions and scores.
 """
@@ -50,7 +58,7 @@ def cmd_compare(args) -> int:
         plans=args.plans, folds=args.folds, reference=args.reference, external=args.external or [],
         held_out=args.held_out or [], nsd_tolerance=args.nsd_tolerance, bootstrap=args.bootstrap, seed=args.seed,
         processes=args.processes, device=args.device, by_layer="strict" if args.by_layer else None,
-        replicates=args.replicates))
+        replicates=args.replicates, primary=args.primary))
     return 0
 
 
@@ -88,5 +96,9 @@ def register(subparsers) -> None:
     p.add_argument("--replicates", type=int, metavar="N",
                    help="training replicates per fold for the procedure level: replicate 1 in $nnUNet_results, "
                         "r >= 2 in $nnUNet_results/replicates/<r> (default: as many as every variant has)")
+    p.add_argument("--primary", default=DEFAULT_PRIMARY, metavar="METRIC",
+                   help=f"the metric of the primary endpoint, the one test with stars: each variant against the "
+                        f"reference on the own set, at the procedure level where the runs allow it, Holm over the "
+                        f"variants; Dice, IoU, NSD or HD95 (default {DEFAULT_PRIMARY}). Every other p is secondary")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.set_defaults(func=cmd_compare)

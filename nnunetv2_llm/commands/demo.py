@@ -13,6 +13,7 @@ import csv
 from pathlib import Path
 
 from ..core.terminal import console as make_console
+from ..evaluation.formatting import fmt
 from ..nnunet.demo import DEFAULT_FOLDER, DEFAULT_LENGTH, HELD_OUT, export_lines, next_steps, run_demo_steps
 from ..nnunet.lengths import LENGTHS
 from .options import DEVICES
@@ -45,7 +46,7 @@ def print_summary(report: dict, plain: str, smol: str, console) -> None:
         print(f"{case:<16} {rows[(plain, case)]:>8.4f} {rows[(smol, case)]:>9.4f}")
     entry = report["sets"][HELD_OUT]
     console.print(f"\n{smol} vs {plain} on {len(cases)} held-out cases (Δ = +SmolLM2 - plain, bootstrap 95% CI, "
-                  f"Wilcoxon p Holm-corrected over the report's comparisons):")
+                  f"p = sign-flip test of the mean difference, Holm-corrected over the report's secondary tests):")
     tolerance = next(iter(report["nsd_tolerance_mm"].values()))
     names = {"Dice": "Dice (higher is better)", "NSD": f"NSD at {tolerance:g} mm (higher is better)",
              "HD95": "HD95 in mm (lower is better)"}
@@ -56,7 +57,7 @@ def print_summary(report: dict, plain: str, smol: str, console) -> None:
         print(f"{names[metric]:<{width}} {entry['variants'][plain][metric]['mean']:>8.4f} "
               f"{entry['variants'][smol][metric]['mean']:>9.4f} {c['mean_difference']:>+8.4f} "
               f"{'[' + format(c['ci_low'], '+.4f') + ', ' + format(c['ci_high'], '+.4f') + ']':>20} "
-              f"{c['p_holm']:>7.4f}", flush=True)
+              f"{fmt(c['p_holm'], 4):>7}", flush=True)
     runs = report.get("training_runs") or {}
     if not runs.get("training_noise_measured"):
         console.print(f"These numbers answer 'are these two trained models different on these cases?'. Whether "

@@ -19,11 +19,6 @@ def own_set(folds: list) -> str:
     return IN_SAMPLE if "all" in [str(f) for f in folds] else IN_DOMAIN
 
 
-def own_set_of(report: dict) -> str:
-    """The own-validation set of a report (the first set; ``in-sample`` for fold all)."""
-    return next(s for s in report["sets"] if s in OWN_SETS)
-
-
 class CompareError(UserError, ValueError):
     """Results cannot be compared as asked; the message names the variant, fold, case or file and the fix."""
 

@@ -12,9 +12,11 @@ For any nnU-Net results (ours, stock nnU-Net's or another plugin's), scored the 
 
 Per case and label (or region): Dice and IoU (nnU-Net's own code and label rule, equal to its summary.json), HD95
 and NSD in mm (MONAI); see :mod:`.metrics` for the empty-mask conventions. Against the reference variant: mean
-paired difference with a seeded bootstrap 95% CI, Wilcoxon signed-rank p (Holm-corrected over every comparison in
-the report), matched-pairs rank-biserial effect size and win/tie/loss counts; per-fold means; a ranking with
-bootstrap rank stability; trainable/frozen parameters and GFLOPs per patch.
+paired difference with a seeded bootstrap 95% CI and the sign-flip permutation test of the same mean (Wilcoxon as an
+extra column), matched-pairs rank-biserial effect size and win/tie/loss counts; per-fold means; a ranking with
+bootstrap rank stability; trainable/frozen parameters and GFLOPs per patch; with several training runs the
+procedure level (:mod:`.procedure`). One primary endpoint (``--primary``) carries stars, the rest is secondary
+(:mod:`.summary`).
 
 Everything is checked before anything is written or predicted; the report folder is locked while a run writes it
 (a second run into the same folder waits, then reuses the first one's predictions and scores).
@@ -35,15 +37,24 @@ from ..core.locks import exclusive
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
 from ..nnunet.results import (DEFAULT_PLANS, TrainedRun, dataset_name, found_replicates, parse_folds,
                               replicate_root, require_folder, resolve_run)
-from .cases import CompareError, check_same_cases, own_set, validation_cases
+from .cases import IN_SAMPLE, CompareError, check_same_cases, own_set, validation_cases
 from .external import External, check_external, external_cases, parse_external, predict_external
 from .figures import save_figures
 from .labels import LabelRule, label_rule
-from .metrics import DEFAULT_TOLERANCE_MM
-from .report import apply_holm, json_safe, markdown_report, summarize_set, write_cases_csv
+from .metrics import DEFAULT_TOLERANCE_MM, METRICS
+from .procedure import TrainingRuns
+from .report import markdown_report, report_json, write_cases_csv
 from .scoring import score_cases
+from .summary import (DEFAULT_PRIMARY, CompareReport, Cost, ProcedureMean, SetSummary, apply_holm, holm_families,
+                      summarize_set)
 
 BOOTSTRAP_RANGE = (100, 1_000_000)
+CONVENTIONS = {"both_empty": "NaN for every metric (left out of means); in a pair where the other variant has a "
+                             "number it counts as the metric's perfect value (Dice, IoU, NSD 1; HD95 0), NaN in both "
+                             "is left out of the pair",
+               "one_empty": "Dice = IoU = NSD = 0, HD95 = image diagonal in mm",
+               "case_value": "mean over labels of the case, NaN labels left out",
+               "ignore_label": "voxels under the reference's ignore label are left out of every metric"}
 
 
 @dataclass
@@ -67,6 +78,7 @@ class CompareRequest:
     device: str = "auto"
     by_layer: str | None = None  # "strict": one series of plans that differ only in their layer; "series": several
     replicates: int | None = None  # training replicates per fold to use (None: as many as every variant has)
+    primary: str = DEFAULT_PRIMARY  # the metric of the primary endpoint (the only test with stars)
 
 
 @dataclass
@@ -89,6 +101,7 @@ class Prepared:
     layer_series: dict | None = None  # variant label -> its series (by-layer reports)
     specs: dict | None = None
     replicate_cases: dict = field(default_factory=dict)  # replicate r >= 2 -> variant label -> its in-domain cases
+    left_out: list[str] = field(default_factory=list)  # replicate runs found without a partner, and why
 
 
 def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, float]:
@@ -138,15 +151,14 @@ def check_labels(variants: list[TrainedRun]) -> LabelRule:
     return label_rule(first.dataset_json, str(first.folder / "dataset.json"))
 
 
-def efficiency(variant: TrainedRun) -> dict:
+def efficiency(variant: TrainedRun) -> Cost:
     """Trainable/frozen parameters and GFLOPs of one patch, as ``nnunetv2-llm info`` counts them."""
     from ..core.cost import measure
     from ..nnunet.networks import build_unet
     spec = variant.llm_spec()
     net = build_unet(variant.plans_json, variant.dataset_json, variant.configuration, spec)
     cost = measure(net.network.eval(), net.in_channels, net.patch_size)
-    return {"trainable_M": cost.trainable / 1e6, "frozen_M": cost.frozen / 1e6, "gflops": cost.gflops,
-            "patch_size": list(net.patch_size), "llm": spec is not None}
+    return Cost(cost.trainable / 1e6, cost.frozen / 1e6, cost.gflops, list(net.patch_size), spec is not None)
 
 
 def prepare(request: CompareRequest) -> Prepared:
@@ -161,6 +173,9 @@ def prepare(request: CompareRequest) -> Prepared:
                            f"resamples (fewer give a CI that changes with the seed; the default is 2000).")
     if request.processes < 1:
         raise CompareError(f"-np {request.processes}: give at least 1 process.")
+    if request.primary not in METRICS:
+        raise CompareError(f"--primary {request.primary}: accepted are {', '.join(METRICS)} (the metric of the "
+                           f"primary endpoint; the default is {DEFAULT_PRIMARY}).{did_you_mean(request.primary, METRICS)}")
     if len(request.plans) not in (1, len(request.trainers)):
         raise CompareError(f"-p takes one plans name for all variants or one per -tr ({len(request.trainers)}); "
                            f"got {len(request.plans)}.")
@@ -197,13 +212,14 @@ def prepare(request: CompareRequest) -> Prepared:
         reader_writer_cls = determine_reader_writer_from_dataset_json(dataset_json, str(example))
     ext_cases = {ext.name: check_external(ext, dataset_json, rule, reader_writer_cls()) for ext in externals}
     replicate_cases = {}
-    for r in range(2, count_replicates(variants, request.replicates) + 1):
+    replicates, left_out = count_replicates(variants, request.replicates)
+    for r in range(2, replicates + 1):
         replicate_cases[r] = _checked_cases([replicate_of(v, r) for v in variants], folds, gt,
                                             f"{own_set(folds)} validation of replicate {r}",
                                             also={f"{labels[0]} (replicate 1)": in_domain[labels[0]]})
     costs = {v.label: efficiency(v) for v in variants}
     return Prepared(request, name, variants, reference, rule, folds, tolerances, externals, ext_cases, in_domain,
-                    reader_writer_cls.__name__, costs, out, layer_series, specs, replicate_cases)
+                    reader_writer_cls.__name__, costs, out, layer_series, specs, replicate_cases, left_out)
 
 
 def _checked_cases(runs: list[TrainedRun], folds: list, gt: Path, where: str, also: dict | None = None) -> dict:
@@ -224,13 +240,21 @@ def replicate_of(variant: TrainedRun, replicate: int) -> TrainedRun:
                       root / variant.folder.parent.name / variant.folder.name, replicate)
 
 
-def count_replicates(variants: list[TrainedRun], wanted: int | None) -> int:
-    """How many training replicates every variant has (``$nnUNet_results/replicates/<r>``); ``wanted`` (--replicates)
-    must be there for each."""
+def count_replicates(variants: list[TrainedRun], wanted: int | None) -> tuple[int, list[str]]:
+    """How many training replicates every variant has (``$nnUNet_results/replicates/<r>``; ``wanted``, from
+    --replicates, must be there for each), and the replicates found beyond them, named with the reason."""
     found = {v.label: len(found_replicates(v.folder.parent.parent, v.folder.parent.name, v.folder.name))
              for v in variants}
     if wanted is None:
-        return min(found.values())
+        used = min(found.values())
+        fewest = min(found, key=found.get)
+        why = f"{fewest} has {used}"
+    else:
+        used, why = wanted, f"--replicates {wanted}"
+    left_out = [f"replicate{'s' if n > used + 1 else ''} {used + 1}{f'-{n}' if n > used + 1 else ''} of {label} "
+                f"({why})" for label, n in found.items() if n > used]
+    if wanted is None:
+        return used, left_out
     if wanted < 1:
         raise CompareError(f"--replicates {wanted}: give 1 or more training replicates per fold.")
     for v in variants:
@@ -239,10 +263,10 @@ def count_replicates(variants: list[TrainedRun], wanted: int | None) -> int:
             raise CompareError(f"--replicates {wanted}: {v.label} has {found[v.label]} (no {missing.folder}). Train "
                                f"replicate {found[v.label] + 1}: {missing.train_command(0)} (each fold), or pass "
                                f"--replicates {found[v.label]}.")
-    return wanted
+    return wanted, left_out
 
 
-def run_compare(request: CompareRequest, echo=print) -> dict:
+def run_compare(request: CompareRequest, echo=print) -> CompareReport:
     """Check, then (holding the report folder's lock) predict the other sets, score, test and write the report."""
     prepared = prepare(request)
     out = prepared.out
@@ -260,39 +284,47 @@ def split_sizes(dataset: str, folds: list) -> tuple[float, float]:
     return (sum(len(s["val"]) for s in chosen) / len(chosen), sum(len(s["train"]) for s in chosen) / len(chosen))
 
 
-def training_runs(p: Prepared, replicate_scores: dict, cases: list[str], case_folds: dict, entry: dict) -> dict:
-    """The procedure level of the in-domain set: per comparison and metric a ``procedure`` entry, per variant and
-    metric the procedure-level interval of its mean; returns what the report says about the training runs."""
+def training_runs(p: Prepared, replicate_scores: dict, entry: SetSummary) -> TrainingRuns:
+    """The procedure level of the own set (``entry``, a :class:`SetSummary`): per comparison and metric its
+    :class:`ProcedureComparison`, per variant and metric the procedure-level interval of its mean; returns what the
+    report says about the training runs. In-sample scores (fold all) get no procedure level."""
     import numpy as np
 
-    from .metrics import METRICS
-    from .procedure import RunDifferences, TrainingRuns, procedure_comparison
-    from .scoring import case_means
+    from .procedure import RunDifferences, procedure_comparison
+    from .statistics import with_perfect_partners
     labels = [v.label for v in p.variants]
     reference = labels[p.reference]
-    n_test, n_train = split_sizes(p.dataset, p.folds)
     folds = [str(f) for f in p.folds]
-    by_fold = {f: [c for c in cases if str(case_folds[reference][c]) == f] for f in folds}
+    in_sample = own_set(p.folds) == IN_SAMPLE
+    runs_of = TrainingRuns.of(len(folds), len(replicate_scores), in_sample, p.left_out)
+    if in_sample:
+        return runs_of
+    n_test, n_train = split_sizes(p.dataset, p.folds)
+    case_folds = {c: str(case.fold) for c, case in p.in_domain[reference].items()}
+    by_fold = {f: [c for c in entry.cases if case_folds[c] == f] for f in folds}
 
     def runs(label: str, metric: str) -> list:  # per fold: replicates x cases
-        return [np.array([case_means(replicate_scores[r][label], by_fold[f], p.rule.keys, metric)
+        return [np.array([replicate_scores[r][label].case_means(by_fold[f], metric)
                           for r in sorted(replicate_scores)]) for f in folds]
 
-    replicates = len(replicate_scores)
+    def paired(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:  # the case level's pairing rule
+        a, b, _ = with_perfect_partners(a, b, metric)
+        return a - b
+
     for metric in METRICS:
         by_variant = {v: runs(v, metric) for v in labels}
         for v in labels:
             level = procedure_comparison(RunDifferences(by_variant[v], n_test, n_train), components=False)
-            entry["variants"][v][metric]["procedure"] = {"mean": level.mean_difference, "ci_low": level.ci_low,
-                                                         "ci_high": level.ci_high, "runs": level.runs}
+            entry.variants[v].metrics[metric].procedure = ProcedureMean(level.mean_difference, level.ci_low,
+                                                                        level.ci_high, level.runs)
             if v != reference:
-                paired = [a - b for a, b in zip(by_variant[v], by_variant[reference])]
-                result = procedure_comparison(RunDifferences(paired, n_test, n_train))
-                entry["comparisons"][v][metric]["procedure"] = result.as_json()
-    return TrainingRuns.of(len(folds), replicates).as_json()
+                differences = [paired(a, b, metric) for a, b in zip(by_variant[v], by_variant[reference])]
+                entry.comparisons[v][metric].procedure = procedure_comparison(
+                    RunDifferences(differences, n_test, n_train))
+    return runs_of
 
 
-def _run(p: Prepared, echo) -> dict:
+def _run(p: Prepared, echo) -> CompareReport:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..core.terminal import console
@@ -318,8 +350,8 @@ def _run(p: Prepared, echo) -> dict:
                     timings[v.label].append(predicted.seconds_per_case)
                 progress.advance(task)
     for label, seconds in timings.items():
-        p.efficiency[label]["seconds_per_case"] = sum(seconds) / len(seconds) if seconds else None
-        p.efficiency[label]["device"] = device if seconds else None
+        p.efficiency[label].seconds_per_case = sum(seconds) / len(seconds) if seconds else None
+        p.efficiency[label].device = device if seconds else None
     case_lists = {s: check_same_cases(by, s) for s, by in sets.items()}
     scores: dict[str, dict] = {}
     score_start = time.monotonic()
@@ -339,49 +371,42 @@ def _run(p: Prepared, echo) -> dict:
     score_seconds = time.monotonic() - score_start
     case_folds = {s: {v: {c: case.fold for c, case in cases.items()} for v, cases in by.items()}
                   for s, by in sets.items()}
-    summaries = {s: summarize_set(labels, p.reference, scores[s], case_lists[s], case_folds[s], p.rule.keys,
-                                  p.request.seed, p.request.bootstrap) for s in sets}
-    runs = training_runs(p, replicate_scores, case_lists[own], case_folds[own], summaries[own])
-    tests = apply_holm(summaries)
-    report = {
-        "dataset": p.dataset, "configuration": p.request.configuration, "folds": p.folds,
-        "labels": p.rule.keys, "ignore_label": p.rule.ignore_label, "output": str(p.out),
-        "targets_note": f"{'regions' if any(isinstance(t, tuple) for t in p.rule.targets) else 'labels'} "
-                        f"{', '.join(p.rule.keys)}" + (f", ignore label {p.rule.ignore_label} masked"
-                                                        if p.rule.ignore_label is not None else ""),
-        "reference": labels[p.reference], "seed": p.request.seed, "bootstrap_resamples": p.request.bootstrap,
-        "nsd_tolerance_mm": p.tolerances,
-        "tolerance_note": ", ".join(f"label {k}: {v:g} mm" for k, v in p.tolerances.items()),
-        "variants": {v.label: {"trainer": v.trainer, "plans": v.plans, "folder": str(v.folder)} for v in p.variants},
-        "set_kinds": {e.name: e.kind for e in p.externals},
-        "training_runs": runs,
-        "efficiency": p.efficiency,
-        "num_comparisons": tests,
-        "sets": summaries,
-        "conventions": {"both_empty": "NaN for every metric (left out of means and tests)",
-                        "one_empty": "Dice = IoU = NSD = 0, HD95 = image diagonal in mm",
-                        "case_value": "mean over labels of the case, NaN labels left out",
-                        "ignore_label": "voxels under the reference's ignore label are left out of every metric"},
-        "timing": {"seconds_scoring": score_seconds, "cases_scored": scored,
-                   "seconds_per_case": score_seconds / scored if scored else math.nan,
-                   "seconds_total": time.monotonic() - start},
-    }
+    summaries = {s: summarize_set(s, labels, p.reference, scores[s], case_lists[s], case_folds[s], p.request.seed,
+                                  p.request.bootstrap) for s in sets}
+    runs = training_runs(p, replicate_scores, summaries[own])
+    families = holm_families(summaries, own, p.request.primary, runs.procedure_level)
+    apply_holm(summaries, families, own, p.request.primary)
+    report = CompareReport(
+        dataset=p.dataset, configuration=p.request.configuration, folds=p.folds, labels=p.rule.keys,
+        ignore_label=p.rule.ignore_label, output=str(p.out),
+        targets_note=f"{'regions' if any(isinstance(t, tuple) for t in p.rule.targets) else 'labels'} "
+                     f"{', '.join(p.rule.keys)}" + (f", ignore label {p.rule.ignore_label} masked"
+                                                     if p.rule.ignore_label is not None else ""),
+        reference=labels[p.reference], seed=p.request.seed, bootstrap_resamples=p.request.bootstrap,
+        nsd_tolerance_mm=p.tolerances, tolerance_note=", ".join(f"label {k}: {v:g} mm" for k, v in p.tolerances.items()),
+        variants={v.label: {"trainer": v.trainer, "plans": v.plans, "folder": str(v.folder)} for v in p.variants},
+        set_kinds={e.name: e.kind for e in p.externals}, training_runs=runs, efficiency=p.efficiency,
+        primary=p.request.primary, primary_level=families.primary_level, num_comparisons=families.secondary_tests,
+        sets=summaries, conventions=CONVENTIONS,
+        timing={"seconds_scoring": score_seconds, "cases_scored": scored,
+                "seconds_per_case": score_seconds / scored if scored else math.nan,
+                "seconds_total": time.monotonic() - start})
     figures, first = [], []
     if p.layer_series is not None:
         from .layers import layer_rows, layers_figure, which_layer, write_layers_csv
         rows, plain = layer_rows(report, p.specs, p.layer_series)
         write_layers_csv(p.out / "layers.csv", rows)
         figures += [layers_figure(p.out / ("layers.png" if s == own else f"layers_{s}.png"), rows, report, s,
-                                  plain) for s in report["sets"]]
+                                  plain) for s in report.sets]
         first = which_layer(rows, plain, own)
-        report["layers"] = [r.__dict__ for r in rows]
+        report.layers = rows
     markdown = markdown_report(report, first)
-    write_json(p.out / "report.json", json_safe(report), indent=2)
+    write_json(p.out / "report.json", report_json(report), indent=2)
     with atomic_path(p.out / "report.md") as tmp:
         Path(tmp).write_text(markdown + "\n")
     write_cases_csv(p.out / "cases.csv", scores, summaries, p.rule.keys, case_folds,
                     {r: s for r, s in replicate_scores.items() if r > 1})
-    figures += save_figures(p.out, report, scores, p.rule.keys)
+    figures += save_figures(p.out, report, scores)
     echo(markdown)
     echo(f"wrote {p.out / 'report.md'}, report.json, cases.csv{', layers.csv' if first else ''} and {len(figures)} "
          f"figures in {p.out}")

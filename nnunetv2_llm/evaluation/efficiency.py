@@ -12,7 +12,7 @@ from pathlib import Path
 from .formatting import fmt
 from .plotting import savefig, wrap_title, wrapped
 
-# (key in report["efficiency"], axis label); lower cost is better on each. Wall time is not one (see above).
+# (field of a variant's Cost, axis label); lower cost is better on each. Wall time is not one (see above).
 COSTS = (("trainable_M", "trainable parameters (M)"), ("gflops", "GFLOPs of one patch"))
 WALL_TIME = "seconds_per_case"
 
@@ -33,13 +33,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return out
 
 
-def efficiency_rows(report: dict, set_name: str) -> list[dict]:
-    """Per variant of one set: Dice with CI, each cost, and whether it is on the front for that cost."""
-    entry = report["sets"][set_name]
-    labels = list(entry["variants"])
-    rows = [{"variant": v, "dice": entry["variants"][v]["Dice"]["mean"], "ci_low": entry["variants"][v]["Dice"]["ci_low"],
-             "ci_high": entry["variants"][v]["Dice"]["ci_high"],
-             **{key: report["efficiency"].get(v, {}).get(key) for key in (*dict(COSTS), WALL_TIME)}} for v in labels]
+def efficiency_rows(report, set_name: str) -> list[dict]:
+    """Per variant of one set (``report``: a :class:`CompareReport`): Dice with CI, each cost, and whether it is on
+    the front for that cost; rows for the table and the figure."""
+    rows = []
+    for v, summary in report.sets[set_name].variants.items():
+        dice, cost = summary.metrics["Dice"], report.efficiency.get(v)
+        rows.append({"variant": v, "dice": dice.mean, "ci_low": dice.ci_low, "ci_high": dice.ci_high,
+                     **{key: getattr(cost, key) if cost else None for key in (*dict(COSTS), WALL_TIME)}})
     for key, _ in COSTS:
         front = pareto_front([(r["dice"], r[key]) for r in rows])
         for r, on in zip(rows, front):
@@ -47,7 +48,7 @@ def efficiency_rows(report: dict, set_name: str) -> list[dict]:
     return rows
 
 
-def efficiency_table(report: dict, set_name: str) -> list[str]:
+def efficiency_table(report, set_name: str) -> list[str]:
     rows = efficiency_rows(report, set_name)
     measured = any(r[WALL_TIME] is not None for r in rows)
     lines = [f"## Accuracy and cost ({set_name})", "",
@@ -85,7 +86,7 @@ def side_by_side(rows: list[dict], key: str, step: float = 0.02) -> list[float |
     return out
 
 
-def efficiency_figure(path: Path, report: dict, set_name: str) -> Path:
+def efficiency_figure(path: Path, report, set_name: str) -> Path:
     from matplotlib.figure import Figure
 
     rows = efficiency_rows(report, set_name)

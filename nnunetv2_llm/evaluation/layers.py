@@ -19,9 +19,8 @@ from ..core.models import MODELS
 from ..core.spec import LLMSpec, option_names
 from .cases import CompareError
 from .formatting import fmt
-from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, headline_difference, headline_mean
 from .plotting import savefig, wrapped
-
+from .procedure import CASE_LEVEL, PROCEDURE_LEVEL
 
 
 @dataclass(frozen=True)
@@ -92,23 +91,24 @@ def check_series(specs: dict[str, LLMSpec | None], trainers: dict[str, str], str
     return keys
 
 
-def layer_rows(report: dict, specs: dict[str, LLMSpec | None], keys: dict[str, tuple]) -> tuple[list[LayerRow],
-                                                                                             str | None]:
-    """The rows of layers.csv, and the plain nnU-Net variant they are compared with (None when the report's
-    reference is not plain nnU-Net)."""
-    reference = report["reference"]
+def layer_rows(report, specs: dict[str, LLMSpec | None], keys: dict[str, tuple]) -> tuple[list[LayerRow], str | None]:
+    """The rows of layers.csv from a :class:`CompareReport`, and the plain nnU-Net variant they are compared with
+    (None when the report's reference is not plain nnU-Net)."""
+    reference = report.reference
     plain = reference if specs.get(reference) is None else None
     default = LLMSpec(source="x", layer=0)
     rows = []
-    for set_name, entry in report["sets"].items():
+    for set_name, entry in report.sets.items():
         for v, key in keys.items():
             spec = specs[v]
-            mean, low, high, level = headline_mean(entry["variants"][v]["Dice"])
-            comparison = entry["comparisons"].get(v, {}).get("Dice") if plain is not None else None
-            delta = headline_difference(comparison) if comparison else (None,) * 4 + (level,)
+            mean = entry.variants[v].metrics["Dice"].headline()
+            comparison = entry.comparisons.get(v, {}).get("Dice") if plain is not None else None
+            delta = comparison.headline() if comparison else None
             rows.append(LayerRow(set_name, describe_series(key, default), model_of(spec), spec.layer, v,
-                                 mean, low, high, *delta[:4], " ".join(map(str, report["folds"])),
-                                 len(entry["cases"]), delta[4]))
+                                 mean.value, mean.ci_low, mean.ci_high, *((delta.value, delta.ci_low, delta.ci_high,
+                                                                           delta.p_holm) if delta else (None,) * 4),
+                                 " ".join(map(str, report.folds)), len(entry.cases),
+                                 delta.level if delta else mean.level))
     rows.sort(key=lambda r: (r.set, r.series, r.layer))
     return rows, plain
 
@@ -123,16 +123,17 @@ def write_layers_csv(path: Path, rows: list[LayerRow]) -> None:
         Path(tmp).write_text(buffer.getvalue())
 
 
-def layers_figure(path: Path, rows: list[LayerRow], report: dict, set_name: str, plain: str | None) -> Path:
+def layers_figure(path: Path, rows: list[LayerRow], report, set_name: str, plain: str | None) -> Path:
     from matplotlib.figure import Figure
 
     mine = [r for r in rows if r.set == set_name]
     fig = Figure(figsize=(8, 6), layout="constrained")
     ax = fig.subplots()
     if plain is not None:
-        mean, low, high, level = headline_mean(report["sets"][set_name]["variants"][plain]["Dice"])
-        ax.axhspan(low, high, color="grey", alpha=0.25, label=f"{plain} (plain nnU-Net): 95% CI ({level})")
-        ax.axhline(mean, color="grey", lw=1.2, label="plain nnU-Net: mean")
+        mean = report.sets[set_name].variants[plain].metrics["Dice"].headline()
+        ax.axhspan(mean.ci_low, mean.ci_high, color="grey", alpha=0.25,
+                   label=f"{plain} (plain nnU-Net): 95% CI ({mean.level})")
+        ax.axhline(mean.value, color="grey", lw=1.2, label="plain nnU-Net: mean")
     starred = set()
     for i, series in enumerate(dict.fromkeys(r.series for r in mine)):
         points = [r for r in mine if r.series == series]
@@ -159,7 +160,7 @@ def layers_figure(path: Path, rows: list[LayerRow], report: dict, set_name: str,
     ax.set_ylabel(f"mean Dice with 95% CI ({'unit: training run' if level == PROCEDURE_LEVEL else 'unit: case'}),"
                   f"\nhigher is better", fontsize=9)
     folds = mine[0].folds if mine else ""
-    ax.set_title(f"{report['dataset']} {report['configuration']}, {set_name}: Dice by LLM layer ({mine[0].cases if mine else 0} "
+    ax.set_title(f"{report.dataset} {report.configuration}, {set_name}: Dice by LLM layer ({mine[0].cases if mine else 0} "
                  f"cases, folds {folds})", fontsize=10)
     handles, labels = ax.get_legend_handles_labels()  # below the axes: over them it would hide a CI band
     fig.legend(handles, wrapped(labels, 60), fontsize=7, loc="outside lower center", ncols=2)
