@@ -79,9 +79,10 @@ def _with_configuration(source: PlansSource, configuration: str) -> PlansSource:
     return source
 
 
-def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec) -> tuple[LLMSpec, str]:
+def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec,
+                fallback_origin: str) -> tuple[LLMSpec, str]:
     """The spec the trainer would use: a trained run's, the trainer's own (its ``llm_spec`` hook, as in training),
-    the plans', else ``fallback``."""
+    the plans', else ``fallback`` (said to come from ``fallback_origin``)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from ..core.errors import did_you_mean
@@ -101,14 +102,16 @@ def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fa
         return cls.llm_spec(plans_manager, plans_manager.get_configuration(configuration)), f"trainer {trainer}"
     if planned is not None:
         return planned, f"the plans ({source.origin})"
-    return fallback, "--llm"
+    return fallback, fallback_origin
 
 
-def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec) -> dict:
-    """Parameters and FLOPs of the configured net with and without the LLM block (what ``info`` prints)."""
+def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec,
+                fallback_origin: str) -> dict:
+    """Parameters and FLOPs of the configured net with and without the LLM block (what ``info`` prints);
+    ``fallback_origin`` says where ``fallback`` came from when neither trainer nor plans name a spec."""
     from ..core.cost import FLOPS_NOTE, measure
     source = load_plans(dataset, plans_identifier, trainer, configuration)
-    spec, spec_origin = choose_spec(source, configuration, trainer, fallback)
+    spec, spec_origin = choose_spec(source, configuration, trainer, fallback, fallback_origin)
     plain = build_unet(source.plans, source.dataset_json, configuration)
     with_llm = build_unet(source.plans, source.dataset_json, configuration, spec)
     base = measure(plain.network.eval(), plain.in_channels, plain.patch_size)
