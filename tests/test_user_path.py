@@ -218,6 +218,26 @@ def test_doctor_tells_cached_reachable_unreachable_per_model(nnunet_env, tmp_pat
     assert offline.status == "WARN" and "HF_HUB_OFFLINE=1, so the hub is not asked" in offline.detail
 
 
+def test_doctor_turns_a_torchvision_or_gguf_that_fails_at_import_into_fail_rows(nnunet_env, tmp_path):
+    """Issue 39 #2 and #10: a CUDA torchvision next to a CPU torch installs, then fails at import, and every training
+    with it; without gguf the default model cannot load. Simulated by packages on the path that raise at import."""
+    for package, error in (("torchvision", "RuntimeError('operator torchvision::nms does not exist')"),
+                           ("gguf", "ImportError('gguf is broken here')")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"raise {error}\n")
+    proc = _nnunetv2_llm("doctor", env={**nnunet_env.env, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert re.search(r"import torchvision [│|] FAIL [│|] torchvision fails at import: RuntimeError: operator "
+                     r"torchvision::nms does not exist", out), out
+    assert re.search(r"import torch [│|] OK", out) and re.search(r"trainer lookup [│|] FAIL [│|] not checked", out)
+    assert "torch and torchvision must be one pair from the same index" in out
+    assert re.search(r"pip install --force-reinstall torch==\S+ torchvision", out)
+    assert re.search(r"GGUF support [│|] FAIL [│|] gguf cannot be imported \(ImportError: gguf is broken here\)", out)
+    assert "pip install 'gguf>=" in out
+    assert "block training: import torchvision, trainer lookup, GGUF support" in out
+
+
 def test_doctor_without_a_gpu_gives_the_cpu_settings(nnunet_env, monkeypatch):
     from nnunetv2_llm.nnunet.doctor import check_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -56,6 +56,9 @@ def ensure_trainer_lookup() -> None:
 # training process itself (nnUNet_n_proc_DA=0) is for TRAINING ONLY: nnU-Net's planner calls
 # torch.set_num_threads(nnUNet_n_proc_DA) and fails with 0.
 CPU_SETTINGS = {"nnUNet_def_n_proc": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+# PyTorch's own wheel indexes: TORCH_WHEEL_INDEX/cpu holds the CPU builds of torch and torchvision, /cu130 etc. the
+# CUDA ones; a torch's local version (2.14.1+cpu) names the index it came from.
+TORCH_WHEEL_INDEX = "https://download.pytorch.org/whl"
 CPU_TRAINING_SETTINGS = {**CPU_SETTINGS, "nnUNet_n_proc_DA": "0"}
 
 
