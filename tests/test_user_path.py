@@ -41,6 +41,13 @@ def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_fo
            "nnUNet_preprocessed": str(elsewhere / "pre"), "nnUNet_results": str(elsewhere / "res")}
     proc = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    said = " ".join(proc.stdout.split())
+    for trainer in (f"nnUNetTrainer{LENGTH}", f"{TRAINER}{LENGTH}"):
+        log = folder / "logs" / f"train_{trainer}.log"
+        assert said.index(f"start train {trainer} (2 epochs) (log: {log})") < said.index(f"train {trainer} (2 epochs): "
+                                                                                           f"epoch 1/2, ")
+        assert re.search(rf"train {trainer} \(2 epochs\): epoch 2/2, \d+ s elapsed, about 0 s left, pseudo-Dice "
+                         rf"\d\.\d{{4}}", said), said
     printed = {case: (float(a), float(b)) for case, a, b in CASE_LINE.findall(proc.stdout)}
     dataset = folder / "raw" / "Dataset501_Synth2D"
     cases = sorted(p.name[: -len("_0000.png")] for p in (dataset / "imagesTs").iterdir())
@@ -89,6 +96,63 @@ def test_demo_refuses_a_folder_with_foreign_files(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     assert cli.main(["demo", "--folder", str(tmp_path / "new"), "--length", "_3epochs", "--device", "cpu"]) == 2
     assert "'_3epochs' is not a trainer length; choose one of _1epoch" in capsys.readouterr().err
+
+
+def _step_runner(tmp_path, terminal: bool):
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from nnunetv2_llm.nnunet.demo import StepRunner
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=200)
+    return StepRunner(Progress(console=console, transient=True), console, dict(os.environ), tmp_path), out
+
+
+NNUNET_EPOCHS = """
+import time
+for epoch, dice in enumerate((0.5, 0.75)):
+    print(f"2026-12-07 10:43:03.440108: Epoch {epoch}", flush=True)
+    time.sleep(0.2)
+    print(f"2026-12-07 10:43:03.440498: Pseudo dice [np.float32({dice}), np.float32({dice + 0.1})]", flush=True)
+    print("2026-12-07 10:43:03.440577: Epoch time: 0.2 s", flush=True)
+"""
+
+
+def test_demo_steps_show_each_epoch_and_name_their_log_at_the_start(tmp_path):
+    """Issue 39 #3: the demo was silent while it trained and named the log only after the step; off a terminal it
+    now prints a line per epoch (epoch i/N, elapsed, time left, nnU-Net's pseudo-Dice)."""
+    import sys
+    steps, out = _step_runner(tmp_path, terminal=False)
+    with steps.progress:
+        steps.run("train_x", "train x (2 epochs)", [sys.executable, "-c", NNUNET_EPOCHS], total=2)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    assert lines[0] == f"start  train x (2 epochs) (log: {tmp_path / 'train_x.log'})"
+    assert re.fullmatch(r"\s+train x \(2 epochs\): epoch 1/2, \d+ s elapsed, about \d+ s left, pseudo-Dice 0\.5500",
+                        lines[1]), lines
+    assert re.fullmatch(r"\s+train x \(2 epochs\): epoch 2/2, \d+ s elapsed, about 0 s left, pseudo-Dice 0\.8000",
+                        lines[2]), lines
+    assert lines[3].startswith("done   train x (2 epochs) in ") and len(lines) == 4
+    assert (tmp_path / "train_x.log").read_text().endswith("Pseudo dice [np.float32(0.75), np.float32(0.85)]\n"
+                                                           "2026-12-07 10:43:03.440577: Epoch time: 0.2 s\n")
+
+
+def test_a_failed_demo_step_ends_with_its_failing_line_and_the_fix(tmp_path):
+    """Issue 39 #2: a failed training ended with traceback lines and no hint."""
+    import sys
+
+    from nnunetv2_llm.nnunet.demo import DemoError
+    steps, out = _step_runner(tmp_path, terminal=False)
+    failing = "import sys; print('Epoch 0'); raise RuntimeError('operator torchvision::nms does not exist')"
+    with steps.progress, pytest.raises(DemoError) as e:
+        steps.run("train_x", "train x (2 epochs)", [sys.executable, "-c", failing], total=2)
+    message = str(e.value)
+    assert message.startswith("train x (2 epochs) failed (exit code 1) after ")
+    assert message.splitlines()[0].endswith(": RuntimeError: operator torchvision::nms does not exist")
+    assert "Traceback" not in message and f"Its log: {tmp_path / 'train_x.log'}" in message
+    assert "Run `nnunetv2-llm doctor`" in message
+    assert "Traceback" in (tmp_path / "train_x.log").read_text(), "the whole output stays in the log"
 
 
 # ---------------------------------------------------------------- info
