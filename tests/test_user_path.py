@@ -207,6 +207,19 @@ def test_info_table_for_a_preset_trainer(nnunet_env, dataset_2d, monkeypatch, ca
     assert "available" in capsys.readouterr().err
 
 
+def test_info_without_a_trainer_leaves_nnunets_training_stack_unimported(nnunet_env, dataset_2d):
+    """Issue 39 #9: info took 11 s, a third of it importing nnU-Net's trainer module (its logger with seaborn, its
+    data loaders) for a static method that is one call of get_network_from_plans."""
+    import sys
+    code = ("import sys; from nnunetv2_llm.commands import cli; rc = cli.main(['info', '-d', '501', '-c', '2d']); "
+            "print('imported:', sorted(m for m in ('nnunetv2.training.nnUNetTrainer.nnUNetTrainer', 'seaborn') "
+            "if m in sys.modules), rc)")
+    proc = subprocess.run([sys.executable, "-c", code], env=nnunet_env.env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "imported: [] 0", proc.stdout + proc.stderr
+    assert "LLM spec from the default model" in proc.stdout
+
+
 # ---------------------------------------------------------------- doctor
 
 def _fake_hub_cache(root, repo_id: str, layer: int):
