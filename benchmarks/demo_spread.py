@@ -62,17 +62,21 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def readme_figures(results: dict) -> str:
-    """The README's sentence about the demo's spread (scripts/docs_tables.py puts it there), from a saved run."""
-    s, n = results["summary"], results["runs"]
+    """The README's sentences about the demo's spread and time (scripts/docs_tables.py puts them there), from a
+    saved run."""
+    s, n, runs = results["summary"], results["runs"], results["per_run"]
 
-    def rng(d, signed=False):
+    def spread(d, signed=False):
         f = "+.3f" if signed else ".3f"
         return f"{format(d['mean'], f)} ± {d['sd']:.3f} (range {format(d['min'], f)} to {format(d['max'], f)})"
-    return (f"Over {n} runs of its protocol on this project's 2-core machine (`benchmarks/demo_spread.py`), held-out "
-            f"Dice was {rng(s['plain'])} for plain nnU-Net and {rng(s['smollm2'])} with SmolLM2; "
-            f"Δ = {rng(s['delta'], signed=True)}, Holm p < 0.05 in {s['holm_p_below_0.05']} of {n} runs. Training on "
-            f"the CPU is not bit-reproducible, so a single run lands anywhere in those ranges; a run took a median "
-            f"{statistics.median(s['seconds']['values']):.0f} s here.")
+    seconds = sorted(r["seconds"] for r in runs[1:]) or [runs[0]["seconds"]]  # run 1 also plans and preprocesses
+    loads = [r["load_average"][0] for r in runs]
+    return (f"Over {n} runs of its protocol on this project's 2-core machine (`benchmarks/demo_spread.py`, "
+            f"torch {results['machine']['torch']} on the CPU), held-out Dice was {spread(s['plain'])} for plain "
+            f"nnU-Net and {spread(s['smollm2'])} with SmolLM2: Δ = {spread(s['delta'], signed=True)}, Holm p < 0.05 in "
+            f"{s['holm_p_below_0.05']} of {n} runs. Training on the CPU is not bit-reproducible, so one run lands "
+            f"anywhere in those ranges. A rerun's training and comparison took {seconds[0]:.0f} to {seconds[-1]:.0f} s "
+            f"there (load average {min(loads):.1f} to {max(loads):.1f}: other work on the cores slows it most).")
 
 
 def main(argv=None) -> int:

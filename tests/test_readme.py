@@ -49,7 +49,8 @@ def test_the_pages_are_the_readme_and_the_docs_pages_each_saying_what_it_is_for(
                                    "quality benchmarks/results/quality-quick.json",
                                    "quality benchmarks/results/quality-context-20x25.json",
                                    "quality benchmarks/results/quality-context-adaptations-20x25.json",
-                                   "quality benchmarks/results/quality-blobs-adaptations-10x20.json"])
+                                   "quality benchmarks/results/quality-blobs-adaptations-10x20.json",
+                                   "demo-spread benchmarks/results/demo_spread-8.json"])
 def test_every_generated_table_is_on_a_page(block):
     """The trainers and variants tables are the code's own, the code map is the modules' own docstrings, and the
     measured tables are what `benchmarks/quality.py --readme-table` makes of the JSON the page names."""
@@ -187,3 +188,12 @@ def test_doctors_reinstall_line_uses_the_index_the_torch_came_from(monkeypatch):
                                 ("2.14.1", "pip install --force-reinstall torch==2.14.1 torchvision")):
         monkeypatch.setattr(importlib.metadata, "version", lambda name: installed if name == "torch" else real(name))
         assert torch_install_line() == expected
+
+
+def test_the_readme_types_no_measured_figure_by_hand():
+    """Issue 40 #6: two commits only refreshed "444 tests in 31 min 46 s" and the demo's timings; a figure comes
+    from a generated block (a benchmark's JSON through scripts/docs_tables.py) or is not there."""
+    import re
+    text = re.sub(r"<!-- ([a-z-]+)[^>]*-->.*?<!-- /\1 -->", "", README.read_text(), flags=re.S)
+    typed = re.findall(r"\b0\.\d{3}\b|\d+ min \d+ s|\b\d+ s\b|\d+ tests\b|about [\d.]+ minutes", text)
+    assert not typed, f"hand-typed figures in the README: {typed}"
