@@ -51,25 +51,24 @@ TRAINING_IMPORTS = (("torch", "torch"), ("torchvision", "torchvision"),
                     ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnunetv2"))
 
 
-def torch_install_line(packages: str = "torch torchvision") -> str:
+def torch_install_line() -> str:
     """The pip line that installs torch and torchvision as one pair from the index this torch came from (its
     local version, e.g. +cpu or +cu130, names the index; none: the default index)."""
     from .environment import TORCH_WHEEL_INDEX
     try:
         version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
-        return f"pip install {packages}"
+        return "pip install torch torchvision"
     base, _, local = version.partition("+")
-    pins = packages.replace("torch ", f"torch=={base} ", 1) if packages.startswith("torch ") else packages
     index = f" --index-url {TORCH_WHEEL_INDEX}/{local}" if local else ""
-    return f"pip install --force-reinstall {pins}{index}"
+    return f"pip install --force-reinstall torch=={base} torchvision{index}"
 
 
 def check_training_imports() -> list[Check]:
     """One row per module training imports; a failure names the package and how to reinstall it."""
     checks = []
     for module, package in TRAINING_IMPORTS:
-        label = f"import {module.split('.')[0]}" if module.startswith("nnunetv2") else f"import {module}"
+        label = f"import {module.split('.')[0]}"
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 importlib.import_module(module)
