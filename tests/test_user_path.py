@@ -270,6 +270,23 @@ def test_doctor_prints_the_export_line_that_fixes_the_trainer_path(nnunet_env, m
     assert rc == 0 and "ready: nothing blocks training" in out, out
 
 
+def test_doctor_finds_a_folder_before_ours_that_shadows_one_of_our_trainers(nnunet_env, monkeypatch, capsys,
+                                                                             tmp_path):
+    """With our folder searched first one lookup suffices (issue 39 #9); with another folder first, every class is
+    looked up, and one that folder also defines resolves to theirs."""
+    other = tmp_path / "their_trainers"
+    other.mkdir()
+    (other / "theirs.py").write_text("from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
+                                     "class nnUNetTrainerSmolLM2(nnUNetTrainer):\n    pass\n")
+    _use_folders(monkeypatch, nnunet_env)
+    monkeypatch.setenv("nnUNet_extTrainer", os.pathsep.join([str(other), str(nnunetv2_llm.trainers_folder())]))
+    rc, out = cli.main(["doctor"]), " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "nnUNetTrainerSmolLM2 resolves to theirs.nnUNetTrainerSmolLM2, not ours" in out, out
+    monkeypatch.setenv("nnUNet_extTrainer", os.pathsep.join([str(nnunetv2_llm.trainers_folder()), str(other)]))
+    rc, out = cli.main(["doctor"]), " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and "(1 looked up, our folder searched first;" in out, out
+
+
 def test_doctor_tells_cached_reachable_unreachable_per_model(nnunet_env, tmp_path, monkeypatch, capsys):
     """Offline mode off and the hub on a closed local port: each hub model not cached is unreachable, with advice
     that fits it (a licence only for the gated one); one probe, not a minute of retries."""

@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from .environment import cpu_advice, ext_trainer_entries, lists_our_trainers, trainers_folder
+from .environment import cpu_advice, ext_trainer_entries, lists_our_trainers, searched_first, trainers_folder
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -129,11 +129,12 @@ def check_ext_trainer() -> Check:
 
 
 def _lookup_names() -> list[str]:
-    """The trainers nnU-Net's full lookup is run for: each class we write by hand and the plain-nnU-Net
-    length variants (named like nnU-Net's own). The other length variants live in the same module as
-    their base class, so they resolve with it unless a built-in shadows them, which is checked for all."""
+    """The trainers nnU-Net's full lookup is run for. With our folder searched first, one name: the one module there
+    re-exports every class, so nothing can come before it (built-in shadows are checked for all names). Else each
+    class we write by hand and the plain-nnU-Net length variants (named like nnU-Net's own)."""
     from . import trainers
-    return [c.__name__ for c in trainers.BASE_TRAINERS] + [n for n in trainers.__all__ if n.startswith("nnUNetTrainer_")]
+    names = [c.__name__ for c in trainers.BASE_TRAINERS] + [n for n in trainers.__all__ if n.startswith("nnUNetTrainer_")]
+    return names[:1] if searched_first() else names
 
 
 def _builtin_trainer_names() -> dict[str, str]:
@@ -176,8 +177,9 @@ def check_trainer_lookup() -> Check:
                 failures.append(f"{name} resolves to {found.__module__}.{found.__qualname__}, not ours")
     total = len(trainers.__all__)
     if not failures:
-        return Check("trainer lookup", OK, f"nnU-Net's lookup finds our classes ({len(looked_up)} looked up: every "
-                                           f"class and baseline variant; none of all {total} shadowed)")
+        return Check("trainer lookup", OK, f"nnU-Net's lookup finds our classes ({len(looked_up)} looked up, our "
+                                           f"folder {'searched first' if searched_first() else 'after others'}; none "
+                                           f"of all {total} shadowed by nnU-Net's own)")
     shown = "; ".join(failures[:3]) + (f"; ... ({len(failures) - 3} more)" if len(failures) > 3 else "")
     return Check("trainer lookup", FAIL, shown,
                  ext_trainer_export_line() + "  (our folder first, so its names win over others')")

@@ -40,6 +40,14 @@ def lists_our_trainers(value: str | None = None) -> bool:
     return any(_same_folder(p, trainers_folder()) for p in value.split(os.pathsep) if p.strip())
 
 
+def searched_first(value: str | None = None) -> bool:
+    """Whether nnU-Net's lookup searches our folder before any other of ``nnUNet_extTrainer`` (default: this
+    process's); nnU-Net skips entries that do not exist."""
+    value = os.environ.get("nnUNet_extTrainer", "") if value is None else value
+    entries = [p for p in value.split(os.pathsep) if p.strip() and os.path.exists(p)]
+    return bool(entries) and _same_folder(entries[0], trainers_folder())
+
+
 def with_our_trainers(env: dict) -> dict:
     """``env`` with our trainers folder first on its ``nnUNet_extTrainer`` (the user's other entries kept)."""
     return {**env, "nnUNet_extTrainer": os.pathsep.join(ext_trainer_entries(env.get("nnUNet_extTrainer", "")))}
