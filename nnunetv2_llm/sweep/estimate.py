@@ -94,9 +94,11 @@ def seconds_per_iteration(job: dict, device: str) -> float:
 
 
 def measured_seconds_per_iteration(job: dict, device: str) -> float:
-    """:func:`seconds_per_iteration` in the environment the job trains in: on the CPU a process of its own with the
-    CPU settings (OpenMP reads them at start; spinning threads make a loaded CPU several times slower)."""
-    if device != "cpu":
+    """:func:`seconds_per_iteration` in the environment the job trains in: on the CPU with the CPU settings, in a
+    process of its own unless this one already has them (OpenMP reads them at start; spinning threads make a loaded
+    CPU several times slower)."""
+    import os
+    if device != "cpu" or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
         return seconds_per_iteration(job, device)
     import json
     import subprocess
