@@ -7,6 +7,7 @@ table, the JSON it is printed from:
     <!-- trainers -->            ...  <!-- /trainers -->
     <!-- quality benchmarks/results/quality-context-20x25.json -->  ...  <!-- /quality -->
     <!-- calibration benchmarks/results/calibration.json -->  ...  <!-- /calibration -->
+    <!-- demo-spread benchmarks/results/demo_spread-8.json -->  ...  <!-- /demo-spread -->
 
     python scripts/docs_tables.py --check   # (the default) exit 1 naming every stale block
     python scripts/docs_tables.py --write   # rewrite every block in place
@@ -67,13 +68,8 @@ def variants_table(_: str | None = None) -> str:
     return "\n".join(rows)
 
 
-def quality_table(json_path: str | None) -> str:
-    """A measured quality table: what `benchmarks/quality.py --readme-table JSON` prints for the saved run."""
-    return _benchmark("quality").readme_table(_results("quality", json_path))
-
-
 def _benchmark(name: str):
-    """A benchmark script of benchmarks/, loaded by path (a script folder, not a package)."""
+    """A script of benchmarks/ as a module (the scripts are not a package)."""
     spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name
@@ -82,6 +78,7 @@ def _benchmark(name: str):
 
 
 def _results(block: str, json_path: str | None) -> dict:
+    """The benchmark JSON a measured block names."""
     if not json_path:
         raise DocsError(f"a {block} block names its JSON: <!-- {block} benchmarks/results/....json -->")
     try:
@@ -90,9 +87,19 @@ def _results(block: str, json_path: str | None) -> dict:
         raise DocsError(f"{block} block: cannot read {json_path} ({e}); name a JSON of benchmarks/results/") from e
 
 
+def quality_table(json_path: str | None) -> str:
+    """A measured quality table: what `benchmarks/quality.py --readme-table JSON` prints for the saved run."""
+    return _benchmark("quality").readme_table(_results("quality", json_path))
+
+
 def calibration_table(json_path: str | None) -> str:
     """The measured coverage table: what `benchmarks/calibration.py` prints for the saved run."""
     return _benchmark("calibration").docs_table(_results("calibration", json_path))
+
+
+def demo_spread(json_path: str | None) -> str:
+    """The demo's spread over its runs: what `benchmarks/demo_spread.py --readme-figures JSON` prints."""
+    return _benchmark("demo_spread").readme_figures(_results("demo-spread", json_path))
 
 
 def _docstring(path: Path) -> str:
@@ -130,7 +137,7 @@ def code_map(_: str | None = None) -> str:
 
 TABLES: dict[str, Callable[[str | None], str]] = {
     "trainers": trainers_table, "variants": variants_table, "code-map": code_map, "quality": quality_table,
-    "calibration": calibration_table}
+    "calibration": calibration_table, "demo-spread": demo_spread}
 
 
 class DocsError(Exception):

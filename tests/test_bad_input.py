@@ -475,6 +475,16 @@ def test_info_takes_a_model_file_like_plan(in_process_env, dataset_2d, layer_fil
     assert rc == 2 and "Did you mean 'smollm2-135m'?" in err
 
 
+def test_info_says_where_its_spec_came_from(in_process_env, dataset_2d, capsys):
+    """Issue 39 #6: without --llm, info said "LLM spec from --llm"."""
+    from nnunetv2_llm.core.models import DEFAULT_MODEL
+    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d"]) == 0
+    out = capsys.readouterr().out
+    assert f"LLM spec from the default model {DEFAULT_MODEL} (no --llm given)" in out
+    assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "--llm", DEFAULT_MODEL, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["llm_from"] == f"--llm {DEFAULT_MODEL}"
+
+
 def test_plan_refuses_a_damaged_layer_file_and_one_without_its_suffix(in_process_env, dataset_2d, layer_file,
                                                                       tmp_path, capsys):
     """Issue 30 #15: plan verifies an extracted file's sha256 (training from a damaged file it accepted ended in a

@@ -238,3 +238,12 @@ def test_unreachable_message_names_the_licence_only_for_a_gated_model():
     assert "licence at https://huggingface.co/meta-llama/Llama-3.2-1B" in llama and "HF_TOKEN" in llama
     assert "--llm llama-3.2-1b" in llama
     assert "licence" not in unreachable_message("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "x", access)
+
+
+def test_unreachable_advice_gives_the_route_that_trains_with_nnunetv2_train():
+    """nnUNetv2_train has no --llm (issue 39 #5): the advice plans the copied layer file and names the trainer."""
+    from nnunetv2_llm.core.weights.reach import unreachable_advice
+    advice = unreachable_advice("meta-llama/Llama-3.2-1B")
+    assert "nnunetv2-llm plan -d DATASET --llm layer.safetensors -o NAME" in advice
+    assert "-tr nnUNetTrainerLLM -p NAME" in advice
+    assert "pass it as --llm" not in advice

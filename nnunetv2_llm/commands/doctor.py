@@ -1,8 +1,9 @@
 """nnunetv2-llm doctor: is this environment ready to train with the nnunetv2-llm trainers?
 
-Checks the nnunetv2 version, nnU-Net's three folders, that nnUNet_extTrainer lists our
-trainers folder and that nnU-Net's own lookup finds every trainer there, which named LLM models can be
-loaded (locally or from the hub; nothing is downloaded) and whether GGUF support is installed.
+Checks the nnunetv2 version, that what training imports imports (torch, torchvision, dynamic_network_architectures,
+nnU-Net's trainer), nnU-Net's three folders, that nnUNet_extTrainer lists our trainers folder and that nnU-Net's own
+lookup finds every trainer there, which named LLM models can be loaded (locally or from the hub; nothing is
+downloaded) and that gguf, which reads the default model, imports.
 Exit code 1 when something blocks training.
 """
 from __future__ import annotations
@@ -39,6 +40,6 @@ def cmd_doctor(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("doctor", help="check nnU-Net paths, trainer lookup, LLM models and GGUF support",
+    p = subparsers.add_parser("doctor", help="check what training imports, nnU-Net paths, trainer lookup, LLM models and GGUF support",
                               description=__doc__)
     p.set_defaults(func=cmd_doctor)

@@ -40,8 +40,9 @@ def print_table(info: dict) -> None:
 def cmd_info(args) -> int:
     from ..core.resolve import structure_spec
     from ..nnunet.networks import cost_report
-    fallback = structure_spec(args.llm, args.layer, trainable=args.trainable, stage=args.stage)
-    info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback)
+    fallback = structure_spec(args.llm or DEFAULT_MODEL, args.layer, trainable=args.trainable, stage=args.stage)
+    origin = f"--llm {args.llm}" if args.llm else f"the default model {DEFAULT_MODEL} (no --llm given)"
+    info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback, origin)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -56,7 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-tr", "--trainer", help="trainer: its trained run's plans.json if it exists, and its built-in LLM")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
-    p.add_argument("--llm", default=DEFAULT_MODEL, metavar="MODEL|SOURCE",
+    p.add_argument("--llm", metavar="MODEL|SOURCE",
                    help=f"LLM when neither the trainer nor the plans name one: a named model "
                         f"({', '.join(sorted(MODELS))}), a hub id, a checkpoint folder, a .gguf file or a file from "
                         f"`nnunetv2-llm extract` (default {DEFAULT_MODEL})")

@@ -107,10 +107,13 @@ def cmd_plan(args) -> int:
         if args.llm:
             grid["llm"] = {"llm": args.llm, **({"layer": args.layer} if args.layer else {})}
         check_grid(grid, "the flags")
+    from ..sweep.estimate import estimate
     jobs = plan_sweep(grid, Path(args.output))
     for job in jobs:
         print(shown_command(job))
     print(f"{training_runs(jobs)}; written to {Path(args.output) / GRID_FILE}")
+    for line in estimate(jobs).lines():
+        print(line, flush=True)
     return 0
 
 

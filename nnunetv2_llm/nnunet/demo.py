@@ -77,8 +77,45 @@ def demo_env(paths: DemoPaths, device: str) -> dict:
     return env
 
 
+PSEUDO_DICE = re.compile(r"Pseudo dice \[(.*)\]")
+ERROR_LINE = re.compile(r"^(error: |[\w.]*(Error|Exception|Interrupt)\b)")
+
+
+def failing_line(lines) -> str:
+    """The line of a failed CLI's output that says what failed: the last exception or ``error:`` line, else the last
+    line with text."""
+    lines = [line.strip() for line in lines if line.strip()]
+    return next((line for line in reversed(lines) if ERROR_LINE.match(line)), lines[-1] if lines else "no output")
+
+
+class TrainingProgress:
+    """Epoch i/N, elapsed, time left and nnU-Net's latest pseudo-Dice of one training, from the lines of its log."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.done, self.dice = epochs, 0, None
+        self.start = time.monotonic()
+
+    def read(self, line: str) -> bool:
+        """Take one log line; True when it ends an epoch."""
+        found = PSEUDO_DICE.search(line)
+        if found:
+            values = [float(v) for v in re.findall(r"\d+\.\d+(?:e-?\d+)?", found.group(1))]
+            self.dice = sum(values) / len(values) if values else None
+        if EPOCH_DONE.search(line):
+            self.done += 1
+            return True
+        return False
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.epochs - self.done)
+        dice = "" if self.dice is None else f", pseudo-Dice {self.dice:.4f}"
+        return f"epoch {self.done}/{self.epochs}, {elapsed:.0f} s elapsed, about {left:.0f} s left{dice}"
+
+
 class StepRunner:
-    """Runs one CLI per step with a progress line, logging its output to ``logs/<step>.log``."""
+    """Runs one CLI per step, logging its output to ``logs/<step>.log``: a progress bar on a terminal, a plain line
+    per epoch elsewhere (a log file, CI), and on failure the failing line with the fix."""
 
     def __init__(self, progress, console, env: dict, logs: Path):
         self.progress, self.console, self.env, self.logs = progress, console, env, logs
@@ -86,9 +123,11 @@ class StepRunner:
     def run(self, step: str, description: str, cmd: list[str], total: int | None = None,
             extra_env: dict | None = None) -> float:
         log_path = self.logs / f"{step}.log"
-        task = self.progress.add_task(description, total=total)
+        self.console.print(f"[cyan]start[/]  {description} (log: {log_path})")
+        task = self.progress.add_task(description, total=total, status="")
         start = time.monotonic()
         tail = deque(maxlen=40)
+        progress = TrainingProgress(total) if total else None
         with open(log_path, "w", buffering=1) as log, subprocess.Popen(
                 cmd, env={**self.env, **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, bufsize=1) as proc:
@@ -96,14 +135,17 @@ class StepRunner:
             for line in proc.stdout:
                 log.write(line)
                 tail.append(line.rstrip("\n"))
-                if total is not None and EPOCH_DONE.search(line):
-                    self.progress.advance(task)
+                if progress is not None and progress.read(line):
+                    self.progress.update(task, completed=progress.done, status=progress.line())
+                    if not self.console.is_terminal:
+                        self.console.print(f"       {description}: {progress.line()}", highlight=False)
             rc = proc.wait()
         elapsed = time.monotonic() - start
         self.progress.update(task, completed=total or 1, total=total or 1)
         if rc != 0:
-            raise DemoError(f"{description} failed (exit code {rc}) after {elapsed:.0f} s. Last lines of "
-                            f"{log_path}:\n" + "\n".join(tail))
+            raise DemoError(f"{description} failed (exit code {rc}) after {elapsed:.0f} s: {failing_line(tail)}\n"
+                            f"Its log: {log_path}. Run `nnunetv2-llm doctor`: it checks what training imports, the "
+                            f"trainers and the models, and names the fix for each problem.")
         self.console.print(f"[green]done[/]   {description} in {elapsed:.1f} s (log: {log_path})")
         return elapsed
 
@@ -137,7 +179,7 @@ def run_demo_steps(folder: Path, length: str, device: str, console) -> DemoRun:
     console.print(f"nnunetv2-llm demo in [bold]{folder}[/]: {plain} vs {smol}, device {device}")
     start = time.monotonic()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+               TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, transient=True) as progress:
         steps = StepRunner(progress, console, env, paths.logs)
         if paths.dataset.is_dir():

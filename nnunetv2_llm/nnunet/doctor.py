@@ -1,22 +1,24 @@
 """The checks of `nnunetv2-llm doctor`: is this environment ready to train with the nnunetv2-llm trainers?
 
-Checks the nnunetv2 version, nnU-Net's three folders, that nnUNet_extTrainer lists our
-trainers folder and that nnU-Net's own lookup finds every trainer there, which named LLM models can be
-loaded (locally or from the hub; nothing is downloaded) and whether GGUF support is installed.
+Checks the nnunetv2 version, that what training imports imports (torch, torchvision, dynamic_network_architectures,
+nnU-Net's trainer), nnU-Net's three folders, that nnUNet_extTrainer lists our trainers folder and that nnU-Net's own
+lookup finds every trainer there, which named LLM models can be loaded (locally or from the hub; nothing is
+downloaded) and that gguf, which reads the default model, imports.
 Exit code 1 when something blocks training.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.metadata
-import importlib.util
 import io
 import os
+import pkgutil
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from .environment import cpu_advice, ext_trainer_entries, lists_our_trainers, trainers_folder
+from .environment import cpu_advice, ext_trainer_entries, lists_our_trainers, searched_first, trainers_folder
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -32,18 +34,62 @@ class Check:
     fix: str | None = None
 
 
-def supported_nnunet():
-    """The nnunetv2 version range this package declares (its own metadata is the single source)."""
+def declared(package: str):
+    """The version range this package declares for ``package`` (its own metadata is the single source)."""
     from packaging.requirements import Requirement
     for line in importlib.metadata.requires("nnunetv2-llm") or []:
         req = Requirement(line)
-        if req.name == "nnunetv2" and req.marker is None:
+        if req.name == package and req.marker is None:
             return req.specifier
-    raise RuntimeError("the nnunetv2-llm package metadata declares no nnunetv2 requirement; reinstall nnunetv2-llm.")
+    raise RuntimeError(f"the nnunetv2-llm package metadata declares no {package} requirement; reinstall nnunetv2-llm.")
+
+
+# What nnUNetv2_train imports before it trains, in import order: a package that installs but fails at import (a
+# CUDA torchvision next to a CPU torch) stops every training, so doctor imports them too.
+TRAINING_IMPORTS = (("torch", "torch"), ("torchvision", "torchvision"),
+                    ("dynamic_network_architectures", "dynamic-network-architectures"),
+                    ("nnunetv2.training.nnUNetTrainer.nnUNetTrainer", "nnunetv2"))
+
+
+def torch_install_line() -> str:
+    """The pip line that installs torch and torchvision as one pair from the index this torch came from (its
+    local version, e.g. +cpu or +cu130, names the index; none: the default index)."""
+    from .environment import TORCH_WHEEL_INDEX
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "pip install torch torchvision"
+    base, _, local = version.partition("+")
+    index = f" --index-url {TORCH_WHEEL_INDEX}/{local}" if local else ""
+    return f"pip install --force-reinstall torch=={base} torchvision{index}"
+
+
+def check_training_imports() -> list[Check]:
+    """One row per module training imports; a failure names the package and how to reinstall it."""
+    checks = []
+    for module, package in TRAINING_IMPORTS:
+        label = f"import {module.split('.')[0]}"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                importlib.import_module(module)
+        except Exception as e:  # any failure at import stops nnUNetv2_train the same way
+            first = (str(e).strip().splitlines() or [""])[0]
+            if any(c.status == FAIL for c in checks):
+                fix = "fix the failing import above first"
+            elif package in ("torch", "torchvision"):
+                fix = (f"torch and torchvision must be one pair from the same index (both CPU builds on a CPU "
+                       f"machine): {torch_install_line()}")
+            else:
+                fix = f"pip install --force-reinstall '{package}{declared(package)}'"
+            checks.append(Check(label, FAIL, f"{package} fails at import: {type(e).__name__}: {first}", fix))
+            continue
+        version = importlib.metadata.version(package)
+        checks.append(Check(label, OK, f"{package} {version}"))
+    return checks
 
 
 def check_nnunet_version() -> Check:
-    specifier = supported_nnunet()
+    specifier = declared("nnunetv2")
     try:
         version = importlib.metadata.version("nnunetv2")
     except importlib.metadata.PackageNotFoundError:
@@ -83,27 +129,43 @@ def check_ext_trainer() -> Check:
 
 
 def _lookup_names() -> list[str]:
-    """The trainers nnU-Net's full lookup is run for: each class we write by hand and the plain-nnU-Net
-    length variants (named like nnU-Net's own). The other length variants live in the same module as
-    their base class, so they resolve with it unless a built-in shadows them, which is checked for all."""
+    """The trainers nnU-Net's full lookup is run for. With our folder searched first, one name: the one module there
+    re-exports every class, so nothing can come before it (built-in shadows are checked for all names). Else each
+    class we write by hand and the plain-nnU-Net length variants (named like nnU-Net's own)."""
     from . import trainers
-    return [c.__name__ for c in trainers.BASE_TRAINERS] + [n for n in trainers.__all__ if n.startswith("nnUNetTrainer_")]
+    names = [c.__name__ for c in trainers.BASE_TRAINERS] + [n for n in trainers.__all__ if n.startswith("nnUNetTrainer_")]
+    return names[:1] if searched_first() else names
+
+
+def _builtin_trainer_names() -> dict[str, str]:
+    """Every name nnU-Net's own trainer modules define -> the first module defining it, in one walk (nnU-Net's
+    lookup walks them once per name asked)."""
+    import nnunetv2.training.nnUNetTrainer as builtin
+    found = {}
+    for info in pkgutil.walk_packages(builtin.__path__, builtin.__name__ + "."):
+        if info.ispkg:
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ModuleNotFoundError as e:
+            if e.name == info.name:  # listed on disk but not importable as itself: nnU-Net skips it too
+                continue
+            raise
+        for name in vars(module):
+            found.setdefault(name, info.name)
+    return found
 
 
 def check_trainer_lookup() -> Check:
     """Our trainers must come back, as our own classes, from the lookup nnUNetv2_train and the predictor use."""
-    import nnunetv2
-    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     from . import trainers
-    builtin = os.path.join(nnunetv2.__path__[0], "training", "nnUNetTrainer")
     failures = []
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        for name in trainers.__all__:
-            shadow = recursive_find_python_class(builtin, name, "nnunetv2.training.nnUNetTrainer", nnunetv2.__path__[0])
-            if shadow is not None:
-                failures.append(f"{name} is shadowed by nnU-Net's {shadow.__module__}.{name}")
+        builtin = _builtin_trainer_names()
+        failures += [f"{name} is shadowed by nnU-Net's {builtin[name]}.{name}" for name in trainers.__all__
+                     if name in builtin]
         looked_up = _lookup_names()
         for name in looked_up:
             try:
@@ -115,8 +177,9 @@ def check_trainer_lookup() -> Check:
                 failures.append(f"{name} resolves to {found.__module__}.{found.__qualname__}, not ours")
     total = len(trainers.__all__)
     if not failures:
-        return Check("trainer lookup", OK, f"nnU-Net's lookup finds our classes ({len(looked_up)} looked up: every "
-                                           f"class and baseline variant; none of all {total} shadowed)")
+        return Check("trainer lookup", OK, f"nnU-Net's lookup finds our classes ({len(looked_up)} looked up, our "
+                                           f"folder {'searched first' if searched_first() else 'after others'}; none "
+                                           f"of all {total} shadowed by nnU-Net's own)")
     shown = "; ".join(failures[:3]) + (f"; ... ({len(failures) - 3} more)" if len(failures) > 3 else "")
     return Check("trainer lookup", FAIL, shown,
                  ext_trainer_export_line() + "  (our folder first, so its names win over others')")
@@ -160,12 +223,14 @@ def check_model(name: str) -> Check:
 
 
 def check_gguf() -> Check:
-    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
-    if missing:
-        return Check("GGUF support", WARN, f"{', '.join(missing)} not installed: nnUNetTrainerSmolLM2 and .gguf "
-                                           f"sources cannot load", "pip install 'nnunetv2-llm[gguf]'")
-    versions = ", ".join(f"{m} {importlib.metadata.version(m)}" for m in ("gguf", "accelerate"))
-    return Check("GGUF support", OK, versions)
+    """gguf reads the default model (SmolLM2 ships as a .gguf), so without it the demo and the default trainer fail."""
+    try:
+        importlib.import_module("gguf")
+    except Exception as e:  # missing or broken: either way no .gguf loads
+        return Check("GGUF support", FAIL, f"gguf cannot be imported ({type(e).__name__}: {e}): the default model "
+                                           f"smollm2-135m, nnUNetTrainerSmolLM2, the demo and .gguf sources cannot load",
+                     f"pip install 'gguf{declared('gguf')}'")
+    return Check("GGUF support", OK, f"gguf {importlib.metadata.version('gguf')}")
 
 
 def check_families() -> Check:
@@ -185,10 +250,18 @@ def check_device() -> Check:
 
 def run_checks() -> list[Check]:
     from ..core.models import MODELS
-    ext_trainer, lookup = check_ext_trainer(), check_trainer_lookup()
-    if ext_trainer.status == FAIL and lookup.status == FAIL:
-        lookup.fix = "fix nnUNet_extTrainer (above)"
-    checks = [check_nnunet_version(), *[check_folder(v) for v in NNUNET_FOLDERS], ext_trainer, lookup]
-    checks += [check_model(name) for name in MODELS]
-    checks += [check_families(), check_gguf(), check_device()]
-    return checks
+    imports = check_training_imports()
+    imported = all(c.status == OK for c in imports)
+    ext_trainer = check_ext_trainer()
+    if imported:
+        lookup = check_trainer_lookup()
+        if ext_trainer.status == FAIL and lookup.status == FAIL:
+            lookup.fix = "fix nnUNet_extTrainer (above)"
+    else:
+        lookup = Check("trainer lookup", FAIL, "not checked: what training imports fails (above)",
+                       "fix the failing import above")
+    checks = [check_nnunet_version(), *imports, *[check_folder(v) for v in NNUNET_FOLDERS], ext_trainer, lookup]
+    if imports[0].status == OK:  # the model and device rows need torch
+        checks += [check_model(name) for name in MODELS] + [check_families()]
+    checks.append(check_gguf())
+    return checks + ([check_device()] if imported else [])

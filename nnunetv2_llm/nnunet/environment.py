@@ -40,6 +40,14 @@ def lists_our_trainers(value: str | None = None) -> bool:
     return any(_same_folder(p, trainers_folder()) for p in value.split(os.pathsep) if p.strip())
 
 
+def searched_first(value: str | None = None) -> bool:
+    """Whether nnU-Net's lookup searches our folder before any other of ``nnUNet_extTrainer`` (default: this
+    process's); nnU-Net skips entries that do not exist."""
+    value = os.environ.get("nnUNet_extTrainer", "") if value is None else value
+    entries = [p for p in value.split(os.pathsep) if p.strip() and os.path.exists(p)]
+    return bool(entries) and _same_folder(entries[0], trainers_folder())
+
+
 def with_our_trainers(env: dict) -> dict:
     """``env`` with our trainers folder first on its ``nnUNet_extTrainer`` (the user's other entries kept)."""
     return {**env, "nnUNet_extTrainer": os.pathsep.join(ext_trainer_entries(env.get("nnUNet_extTrainer", "")))}
@@ -56,6 +64,9 @@ def ensure_trainer_lookup() -> None:
 # training process itself (nnUNet_n_proc_DA=0) is for TRAINING ONLY: nnU-Net's planner calls
 # torch.set_num_threads(nnUNet_n_proc_DA) and fails with 0.
 CPU_SETTINGS = {"nnUNet_def_n_proc": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+# PyTorch's own wheel indexes: TORCH_WHEEL_INDEX/cpu holds the CPU builds of torch and torchvision, /cu130 etc. the
+# CUDA ones; a torch's local version (2.14.1+cpu) names the index it came from.
+TORCH_WHEEL_INDEX = "https://download.pytorch.org/whl"
 CPU_TRAINING_SETTINGS = {**CPU_SETTINGS, "nnUNet_n_proc_DA": "0"}
 
 

@@ -20,16 +20,18 @@ def build_unet(plans: dict, dataset_json: dict, configuration: str, spec: LLMSpe
                deep_supervision: bool = False) -> ConfiguredNet:
     """nnU-Net's network for ``configuration`` of ``plans`` (its own ``build_network_architecture``), wrapped with
     the LLM block of ``spec`` when one is given. The layer's tensors are the block's zeros or random init: only the
-    structure counts here."""
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    structure counts here. nnUNetTrainer.build_network_architecture is this one call of get_network_from_plans;
+    calling it directly spares importing nnU-Net's training stack (torch._dynamo, its logger, data loaders)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     plans_manager = PlansManager(plans)
     config_manager = plans_manager.get_configuration(configuration)
     in_channels = determine_num_input_channels(plans_manager, config_manager, dataset_json)
     out_channels = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
-    net = nnUNetTrainer.build_network_architecture(plans_manager, config_manager, in_channels, out_channels,
-                                                   enable_deep_supervision=deep_supervision)
+    net = get_network_from_plans(config_manager.network_arch_class_name, config_manager.network_arch_init_kwargs,
+                                 config_manager.network_arch_init_kwargs_req_import, in_channels, out_channels,
+                                 allow_init=True, deep_supervision=deep_supervision)
     if spec is not None:
         net = LLMUNet(net, spec)
     return ConfiguredNet(net, in_channels, tuple(config_manager.patch_size))
@@ -79,36 +81,48 @@ def _with_configuration(source: PlansSource, configuration: str) -> PlansSource:
     return source
 
 
-def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec) -> tuple[LLMSpec, str]:
+def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec,
+                fallback_origin: str) -> tuple[LLMSpec, str]:
     """The spec the trainer would use: a trained run's, the trainer's own (its ``llm_spec`` hook, as in training),
-    the plans', else ``fallback``."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    from ..core.errors import did_you_mean
+    the plans', else ``fallback`` (said to come from ``fallback_origin``)."""
     from ..core.spec import spec_in_plans
-    from . import trainers
-    from .results import ResultsError
     planned = spec_in_plans(source.plans, configuration, source.origin)
     if source.trained and planned is not None:
         return planned, f"the trained run's plans ({source.origin})"
-    cls = getattr(trainers, trainer, None) if trainer else None
-    if trainer and not source.trained and not (isinstance(cls, type) and trainer in trainers.__all__):
+    own = trainer_spec(source, configuration, trainer) if trainer else None
+    if own is not None:
+        return own, f"trainer {trainer}"
+    if planned is not None:
+        return planned, f"the plans ({source.origin})"
+    return fallback, fallback_origin
+
+
+def trainer_spec(source: PlansSource, configuration: str, trainer: str) -> LLMSpec | None:
+    """An LLM trainer's own spec (None for another trainer of ours or one trained for these plans); imported only
+    when -tr names one, since our trainers import nnU-Net's whole training stack."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from ..core.errors import did_you_mean
+    from . import trainers
+    from .results import ResultsError
+    cls = getattr(trainers, trainer, None)
+    if not source.trained and not (isinstance(cls, type) and trainer in trainers.__all__):
         raise ResultsError(f"trainer {trainer!r} is neither an nnunetv2-llm trainer nor trained for these plans; "
                            f"pass one of ours (`nnunetv2-llm trainers` lists them) or leave out -tr and choose "
                            f"--llm.{did_you_mean(trainer, trainers.__all__)}")
     if cls is not None and issubclass(cls, trainers.nnUNetTrainerLLM):
         plans_manager = PlansManager(source.plans)
-        return cls.llm_spec(plans_manager, plans_manager.get_configuration(configuration)), f"trainer {trainer}"
-    if planned is not None:
-        return planned, f"the plans ({source.origin})"
-    return fallback, "--llm"
+        return cls.llm_spec(plans_manager, plans_manager.get_configuration(configuration))
+    return None
 
 
-def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec) -> dict:
-    """Parameters and FLOPs of the configured net with and without the LLM block (what ``info`` prints)."""
+def cost_report(dataset, configuration: str, trainer: str | None, plans_identifier: str, fallback: LLMSpec,
+                fallback_origin: str) -> dict:
+    """Parameters and FLOPs of the configured net with and without the LLM block (what ``info`` prints);
+    ``fallback_origin`` says where ``fallback`` came from when neither trainer nor plans name a spec."""
     from ..core.cost import FLOPS_NOTE, measure
     source = load_plans(dataset, plans_identifier, trainer, configuration)
-    spec, spec_origin = choose_spec(source, configuration, trainer, fallback)
+    spec, spec_origin = choose_spec(source, configuration, trainer, fallback, fallback_origin)
     plain = build_unet(source.plans, source.dataset_json, configuration)
     with_llm = build_unet(source.plans, source.dataset_json, configuration, spec)
     base = measure(plain.network.eval(), plain.in_channels, plain.patch_size)

@@ -77,7 +77,7 @@ def local_jobs(jobs: list[dict], echo=print) -> list[dict]:
     cuda`` is refused before any job starts, with the fix."""
     from ..nnunet.environment import cuda_available
     if cuda_available():
-        return jobs
+        return _say_full_length_on_cpu(jobs, echo)
     cuda = [j["id"] for j in jobs if train_device(j["train_args"]) == "cuda"]
     if cuda:
         raise SweepError(f"{len(cuda)} job(s) train with -device cuda (e.g. {cuda[0]}), but torch sees no CUDA GPU "
@@ -87,7 +87,19 @@ def local_jobs(jobs: list[dict], echo=print) -> list[dict]:
     if unset:
         echo(f"no CUDA GPU visible: {len(unset)} job(s) planned without a device train on the CPU (-device cpu, "
              f"with nnUNet_def_n_proc=1, nnUNet_n_proc_DA=0, OMP_WAIT_POLICY=PASSIVE unless set)")
-    return [{**j, "train_args": [*j["train_args"], "-device", "cpu"]} if j["id"] in unset else j for j in jobs]
+    return _say_full_length_on_cpu([{**j, "train_args": [*j["train_args"], "-device", "cpu"]} if j["id"] in unset
+                                    else j for j in jobs], echo)
+
+
+def _say_full_length_on_cpu(jobs: list[dict], echo) -> list[dict]:
+    """Before anything starts: how many CPU jobs train nnU-Net's full length (weeks on a CPU)."""
+    from ..nnunet.lengths import NNUNET_LENGTH, run_length
+    full = [j["id"] for j in jobs if train_device(j["train_args"]) == "cpu" and run_length(j["trainer"]) == NNUNET_LENGTH]
+    if full:
+        echo(f"{len(full)} job(s) train nnU-Net's full length ({NNUNET_LENGTH[0]} epochs of {NNUNET_LENGTH[1]} "
+             f"iterations) on the CPU (e.g. {full[0]}); `sweep plan` printed their estimated time. Stop "
+             f"with Ctrl-C and use a GPU (--backend slurm) or a short trainer (`nnunetv2-llm trainers` lists them).")
+    return jobs
 
 
 class _Stop(Exception):

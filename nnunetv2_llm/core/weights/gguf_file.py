@@ -52,11 +52,12 @@ def _readable_gguf(path: Path):
 
 
 def _gguf_reader(path: Path):
-    """gguf's reader of ``path``; without the optional GGUF packages, an error that names the install line."""
+    """gguf's reader of ``path``; with gguf (a dependency) missing or broken, an error that names the install line."""
     try:
         from gguf import GGUFReader
     except ImportError as e:
-        raise LLMWeightsError(f"reading {path} needs GGUF support: pip install 'nnunetv2-llm[gguf]' ({e}).") from None
+        raise LLMWeightsError(f"reading {path} needs the gguf package, a dependency of nnunetv2-llm that is missing "
+                              f"or broken ({e}): pip install --force-reinstall gguf") from None
     with _readable_gguf(path):
         return GGUFReader(str(path))
 

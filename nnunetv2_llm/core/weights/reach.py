@@ -70,8 +70,10 @@ def unreachable_advice(repo_id: str) -> str:
     name = named_model(repo_id) or repo_id
     gated = gated_advice(repo_id)
     return (f"Where the hub is reachable{' (' + gated + ')' if gated else ''}, run `nnunetv2-llm extract --llm {name} "
-            f"-o layer.safetensors`, copy the file here and pass it as --llm layer.safetensors (or copy that machine's "
-            f"hub cache, HF_HOME). The named model smollm2-135m needs no hub.")
+            f"-o layer.safetensors` and copy the file here; then `nnunetv2-llm plan -d DATASET --llm "
+            f"layer.safetensors -o NAME` and train with `nnUNetv2_train DATASET CONFIG FOLD -tr nnUNetTrainerLLM -p "
+            f"NAME` (nnunetv2-llm's own commands take --llm layer.safetensors directly). Or copy that machine's hub "
+            f"cache (HF_HOME). The named model smollm2-135m needs no hub.")
 
 
 def unreachable_message(repo_id: str, what: str, access: HubAccess) -> str:
