@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -511,3 +512,32 @@ def test_extract_after_a_sigkill_removes_what_the_killed_run_left(tmp_path, caps
     assert len(left) == 1 and left[0].stat().st_size == 1 << 20 and not target.exists()
     assert cli.main(["extract", "--llm", "smollm2-135m", "-o", str(target)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "the killed run's temporary file is gone"
+
+
+def test_a_refusal_inside_nnunetv2_train_is_the_message_alone(nnunet_env, dataset_2d):
+    """Issue 38 #7: an error our trainer raises on purpose inside nnU-Net's own process (here hand-edited plans whose
+    layer is the string "3") reaches the user as one line and a non-zero exit status, with no traceback; a bug of
+    ours still keeps its traceback (the hook chains to the one before)."""
+    plans = nnunet_env.plans(dataset_2d)
+    plans.pop("continue_training")
+    entry = model_spec("smollm2-135m").to_dict()
+    entry["layer"] = "3"
+    plans["configurations"]["2d"]["llm"] = entry
+    plans["plans_name"] = "nnUNetPlans_layer_text"
+    path = nnunet_env.preprocessed_folder(dataset_2d) / "nnUNetPlans_layer_text.json"
+    path.write_text(json.dumps(plans))
+    try:
+        proc = nnunet_env.train(dataset_2d, "2d", "0", "-tr", "nnUNetTrainerLLM", "-p", "nnUNetPlans_layer_text",
+                                check=False)
+    finally:
+        path.unlink()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("error: the 'llm' entry of plans 'nnUNetPlans_layer_text' of "
+                                                    "Dataset501_Synth2D (nnUNet_preprocessed/Dataset501_Synth2D/"
+                                                    "nnUNetPlans_layer_text.json for training, the results folder's "
+                                                    "plans.json for prediction): layer='3' must be int; fix the llm "
+                                                    "entry."), proc.stderr
+    bug = subprocess.run([sys.executable, "-c",
+                          "import nnunetv2_llm.nnunet.trainers; raise KeyError('a bug')"],
+                         capture_output=True, text=True, env=nnunet_env.env)
+    assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError: 'a bug'" in bug.stderr

@@ -330,18 +330,22 @@ def test_a_fold_with_other_plans_than_the_trained_folds_is_refused_before_traini
 
 
 @pytest.mark.slow
-def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(nnunet_env, dataset_2d, tmp_path):
+@pytest.mark.parametrize("trainer", [SMOL, PLAIN])
+def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(nnunet_env, dataset_2d, tmp_path,
+                                                                              trainer):
     """Issue 30 #1 end to end: fold 0 trained; the dataset is planned again with nnU-Net's ResEnc planner under the
     same plans name; the stock nnUNetv2_train of fold 1 is refused before training (results plans.json untouched);
-    and once plans.json holds the new plans (as after a fold trained with them), compare and export refuse fold 0."""
+    and once plans.json holds the new plans (as after a fold trained with them), compare and export refuse fold 0.
+    Issue 38 #0: the plain length variant (the baseline of the demo, the docs and the sweeps) is pinned too; #7: the
+    refusal is the message alone, no traceback through nnU-Net's code."""
     from conftest import NNUNetEnv
     env = NNUNetEnv(tmp_path / "nnunet")
     shutil.rmtree(env.raw)
     env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
-    trained = nnunet_env.trained(dataset_2d, SMOL)  # first: it writes the split into the preprocessed folder
+    trained = nnunet_env.trained(dataset_2d, trainer)  # first: it writes the split into the preprocessed folder
     shutil.copytree(nnunet_env.preprocessed_folder(dataset_2d), env.preprocessed / nnunet_env.preprocessed_folder(
         dataset_2d).name)
-    results = env.results_folder(dataset_2d, SMOL)
+    results = env.results_folder(dataset_2d, trainer)
     shutil.copytree(trained, results, ignore=lambda folder, names: [  # fold 0 only: other tests train more
         n for n in names if Path(folder) == trained and n.startswith("fold_") and n != "fold_0"])
     old_results_plans = (results / "plans.json").read_bytes()
@@ -350,20 +354,22 @@ def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(n
     new_plans = json.loads((env.preprocessed_folder(dataset_2d) / "nnUNetPlans.json").read_text())
     assert new_plans["configurations"]["2d"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
 
-    proc = env.train(dataset_2d, "2d", "1", "-tr", SMOL, check=False)
+    proc = env.train(dataset_2d, "2d", "1", "-tr", trainer, check=False)
     err = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "fold 1 would train with plans" in err and "from the plans fold(s) 0" in err
+    assert "Traceback" not in err and proc.stderr.strip().splitlines()[-1].startswith("error: "), proc.stderr
     assert "network_class_name: dynamic_network_architectures.architectures.unet.PlainConvUNet -> " in err
     assert "-overwrite_plans_name NEW_NAME" in err and "Epoch 0" not in err
     assert (results / "plans.json").read_bytes() == old_results_plans
     assert not list(results.glob("fold_1/*.pth")), "fold 1 trained"  # nnU-Net opens its log there before we refuse
 
     ruined = json.loads(json.dumps(new_plans))  # what fold 1's start would have written there
-    ruined["configurations"]["2d"]["llm"] = _llm_entry(results)
+    if trainer == SMOL:
+        ruined["configurations"]["2d"]["llm"] = _llm_entry(results)
     (results / "plans.json").write_text(json.dumps(ruined))
-    compare = env.run("nnunetv2-llm", "compare", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
+    compare = env.run("nnunetv2-llm", "compare", "-d", dataset_2d, "-c", "2d", "-tr", trainer, "-f", "0",
                       "-o", tmp_path / "report", check=False)
-    export = env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
+    export = env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", trainer, "-f", "0",
                      "-o", tmp_path / "submission", check=False)
     for proc in (compare, export):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
