@@ -376,3 +376,28 @@ def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(n
         assert f"fold 0 trained with other plans than {results / 'plans.json'}" in proc.stderr
         assert "network_class_name" in proc.stderr and "retrain every fold" in proc.stderr
     assert not (tmp_path / "report").exists() and not (tmp_path / "submission").exists()
+
+
+def test_compare_refuses_a_replicate_whose_plans_changed_under_its_folds(nnunet_env, dataset_2d, tmp_path):
+    """Issue 38 #0 for nnU-Net's own classes: a replicate's results folder whose plans.json a fold trained with new
+    plans replaced is named by `compare` before it scores anything, as replicate 1's is."""
+    from conftest import NNUNetEnv
+    trained = nnunet_env.trained(dataset_2d, PLAIN)  # first: it writes the split into the preprocessed folder
+    env = NNUNetEnv(tmp_path / "nnunet")
+    shutil.rmtree(env.raw)
+    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
+    name = nnunet_env.preprocessed_folder(dataset_2d).name
+    shutil.copytree(nnunet_env.preprocessed / name, env.preprocessed / name)
+    first = env.results_folder(dataset_2d, PLAIN)
+    second = env.results / "replicates" / "2" / first.relative_to(env.results)
+    for folder in (first, second):
+        shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("fold_[1-4]", "fold_all"))
+    plans = json.loads((second / "plans.json").read_text())
+    kwargs = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]
+    kwargs["features_per_stage"] = [f // 2 for f in kwargs["features_per_stage"]]
+    (second / "plans.json").write_text(json.dumps(plans))
+    proc = env.run("nnunetv2-llm", "compare", "-d", dataset_2d, "-c", "2d", "-tr", PLAIN, "-f", "0", "--replicates",
+                   "2", "-o", tmp_path / "report", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"fold 0 trained with other plans than {second / 'plans.json'}" in proc.stderr
+    assert "features_per_stage: [32, 64" in proc.stderr and not (tmp_path / "report").exists()
