@@ -541,3 +541,32 @@ def test_a_refusal_inside_nnunetv2_train_is_the_message_alone(nnunet_env, datase
                           "import nnunetv2_llm.nnunet.trainers; raise KeyError('a bug')"],
                          capture_output=True, text=True, env=nnunet_env.env)
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError: 'a bug'" in bug.stderr
+
+
+def test_every_list_option_keeps_every_repetition(in_process_env, dataset_2d, tmp_path, capsys):
+    """Issue 38 #4: a repeated list option (``--held-out a=X --held-out b=Y``) keeps every value, not only the last;
+    checked for every option of every command, and through compare, which now sees both sets given (here under one
+    name, which it refuses)."""
+    import argparse
+
+    from nnunetv2_llm.commands.options import Repeatable
+
+    def actions(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from actions(sub)
+            else:
+                yield parser.prog, action
+    lists = [(prog, a) for prog, a in actions(cli.build_parser()) if a.nargs in ("+", "*")]
+    assert len(lists) >= 13 and [(prog, a.dest) for prog, a in lists if not isinstance(a, Repeatable)] == []
+    args = cli.build_parser().parse_args(["compare", "-d", "501", "-c", "2d", "-tr", "A", "-tr", "B", "C", "-o", "o",
+                                          "--held-out", "a=X", "--held-out", "b=Y"])
+    assert (args.trainers, args.held_out, args.folds) == (["A", "B", "C"], ["a=X", "b=Y"], ["0", "1", "2", "3", "4"])
+    assert cli.build_parser().parse_args(["sweep", "plan", "-o", "x", "-c", "3d_fullres"]).configurations == \
+        ["3d_fullres"], "the first use replaces the default"
+    in_process_env.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
+    raw = in_process_env.dataset_folder(dataset_2d)
+    rc, err = run(capsys, "compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainer_2epochs_5its", "-f", "0",
+                  "--held-out", f"same={raw}", "--held-out", f"same={raw}", "-o", tmp_path / "report")
+    assert rc == 2 and "--external / --held-out: each NAME must be unique" in err, err

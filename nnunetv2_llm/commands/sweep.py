@@ -27,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import DEFAULT_PLANS
+from .options import DEFAULT_PLANS, Repeatable
 
 
 def _options(args):
@@ -185,10 +185,10 @@ def register(subparsers) -> None:
     plan.add_argument("grid", nargs="?", help="GRID.json or GRID.yaml (see `nnunetv2-llm sweep --help`), or the flags")
     plan.add_argument("-o", "--output", required=True, help="sweep folder (created; must not hold another grid)")
     plan.add_argument("-d", "--dataset", help="dataset id or name")
-    plan.add_argument("-c", "--configurations", nargs="+", default=["2d"], help="configurations (default 2d)")
-    plan.add_argument("-f", "--folds", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
-    plan.add_argument("-tr", "--trainers", nargs="+", help="trainers (any nnU-Net's lookup finds)")
-    plan.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
+    plan.add_argument("-c", "--configurations", action=Repeatable, default=["2d"], help="configurations (default 2d)")
+    plan.add_argument("-f", "--folds", action=Repeatable, default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
+    plan.add_argument("-tr", "--trainers", action=Repeatable, help="trainers (any nnU-Net's lookup finds)")
+    plan.add_argument("-p", "--plans", action=Repeatable, default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
     plan.add_argument("--replicates", type=int, default=1,
                       help="trainings of each fold (default 1; 3 measures training noise, see the grid key)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
