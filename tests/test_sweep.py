@@ -531,7 +531,7 @@ def test_replicates_train_with_the_stock_cli_and_compare_reports_the_procedure_l
         assert [(f / "fold_0" / "checkpoint_final.pth").is_file() and (f / "fold_1" / "checkpoint_final.pth").is_file()
                 for f in (first, second)] == [True, True]
     logs = (two / "logs" / f"2d__{RESUMABLE}__nnUNetPlans__fold1__replicate2.log").read_text()
-    assert f"$ {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1 -tr {RESUMABLE}" in logs
+    assert f'$ nnUNet_results="$nnUNet_results/replicates/2" {BIN / "nnUNetv2_train"} Dataset501_Synth2D 2d 1 -tr {RESUMABLE}' in logs
     status = sweep_env.run("nnunetv2-llm", "sweep", "status", two, extra_env=env).stdout
     assert status.count(" done ") == 8
 
@@ -669,3 +669,28 @@ def test_a_sweep_job_whose_plans_changed_under_trained_folds_starts_nothing(nnun
     assert (results / "plans.json").read_bytes() == before and not (results / "fold_1").exists()
     status = env.run("nnunetv2-llm", "sweep", "status", out).stdout
     assert " failed " in status
+
+
+def test_a_replicate_log_shows_its_own_command_and_an_unwritable_log_is_named(sweep_env, tmp_path):
+    """Issue 38 #5: a replicate job's log starts with the command that reproduces it, the replicate's nnUNet_results
+    in front (pasted without it, it would train into replicate 1's folder). #6: a job whose log cannot be written
+    fails naming the file and why, in the run's output and in `sweep status` (not only in submitit's files).
+    The jobs' nnUNetv2_train gets a flag it does not know, so each stops at once."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"dataset": 501, "folds": [0, 1], "trainers": [PLAIN], "replicates": 2,
+                                "train_args": ["-device", "cpu", "--no-such-flag"]}))
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", out)
+    blocked = out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold0.log"
+    blocked.mkdir(parents=True)  # a log that cannot be opened for writing, whoever runs the test (root too)
+    run = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare", check=False)
+    assert run.returncode == 1 and "0/4 jobs done" in run.stdout, run.stdout + run.stderr
+    reason = f"cannot write the job's log {blocked} (Is a directory)"
+    assert f"2d__{PLAIN}__nnUNetPlans__fold0: failed: {reason}" in run.stdout, run.stdout
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out).stdout
+    assert "cannot write the job's log" in status and "(Is a directory)" in status, status  # the table wraps it
+    log = (out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold1__replicate2.log").read_text()
+    assert log.startswith(f'$ nnUNet_results="$nnUNet_results/replicates/2" {BIN / "nnUNetv2_train"} '
+                          f'Dataset501_Synth2D 2d 1 -tr {PLAIN} -p nnUNetPlans -device cpu --no-such-flag\n'), log
+    first = (out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold1.log").read_text()
+    assert first.startswith(f"$ {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1 -tr {PLAIN}"), first

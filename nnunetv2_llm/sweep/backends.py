@@ -137,7 +137,8 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
                         results[job["id"]] = "failed"
                         text = str(e).strip()
                         echo(f"{job['id']}: {text.splitlines()[-1] if text else type(e).__name__}")
-                    echo(f"{job['id']}: {results[job['id']]}")
+                    error = read_state(sweep_dir, job).get("error") if results[job["id"]] == "failed" else None
+                    echo(f"{job['id']}: {results[job['id']]}" + (f": {error}" if error else ""))
                     del running[i]
             if running:
                 time.sleep(1)

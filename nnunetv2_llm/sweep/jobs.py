@@ -140,6 +140,18 @@ def plans_clash(job: dict, v: TrainedRun, resume: str | None, env: dict) -> str 
             f"{new_plans_fix(job['dataset'], job['configuration'], job['plans'])}")
 
 
+def log_unwritable(log: Path) -> str | None:
+    """Why the job's log cannot be written (made read-only or immutable, a folder in its place), or None: said in
+    `sweep run`'s output and `sweep status`, where the trainer's output could not go."""
+    try:
+        with open(log, "a"):
+            pass
+    except OSError as e:
+        return (f"cannot write the job's log {log} ({e.strerror}); make it writable (or move it away) and run "
+                f"`sweep run` again")
+    return None
+
+
 def _stop_tree(process: subprocess.Popen) -> None:
     """Stop the trainer and everything it started (its data-augmentation and export workers)."""
     import psutil
@@ -196,6 +208,10 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
                     log.write(f"error: {changed}.\n")
             write_state(sweep_dir, job, "failed" if changed else "done")
             return "failed" if changed else "done"
+        unwritable = log_unwritable(logs / f"{job['id']}.log")
+        if unwritable:
+            write_state(sweep_dir, job, "failed", error=unwritable)
+            return "failed"
         resume = resume_flag(v, job["fold"])
         clash = plans_clash(job, v, resume, env)
         if clash:  # any trainer, stock nnU-Net's too: nothing starts that would overwrite the folder's plans.json
@@ -205,7 +221,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
             return "failed"
         command = train_command(job, resume)
         with open(logs / f"{job['id']}.log", "a") as log:
-            log.write("$ " + " ".join(command) + "\n")
+            log.write(f"$ {shown_command(job, resume)}\n")  # what reproduces the job, the replicate's root in front
             log.flush()
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
             write_state(sweep_dir, job, "running", trainer_pid=process.pid)
@@ -237,7 +253,7 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
     ``unfinished`` when it was recorded done and its fold has lost part of it since."""
     import re
     log = Path(sweep_dir) / "logs" / f"{job['id']}.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
+    text = log.read_text(errors="replace") if log.is_file() else ""
     epochs = re.findall(r"Epoch (\d+)", text)
     epoch = epochs[-1] if epochs else "-"
     state = read_state(sweep_dir, job)
@@ -257,4 +273,4 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
         return "died", epoch, (f"its process (pid {state.get('pid', '?')} on {state.get('host', '?')}) ended without "
                                f"finishing; `sweep run` resumes it")
     last = next((line for line in reversed(text.splitlines()) if line.strip()), "") if status == "failed" else ""
-    return status, epoch, last
+    return status, epoch, state.get("error") or last
