@@ -694,3 +694,46 @@ def test_a_replicate_log_shows_its_own_command_and_an_unwritable_log_is_named(sw
                           f'Dataset501_Synth2D 2d 1 -tr {PLAIN} -p nnUNetPlans -device cpu --no-such-flag\n'), log
     first = (out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold1.log").read_text()
     assert first.startswith(f"$ {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1 -tr {PLAIN}"), first
+
+
+SLEEPY = "nnUNetTrainer_sleepsAtStart"
+SLEEPY_SOURCE = f"""
+import time
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class {SLEEPY}(nnUNetTrainer):
+    def initialize(self):
+        time.sleep(120)
+"""
+
+
+def test_two_sweeps_over_one_results_folder_do_not_train_one_fold_at_once(sweep_env, tmp_path):
+    """Issue 38 #2: two sweep folders planned over the same dataset, configuration, trainer, plans and fold: while the
+    first one's job trains the fold, `sweep run` of the second starts no trainer there, says which job of which
+    sweep holds it, and `sweep status` says so too. The job's trainer sleeps at its start (no CPU spent)."""
+    ext = tmp_path / "ext_trainers"
+    ext.mkdir()
+    (ext / "sweep_test_sleepy.py").write_text(SLEEPY_SOURCE)
+    env = {**sweep_env.env, "nnUNet_extTrainer": os.pathsep.join([sweep_env.env["nnUNet_extTrainer"], str(ext)])}
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "1", "-tr", SLEEPY,
+                      "--device", "cpu", extra_env=env)
+    (job,) = json.loads((first / "sweep.json").read_text())["jobs"]
+    running = subprocess.Popen([str(BIN / "nnunetv2-llm"), "sweep", "run", str(first), "--no-compare"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        state = first / "logs" / f"{job['id']}.state"
+        _wait_for(lambda: state.exists() and json.loads(state.read_text())["status"] == "running", running,
+                  "the first sweep's job to start")
+        run = sweep_env.run("nnunetv2-llm", "sweep", "run", second, "--no-compare", extra_env=env, check=False)
+        assert run.returncode == 1 and "0/1 jobs done" in run.stdout, run.stdout + run.stderr
+        assert f"is trained by job {job['id']} of the sweep {first}" in run.stdout, run.stdout
+        assert not (second / "logs" / f"{job['id']}.log").exists(), "a second trainer was started"
+        status = sweep_env.run("nnunetv2-llm", "sweep", "status", second, extra_env=env).stdout
+        assert " held " in status and "is trained by job" in status, status
+    finally:
+        os.killpg(running.pid, signal.SIGTERM)
+        running.wait(timeout=120)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .grid import SweepError
-from .jobs import is_held, job_lock, read_state, run_job, shown_command, job_run, write_state
+from .jobs import fold_lock, is_held, job_lock, job_run, read_state, run_job, shown_command, write_state
 
 
 @dataclass
@@ -117,12 +117,14 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
             for i, slot in enumerate(slots):
                 while i not in running and todo:
                     job = todo.pop(0)
-                    if job_run(job).fold_state(job["fold"]).done or is_held(job_lock(sweep_dir, job)):
+                    v = job_run(job)
+                    if v.fold_state(job["fold"]).done or is_held(job_lock(sweep_dir, job)) \
+                            or is_held(fold_lock(v, job["fold"])):
                         results[job["id"]] = run_job(job, str(sweep_dir))  # marks done, or held; starts nothing
                         if results[job["id"]] == "held":
                             state = read_state(sweep_dir, job)
-                            echo(f"{job['id']}: held by another run (pid {state.get('pid', '?')} on "
-                                 f"{state.get('host', '?')}); skipped")
+                            who = state.get("holder") or f"pid {state.get('pid', '?')} on {state.get('host', '?')}"
+                            echo(f"{job['id']}: held by another run ({who}); skipped")
                         continue
                     executor.update_parameters(timeout_min=options.time, gpus_per_node=len(slot), visible_gpus=slot,
                                                setup=setup)
@@ -137,8 +139,9 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
                         results[job["id"]] = "failed"
                         text = str(e).strip()
                         echo(f"{job['id']}: {text.splitlines()[-1] if text else type(e).__name__}")
-                    error = read_state(sweep_dir, job).get("error") if results[job["id"]] == "failed" else None
-                    echo(f"{job['id']}: {results[job['id']]}" + (f": {error}" if error else ""))
+                    state = read_state(sweep_dir, job) if results[job["id"]] in ("failed", "held") else {}
+                    why = state.get("error") or state.get("holder")
+                    echo(f"{job['id']}: {results[job['id']]}" + (f": {why}" if why else ""))
                     del running[i]
             if running:
                 time.sleep(1)

@@ -4,7 +4,9 @@ Done means what compare and export need: ``checkpoint_final.pth`` and nnU-Net's 
 the fold's split; a fold with a final checkpoint but an unfinished validation runs ``--val``, one with
 ``checkpoint_latest.pth`` continues with ``--c``. A job holds ``locks/<job>.lock`` while it runs (filelock: across
 processes and, on a shared file system, across nodes), so a second ``sweep run`` skips it, and ``status`` tells a
-live job (lock held) from one whose process died (lock free). ``logs/<job>.state`` records its pid and host.
+live job (lock held) from one whose process died (lock free). ``logs/<job>.state`` records its pid and host. It also
+holds the lock of the fold it trains (:func:`fold_lock`, beside the results folders), so another sweep over the same
+results folder and fold skips it too, naming the job that trains it.
 """
 from __future__ import annotations
 
@@ -67,6 +69,21 @@ def resume_flag(v: TrainedRun, fold) -> str | None:
 
 def job_lock(sweep_dir: Path, job: dict) -> Path:
     return Path(sweep_dir) / LOCKS / f"{job['id']}.lock"
+
+
+def fold_lock(v: TrainedRun, fold) -> Path:
+    """The lock of one trained fold, shared by every sweep and every `sweep run`: results root (its replicate),
+    dataset, trainer, plans, configuration and fold. It lives beside the results folders, under
+    ``<results root>/.locks`` (nnU-Net's dataset lookup skips it), so no sweep creates a results folder before
+    nnU-Net does."""
+    return v.folder.parent.parent / ".locks" / v.folder.parent.name / v.folder.name / f"fold_{fold}.lock"
+
+
+def fold_holder(lock: Path) -> str:
+    """Who holds a fold lock, as its holder recorded it (a sweep folder's job, its pid and host)."""
+    holder = read_json(lock.with_suffix(".json")) if lock.with_suffix(".json").is_file() else {}
+    return (f"job {holder.get('job', '?')} of the sweep {holder.get('sweep', '?')} (pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')})" if isinstance(holder, dict) else "another run")
 
 
 def is_held(lock: Path) -> bool:
@@ -196,6 +213,18 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         lock.acquire(timeout=0)
     except Timeout:
         return "held"
+    trained = fold_lock(v, job["fold"])  # another sweep over this results folder, or a second `sweep run`
+    trained.parent.mkdir(parents=True, exist_ok=True)
+    fold = FileLock(str(trained))
+    try:
+        fold.acquire(timeout=0)
+    except Timeout:
+        write_state(sweep_dir, job, "held", holder=f"fold {job['fold']} of {v.folder} is trained by "
+                                                  f"{fold_holder(trained)}; run `sweep run` again when it is done")
+        lock.release()
+        return "held"
+    write_json(trained.with_suffix(".json"), {"sweep": str(sweep_dir.resolve()), "job": job["id"],
+                                              "pid": os.getpid(), "host": socket.gethostname()})
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
         previous_handler = signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -242,6 +271,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         write_state(sweep_dir, job, "interrupted", **({"trainer_pid": process.pid} if process is not None else {}))
         raise
     finally:
+        fold.release()
         lock.release()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -273,4 +303,4 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
         return "died", epoch, (f"its process (pid {state.get('pid', '?')} on {state.get('host', '?')}) ended without "
                                f"finishing; `sweep run` resumes it")
     last = next((line for line in reversed(text.splitlines()) if line.strip()), "") if status == "failed" else ""
-    return status, epoch, state.get("error") or last
+    return status, epoch, state.get("error") or state.get("holder") or last
