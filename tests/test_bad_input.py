@@ -167,6 +167,22 @@ def test_dice_names_missing_predictions_and_writes_its_summary_only_where_asked(
     assert snapshot(gt) | snapshot(pred) == before, "nothing written next to the references or predictions"
 
 
+def test_dice_says_which_cases_it_left_out_of_the_mean(dice_inputs, capsys):
+    """Issue 38 #8: a case whose reference and prediction hold no label has no Dice (NaN): the mean leaves it out
+    and says so ("over 3 of 4", naming it), not "over 4 of 4"."""
+    from PIL import Image
+    dataset, gt, pred = dice_inputs
+    cases = sorted(gt.glob("*.png"))
+    for folder in (gt, pred):
+        size = Image.open(folder / cases[0].name).size
+        Image.new("L", size).save(folder / cases[0].name)
+    rc = cli.main(["dice", "--gt", str(gt), "--pred", str(pred), "--dataset-json", str(dataset / "dataset.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"(over {len(cases) - 1} of {len(cases)} references)" in out, out
+    assert (f"not scored: 1 case(s) whose reference and prediction hold no label (Dice undefined, left out of the "
+            f"mean): {cases[0].name[:-4]}") in out
+
+
 def test_dice_refuses_a_prediction_of_another_shape(dice_inputs, tmp_path, capsys):
     """Issue 21 #22: a broadcast ValueError before."""
     from PIL import Image

@@ -346,6 +346,20 @@ def test_an_output_subfolder_through_a_symlink_out_of_output_is_refused(llm_subm
     assert list(elsewhere.iterdir()) == [], "nothing written outside the output folder"
 
 
+def test_check_names_the_file_ending_it_expects_and_the_one_it_found(llm_submission, in_process_env, dataset_2d,
+                                                                     tmp_path, capsys):
+    """Issue 38 #8: `export --check -i` on .mha images of a model trained on PNG names the ending it needs (it
+    compares with nnUNetv2_predict, which reads the training ending) and the one it found."""
+    images = tmp_path / "mha"
+    images.mkdir()
+    png = next((in_process_env.dataset_folder(dataset_2d) / "imagesTs").glob("*_0000.png"))
+    sitk.WriteImage(sitk.ReadImage(str(png)), str(images / png.name.replace(".png", ".mha")))
+    assert cli.main(["export", "--check", str(llm_submission), "-i", str(images)]) == 2
+    err = capsys.readouterr().err
+    assert f"no cases named CASE_0000.png in {images}" in err and "the model was trained on (.png)" in err, err
+    assert "the folder holds files ending in .mha" in err and "convert them first" in err
+
+
 def test_case_headers_are_checked_before_anything_is_predicted(tmp_path):
     """Issue 30 #12: the entry point reads every case's header first: channel files of one case on different grids,
     a 4D file, a vector image, or a 2D file for a 3D model are refused, naming the file and the fix."""

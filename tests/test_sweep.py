@@ -737,3 +737,20 @@ def test_two_sweeps_over_one_results_folder_do_not_train_one_fold_at_once(sweep_
     finally:
         os.killpg(running.pid, signal.SIGTERM)
         running.wait(timeout=120)
+
+
+def test_the_slurm_array_leaves_out_done_jobs_and_a_job_needs_a_gpu(nnunet_env, dataset_2d, sweep_env, sweep_cli,
+                                                                    tmp_path):
+    """Issue 38 #8: the SLURM script's array holds the jobs left to do (fold 0 is trained: 2 tasks of 3, not
+    --array=0-2), and --gpus-per-job 0 (which wrote --gpus-per-node=0) is refused with the accepted range."""
+    shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN),
+                    ignore=shutil.ignore_patterns("fold_[1-4]", "fold_all"))
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "1", "2", "-tr", PLAIN)
+    rc, err = sweep_cli("sweep", "run", out, "--backend", "slurm", "--dry-run", "--gpus-per-job", "0")
+    assert rc == 2 and "--gpus-per-job 0: accepted are integers >= 1" in err and not (out / "slurm").exists()
+    proc = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "slurm", "--dry-run")
+    script = (out / "slurm" / "sweep.sbatch").read_text()
+    assert "1 job(s) already done, left out of the array" in proc.stdout
+    assert any(line.startswith("#SBATCH --array=0-1%") for line in script.splitlines()), script
+    assert f"2d 0 -tr {PLAIN}" not in script and f"#   0: {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1" in script

@@ -136,6 +136,14 @@ def cmd_run(args) -> int:
         if held or failed:
             return 1
         return compare_sweep(sweep_dir) if args.compare else 0
+    from ..sweep.jobs import job_run
+    done = [j for j in jobs if job_run(j).fold_state(j["fold"]).done]  # an array task per job left to do
+    jobs = [j for j in jobs if j not in done]
+    if done:
+        print(f"{len(done)} job(s) already done, left out of the array")
+    if not jobs:
+        print("every job is done; nothing to submit")
+        return 0
     if args.dry_run:
         from ..core.files import atomic_path
         script = sbatch_script(sweep_dir, jobs, options)

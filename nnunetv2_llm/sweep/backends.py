@@ -27,10 +27,11 @@ class RunOptions:
 
 
 def check_options(options: RunOptions) -> None:
-    for name, value, low in (("--gpus-per-job", options.gpus_per_job, 0), ("--time", options.time, 1),
+    for name, value, low in (("--gpus-per-job", options.gpus_per_job, 1), ("--time", options.time, 1),
                              ("--array-parallelism", options.array_parallelism, 1)):
         if value < low:
-            raise SweepError(f"{name} {value}: accepted are integers >= {low}.")
+            cpu = " (jobs planned with --device cpu use no GPU whatever it says)" if name == "--gpus-per-job" else ""
+            raise SweepError(f"{name} {value}: accepted are integers >= {low}{cpu}.")
     if options.mem is not None and not re.fullmatch(r"\d+[KMGT]?", options.mem):
         raise SweepError(f"--mem {options.mem!r}: give SLURM's form, e.g. 32G or 64000M.")
 
@@ -60,7 +61,7 @@ def local_slots(jobs: list[dict], gpus_per_job: int) -> list[list[int]]:
     """One slot per group of ``gpus_per_job`` visible GPUs (jobs run in parallel, one per slot, each with its
     own CUDA_VISIBLE_DEVICES); a single GPU-less slot when the jobs run on CPU or no GPU is visible."""
     gpus = [] if any("cpu" in j["train_args"] for j in jobs) else visible_gpus()
-    n = max(1, gpus_per_job)
+    n = gpus_per_job
     slots = [gpus[i:i + n] for i in range(0, len(gpus) - n + 1, n)]
     return slots or [[]]
 
