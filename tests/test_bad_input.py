@@ -530,10 +530,11 @@ def test_extract_after_a_sigkill_removes_what_the_killed_run_left(tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "the killed run's temporary file is gone"
 
 
-def test_a_refusal_inside_nnunetv2_train_is_the_message_alone(nnunet_env, dataset_2d):
+def test_a_refusal_inside_nnunetv2_train_is_the_message_alone(nnunet_env, dataset_2d, tmp_path):
     """Issue 38 #7: an error our trainer raises on purpose inside nnU-Net's own process (here hand-edited plans whose
-    layer is the string "3") reaches the user as one line and a non-zero exit status, with no traceback; a bug of
-    ours still keeps its traceback (the hook chains to the one before)."""
+    layer is the string "3"; a built-in trainer's layer out of reach offline) reaches the user as one line and a
+    non-zero exit status, with no traceback; a bug of ours still keeps its traceback (the hook chains to the one
+    before)."""
     plans = nnunet_env.plans(dataset_2d)
     plans.pop("continue_training")
     entry = model_spec("smollm2-135m").to_dict()
@@ -553,6 +554,11 @@ def test_a_refusal_inside_nnunetv2_train_is_the_message_alone(nnunet_env, datase
                                                     "nnUNetPlans_layer_text.json for training, the results folder's "
                                                     "plans.json for prediction): layer='3' must be int; fix the llm "
                                                     "entry."), proc.stderr
+    offline = nnunet_env.train(dataset_2d, "2d", "0", "-tr", "nnUNetTrainerLLaMA", check=False,
+                               extra_env={"HF_HOME": str(tmp_path / "empty_hub_cache"), "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode != 0 and "Traceback" not in offline.stderr, offline.stderr  # issue 39 #5's 41 lines
+    last = offline.stderr.strip().splitlines()[-1]  # its wording is issue 39's; here: one line, ours
+    assert last.startswith("error: ") and "nnUNetTrainerLLaMA" in last, offline.stderr
     bug = subprocess.run([sys.executable, "-c",
                           "import nnunetv2_llm.nnunet.trainers; raise KeyError('a bug')"],
                          capture_output=True, text=True, env=nnunet_env.env)

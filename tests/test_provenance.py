@@ -71,8 +71,9 @@ def test_the_stock_predict_cli_refuses_an_edited_plans_json(nnunet_env, dataset_
     finally:
         (out / "plans.json").write_text(backup)
     assert proc.returncode != 0 and "positions: plans 'rope', trained 'reference'" in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]  # issue 30 #15: nnU-Net's traceback ends in the whole message
+    last = proc.stderr.strip().splitlines()[-1]  # issue 30 #15, 38 #7: the whole message, no traceback before it
     assert "positions: plans 'rope', trained 'reference'" in last and "restore plans.json" in last, last
+    assert last.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     assert not list((tmp_path / "pred").glob("*.png"))
 
 
