@@ -531,7 +531,8 @@ def test_replicates_train_with_the_stock_cli_and_compare_reports_the_procedure_l
         assert [(f / "fold_0" / "checkpoint_final.pth").is_file() and (f / "fold_1" / "checkpoint_final.pth").is_file()
                 for f in (first, second)] == [True, True]
     logs = (two / "logs" / f"2d__{RESUMABLE}__nnUNetPlans__fold1__replicate2.log").read_text()
-    assert f'$ nnUNet_results="$nnUNet_results/replicates/2" {BIN / "nnUNetv2_train"} Dataset501_Synth2D 2d 1 -tr {RESUMABLE}' in logs
+    assert (f'$ nnUNet_results="$nnUNet_results/replicates/2" {BIN / "nnUNetv2_train"} Dataset501_Synth2D 2d 1 '
+            f'-tr {RESUMABLE}') in logs  # issue 38 #5: the command that reproduces replicate 2's job
     status = sweep_env.run("nnunetv2-llm", "sweep", "status", two, extra_env=env).stdout
     assert status.count(" done ") == 8
 

@@ -112,7 +112,7 @@ def cmd_run(args) -> int:
     import os
 
     from ..core.locks import exclusive
-    from ..sweep.backends import import_submitit, run_local, sbatch_script, submit_slurm
+    from ..sweep.backends import array_jobs, import_submitit, run_local, sbatch_script, submit_slurm
     from ..sweep.grid import SweepError, load_sweep, lock_file
     import_submitit(args.backend)  # before anything else: a missing package is the first thing to fix
     options = _options(args)
@@ -136,11 +136,7 @@ def cmd_run(args) -> int:
         if held or failed:
             return 1
         return compare_sweep(sweep_dir) if args.compare else 0
-    from ..sweep.jobs import job_run
-    done = [j for j in jobs if job_run(j).fold_state(j["fold"]).done]  # an array task per job left to do
-    jobs = [j for j in jobs if j not in done]
-    if done:
-        print(f"{len(done)} job(s) already done, left out of the array")
+    jobs = array_jobs(jobs)
     if not jobs:
         print("every job is done; nothing to submit")
         return 0
@@ -196,7 +192,8 @@ def register(subparsers) -> None:
     plan.add_argument("-c", "--configurations", action=Repeatable, default=["2d"], help="configurations (default 2d)")
     plan.add_argument("-f", "--folds", action=Repeatable, default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
     plan.add_argument("-tr", "--trainers", action=Repeatable, help="trainers (any nnU-Net's lookup finds)")
-    plan.add_argument("-p", "--plans", action=Repeatable, default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
+    plan.add_argument("-p", "--plans", action=Repeatable, default=[DEFAULT_PLANS],
+                      help="plans identifiers (default nnUNetPlans)")
     plan.add_argument("--replicates", type=int, default=1,
                       help="trainings of each fold (default 1; 3 measures training noise, see the grid key)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")

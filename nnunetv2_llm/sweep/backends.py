@@ -191,6 +191,15 @@ def slurm_folder(sweep_dir: Path) -> Path:
     return sweep_dir / "slurm" / "%j"
 
 
+def array_jobs(jobs: list[dict], echo=print) -> list[dict]:
+    """The jobs a SLURM array gets: those whose fold is not done (a done job's task would only skip it); the
+    dry run's script and the submission list the same ones, in the same order."""
+    todo = [j for j in jobs if not job_run(j).fold_state(j["fold"]).done]
+    if len(todo) < len(jobs):
+        echo(f"{len(jobs) - len(todo)} job(s) already done, left out of the array")
+    return todo
+
+
 def sbatch_script(sweep_dir: Path, jobs: list[dict], options: RunOptions) -> str:
     """The sbatch array script submitit submits for these jobs (its own writer, its own quoting of the command),
     and each array task's stock command."""
