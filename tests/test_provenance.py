@@ -330,6 +330,16 @@ def test_a_fold_with_other_plans_than_the_trained_folds_is_refused_before_traini
         shutil.rmtree(folder)
 
 
+def test_every_trainer_class_of_the_package_pins_its_folders_plans():
+    """Issue 38 #0: the pin is on every class `-tr` takes from this package, the plain length variants included
+    (the refusal itself is tested end to end below for a plain and an LLM one)."""
+    from nnunetv2_llm.nnunet import trainers
+    from nnunetv2_llm.nnunet.llm_trainer import PinnedPlans
+    classes = [getattr(trainers, name) for name in trainers.__all__]
+    assert len(classes) > 100 and [c.__name__ for c in classes if not issubclass(c, PinnedPlans)] == []
+    assert issubclass(trainers.nnUNetTrainer_2epochs_5its, PinnedPlans)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("trainer", [SMOL, PLAIN])
 def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(nnunet_env, dataset_2d, tmp_path,
