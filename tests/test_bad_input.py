@@ -9,6 +9,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -164,6 +165,22 @@ def test_dice_names_missing_predictions_and_writes_its_summary_only_where_asked(
     written = json.loads(summary.read_text())
     assert len(written["metric_per_case"]) == 2 and set(written["mean"]) == {"1"}
     assert snapshot(gt) | snapshot(pred) == before, "nothing written next to the references or predictions"
+
+
+def test_dice_says_which_cases_it_left_out_of_the_mean(dice_inputs, capsys):
+    """Issue 38 #8: a case whose reference and prediction hold no label has no Dice (NaN): the mean leaves it out
+    and says so ("over 3 of 4", naming it), not "over 4 of 4"."""
+    from PIL import Image
+    dataset, gt, pred = dice_inputs
+    cases = sorted(gt.glob("*.png"))
+    for folder in (gt, pred):
+        size = Image.open(folder / cases[0].name).size
+        Image.new("L", size).save(folder / cases[0].name)
+    rc = cli.main(["dice", "--gt", str(gt), "--pred", str(pred), "--dataset-json", str(dataset / "dataset.json")])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"(over {len(cases) - 1} of {len(cases)} references)" in out, out
+    assert (f"not scored: 1 case(s) whose reference and prediction hold no label (Dice undefined, left out of the "
+            f"mean): {cases[0].name[:-4]}") in out
 
 
 def test_dice_refuses_a_prediction_of_another_shape(dice_inputs, tmp_path, capsys):
@@ -521,3 +538,67 @@ def test_extract_after_a_sigkill_removes_what_the_killed_run_left(tmp_path, caps
     assert len(left) == 1 and left[0].stat().st_size == 1 << 20 and not target.exists()
     assert cli.main(["extract", "--llm", "smollm2-135m", "-o", str(target)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name], "the killed run's temporary file is gone"
+
+
+def test_a_refusal_inside_nnunetv2_train_is_the_message_alone(nnunet_env, dataset_2d, tmp_path):
+    """Issue 38 #7: an error our trainer raises on purpose inside nnU-Net's own process (here hand-edited plans whose
+    layer is the string "3"; a built-in trainer's layer out of reach offline) reaches the user as one line and a
+    non-zero exit status, with no traceback; a bug of ours still keeps its traceback (the hook chains to the one
+    before)."""
+    plans = nnunet_env.plans(dataset_2d)
+    plans.pop("continue_training")
+    entry = model_spec("smollm2-135m").to_dict()
+    entry["layer"] = "3"
+    plans["configurations"]["2d"]["llm"] = entry
+    plans["plans_name"] = "nnUNetPlans_layer_text"
+    path = nnunet_env.preprocessed_folder(dataset_2d) / "nnUNetPlans_layer_text.json"
+    path.write_text(json.dumps(plans))
+    try:
+        proc = nnunet_env.train(dataset_2d, "2d", "0", "-tr", "nnUNetTrainerLLM", "-p", "nnUNetPlans_layer_text",
+                                check=False)
+    finally:
+        path.unlink()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("error: the 'llm' entry of plans 'nnUNetPlans_layer_text' of "
+                                                    "Dataset501_Synth2D (nnUNet_preprocessed/Dataset501_Synth2D/"
+                                                    "nnUNetPlans_layer_text.json for training, the results folder's "
+                                                    "plans.json for prediction): layer='3' must be int; fix the llm "
+                                                    "entry."), proc.stderr
+    offline = nnunet_env.train(dataset_2d, "2d", "0", "-tr", "nnUNetTrainerLLaMA", check=False,
+                               extra_env={"HF_HOME": str(tmp_path / "empty_hub_cache"), "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode != 0 and "Traceback" not in offline.stderr, offline.stderr  # issue 39 #5's 41 lines
+    last = offline.stderr.strip().splitlines()[-1]  # its wording is issue 39's; here: one line, ours
+    assert last.startswith("error: ") and "nnUNetTrainerLLaMA" in last, offline.stderr
+    bug = subprocess.run([sys.executable, "-c",
+                          "import nnunetv2_llm.nnunet.trainers; raise KeyError('a bug')"],
+                         capture_output=True, text=True, env=nnunet_env.env)
+    assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError: 'a bug'" in bug.stderr
+
+
+def test_every_list_option_keeps_every_repetition(in_process_env, dataset_2d, tmp_path, capsys):
+    """Issue 38 #4: a repeated list option (``--held-out a=X --held-out b=Y``) keeps every value, not only the last;
+    checked for every option of every command, and through compare, which now sees both sets given (here under one
+    name, which it refuses)."""
+    import argparse
+
+    from nnunetv2_llm.commands.options import Repeatable
+
+    def actions(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from actions(sub)
+            else:
+                yield parser.prog, action
+    lists = [(prog, a) for prog, a in actions(cli.build_parser()) if a.nargs in ("+", "*")]
+    assert len(lists) >= 13 and [(prog, a.dest) for prog, a in lists if not isinstance(a, Repeatable)] == []
+    args = cli.build_parser().parse_args(["compare", "-d", "501", "-c", "2d", "-tr", "A", "-tr", "B", "C", "-o", "o",
+                                          "--held-out", "a=X", "--held-out", "b=Y"])
+    assert (args.trainers, args.held_out, args.folds) == (["A", "B", "C"], ["a=X", "b=Y"], ["0", "1", "2", "3", "4"])
+    assert cli.build_parser().parse_args(["sweep", "plan", "-o", "x", "-c", "3d_fullres"]).configurations == \
+        ["3d_fullres"], "the first use replaces the default"
+    in_process_env.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
+    raw = in_process_env.dataset_folder(dataset_2d)
+    rc, err = run(capsys, "compare", "-d", dataset_2d, "-c", "2d", "-tr", "nnUNetTrainer_2epochs_5its", "-f", "0",
+                  "--held-out", f"same={raw}", "--held-out", f"same={raw}", "-o", tmp_path / "report")
+    assert rc == 2 and "--external / --held-out: each NAME must be unique" in err, err

@@ -323,6 +323,43 @@ def test_output_subfolder_outside_output_is_refused_everywhere(llm_submission, i
     assert not (copy / "check.json").exists()
 
 
+def test_an_output_subfolder_through_a_symlink_out_of_output_is_refused(llm_submission, in_process_env, dataset_2d,
+                                                                       tmp_path, capsys):
+    """Issue 38 #3: the record's output subfolder is inside /output, but /output/images is a symbolic link to a
+    folder outside: the entry point follows the path, refuses it naming where it leads, and writes nothing there."""
+    from nnunetv2_llm.submission.runtime import run_container
+    copy = tmp_path / "submission"
+    shutil.copytree(llm_submission, copy, ignore=shutil.ignore_patterns("check.json"))
+    record = json.loads((copy / "export.json").read_text())
+    record["input"]["output_subfolder"] = "images/x"
+    (copy / "export.json").write_text(json.dumps(record))
+    _record_edits(copy)
+    inputs, outputs, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    for folder in (inputs, outputs, elsewhere):
+        folder.mkdir()
+    (outputs / "images").symlink_to(elsewhere, target_is_directory=True)
+    shutil.copy(next((in_process_env.dataset_folder(dataset_2d) / "imagesTs").glob("*_0000.png")), inputs)
+    assert run_container(copy / "export.json", inputs, outputs) == 2
+    err = capsys.readouterr().err
+    assert f"output_subfolder 'images/x' leads to {elsewhere / 'x'} through a symbolic link, outside the output " \
+           f"folder {outputs}" in err, err
+    assert list(elsewhere.iterdir()) == [], "nothing written outside the output folder"
+
+
+def test_check_names_the_file_ending_it_expects_and_the_one_it_found(llm_submission, in_process_env, dataset_2d,
+                                                                     tmp_path, capsys):
+    """Issue 38 #8: `export --check -i` on .mha images of a model trained on PNG names the ending it needs (it
+    compares with nnUNetv2_predict, which reads the training ending) and the one it found."""
+    images = tmp_path / "mha"
+    images.mkdir()
+    png = next((in_process_env.dataset_folder(dataset_2d) / "imagesTs").glob("*_0000.png"))
+    sitk.WriteImage(sitk.ReadImage(str(png)), str(images / png.name.replace(".png", ".mha")))
+    assert cli.main(["export", "--check", str(llm_submission), "-i", str(images)]) == 2
+    err = capsys.readouterr().err
+    assert f"no cases named CASE_0000.png in {images}" in err and "the model was trained on (.png)" in err, err
+    assert "the folder holds files ending in .mha" in err and "convert them first" in err
+
+
 def test_case_headers_are_checked_before_anything_is_predicted(tmp_path):
     """Issue 30 #12: the entry point reads every case's header first: channel files of one case on different grids,
     a 4D file, a vector image, or a 2D file for a 3D model are refused, naming the file and the fix."""

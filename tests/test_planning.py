@@ -348,3 +348,41 @@ def test_plan_says_which_kind_of_layer_was_chosen(plan, dataset_2d, tmp_path):
     phi3 = save_tiny(tmp_path / "phi3", "phi3")
     code, out, err = plan("-d", dataset_2d, "--llm", phi3, "--layer", "1", "--lora-rank", "4", "-o", "nnUNetPlans_phi3")
     assert code == 2 and "Phi-3's attention: --lora-targets o_proj,qkv_proj" in err
+
+
+@pytest.mark.parametrize("family", ["gemma3", "mistral"])
+def test_a_sliding_window_smaller_than_the_bottleneck_is_refused_at_plan_time(plan, nnunet_env, dataset_2d, tmp_path,
+                                                                             capsys, family):
+    """Issue 38 #1: the bottleneck's token count is known from the plans, so `plan` and `sweep plan` refuse a layer
+    whose sliding window is smaller (the block passes no window mask), naming the window, the token count and what
+    fits (Gemma 3's full-attention layer; Mistral has none); plans that carry such a layer anyway (hand-edited)
+    get one line from `info`, not a traceback. Nothing is written."""
+    from tiny_llm import save_tiny
+    sizes = dict(num_hidden_layers=6, sliding_window=4)
+    if family == "gemma3":
+        sizes["layer_types"] = ["sliding_attention"] * 5 + ["full_attention"]
+    folder = save_tiny(tmp_path / family, family, **sizes)
+    preprocessed = _folder(nnunet_env, dataset_2d)
+    before = _listing(preprocessed)
+    code, out, err = plan("-d", dataset_2d, "--llm", folder, "--layer", "0", "-o", "nnUNetPlans_window")
+    assert code == 2 and "Traceback" not in err, err
+    assert (f"configuration '2d': 16 tokens exceed the 4-token sliding window of layer 0 of '{folder}', which the "
+            f"block does not apply") in err
+    assert ("a full-attention layer of that model (--layer 5)" in err) == (family == "gemma3"), err
+    assert "a patch of at most 4 tokens at that stage" in err and _listing(preprocessed) == before
+    capsys.readouterr()
+    assert cli.main(["sweep", "plan", "-o", str(tmp_path / "sweep"), "-d", str(dataset_2d), "-f", "0", "-tr",
+                     "nnUNetTrainer", "--llm", str(folder), "--layer", "0"]) == 2
+    assert "16 tokens exceed the 4-token sliding window of layer 0" in capsys.readouterr().err
+    if family == "gemma3":
+        code, out, err = plan("-d", dataset_2d, "--llm", folder, "--layer", "5", "-o", "nnUNetPlans_window")
+        assert code == 0, err
+        path = preprocessed / "nnUNetPlans_window.json"
+        edited = json.loads(path.read_text())
+        edited["configurations"]["2d"][PLANS_KEY]["layer"] = 0
+        path.write_text(json.dumps(edited))
+        capsys.readouterr()
+        assert cli.main(["info", "-d", str(dataset_2d), "-c", "2d", "-p", "nnUNetPlans_window"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "16 tokens exceed the 4-token sliding window of layer 0" in err

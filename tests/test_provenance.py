@@ -71,8 +71,9 @@ def test_the_stock_predict_cli_refuses_an_edited_plans_json(nnunet_env, dataset_
     finally:
         (out / "plans.json").write_text(backup)
     assert proc.returncode != 0 and "positions: plans 'rope', trained 'reference'" in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]  # issue 30 #15: nnU-Net's traceback ends in the whole message
+    last = proc.stderr.strip().splitlines()[-1]  # issue 30 #15, 38 #7: the whole message, no traceback before it
     assert "positions: plans 'rope', trained 'reference'" in last and "restore plans.json" in last, last
+    assert last.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
     assert not list((tmp_path / "pred").glob("*.png"))
 
 
@@ -329,19 +330,33 @@ def test_a_fold_with_other_plans_than_the_trained_folds_is_refused_before_traini
         shutil.rmtree(folder)
 
 
+def test_every_trainer_class_of_the_package_pins_its_folders_plans():
+    """Issue 38 #0: the pin is on every class `-tr` takes from this package, the plain length variants included
+    (the refusal itself is tested end to end below for a plain and an LLM one)."""
+    from nnunetv2_llm.nnunet import trainers
+    from nnunetv2_llm.nnunet.llm_trainer import PinnedPlans
+    classes = [getattr(trainers, name) for name in trainers.__all__]
+    assert len(classes) > 100 and [c.__name__ for c in classes if not issubclass(c, PinnedPlans)] == []
+    assert issubclass(trainers.nnUNetTrainer_2epochs_5its, PinnedPlans)
+
+
 @pytest.mark.slow
-def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(nnunet_env, dataset_2d, tmp_path):
+@pytest.mark.parametrize("trainer", [SMOL, PLAIN])
+def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(nnunet_env, dataset_2d, tmp_path,
+                                                                              trainer):
     """Issue 30 #1 end to end: fold 0 trained; the dataset is planned again with nnU-Net's ResEnc planner under the
     same plans name; the stock nnUNetv2_train of fold 1 is refused before training (results plans.json untouched);
-    and once plans.json holds the new plans (as after a fold trained with them), compare and export refuse fold 0."""
+    and once plans.json holds the new plans (as after a fold trained with them), compare and export refuse fold 0.
+    Issue 38 #0: the plain length variant (the baseline of the demo, the docs and the sweeps) is pinned too; #7: the
+    refusal is the message alone, no traceback through nnU-Net's code."""
     from conftest import NNUNetEnv
     env = NNUNetEnv(tmp_path / "nnunet")
     shutil.rmtree(env.raw)
     env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
-    trained = nnunet_env.trained(dataset_2d, SMOL)  # first: it writes the split into the preprocessed folder
+    trained = nnunet_env.trained(dataset_2d, trainer)  # first: it writes the split into the preprocessed folder
     shutil.copytree(nnunet_env.preprocessed_folder(dataset_2d), env.preprocessed / nnunet_env.preprocessed_folder(
         dataset_2d).name)
-    results = env.results_folder(dataset_2d, SMOL)
+    results = env.results_folder(dataset_2d, trainer)
     shutil.copytree(trained, results, ignore=lambda folder, names: [  # fold 0 only: other tests train more
         n for n in names if Path(folder) == trained and n.startswith("fold_") and n != "fold_0"])
     old_results_plans = (results / "plans.json").read_bytes()
@@ -350,23 +365,50 @@ def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(n
     new_plans = json.loads((env.preprocessed_folder(dataset_2d) / "nnUNetPlans.json").read_text())
     assert new_plans["configurations"]["2d"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
 
-    proc = env.train(dataset_2d, "2d", "1", "-tr", SMOL, check=False)
+    proc = env.train(dataset_2d, "2d", "1", "-tr", trainer, check=False)
     err = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "fold 1 would train with plans" in err and "from the plans fold(s) 0" in err
+    assert "Traceback" not in err and proc.stderr.strip().splitlines()[-1].startswith("error: "), proc.stderr
     assert "network_class_name: dynamic_network_architectures.architectures.unet.PlainConvUNet -> " in err
     assert "-overwrite_plans_name NEW_NAME" in err and "Epoch 0" not in err
     assert (results / "plans.json").read_bytes() == old_results_plans
     assert not list(results.glob("fold_1/*.pth")), "fold 1 trained"  # nnU-Net opens its log there before we refuse
 
     ruined = json.loads(json.dumps(new_plans))  # what fold 1's start would have written there
-    ruined["configurations"]["2d"]["llm"] = _llm_entry(results)
+    if trainer == SMOL:
+        ruined["configurations"]["2d"]["llm"] = _llm_entry(results)
     (results / "plans.json").write_text(json.dumps(ruined))
-    compare = env.run("nnunetv2-llm", "compare", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
+    compare = env.run("nnunetv2-llm", "compare", "-d", dataset_2d, "-c", "2d", "-tr", trainer, "-f", "0",
                       "-o", tmp_path / "report", check=False)
-    export = env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", SMOL, "-f", "0",
+    export = env.run("nnunetv2-llm", "export", "-d", dataset_2d, "-c", "2d", "-tr", trainer, "-f", "0",
                      "-o", tmp_path / "submission", check=False)
     for proc in (compare, export):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert f"fold 0 trained with other plans than {results / 'plans.json'}" in proc.stderr
         assert "network_class_name" in proc.stderr and "retrain every fold" in proc.stderr
     assert not (tmp_path / "report").exists() and not (tmp_path / "submission").exists()
+
+
+def test_compare_refuses_a_replicate_whose_plans_changed_under_its_folds(nnunet_env, dataset_2d, tmp_path):
+    """Issue 38 #0 for nnU-Net's own classes: a replicate's results folder whose plans.json a fold trained with new
+    plans replaced is named by `compare` before it scores anything, as replicate 1's is."""
+    from conftest import NNUNetEnv
+    trained = nnunet_env.trained(dataset_2d, PLAIN)  # first: it writes the split into the preprocessed folder
+    env = NNUNetEnv(tmp_path / "nnunet")
+    shutil.rmtree(env.raw)
+    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
+    name = nnunet_env.preprocessed_folder(dataset_2d).name
+    shutil.copytree(nnunet_env.preprocessed / name, env.preprocessed / name)
+    first = env.results_folder(dataset_2d, PLAIN)
+    second = env.results / "replicates" / "2" / first.relative_to(env.results)
+    for folder in (first, second):
+        shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("fold_[1-4]", "fold_all"))
+    plans = json.loads((second / "plans.json").read_text())
+    kwargs = plans["configurations"]["2d"]["architecture"]["arch_kwargs"]
+    kwargs["features_per_stage"] = [f // 2 for f in kwargs["features_per_stage"]]
+    (second / "plans.json").write_text(json.dumps(plans))
+    proc = env.run("nnunetv2-llm", "compare", "-d", dataset_2d, "-c", "2d", "-tr", PLAIN, "-f", "0", "--replicates",
+                   "2", "-o", tmp_path / "report", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"fold 0 trained with other plans than {second / 'plans.json'}" in proc.stderr
+    assert "features_per_stage: [32, 64" in proc.stderr and not (tmp_path / "report").exists()

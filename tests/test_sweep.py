@@ -554,7 +554,8 @@ def test_replicates_train_with_the_stock_cli_and_compare_reports_the_procedure_l
         assert [(f / "fold_0" / "checkpoint_final.pth").is_file() and (f / "fold_1" / "checkpoint_final.pth").is_file()
                 for f in (first, second)] == [True, True]
     logs = (two / "logs" / f"2d__{RESUMABLE}__nnUNetPlans__fold1__replicate2.log").read_text()
-    assert f"$ {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1 -tr {RESUMABLE}" in logs
+    assert (f'$ nnUNet_results="$nnUNet_results/replicates/2" {BIN / "nnUNetv2_train"} Dataset501_Synth2D 2d 1 '
+            f'-tr {RESUMABLE}') in logs  # issue 38 #5: the command that reproduces replicate 2's job
     status = sweep_env.run("nnunetv2-llm", "sweep", "status", two, extra_env=env).stdout
     assert status.count(" done ") == 8
 
@@ -692,3 +693,88 @@ def test_a_sweep_job_whose_plans_changed_under_trained_folds_starts_nothing(nnun
     assert (results / "plans.json").read_bytes() == before and not (results / "fold_1").exists()
     status = env.run("nnunetv2-llm", "sweep", "status", out).stdout
     assert " failed " in status
+
+
+def test_a_replicate_log_shows_its_own_command_and_an_unwritable_log_is_named(sweep_env, tmp_path):
+    """Issue 38 #5: a replicate job's log starts with the command that reproduces it, the replicate's nnUNet_results
+    in front (pasted without it, it would train into replicate 1's folder). #6: a job whose log cannot be written
+    fails naming the file and why, in the run's output and in `sweep status` (not only in submitit's files).
+    The jobs' nnUNetv2_train gets a flag it does not know, so each stops at once."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"dataset": 501, "folds": [0, 1], "trainers": [PLAIN], "replicates": 2,
+                                "train_args": ["-device", "cpu", "--no-such-flag"]}))
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", grid, "-o", out)
+    blocked = out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold0.log"
+    blocked.mkdir(parents=True)  # a log that cannot be opened for writing, whoever runs the test (root too)
+    run = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "local", "--no-compare", check=False)
+    assert run.returncode == 1 and "0/4 jobs done" in run.stdout, run.stdout + run.stderr
+    reason = f"cannot write the job's log {blocked} (Is a directory)"
+    assert f"2d__{PLAIN}__nnUNetPlans__fold0: failed: {reason}" in run.stdout, run.stdout
+    status = sweep_env.run("nnunetv2-llm", "sweep", "status", out).stdout
+    assert "cannot write the job's log" in status and "(Is a directory)" in status, status  # the table wraps it
+    log = (out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold1__replicate2.log").read_text()
+    assert log.startswith(f'$ nnUNet_results="$nnUNet_results/replicates/2" {BIN / "nnUNetv2_train"} '
+                          f'Dataset501_Synth2D 2d 1 -tr {PLAIN} -p nnUNetPlans -device cpu --no-such-flag\n'), log
+    first = (out / "logs" / f"2d__{PLAIN}__nnUNetPlans__fold1.log").read_text()
+    assert first.startswith(f"$ {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1 -tr {PLAIN}"), first
+
+
+SLEEPY = "nnUNetTrainer_sleepsAtStart"
+SLEEPY_SOURCE = f"""
+import time
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class {SLEEPY}(nnUNetTrainer):
+    def initialize(self):
+        time.sleep(120)
+"""
+
+
+def test_two_sweeps_over_one_results_folder_do_not_train_one_fold_at_once(sweep_env, tmp_path):
+    """Issue 38 #2: two sweep folders planned over the same dataset, configuration, trainer, plans and fold: while the
+    first one's job trains the fold, `sweep run` of the second starts no trainer there, says which job of which
+    sweep holds it, and `sweep status` says so too. The job's trainer sleeps at its start (no CPU spent)."""
+    ext = tmp_path / "ext_trainers"
+    ext.mkdir()
+    (ext / "sweep_test_sleepy.py").write_text(SLEEPY_SOURCE)
+    env = {**sweep_env.env, "nnUNet_extTrainer": os.pathsep.join([sweep_env.env["nnUNet_extTrainer"], str(ext)])}
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "1", "-tr", SLEEPY,
+                      "--device", "cpu", extra_env=env)
+    (job,) = json.loads((first / "sweep.json").read_text())["jobs"]
+    running = subprocess.Popen([str(BIN / "nnunetv2-llm"), "sweep", "run", str(first), "--no-compare"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        state = first / "logs" / f"{job['id']}.state"
+        _wait_for(lambda: state.exists() and json.loads(state.read_text())["status"] == "running", running,
+                  "the first sweep's job to start")
+        run = sweep_env.run("nnunetv2-llm", "sweep", "run", second, "--no-compare", extra_env=env, check=False)
+        assert run.returncode == 1 and "0/1 jobs done" in run.stdout, run.stdout + run.stderr
+        assert f"is trained by job {job['id']} of the sweep {first}" in run.stdout, run.stdout
+        assert not (second / "logs" / f"{job['id']}.log").exists(), "a second trainer was started"
+        status = sweep_env.run("nnunetv2-llm", "sweep", "status", second, extra_env=env).stdout
+        assert " held " in status and "is trained by job" in status, status
+    finally:
+        os.killpg(running.pid, signal.SIGTERM)
+        running.wait(timeout=120)
+
+
+def test_the_slurm_array_leaves_out_done_jobs_and_a_job_needs_a_gpu(nnunet_env, dataset_2d, sweep_env, sweep_cli,
+                                                                    tmp_path):
+    """Issue 38 #8: the SLURM script's array holds the jobs left to do (fold 0 is trained: 2 tasks of 3, not
+    --array=0-2), and --gpus-per-job 0 (which wrote --gpus-per-node=0) is refused with the accepted range."""
+    shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN),
+                    ignore=shutil.ignore_patterns("fold_[1-4]", "fold_all"))
+    out = tmp_path / "sweep"
+    sweep_env.run("nnunetv2-llm", "sweep", "plan", "-o", out, "-d", "501", "-f", "0", "1", "2", "-tr", PLAIN)
+    rc, err = sweep_cli("sweep", "run", out, "--backend", "slurm", "--dry-run", "--gpus-per-job", "0")
+    assert rc == 2 and "--gpus-per-job 0: accepted are integers >= 1" in err and not (out / "slurm").exists()
+    proc = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "slurm", "--dry-run")
+    script = (out / "slurm" / "sweep.sbatch").read_text()
+    assert "1 job(s) already done, left out of the array" in proc.stdout
+    assert any(line.startswith("#SBATCH --array=0-1%") for line in script.splitlines()), script
+    assert f"2d 0 -tr {PLAIN}" not in script and f"#   0: {BIN / 'nnUNetv2_train'} Dataset501_Synth2D 2d 1" in script

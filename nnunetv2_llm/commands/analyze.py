@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..evaluation.analysis import THRESHOLD
-from .options import DEFAULT_PLANS, DEVICES
+from .options import DEFAULT_PLANS, DEVICES, Repeatable
 
 
 def cmd_analyze(args) -> int:
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("-f", "--fold", default="0", help="fold (0..4 or all; default 0)")
     p.add_argument("-o", "--output", help="output folder (default: the run's fold_F/analysis, "
                                           "or fold_F/analysis_compare with --compare)")
-    p.add_argument("--compare", nargs="+", metavar="TRAINER[__PLANS]",
+    p.add_argument("--compare", action=Repeatable, metavar="TRAINER[__PLANS]",
                    help="further trained runs of the same dataset, configuration and fold, e.g. "
                         "nnUNetTrainerSmolLM2Transformer nnUNetTrainer")
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")

@@ -6,7 +6,7 @@ import os
 
 from ..evaluation.metrics import DEFAULT_TOLERANCE_MM
 from ..evaluation.summary import DEFAULT_PRIMARY
-from .options import DEFAULT_PLANS, DEVICES
+from .options import DEFAULT_PLANS, DEVICES, Repeatable
 
 DESCRIPTION = """\
 Is the difference between trained nnU-Net variants real? Any trained results count (stock trainers, ours,
@@ -68,20 +68,20 @@ def register(subparsers) -> None:
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
-    p.add_argument("-tr", "--trainers", nargs="+", required=True, metavar="TRAINER[__PLANS]|FOLDER",
+    p.add_argument("-tr", "--trainers", action=Repeatable, required=True, metavar="TRAINER[__PLANS]|FOLDER",
                    help="the variants: trainer names (any trainer, stock or plugin), TRAINER__PLANS, or results folders")
-    p.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS],
+    p.add_argument("-p", "--plans", action=Repeatable, default=[DEFAULT_PLANS],
                    help="plans identifier for all variants, or one per -tr (default nnUNetPlans)")
-    p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"],
+    p.add_argument("-f", "--folds", action=Repeatable, default=["0", "1", "2", "3", "4"],
                    help="folds (default 0 1 2 3 4; 'all' alone for the fold trained on every case: its own "
                         "validation is then in-sample)")
     p.add_argument("--reference", help="the variant the others are compared with (default: the first)")
-    p.add_argument("--held-out", nargs="+", metavar="NAME=FOLDER",
+    p.add_argument("--held-out", action=Repeatable, metavar="NAME=FOLDER",
                    help="held-out sets of the training distribution: an nnU-Net raw dataset or a folder with "
                         "imagesTs/labelsTs (else imagesTr/labelsTr), same labels")
-    p.add_argument("--external", nargs="+", metavar="NAME=FOLDER",
+    p.add_argument("--external", action=Repeatable, metavar="NAME=FOLDER",
                    help="zero-shot sets (a shifted distribution), in the same form as --held-out")
-    p.add_argument("--nsd-tolerance", nargs="+", metavar="MM|LABEL=MM",
+    p.add_argument("--nsd-tolerance", action=Repeatable, metavar="MM|LABEL=MM",
                    help=f"NSD tolerance in mm, for all labels or per label (default {DEFAULT_TOLERANCE_MM:g})")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples, 100 or more (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")

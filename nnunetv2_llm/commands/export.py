@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..submission.runtime import LAYOUTS
-from .options import DEFAULT_PLANS, DEVICES
+from .options import DEFAULT_PLANS, DEVICES, Repeatable
 
 DESCRIPTION = """\
 Write a submission folder from trained folds: model.zip (nnU-Net's own export of the folds), src/ (this package's
@@ -42,11 +42,11 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--configuration", help="nnU-Net configuration (single-stage: 2d, 3d_fullres, 3d_lowres)")
     p.add_argument("-tr", "--trainer", default="nnUNetTrainer", help="trainer (default nnUNetTrainer)")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
-    p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"], help="folds to ensemble")
+    p.add_argument("-f", "--folds", action=Repeatable, default=["0", "1", "2", "3", "4"], help="folds to ensemble")
     p.add_argument("-o", "--output", help="submission folder to write (must not exist)")
     p.add_argument("--layout", default="nnunet", choices=LAYOUTS,
                    help="input layout: nnunet (CASE_0000.ext per channel) or folders (one subfolder per channel)")
-    p.add_argument("--channel-folders", nargs="+", help="with --layout folders: one subfolder name per channel")
+    p.add_argument("--channel-folders", action=Repeatable, help="with --layout folders: one subfolder name per channel")
     p.add_argument("--output-subfolder", default="", help="write the labels into /output/THIS (default: /output)")
     p.add_argument("--disable-tta", action="store_true", help="predict without mirroring (as nnUNetv2_predict's)")
     p.add_argument("--step-size", type=float, default=0.5, help="sliding-window tile step (default 0.5)")

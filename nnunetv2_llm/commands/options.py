@@ -10,6 +10,20 @@ from ..core.spec import LORA_TARGETS, LLMSpecError
 from ..nnunet.environment import DEVICES  # noqa: F401 (the commands' --device choices, from their one home)
 
 
+class Repeatable(argparse.Action):
+    """``nargs="+"`` that a repeated flag adds to (``--held-out a=X --held-out b=Y`` keeps both, as argparse's own
+    ``extend`` does) while the first use replaces the default (``extend`` would add to it). Every list option of
+    every command takes it, so no repeated flag silently drops what was given before."""
+
+    def __init__(self, option_strings, dest, nargs="+", **kwargs):
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest, None)
+        before = [] if given is None or given is self.default else list(given)
+        setattr(namespace, self.dest, [*before, *values])
+
+
 def layers_type(text: str) -> str:
     """``14``, ``0-15``, ``0,3,7-9``, ``last`` or ``all``: checked for form here, against the model when planned."""
     from ..core.spec import parse_layers

@@ -31,7 +31,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import DEFAULT_PLANS
+from .options import DEFAULT_PLANS, Repeatable
 
 
 def _options(args):
@@ -121,7 +121,7 @@ def cmd_run(args) -> int:
     import os
 
     from ..core.locks import exclusive
-    from ..sweep.backends import import_submitit, run_local, sbatch_script, submit_slurm
+    from ..sweep.backends import array_jobs, import_submitit, run_local, sbatch_script, submit_slurm
     from ..sweep.grid import SweepError, load_sweep, lock_file
     import_submitit(args.backend)  # before anything else: a missing package is the first thing to fix
     options = _options(args)
@@ -145,6 +145,10 @@ def cmd_run(args) -> int:
         if held or failed:
             return 1
         return compare_sweep(sweep_dir) if args.compare else 0
+    jobs = array_jobs(jobs)
+    if not jobs:
+        print("every job is done; nothing to submit")
+        return 0
     if args.dry_run:
         from ..core.files import atomic_path
         script = sbatch_script(sweep_dir, jobs, options)
@@ -194,10 +198,11 @@ def register(subparsers) -> None:
     plan.add_argument("grid", nargs="?", help="GRID.json or GRID.yaml (see `nnunetv2-llm sweep --help`), or the flags")
     plan.add_argument("-o", "--output", required=True, help="sweep folder (created; must not hold another grid)")
     plan.add_argument("-d", "--dataset", help="dataset id or name")
-    plan.add_argument("-c", "--configurations", nargs="+", default=["2d"], help="configurations (default 2d)")
-    plan.add_argument("-f", "--folds", nargs="+", default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
-    plan.add_argument("-tr", "--trainers", nargs="+", help="trainers (any nnU-Net's lookup finds)")
-    plan.add_argument("-p", "--plans", nargs="+", default=[DEFAULT_PLANS], help="plans identifiers (default nnUNetPlans)")
+    plan.add_argument("-c", "--configurations", action=Repeatable, default=["2d"], help="configurations (default 2d)")
+    plan.add_argument("-f", "--folds", action=Repeatable, default=[0, 1, 2, 3, 4], help="folds (default 0-4; or 'all')")
+    plan.add_argument("-tr", "--trainers", action=Repeatable, help="trainers (any nnU-Net's lookup finds)")
+    plan.add_argument("-p", "--plans", action=Repeatable, default=[DEFAULT_PLANS],
+                      help="plans identifiers (default nnUNetPlans)")
     plan.add_argument("--replicates", type=int, default=1,
                       help="trainings of each fold (default 1; 3 measures training noise, see the grid key)")
     plan.add_argument("--partitions", type=int, default=1,

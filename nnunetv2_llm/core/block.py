@@ -98,6 +98,28 @@ def sliding_window(config: PretrainedConfig, layer: int) -> int | None:
     return int(window)
 
 
+def window_refusal(spec: LLMSpec, tokens: int, stage_tokens: dict[int, int] | None = None) -> str | None:
+    """Why the block's layer(s) cannot take ``tokens`` tokens, with what would fit, or None when they can. The block
+    passes no window mask, so a sliding-window layer must see the whole grid; the token count is known from the plans
+    (``plan`` and ``sweep plan`` refuse it there), else the first forward pass refuses it. ``stage_tokens`` (encoder
+    stage -> tokens of its grid) names the stages that fit."""
+    if spec.config is None or not INIT_MODES[spec.init].layer:
+        return None
+    config = hf_config(spec.config)
+    windows = [w for i in range(spec.layer, spec.layer + spec.depth) if (w := sliding_window(config, i))]
+    if not windows or tokens <= min(windows):
+        return None
+    window = min(windows)
+    full = [str(i) for i in range(config.num_hidden_layers) if sliding_window(config, i) is None]
+    fits = [f"a full-attention layer of that model (--layer {','.join(full)})"] if full else []
+    stages = [f"{stage} ({n} tokens)" for stage, n in (stage_tokens or {}).items() if n <= window]
+    if stages:
+        fits.append(f"an encoder stage whose grid fits (--stage {' or '.join(stages)})")
+    fits.append(f"a patch of at most {window} tokens at that stage")
+    return (f"{tokens} tokens exceed the {window}-token sliding window of {spec.layers_named} of {spec.source!r}, "
+            f"which the block does not apply (it passes no window mask); use {', or '.join(fits)}.")
+
+
 def layer_type(config: PretrainedConfig, layer: int) -> str | None:
     """The kind of decoder layer ``layer`` is (``sliding_attention``/``full_attention`` in ``layer_types``: Gemma 2/3,
     Qwen2, ...), or None for a family whose layers are all alike."""
@@ -437,9 +459,7 @@ class LLMBlock(nn.Module):
     def _refuse_beyond_window(self, tokens: int) -> None:
         """The block passes no window mask: a sliding-window layer must see the whole grid."""
         if self.window is not None and tokens > self.window:
-            raise ValueError(f"{tokens} tokens exceed the {self.window}-token sliding window of {self.spec.layers_named} "
-                             f"of {self.spec.source!r}, which the block does not apply; use a smaller patch or a "
-                             f"later encoder stage (`stage`), or a layer without a window.")
+            raise LLMSpecError(window_refusal(self.spec, tokens))
 
 
 def saturate(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

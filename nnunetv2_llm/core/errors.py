@@ -18,3 +18,23 @@ def did_you_mean(value: str, choices) -> str:
     if not close:
         return ""
     return f" Did you mean {' or '.join(repr(c) for c in close)}?"
+
+
+def report_user_errors_alone() -> None:
+    """In nnU-Net's own processes (nnUNetv2_train, nnUNetv2_predict), where our trainer refuses bad input, a
+    :class:`UserError` reaches the user as its message alone (exit status 1, as for any uncaught exception), not
+    behind a traceback through nnU-Net's code. nnU-Net has no hook of its own for this, so ``sys.excepthook`` is
+    chained: every other exception goes to the hook that was there before, unchanged. Installing it twice is a no-op."""
+    import sys
+    previous = sys.excepthook
+    if getattr(previous, "reports_user_errors", False):
+        return
+
+    def hook(kind, value, traceback):
+        if isinstance(value, UserError):
+            print(f"error: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, traceback)
+
+    hook.reports_user_errors = True
+    sys.excepthook = hook

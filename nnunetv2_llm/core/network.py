@@ -13,6 +13,12 @@ from .block import LLMBlock
 from .spec import LLMSpec
 
 
+def stage_grid(patch_size, strides, stage: int) -> tuple[int, ...]:
+    """Spatial size of encoder stage ``stage``'s feature map for an input patch (nnU-Net's per-stage ``strides``)."""
+    strides = np.array(strides[: stage + 1]).reshape(stage + 1, -1)
+    return tuple(int(s) for s in np.array(patch_size) // np.prod(strides, axis=0))
+
+
 def stage_out_of_range(stage: int, n_stages: int, where: str) -> str | None:
     """Why ``stage`` names no encoder stage of a net of ``n_stages`` (negative counts from the bottleneck), or None."""
     if -n_stages <= stage < n_stages:
@@ -46,8 +52,7 @@ class LLMUNet(nn.Module):
 
     def token_grid(self, patch_size) -> tuple[int, ...]:
         """Spatial size of the feature map the block sees for an input patch."""
-        strides = np.array(self.encoder.strides[: self.stage + 1]).reshape(self.stage + 1, -1)
-        return tuple(int(s) for s in np.array(patch_size) // np.prod(strides, axis=0))
+        return stage_grid(patch_size, self.encoder.strides, self.stage)
 
 
 def unwrap(network: nn.Module) -> nn.Module:

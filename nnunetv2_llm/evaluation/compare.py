@@ -217,6 +217,8 @@ def prepare(request: CompareRequest) -> Prepared:
         replicate_cases[r] = _checked_cases([replicate_of(v, r) for v in variants], folds, gt,
                                             f"{own_set(folds)} validation of replicate {r}",
                                             also={f"{labels[0]} (replicate 1)": in_domain[labels[0]]})
+        for v in variants:
+            replicate_of(v, r).require_same_plans(folds)  # each replicate's folder is one network too
     costs = {v.label: efficiency(v) for v in variants}
     return Prepared(request, name, variants, reference, rule, folds, tolerances, externals, ext_cases, in_domain,
                     reader_writer_cls.__name__, costs, out, layer_series, specs, replicate_cases, left_out)

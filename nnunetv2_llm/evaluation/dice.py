@@ -85,8 +85,12 @@ def _json_number(x):
 
 def format_dice(scores: dict) -> str:
     lines = [f"{case:<24} Dice {d:.4f}" for case, d in sorted(scores["per_case"].items())]
-    scored = len(scores["per_case"])
+    undefined = sorted(case for case, d in scores["per_case"].items() if d != d)  # NaN: left out of the mean
+    scored = len(scores["per_case"]) - len(undefined)
     lines.append(f"{'mean':<24} Dice {scores['mean']:.4f}  (over {scored} of {scores['references']} references)")
+    if undefined:
+        lines.append(f"not scored: {len(undefined)} case(s) whose reference and prediction hold no label (Dice "
+                     f"undefined, left out of the mean): {_listing(undefined)}")
     if scores["missing"]:
         lines.append(f"not scored: {len(scores['missing'])} reference(s) without a prediction: "
                      f"{_listing(scores['missing'])}")

@@ -22,6 +22,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from ..core.block import EXTRA_STATE, LLMBlock
 from ..core.cost import parameter_counts
+from ..core.errors import report_user_errors_alone
 from ..core.files import load_checkpoint, read_json, write_json
 from ..core.network import LLMUNet, unwrap
 from ..core.resolve import variant_spec
@@ -31,6 +32,8 @@ from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
 from .results import ResultsError, checkpoint_plans, new_plans_fix, plans_differences, trained_plans_clashes
 from .splits import check_fold_split, record_split
+
+report_user_errors_alone()  # our refusals inside nnUNetv2_train / nnUNetv2_predict: the message alone
 
 
 def spec_from_configuration(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
@@ -45,6 +48,63 @@ def spec_from_configuration(plans_manager: PlansManager, configuration_manager: 
             "`nnunetv2-llm plan -d DATASET --llm MODEL` and pass them with -p, or use a built-in trainer such as "
             "nnUNetTrainerSmolLM2 or nnUNetTrainerLLaMA (`nnunetv2-llm trainers` lists them).")
     return spec
+
+
+class PinnedPlans(nnUNetTrainer):
+    """nnU-Net's trainer with its results folder's plans pinned: the base of every trainer class this package defines
+    (the plain length variants too). nnU-Net overwrites the folder's plans.json whenever a fold starts, so a fold
+    trained with other plans would leave the folds trained before unable to load; refused before anything starts."""
+
+    def initialize(self):
+        if not self.was_initialized:
+            self._check_other_folds_plans()
+        super().initialize()
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        if not self.was_initialized:
+            checkpoint = (load_checkpoint(filename_or_checkpoint, mmap=True)  # a peek: tensors stay on disk
+                          if isinstance(filename_or_checkpoint, (str, Path)) else filename_or_checkpoint)
+            self._check_own_checkpoint_plans(checkpoint, filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def _new_plans_fix(self) -> str:
+        return new_plans_fix(self.plans_manager.dataset_name, self.configuration_name, self.plans_manager.plans_name)
+
+    def _plans_file(self) -> str:
+        return f"nnUNet_preprocessed/{self.plans_manager.dataset_name}/{self.plans_manager.plans_name}.json"
+
+    def _check_other_folds_plans(self) -> None:
+        """A results folder pins the plans its folds trained with (their checkpoints hold them): a fold that would
+        train with other plans is refused before it starts, because nnU-Net would overwrite the folder's
+        plans.json with them and the trained folds would no longer load (nor form one model with this one)."""
+        if not self.output_folder_base or getattr(self, "_plans_checked", False):
+            return
+        base = Path(self.output_folder_base)
+        clashes = trained_plans_clashes(base, self.plans_manager.plans, self.configuration_name, skip=self.fold)
+        if clashes:
+            folds = ", ".join(clashes)
+            raise ResultsError(
+                f"{type(self).__name__}: fold {self.fold} would train with plans {self._plans_file()} that differ "
+                f"from the plans fold(s) {folds} of {base} trained with ({next(iter(clashes.values()))}; trained -> "
+                f"now). nnU-Net would overwrite {base / 'plans.json'} with them and fold(s) {folds} would no longer "
+                f"load. Nothing was trained. "
+                f"{self._new_plans_fix()}"
+                f" (move fold_{next(iter(clashes))} and the other trained folds away first).")
+        self._plans_checked = True  # nnUNetTrainerLLM checks before it loads the layer; once is enough
+
+    def _check_own_checkpoint_plans(self, checkpoint: dict, source) -> None:
+        """``--c`` and ``--val`` go on with a checkpoint: it must have trained with the plans given now, else nnU-Net
+        builds another network and fails on the checkpoint's tensors."""
+        trained = checkpoint_plans(checkpoint)
+        differences = (plans_differences(trained, self.plans_manager.plans, self.configuration_name)
+                       if isinstance(trained, dict) else "")
+        if differences:
+            raise ResultsError(
+                f"{type(self).__name__}: the checkpoint {source if isinstance(source, (str, Path)) else ''} of fold "
+                f"{self.fold} trained with other plans than {self._plans_file()} now holds ({differences}; trained "
+                f"-> now), so it cannot go on (--c) or be validated (--val) with them. Restore the plans it trained "
+                f"with (its init_args['plans']), or train the fold from scratch (without --c/--val). "
+                f"{self._new_plans_fix()}.")
 
 
 class SplitPinned:
@@ -69,7 +129,7 @@ class SplitPinned:
         return train, val
 
 
-class nnUNetTrainerLLM(SplitPinned, nnUNetTrainer):
+class nnUNetTrainerLLM(SplitPinned, PinnedPlans):
     """Takes its LLM spec from the plans, e.g. plans written by ``nnunetv2-llm plan``."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -140,44 +200,6 @@ class nnUNetTrainerLLM(SplitPinned, nnUNetTrainer):
         self._check_trained_folds(spec)
         return spec, (layers, norm)
 
-    def _new_plans_fix(self) -> str:
-        return new_plans_fix(self.plans_manager.dataset_name, self.configuration_name, self.plans_manager.plans_name)
-
-    def _plans_file(self) -> str:
-        return f"nnUNet_preprocessed/{self.plans_manager.dataset_name}/{self.plans_manager.plans_name}.json"
-
-    def _check_other_folds_plans(self) -> None:
-        """A results folder pins the plans its folds trained with (their checkpoints hold them): a fold that would
-        train with other plans is refused before it starts, because nnU-Net would overwrite the folder's
-        plans.json with them and the trained folds would no longer load (nor form one model with this one)."""
-        if not self.output_folder_base:
-            return
-        base = Path(self.output_folder_base)
-        clashes = trained_plans_clashes(base, self.plans_manager.plans, self.configuration_name, skip=self.fold)
-        if clashes:
-            folds = ", ".join(clashes)
-            raise ResultsError(
-                f"{type(self).__name__}: fold {self.fold} would train with plans {self._plans_file()} that differ "
-                f"from the plans fold(s) {folds} of {base} trained with ({next(iter(clashes.values()))}; trained -> "
-                f"now). nnU-Net would overwrite {base / 'plans.json'} with them and fold(s) {folds} would no longer "
-                f"load. Nothing was trained. "
-                f"{self._new_plans_fix()}"
-                f" (move fold_{next(iter(clashes))} and the other trained folds away first).")
-
-    def _check_own_checkpoint_plans(self, checkpoint: dict, source) -> None:
-        """``--c`` and ``--val`` go on with a checkpoint: it must have trained with the plans given now, else nnU-Net
-        builds another network and fails on the checkpoint's tensors."""
-        trained = checkpoint_plans(checkpoint)
-        differences = (plans_differences(trained, self.plans_manager.plans, self.configuration_name)
-                       if isinstance(trained, dict) else "")
-        if differences:
-            raise ResultsError(
-                f"{type(self).__name__}: the checkpoint {source if isinstance(source, (str, Path)) else ''} of fold "
-                f"{self.fold} trained with other plans than {self._plans_file()} now holds ({differences}; trained "
-                f"-> now), so it cannot go on (--c) or be validated (--val) with them. Restore the plans it trained "
-                f"with (its init_args['plans']), or train the fold from scratch (without --c/--val). "
-                f"{self._new_plans_fix()}.")
-
     def _check_trained_folds(self, spec: LLMSpec) -> None:
         """Every fold of a results folder (and a fold resumed later) trains with the same tensors and wiring."""
         results_plans = Path(self.output_folder_base) / "plans.json"
@@ -198,8 +220,6 @@ class nnUNetTrainerLLM(SplitPinned, nnUNetTrainer):
         results folder's plans.json stays intact and no pretrained layer is read again."""
         checkpoint = (load_checkpoint(filename_or_checkpoint, mmap=True)  # a peek at the record: tensors stay on disk
                       if isinstance(filename_or_checkpoint, (str, Path)) else filename_or_checkpoint)
-        if not self.was_initialized:
-            self._check_own_checkpoint_plans(checkpoint, filename_or_checkpoint)
         record = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
         if record is not None and not self.was_initialized:
             trained = LLMBlock.recorded_spec(record)

@@ -77,11 +77,29 @@ def _architecture_check(plans: dict, spec: LLMSpec) -> list[str]:
         refused = stage_out_of_range(spec.stage, arch["arch_kwargs"]["n_stages"], f"configuration {name!r}")
         if refused:
             raise PlanningError(f"{refused} Pass --stage within that range.")
+        refused = _beyond_window(conf, spec)
+        if refused:
+            raise PlanningError(f"configuration {name!r}: {refused}")
         names.append(name)
     if not names:
         raise PlanningError(f"the plans {plans.get('plans_name')!r} define no network in any configuration; "
                             f"plan from nnUNetPlans or a ResEnc preset.")
     return names
+
+
+def _beyond_window(conf: dict, spec: LLMSpec) -> str | None:
+    """Why a configuration's bottleneck grid is too large for the layer's sliding window (see
+    :func:`~nnunetv2_llm.core.block.window_refusal`), or None: known here, not only after training has started."""
+    import math
+
+    from ..core.block import window_refusal
+    from ..core.network import stage_grid
+    kwargs = conf["architecture"]["arch_kwargs"]
+    if "patch_size" not in conf or "strides" not in kwargs:
+        return None
+    n = kwargs["n_stages"]
+    tokens = {stage: math.prod(stage_grid(conf["patch_size"], kwargs["strides"], stage)) for stage in range(n)}
+    return window_refusal(spec, tokens[spec.stage % n], tokens)
 
 
 def llm_plans(source: dict, name: str, spec: LLMSpec) -> dict:

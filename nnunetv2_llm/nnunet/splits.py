@@ -27,15 +27,6 @@ NNUNET_SPLIT_SEED = 12345  # nnU-Net's seed for its 5-fold split (nnUNetTrainer.
 MAX_PARTITIONS = 20
 
 
-class SplitRefused(ResultsError, SystemExit):
-    """A trainer's refusal of a fold's split: inside nnU-Net's own CLI (``nnUNetv2_train``, which catches nothing) it
-    ends the process with exit code 1 and the one-line message alone; called in-process it is a ResultsError."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.code = f"error: {message}"  # what Python prints for an uncaught SystemExit, with no traceback
-
-
 @dataclass(frozen=True)
 class FoldPartition:
     """Where a fold index of the splits file sits: ``fold 7 -> partition 2, fold 2``."""
@@ -199,12 +190,12 @@ def check_fold_split(trainer: str, preprocessed: Path, results: Path, fold) -> N
         fix = (f"Fold {fold} is partition {part.partition}'s fold {part.fold_in_partition}: write the partitions "
                f"first (`nnunetv2-llm sweep plan ... --partitions {part.partition}` appends them), or pick a fold in "
                f"0-{held - 1}" if part.partition > 1 else f"Pick a fold in 0-{held - 1}")
-        raise SplitRefused(f"{trainer}: fold {fold} is not in the splits file: {what}, and stock nnU-Net would train "
+        raise ResultsError(f"{trainer}: fold {fold} is not in the splits file: {what}, and stock nnU-Net would train "
                            f"it on a random 80:20 split. {fix}. Nothing was trained.")
     clashes = split_clashes(results, splits) if splits is not None else {}
     if clashes:
         first = next(iter(clashes))
-        raise SplitRefused(
+        raise ResultsError(
             f"{trainer}: {path} no longer gives trained fold(s) {', '.join(map(str, clashes))} of {results} the split "
             f"they trained on (fold {first}: {clashes[first]}; see fold_{first}/{SPLIT_RECORD}). Folds on other "
             f"splits do not form one cross-validation, so nothing was trained. Restore the splits file they trained "

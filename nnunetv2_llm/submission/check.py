@@ -104,7 +104,12 @@ def stage_inputs(cases_dir: Path, record: dict, staged: Path) -> tuple[list[str]
     ending = record["file_ending"]
     files = sorted(p for p in cases_dir.iterdir() if p.name.endswith(ending) and CHANNEL.match(p.name[: -len(ending)]))
     if not files:
-        raise ExportError(f"no cases named CASE_0000{ending} in {cases_dir}; pass -i with images in nnU-Net's naming.")
+        found = sorted({".nii.gz" if p.name.endswith(".nii.gz") else p.suffix or "(none)"
+                        for p in cases_dir.iterdir() if p.is_file()})
+        raise ExportError(f"no cases named CASE_0000{ending} in {cases_dir}: --check compares with nnUNetv2_predict, "
+                          f"which reads the file ending the model was trained on ({ending}); the folder holds "
+                          f"{'files ending in ' + ', '.join(found) if found else 'no files'}. Pass -i with {ending} "
+                          f"images in nnU-Net's naming (CASE_0000{ending}; convert them first).")
     cases = sorted({CHANNEL.match(p.name[: -len(ending)])["case"] for p in files})
     layout = record["input"]
     origins = {}

@@ -39,6 +39,18 @@ def inside_folder(value: str, option: str) -> str:
     return value
 
 
+def labels_folder(output_dir: Path, subfolder: str) -> Path:
+    """``output_dir/subfolder`` with every symbolic link on the way followed: refused when it leaves ``output_dir``
+    (the container writes only inside /output; a link such as /output/images -> /elsewhere would lead out)."""
+    base = Path(output_dir).resolve()
+    target = (base / subfolder).resolve() if subfolder else base
+    if target != base and base not in target.parents:
+        raise ExportError(f"output_subfolder {subfolder!r} leads to {target} through a symbolic link, outside the "
+                          f"output folder {output_dir}: the container writes only inside it. Replace the link by a "
+                          f"folder, or export with another --output-subfolder.")
+    return target
+
+
 def check_record_paths(record: dict, where: Path) -> None:
     """The record's subfolders stay inside /input and /output (an edited or hand-made export.json included)."""
     layout = record.get("input") or {}
@@ -222,7 +234,7 @@ def predict_folder(record: dict, model_folder: Path, input_dir: Path, output_dir
     from ..nnunet.environment import ensure_trainer_lookup, resolve_device
     dims = model_dims(model_folder, record["configuration"])
     cases = find_cases(input_dir, record, dims)
-    output_dir = output_dir / record["input"]["output_subfolder"] if record["input"]["output_subfolder"] else output_dir
+    output_dir = labels_folder(output_dir, record["input"]["output_subfolder"])
     output_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     if device == "cpu":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .grid import SweepError
-from .jobs import is_held, job_lock, read_state, run_job, shown_command, job_run, write_state
+from .jobs import fold_lock, is_held, job_lock, job_run, read_state, run_job, shown_command, write_state
 
 
 @dataclass
@@ -27,10 +27,11 @@ class RunOptions:
 
 
 def check_options(options: RunOptions) -> None:
-    for name, value, low in (("--gpus-per-job", options.gpus_per_job, 0), ("--time", options.time, 1),
+    for name, value, low in (("--gpus-per-job", options.gpus_per_job, 1), ("--time", options.time, 1),
                              ("--array-parallelism", options.array_parallelism, 1)):
         if value < low:
-            raise SweepError(f"{name} {value}: accepted are integers >= {low}.")
+            cpu = " (jobs planned with --device cpu use no GPU whatever it says)" if name == "--gpus-per-job" else ""
+            raise SweepError(f"{name} {value}: accepted are integers >= {low}{cpu}.")
     if options.mem is not None and not re.fullmatch(r"\d+[KMGT]?", options.mem):
         raise SweepError(f"--mem {options.mem!r}: give SLURM's form, e.g. 32G or 64000M.")
 
@@ -60,7 +61,7 @@ def local_slots(jobs: list[dict], gpus_per_job: int) -> list[list[int]]:
     """One slot per group of ``gpus_per_job`` visible GPUs (jobs run in parallel, one per slot, each with its
     own CUDA_VISIBLE_DEVICES); a single GPU-less slot when the jobs run on CPU or no GPU is visible."""
     gpus = [] if any("cpu" in j["train_args"] for j in jobs) else visible_gpus()
-    n = max(1, gpus_per_job)
+    n = gpus_per_job
     slots = [gpus[i:i + n] for i in range(0, len(gpus) - n + 1, n)]
     return slots or [[]]
 
@@ -129,12 +130,14 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
             for i, slot in enumerate(slots):
                 while i not in running and todo:
                     job = todo.pop(0)
-                    if job_run(job).fold_state(job["fold"]).done or is_held(job_lock(sweep_dir, job)):
+                    v = job_run(job)
+                    if v.fold_state(job["fold"]).done or is_held(job_lock(sweep_dir, job)) \
+                            or is_held(fold_lock(v, job["fold"])):
                         results[job["id"]] = run_job(job, str(sweep_dir))  # marks done, or held; starts nothing
                         if results[job["id"]] == "held":
                             state = read_state(sweep_dir, job)
-                            echo(f"{job['id']}: held by another run (pid {state.get('pid', '?')} on "
-                                 f"{state.get('host', '?')}); skipped")
+                            who = state.get("holder") or f"pid {state.get('pid', '?')} on {state.get('host', '?')}"
+                            echo(f"{job['id']}: held by another run ({who}); skipped")
                         continue
                     executor.update_parameters(timeout_min=options.time, gpus_per_node=len(slot), visible_gpus=slot,
                                                setup=setup)
@@ -149,7 +152,9 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
                         results[job["id"]] = "failed"
                         text = str(e).strip()
                         echo(f"{job['id']}: {text.splitlines()[-1] if text else type(e).__name__}")
-                    echo(f"{job['id']}: {results[job['id']]}")
+                    state = read_state(sweep_dir, job) if results[job["id"]] in ("failed", "held") else {}
+                    why = state.get("error") or state.get("holder")
+                    echo(f"{job['id']}: {results[job['id']]}" + (f": {why}" if why else ""))
                     del running[i]
             if running:
                 time.sleep(1)
@@ -196,6 +201,15 @@ def slurm_parameters(options: RunOptions) -> dict:
 
 def slurm_folder(sweep_dir: Path) -> Path:
     return sweep_dir / "slurm" / "%j"
+
+
+def array_jobs(jobs: list[dict], echo=print) -> list[dict]:
+    """The jobs a SLURM array gets: those whose fold is not done (a done job's task would only skip it); the
+    dry run's script and the submission list the same ones, in the same order."""
+    todo = [j for j in jobs if not job_run(j).fold_state(j["fold"]).done]
+    if len(todo) < len(jobs):
+        echo(f"{len(jobs) - len(todo)} job(s) already done, left out of the array")
+    return todo
 
 
 def sbatch_script(sweep_dir: Path, jobs: list[dict], options: RunOptions) -> str:

@@ -4,7 +4,9 @@ Done means what compare and export need: ``checkpoint_final.pth`` and nnU-Net's 
 the fold's split; a fold with a final checkpoint but an unfinished validation runs ``--val``, one with
 ``checkpoint_latest.pth`` continues with ``--c``. A job holds ``locks/<job>.lock`` while it runs (filelock: across
 processes and, on a shared file system, across nodes), so a second ``sweep run`` skips it, and ``status`` tells a
-live job (lock held) from one whose process died (lock free). ``logs/<job>.state`` records its pid and host.
+live job (lock held) from one whose process died (lock free). ``logs/<job>.state`` records its pid and host. It also
+holds the lock of the fold it trains (:func:`fold_lock`, beside the results folders), so another sweep over the same
+results folder and fold skips it too, naming the job that trains it.
 """
 from __future__ import annotations
 
@@ -67,6 +69,21 @@ def resume_flag(v: TrainedRun, fold) -> str | None:
 
 def job_lock(sweep_dir: Path, job: dict) -> Path:
     return Path(sweep_dir) / LOCKS / f"{job['id']}.lock"
+
+
+def fold_lock(v: TrainedRun, fold) -> Path:
+    """The lock of one trained fold, shared by every sweep and every `sweep run`: results root (its replicate),
+    dataset, trainer, plans, configuration and fold. It lives beside the results folders, under
+    ``<results root>/.locks`` (nnU-Net's dataset lookup skips it), so no sweep creates a results folder before
+    nnU-Net does."""
+    return v.folder.parent.parent / ".locks" / v.folder.parent.name / v.folder.name / f"fold_{fold}.lock"
+
+
+def fold_holder(lock: Path) -> str:
+    """Who holds a fold lock, as its holder recorded it (a sweep folder's job, its pid and host)."""
+    holder = read_json(lock.with_suffix(".json")) if lock.with_suffix(".json").is_file() else {}
+    return (f"job {holder.get('job', '?')} of the sweep {holder.get('sweep', '?')} (pid {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')})" if isinstance(holder, dict) else "another run")
 
 
 def is_held(lock: Path) -> bool:
@@ -154,6 +171,18 @@ def split_clash(job: dict, v: TrainedRun, env: dict) -> str | None:
     return None
 
 
+def log_unwritable(log: Path) -> str | None:
+    """Why the job's log cannot be written (made read-only or immutable, a folder in its place), or None: said in
+    `sweep run`'s output and `sweep status`, where the trainer's output could not go."""
+    try:
+        with open(log, "a"):
+            pass
+    except OSError as e:
+        return (f"cannot write the job's log {log} ({e.strerror}); make it writable (or move it away) and run "
+                f"`sweep run` again")
+    return None
+
+
 def _stop_tree(process: subprocess.Popen) -> None:
     """Stop the trainer and everything it started (its data-augmentation and export workers)."""
     import psutil
@@ -198,6 +227,18 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         lock.acquire(timeout=0)
     except Timeout:
         return "held"
+    trained = fold_lock(v, job["fold"])  # another sweep over this results folder, or a second `sweep run`
+    trained.parent.mkdir(parents=True, exist_ok=True)
+    fold = FileLock(str(trained))
+    try:
+        fold.acquire(timeout=0)
+    except Timeout:
+        write_state(sweep_dir, job, "held", holder=f"fold {job['fold']} of {v.folder} is trained by "
+                                                  f"{fold_holder(trained)}; run `sweep run` again when it is done")
+        lock.release()
+        return "held"
+    write_json(trained.with_suffix(".json"), {"sweep": str(sweep_dir.resolve()), "job": job["id"],
+                                              "pid": os.getpid(), "host": socket.gethostname()})
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
         previous_handler = signal.signal(signal.SIGTERM, _raise_on_sigterm)
@@ -210,6 +251,10 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
                     log.write(f"error: {changed}.\n")
             write_state(sweep_dir, job, "failed" if changed else "done")
             return "failed" if changed else "done"
+        unwritable = log_unwritable(logs / f"{job['id']}.log")
+        if unwritable:
+            write_state(sweep_dir, job, "failed", error=unwritable)
+            return "failed"
         resume = resume_flag(v, job["fold"])
         clash = plans_clash(job, v, resume, env) or split_clash(job, v, env)
         if clash:  # any trainer, stock nnU-Net's too: nothing starts that would overwrite the folder's plans.json
@@ -219,7 +264,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
             return "failed"
         command = train_command(job, resume)
         with open(logs / f"{job['id']}.log", "a") as log:
-            log.write("$ " + " ".join(command) + "\n")
+            log.write(f"$ {shown_command(job, resume)}\n")  # what reproduces the job, the replicate's root in front
             log.flush()
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
             write_state(sweep_dir, job, "running", trainer_pid=process.pid)
@@ -240,6 +285,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
         write_state(sweep_dir, job, "interrupted", **({"trainer_pid": process.pid} if process is not None else {}))
         raise
     finally:
+        fold.release()
         lock.release()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -251,7 +297,7 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
     ``unfinished`` when it was recorded done and its fold has lost part of it since."""
     import re
     log = Path(sweep_dir) / "logs" / f"{job['id']}.log"
-    text = log.read_text(errors="replace") if log.exists() else ""
+    text = log.read_text(errors="replace") if log.is_file() else ""
     epochs = re.findall(r"Epoch (\d+)", text)
     epoch = epochs[-1] if epochs else "-"
     state = read_state(sweep_dir, job)
@@ -271,4 +317,4 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
         return "died", epoch, (f"its process (pid {state.get('pid', '?')} on {state.get('host', '?')}) ended without "
                                f"finishing; `sweep run` resumes it")
     last = next((line for line in reversed(text.splitlines()) if line.strip()), "") if status == "failed" else ""
-    return status, epoch, last
+    return status, epoch, state.get("error") or state.get("holder") or last
