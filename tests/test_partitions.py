@@ -184,7 +184,6 @@ def test_our_trainers_refuse_a_fold_the_splits_file_lacks_and_a_split_changed_un
         assert f"{cls.__name__}: fold 12 is not in the splits file" in message
         assert "holds 10 splits (folds 0-9)" in message and "random 80:20 split" in message
         assert "partition 3's fold 2" in message and "--partitions 3" in message and "\n" not in message
-        assert e.value.code == f"error: {message}"  # what nnUNetv2_train prints, alone, when it ends
     assert not (results / "fold_12").exists(), "refused before nnU-Net made the fold's folder"
 
     trainer = _trainer(own_env, nnUNetTrainer_2epochs_5its, 7)
