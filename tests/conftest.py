@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,16 @@ class NNUNetEnv:
         for p in (self.raw, self.preprocessed, self.results):
             p.mkdir(parents=True, exist_ok=True)
         self.env = nnunet_cli_env(self.raw, self.preprocessed, self.results, "cpu")
+
+    def beside(self, root: Path, dataset_id: int, ignore=None) -> "NNUNetEnv":
+        """A new environment under ``root`` that reads this one's raw data and holds its own copy of the dataset's
+        preprocessed folder (plans and splits a test may change) and an empty nnUNet_results."""
+        env = NNUNetEnv(root)
+        shutil.rmtree(env.raw)
+        env.raw.symlink_to(self.raw, target_is_directory=True)
+        source = self.preprocessed_folder(dataset_id)
+        shutil.copytree(source, env.preprocessed / source.name, ignore=ignore)
+        return env
 
     def run(self, *args: str, check: bool = True, extra_env: dict | None = None, timeout: int = 900):
         """Run a console script of this environment; on failure show its output."""

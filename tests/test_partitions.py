@@ -13,7 +13,6 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
-from conftest import NNUNetEnv
 from nnunetv2_llm.core.locks import exclusive
 from nnunetv2_llm.nnunet.results import ResultsError, trained_run
 from nnunetv2_llm.nnunet.splits import (SPLIT_RECORD, FoldPartition, check_fold_split, fold_partitions,
@@ -143,11 +142,7 @@ def test_a_fold_of_partition_1_beyond_a_short_split_gets_no_partitions_advice(tm
 def own_env(nnunet_env, dataset_2d, tmp_path, monkeypatch):
     """Dataset 501 with a preprocessed folder of its own (the session's splits file stays untouched), no splits file,
     and an empty nnUNet_results, set in this process too."""
-    env = NNUNetEnv(tmp_path / "nnunet")
-    shutil.rmtree(env.raw)
-    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
-    source = nnunet_env.preprocessed_folder(dataset_2d)
-    shutil.copytree(source, env.preprocessed / source.name, ignore=shutil.ignore_patterns("*splits_final.json*"))
+    env = nnunet_env.beside(tmp_path / "nnunet", dataset_2d, ignore=shutil.ignore_patterns("*splits_final.json*"))
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env.env[key])
     return env

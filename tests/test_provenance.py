@@ -349,13 +349,8 @@ def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(n
     and once plans.json holds the new plans (as after a fold trained with them), compare and export refuse fold 0.
     Issue 38 #0: the plain length variant (the baseline of the demo, the docs and the sweeps) is pinned too; #7: the
     refusal is the message alone, no traceback through nnU-Net's code."""
-    from conftest import NNUNetEnv
-    env = NNUNetEnv(tmp_path / "nnunet")
-    shutil.rmtree(env.raw)
-    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
     trained = nnunet_env.trained(dataset_2d, trainer)  # first: it writes the split into the preprocessed folder
-    shutil.copytree(nnunet_env.preprocessed_folder(dataset_2d), env.preprocessed / nnunet_env.preprocessed_folder(
-        dataset_2d).name)
+    env = nnunet_env.beside(tmp_path / "nnunet", dataset_2d)
     results = env.results_folder(dataset_2d, trainer)
     shutil.copytree(trained, results, ignore=lambda folder, names: [  # fold 0 only: other tests train more
         n for n in names if Path(folder) == trained and n.startswith("fold_") and n != "fold_0"])
@@ -392,13 +387,8 @@ def test_replanning_under_trained_folds_is_refused_by_train_compare_and_export(n
 def test_compare_refuses_a_replicate_whose_plans_changed_under_its_folds(nnunet_env, dataset_2d, tmp_path):
     """Issue 38 #0 for nnU-Net's own classes: a replicate's results folder whose plans.json a fold trained with new
     plans replaced is named by `compare` before it scores anything, as replicate 1's is."""
-    from conftest import NNUNetEnv
     trained = nnunet_env.trained(dataset_2d, PLAIN)  # first: it writes the split into the preprocessed folder
-    env = NNUNetEnv(tmp_path / "nnunet")
-    shutil.rmtree(env.raw)
-    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
-    name = nnunet_env.preprocessed_folder(dataset_2d).name
-    shutil.copytree(nnunet_env.preprocessed / name, env.preprocessed / name)
+    env = nnunet_env.beside(tmp_path / "nnunet", dataset_2d)
     first = env.results_folder(dataset_2d, PLAIN)
     second = env.results / "replicates" / "2" / first.relative_to(env.results)
     for folder in (first, second):

@@ -670,11 +670,8 @@ def test_a_sweep_job_whose_plans_changed_under_trained_folds_starts_nothing(nnun
     another architecture under the same name; `sweep run` of fold 1 fails the job before nnUNetv2_train starts,
     saying what differs and the ways out, and the results folder's plans.json stays the one fold 0 needs."""
     trained = nnunet_env.trained(dataset_2d, PLAIN)  # first: it writes the split into the preprocessed folder
-    env = NNUNetEnv(tmp_path / "nnunet")
-    shutil.rmtree(env.raw)
-    env.raw.symlink_to(nnunet_env.raw, target_is_directory=True)
+    env = nnunet_env.beside(tmp_path / "nnunet", dataset_2d)
     name = nnunet_env.preprocessed_folder(dataset_2d).name
-    shutil.copytree(nnunet_env.preprocessed / name, env.preprocessed / name)
     results = env.results_folder(dataset_2d, PLAIN)
     shutil.copytree(trained, results, ignore=shutil.ignore_patterns("fold_[1-4]", "fold_all"))
     before = (results / "plans.json").read_bytes()
