@@ -162,6 +162,16 @@ def efficiency(variant: TrainedRun) -> Cost:
     return Cost(cost.trainable / 1e6, cost.frozen / 1e6, cost.gflops, list(net.patch_size), spec is not None)
 
 
+def check_statistics(bootstrap: int, primary: str) -> None:
+    """The options of the statistics, shared by compare and the re-analysis of a cases.csv."""
+    if not BOOTSTRAP_RANGE[0] <= bootstrap <= BOOTSTRAP_RANGE[1]:
+        raise CompareError(f"--bootstrap {bootstrap}: accepted are {BOOTSTRAP_RANGE[0]}..{BOOTSTRAP_RANGE[1]} "
+                           f"resamples (fewer give a CI that changes with the seed; the default is 2000).")
+    if primary not in METRICS:
+        raise CompareError(f"--primary {primary}: accepted are {', '.join(METRICS)} (the metric of the "
+                           f"primary endpoint; the default is {DEFAULT_PRIMARY}).{did_you_mean(primary, METRICS)}")
+
+
 def prepare(request: CompareRequest) -> Prepared:
     """Check every input (variants, labels, folds, checkpoints, the other sets' files, options) before anything
     is written or predicted."""
@@ -169,14 +179,9 @@ def prepare(request: CompareRequest) -> Prepared:
     require_folder("nnUNet_results")
     gt_root = require_folder("nnUNet_preprocessed")
     name = dataset_name(request.dataset)
-    if not BOOTSTRAP_RANGE[0] <= request.bootstrap <= BOOTSTRAP_RANGE[1]:
-        raise CompareError(f"--bootstrap {request.bootstrap}: accepted are {BOOTSTRAP_RANGE[0]}..{BOOTSTRAP_RANGE[1]} "
-                           f"resamples (fewer give a CI that changes with the seed; the default is 2000).")
+    check_statistics(request.bootstrap, request.primary)
     if request.processes < 1:
         raise CompareError(f"-np {request.processes}: give at least 1 process.")
-    if request.primary not in METRICS:
-        raise CompareError(f"--primary {request.primary}: accepted are {', '.join(METRICS)} (the metric of the "
-                           f"primary endpoint; the default is {DEFAULT_PRIMARY}).{did_you_mean(request.primary, METRICS)}")
     if len(request.plans) not in (1, len(request.trainers)):
         raise CompareError(f"-p takes one plans name for all variants or one per -tr ({len(request.trainers)}); "
                            f"got {len(request.plans)}.")
@@ -330,6 +335,12 @@ class OwnRuns:
         """The cases fold ``fold`` validated on, as nnU-Net orders them."""
         return sorted(self.splits[int(fold)]["val"])
 
+    def fold_of(self, partition: int) -> dict:
+        """Case -> its fold in ``partition`` (fold all: every scored case)."""
+        if [str(f) for f in self.partitions[partition]] == ["all"]:
+            return {c: "all" for c in next(iter(self.scores[partition, 1].values())).cases}
+        return {c: f for f in self.partitions[partition] for c in self.fold_cases(f)}
+
 
 def training_runs(labels: list[str], reference: str, own: OwnRuns, entry: SetSummary, in_sample: bool,
                   left_out: list[str]) -> TrainingRuns:
@@ -395,7 +406,7 @@ def csv_runs(scores: dict[str, dict[str, CaseScores]], case_folds: dict, own: Ow
     blocks = [(s, 1, by, next(iter(case_folds[s].values()))) for s, by in scores.items()]
     for (p, r), by in own.scores.items():
         if (p, r) != (next(iter(own.partitions)), 1):
-            blocks.append((own_name, r, by, {c: f for f in own.partitions[p] for c in own.fold_cases(f)}))
+            blocks.append((own_name, r, by, own.fold_of(p)))
     return blocks
 
 

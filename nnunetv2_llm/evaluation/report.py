@@ -190,7 +190,8 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
     """report.md: ``first`` (a sweep's "Which layer?"), the explanation, a table per case set, in-domain against the
     other sets, and accuracy against cost."""
     pairs = any(e.other_pairs() for e in report.sets.values())
-    lines = [f"# nnunetv2-llm compare: {report.dataset} {report.configuration}", "", *procedure_lines(report),
+    lines = [f"# nnunetv2-llm compare: {report.dataset} {report.configuration}", "",
+             *([f"**Re-analysis** of {report.source}.", ""] if report.source else []), *procedure_lines(report),
              primary_line(report), "", *first, f"## {CASES_TITLE}", "", CASES_QUESTION,
              f"Reference: **{report.reference}**. Folds: {' '.join(map(str, report.folds))}. Values are means "
              f"over cases (each case: mean over {report.targets_note}); Δ = variant - reference with a bootstrap "
@@ -211,7 +212,7 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
         lines += _set_table(report, set_name, entry)
     if len(report.sets) > 1:
         lines += _generalisation_table(report)
-    lines += efficiency_table(report, report.own)
+    lines += efficiency_table(report, report.own) if report.efficiency else []
     return "\n".join(lines)
 
 
