@@ -13,6 +13,7 @@ from nnunetv2_llm.evaluation.compare import partition_groups
 from nnunetv2_llm.evaluation.partitions import NOT_INCLUDED, partitions_comparison
 from nnunetv2_llm.evaluation.procedure import RunDifferences
 from nnunetv2_llm.nnunet.splits import partition_split
+from test_compare import PLAIN, SMOL, _replicated, shifted, trained  # noqa: F401 (test_compare's trained folds)
 
 CASES = [f"case_{i:03d}" for i in range(20)]
 
@@ -156,3 +157,67 @@ def test_partition_groups_need_the_same_folds_of_every_partition():
     assert partition_groups(["all"]) == {1: ["all"]}
     with pytest.raises(ValueError, match=r"partition 2 \(folds 5-9\) lacks fold\(s\) 8, 9.*-f 0 1 2 3 4 5 6 7 8 9"):
         partition_groups([0, 1, 2, 3, 4, 5, 6, 7])
+
+
+# ---------------------------------------------------------------- end to end: a compare run's own cases.csv
+
+
+def _same(a, b, path="report"):
+    """Equal JSON trees, numbers to float tolerance."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))}"
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, (int, float)):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.slow
+def test_the_reanalysis_of_a_compare_run_s_cases_csv_reproduces_its_report(nnunet_env, dataset_2d, trained,
+                                                                           shifted, tmp_path):
+    """Through the CLI, on the trained folds of test_compare: 2 replicates (the procedure level) and a zero-shot
+    set; `compare --cases` gives report.json's statistics again, and with --reference another report."""
+    folders = _replicated(trained, tmp_path, {PLAIN: 2, SMOL: 2})
+    out = tmp_path / "report"
+    proc = nnunet_env.run("nnunetv2-llm", "compare", "-d", "501", "-c", "2d", "-tr", folders[PLAIN], folders[SMOL],
+                          "-f", "0", "--external", f"shifted={shifted}", "-np", "1", "-o", out, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    splits = nnunet_env.preprocessed_folder(dataset_2d) / "splits_final.json"
+    again = tmp_path / "again"
+    proc = nnunet_env.run("nnunetv2-llm", "compare", "--cases", out / "cases.csv", "--splits", splits, "-o", again,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first, second = (json.loads((d / "report.json").read_text()) for d in (out, again))
+    assert first["sets"]["in-domain"]["comparisons"][SMOL]["Dice"]["procedure"]["runs"] == 2
+    for key in ("sets", "training_runs", "reference", "primary", "primary_level", "num_comparisons", "folds",
+                "labels", "set_kinds", "variants", "dataset", "configuration", "nsd_tolerance_mm"):
+        _same(first[key], second[key], key)
+    assert second["efficiency"] == {} and "left out" in second["source"]
+    assert (again / "differences_shifted.png").stat().st_size > 0 and not (again / "efficiency.png").exists()
+    assert pd.read_csv(again / "cases.csv").equals(pd.read_csv(out / "cases.csv")), "the same table written back"
+
+    other = tmp_path / "other"
+    proc = nnunet_env.run("nnunetv2-llm", "compare", "--cases", out / "cases.csv", "--splits", splits,
+                          "--reference", SMOL, "-o", other, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    flipped = json.loads((other / "report.json").read_text())["sets"]["in-domain"]["comparisons"][PLAIN]["Dice"]
+    assert flipped["mean_difference"] == pytest.approx(
+        -first["sets"]["in-domain"]["comparisons"][SMOL]["Dice"]["mean_difference"])
+
+
+def test_sweep_compare_of_a_partitioned_sweep_compares_partitions(tmp_path):
+    """A grid's `partitions: 2` trains folds 0-9: `sweep compare` hands them to one compare, which reads them as 2
+    partitions of 5 folds (it passed them as one 10-fold cross-validation before); fold all stays a report apart."""
+    from nnunetv2_llm.commands.sweep import compare_requests
+    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "trainer": t, "plans": "nnUNetPlans",
+             "fold": f, "replicate": r} for t in (PLAIN, SMOL) for f in [*range(10), "all"] for r in (1, 2)]
+    requests = compare_requests(tmp_path, jobs, {"partitions": 2})
+    assert [r.folds for r in requests] == [[str(f) for f in range(10)], ["all"]]
+    assert requests[0].replicates == 2
+    assert partition_groups([int(f) for f in requests[0].folds]) == {1: [0, 1, 2, 3, 4], 2: [5, 6, 7, 8, 9]}
