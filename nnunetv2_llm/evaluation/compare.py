@@ -8,7 +8,11 @@ For any nnU-Net results (ours, stock nnU-Net's or another plugin's), scored the 
   ``all`` (trained on every case, validated on them by nnU-Net) the set is ``in-sample``, never cross-validation;
 * held-out (``--held-out NAME=FOLDER``: the training distribution) and zero-shot (``--external NAME=FOLDER``: a
   shifted one) sets: labelled images the models never saw, predicted by each variant with the stock
-  ``nnUNetv2_predict`` (ensemble of the requested folds), cached in the report folder.
+  ``nnUNetv2_predict`` (ensemble of the requested folds), cached in the report folder;
+* repeated partitions (folds 5, 6, ... of the splits file are partitions 2, 3, ...: :mod:`..nnunet.splits`): the
+  procedure level averages the partitions (:mod:`.partitions`); the case level, the other sets' ensemble and
+  cases.csv's first rows are the first partition's (with partitions, nnU-Net's own 5-fold cross-validation), so
+  each case counts once.
 
 Per case and label (or region): Dice and IoU (nnU-Net's own code and label rule, equal to its summary.json), HD95
 and NSD in mm (MONAI); see :mod:`.metrics` for the empty-mask conventions. Against the reference variant: mean
@@ -458,7 +462,8 @@ def _run(p: Prepared, echo) -> CompareReport:
             cases = p.external_cases[ext.name]
             sets[ext.name] = {}
             for v in p.variants:
-                predicted = predict_external(v, ext, cases, p.folds, p.out, device, say)
+                predicted = predict_external(v, ext, cases, p.partitions[next(iter(p.partitions))], p.out, device,
+                                             say)  # the case level's models: the first partition's folds
                 sets[ext.name][v.label] = external_cases(ext, predicted.folder, cases, v.dataset_json["file_ending"])
                 if predicted.seconds_per_case is not None:
                     timings[v.label].append(predicted.seconds_per_case)
