@@ -242,7 +242,7 @@ def partition_groups(folds: list) -> dict[int, list]:
     partitions 2, 3, ...); fold all is a group of its own. Every partition must hold the same folds within it, or the
     partitions' means are of different folds."""
     from ..nnunet.splits import fold_partitions
-    if [str(f) for f in folds] == ["all"]:
+    if "all" in [str(f) for f in folds]:  # alone, or refused with its reason by validation_cases
         return {1: list(folds)}
     groups: dict[int, dict[int, int]] = {}
     for part in sorted(fold_partitions(folds), key=lambda x: x.fold):
