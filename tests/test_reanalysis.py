@@ -221,3 +221,21 @@ def test_sweep_compare_of_a_partitioned_sweep_compares_partitions(tmp_path):
     assert [r.folds for r in requests] == [[str(f) for f in range(10)], ["all"]]
     assert requests[0].replicates == 2
     assert partition_groups([int(f) for f in requests[0].folds]) == {1: [0, 1, 2, 3, 4], 2: [5, 6, 7, 8, 9]}
+
+    # A splits file whose first five entries no longer give fold 0 its trained split: compare refuses the fold (the
+    # split pin, fold_0/split.json), and so does the re-analysis with that file.
+    original = splits.read_text()
+    entries = json.loads(original)
+    moved = entries[0]["val"].pop()
+    entries[1]["val"].append(moved)
+    try:
+        splits.write_text(json.dumps(entries))
+        proc = nnunet_env.run("nnunetv2-llm", "compare", "-d", "501", "-c", "2d", "-tr", folders[PLAIN],
+                              folders[SMOL], "-f", "0", "-np", "1", "-o", tmp_path / "moved", check=False)
+        assert proc.returncode == 2 and "fold 0 trained on another split" in proc.stderr, proc.stderr[-2000:]
+        proc = nnunet_env.run("nnunetv2-llm", "compare", "--cases", out / "cases.csv", "--splits", splits,
+                              "-o", tmp_path / "moved", check=False)
+        assert proc.returncode == 2 and "other cases than the splits file's folds" in proc.stderr, proc.stderr
+        assert not (tmp_path / "moved").exists()
+    finally:
+        splits.write_text(original)
