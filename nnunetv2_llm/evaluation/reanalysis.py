@@ -22,7 +22,7 @@ import numpy as np
 from ..core.errors import UserError, did_you_mean
 from ..core.locks import exclusive
 from ..nnunet.results import read_splits
-from .cases import IN_SAMPLE, OWN_SETS, CompareError
+from .cases import OWN_SETS, CompareError
 from .compare import OwnRuns, analyse, check_statistics, csv_runs, partition_groups, write_report
 from .metrics import METRICS
 from .report import CASES_COLUMNS
