@@ -137,6 +137,8 @@ def test_reanalysis_bad_input_names_the_value_and_the_fix(tmp_path, capsys):
     assert "has other cases than the splits file's folds" in refused(table_=table[table["case"] != "case_003"])
     assert "--primary NSD: " in refused("--primary", "NSD") and "(it has Dice, HD95)" in refused("--primary", "NSD")
     assert "unknown metric(s) dice" in refused(table_=table.assign(metric=table["metric"].str.lower()))
+    assert "replicate 'one' is not a whole number" in refused(table_=table.assign(replicate="one"))
+    assert "value 'x' is not a number" in refused(table_=table.assign(value="x"))
     (tmp_path / "broken.json").write_text("{")
     rc, err = _main(capsys, "--cases", csv_path, "--splits", tmp_path / "broken.json", "-o", out)
     assert rc == 2 and "--splits" in err and "Traceback" not in err
@@ -210,18 +212,6 @@ def test_the_reanalysis_of_a_compare_run_s_cases_csv_reproduces_its_report(nnune
     assert flipped["mean_difference"] == pytest.approx(
         -first["sets"]["in-domain"]["comparisons"][SMOL]["Dice"]["mean_difference"])
 
-
-def test_sweep_compare_of_a_partitioned_sweep_compares_partitions(tmp_path):
-    """A grid's `partitions: 2` trains folds 0-9: `sweep compare` hands them to one compare, which reads them as 2
-    partitions of 5 folds (it passed them as one 10-fold cross-validation before); fold all stays a report apart."""
-    from nnunetv2_llm.commands.sweep import compare_requests
-    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "trainer": t, "plans": "nnUNetPlans",
-             "fold": f, "replicate": r} for t in (PLAIN, SMOL) for f in [*range(10), "all"] for r in (1, 2)]
-    requests = compare_requests(tmp_path, jobs, {"partitions": 2})
-    assert [r.folds for r in requests] == [[str(f) for f in range(10)], ["all"]]
-    assert requests[0].replicates == 2
-    assert partition_groups([int(f) for f in requests[0].folds]) == {1: [0, 1, 2, 3, 4], 2: [5, 6, 7, 8, 9]}
-
     # A splits file whose first five entries no longer give fold 0 its trained split: compare refuses the fold (the
     # split pin, fold_0/split.json), and so does the re-analysis with that file.
     original = splits.read_text()
@@ -239,3 +229,15 @@ def test_sweep_compare_of_a_partitioned_sweep_compares_partitions(tmp_path):
         assert not (tmp_path / "moved").exists()
     finally:
         splits.write_text(original)
+
+
+def test_sweep_compare_of_a_partitioned_sweep_compares_partitions(tmp_path):
+    """A grid's `partitions: 2` trains folds 0-9: `sweep compare` hands them to one compare, which reads them as 2
+    partitions of 5 folds (it passed them as one 10-fold cross-validation before); fold all stays a report apart."""
+    from nnunetv2_llm.commands.sweep import compare_requests
+    jobs = [{"dataset": "Dataset501_Synth2D", "configuration": "2d", "trainer": t, "plans": "nnUNetPlans",
+             "fold": f, "replicate": r} for t in (PLAIN, SMOL) for f in [*range(10), "all"] for r in (1, 2)]
+    requests = compare_requests(tmp_path, jobs, {"partitions": 2})
+    assert [r.folds for r in requests] == [[str(f) for f in range(10)], ["all"]]
+    assert requests[0].replicates == 2
+    assert partition_groups([int(f) for f in requests[0].folds]) == {1: [0, 1, 2, 3, 4], 2: [5, 6, 7, 8, 9]}

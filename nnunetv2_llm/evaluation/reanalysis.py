@@ -93,10 +93,19 @@ def reanalyse(cases, splits: list[dict], output: str | Path, reference: str | No
     table = cases.copy()
     if table.empty:
         raise CompareError(f"{source} holds no rows: pass the cases.csv that compare wrote.")
-    table["replicate"] = table["replicate"].astype(int) if "replicate" in table else 1
+    for column, integer in (("value", False), ("replicate", True)):
+        if column not in table:
+            continue
+        numbers = pd.to_numeric(table[column], errors="coerce")
+        bad = table[column][(numbers.isna() & table[column].notna()) | (integer & ~(numbers % 1 == 0))]
+        if len(bad):
+            raise CompareError(f"{source}: {column} {bad.iloc[0]!r} is not a{' whole' if integer else ''} number; "
+                               f"each row's {column} is one (NaN or empty where a metric has no value).")
+        table[column] = numbers.astype(int) if integer else numbers
+    if "replicate" not in table:
+        table["replicate"] = 1
     for column in ("set", "variant", "case", "label", "metric"):
         table[column] = table[column].astype(str)
-    table["value"] = pd.to_numeric(table["value"], errors="coerce")
     unknown = sorted(set(table["metric"]) - set(METRICS))
     if unknown:
         raise CompareError(f"{source}: unknown metric(s) {', '.join(unknown)}; accepted are {', '.join(METRICS)} "
