@@ -47,18 +47,49 @@ procedure level where the runs allow it, Holm over the variants; only it carries
 secondary (Holm over the report's other case-level tests, no stars). No interval and no p where the data
 cannot support one (one case, zero variance, a fold without values), with the reason.
 
+Repeated partitions (a sweep's `partitions: P`): folds 5, 6, ... of splits_final.json are partitions 2, 3, ...
+(fold f of partition p is fold 5(p-1)+f); -f 0 1 ... 9 compares 2 partitions, the same folds of each. The
+procedure level averages the partitions (each partition's Nadeau-Bengio variance, averaged; k - 1 df; what it
+leaves out is in the report); the case level reads the first partition's out-of-fold predictions (nnU-Net's own
+cross-validation), so each case counts once.
+
+Re-analysis without predictions: --cases cases.csv --splits splits_final.json -o DIR recomputes every
+statistic, report and figure from a cases.csv (compare's columns, any subset of the metrics, fold numbers as
+in the splits file), with --reference, --primary, --seed, --bootstrap; parameters and GFLOPs need the
+networks and are left out.
+
 A second run into the same -o waits for the first, then reuses its predictions and scores.
 """
 
 
 def cmd_compare(args) -> int:
+    from ..evaluation.cases import CompareError
     from ..evaluation.compare import CompareRequest, run_compare
+    if args.cases or args.splits:
+        from ..evaluation.reanalysis import reanalyse_files
+        given = [flag for flag, value in (("-d", args.dataset), ("-c", args.configuration), ("-tr", args.trainers),
+                                          ("-f", args.folds), ("--held-out", args.held_out),
+                                          ("--external", args.external), ("--nsd-tolerance", args.nsd_tolerance),
+                                          ("--by-layer", args.by_layer), ("--replicates", args.replicates)) if value]
+        if not (args.cases and args.splits) or given:
+            raise CompareError(f"--cases re-analyses a cases.csv with the splits file its folds trained on "
+                               f"(--cases CSV --splits splits_final.json -o DIR, with --reference, --primary, "
+                               f"--seed, --bootstrap); "
+                               + (f"{', '.join(given)} belong to a compare of trained results, leave them out."
+                                  if given else f"add {'--splits' if args.cases else '--cases'}."))
+        reanalyse_files(args.cases, args.splits, args.output, args.reference, args.primary, args.seed, args.bootstrap)
+        return 0
+    missing = [flag for flag, value in (("-d", args.dataset), ("-c", args.configuration), ("-tr", args.trainers))
+               if not value]
+    if missing:
+        raise CompareError(f"compare needs {', '.join(missing)} (the dataset, configuration and variants of trained "
+                           f"results), or --cases CSV --splits splits_final.json to re-analyse a cases.csv.")
     run_compare(CompareRequest(
         dataset=args.dataset, configuration=args.configuration, trainers=args.trainers, output=args.output,
-        plans=args.plans, folds=args.folds, reference=args.reference, external=args.external or [],
+        plans=args.plans, reference=args.reference, external=args.external or [],
         held_out=args.held_out or [], nsd_tolerance=args.nsd_tolerance, bootstrap=args.bootstrap, seed=args.seed,
         processes=args.processes, device=args.device, by_layer="strict" if args.by_layer else None,
-        replicates=args.replicates, primary=args.primary))
+        replicates=args.replicates, primary=args.primary, **({"folds": args.folds} if args.folds else {})))
     return 0
 
 
@@ -66,15 +97,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="paired statistics, surface metrics, held-out and zero-shot sets of trained nnU-Net variants",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
-    p.add_argument("-tr", "--trainers", action=Repeatable, required=True, metavar="TRAINER[__PLANS]|FOLDER",
+    p.add_argument("-d", "--dataset", help="dataset id or name (required unless --cases)")
+    p.add_argument("-c", "--configuration", help="nnU-Net configuration, e.g. 2d or 3d_fullres (required unless "
+                                                 "--cases)")
+    p.add_argument("-tr", "--trainers", action=Repeatable, metavar="TRAINER[__PLANS]|FOLDER",
                    help="the variants: trainer names (any trainer, stock or plugin), TRAINER__PLANS, or results folders")
     p.add_argument("-p", "--plans", action=Repeatable, default=[DEFAULT_PLANS],
                    help="plans identifier for all variants, or one per -tr (default nnUNetPlans)")
-    p.add_argument("-f", "--folds", action=Repeatable, default=["0", "1", "2", "3", "4"],
+    p.add_argument("-f", "--folds", action=Repeatable,
                    help="folds (default 0 1 2 3 4; 'all' alone for the fold trained on every case: its own "
-                        "validation is then in-sample)")
+                        "validation is then in-sample; folds 5, 6, ... are partitions 2, 3, ... of the splits file: "
+                        "-f 0-9 compares 2 partitions, the same folds of each)")
     p.add_argument("--reference", help="the variant the others are compared with (default: the first)")
     p.add_argument("--held-out", action=Repeatable, metavar="NAME=FOLDER",
                    help="held-out sets of the training distribution: an nnU-Net raw dataset or a folder with "
@@ -100,5 +133,11 @@ def register(subparsers) -> None:
                    help=f"the metric of the primary endpoint, the one test with stars: each variant against the "
                         f"reference on the own set, at the procedure level where the runs allow it, Holm over the "
                         f"variants; Dice, IoU, NSD or HD95 (default {DEFAULT_PRIMARY}). Every other p is secondary")
+    p.add_argument("--cases", metavar="CSV",
+                   help="re-analyse a cases.csv (compare's columns, any subset of the metrics) instead of trained "
+                        "results: every statistic, report and figure, e.g. for another --reference or --primary; "
+                        "needs --splits; parameters and GFLOPs are left out (they need the networks)")
+    p.add_argument("--splits", metavar="JSON",
+                   help="with --cases: the splits_final.json the folds trained on (fold numbers as in it)")
     p.add_argument("-o", "--output", required=True, help="report folder")
     p.set_defaults(func=cmd_compare)

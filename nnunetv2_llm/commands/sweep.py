@@ -46,7 +46,8 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
     """One compare per configuration, over every trainer x plans variant of the sweep and its folds; a grid with
     LLM layers also gets the by-layer report (a line per model and wiring, Dice by layer next to plain nnU-Net).
     Fold ``all`` gets a report of its own (``compare_<c>_all``, its set in-sample) when the grid also has folds 0-4:
-    it validates on the very cases the other folds validate on, out of fold."""
+    it validates on the very cases the other folds validate on, out of fold. A grid's ``partitions: P`` trained folds
+    5, 6, ...: they go to one compare with partition 1's, which reads them as P partitions, not one 5P-fold CV."""
     from ..evaluation.compare import CompareRequest
     from ..sweep.jobs import replicate
     requests = []
@@ -68,11 +69,13 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
 
 def compare_sweep(sweep_dir: Path) -> int:
     """`nnunetv2-llm compare` of the sweep's variants, in this process (one report per configuration)."""
-    from ..evaluation.compare import run_compare
+    from ..evaluation.compare import partition_groups, run_compare
     from ..sweep.grid import load_meta
     meta = load_meta(sweep_dir)
     for request in compare_requests(sweep_dir, meta["jobs"], meta["grid"]):
-        print(f"compare {' '.join(request.trainers)} (folds {' '.join(request.folds)}) -> {request.output}")
+        parts = len(partition_groups([f if f == "all" else int(f) for f in request.folds]))
+        print(f"compare {' '.join(request.trainers)} (folds {' '.join(request.folds)}"
+              f"{f': {parts} partitions' if parts > 1 else ''}) -> {request.output}")
         run_compare(request)
     return 0
 

@@ -34,7 +34,8 @@ def save_figures(out: Path, report: CompareReport, report_scores: dict) -> list[
             written.append(differences(out / f"differences_{tag}.png", set_name, entry, report.reference))
         if len(entry.variants) > 2:
             written.append(significance(out / f"significance_{tag}.png", set_name, entry, report.num_comparisons))
-    written.append(efficiency_figure(out / "efficiency.png", report, report.own))
+    if report.efficiency:  # a re-analysis of a cases.csv has no networks to count
+        written.append(efficiency_figure(out / "efficiency.png", report, report.own))
     return written
 
 

@@ -74,10 +74,11 @@ class TrainingRuns:
     note: str
     layout: str = "replicate 1: $nnUNet_results; replicate r >= 2: $nnUNet_results/replicates/<r>"
     left_out: list[str] = field(default_factory=list)  # "replicate 3 of A (...)": runs without a partner
+    partitions: int = 1  # k-fold partitions of the cases (folds 5, 6, ... of the splits file: partition 2, ...)
 
     @classmethod
     def of(cls, folds: int, replicates: int, in_sample: bool = False,
-           left_out: list[str] | None = None) -> "TrainingRuns":
+           left_out: list[str] | None = None, partitions: int = 1) -> "TrainingRuns":
         if in_sample:
             note = ("in-sample scores (fold all, validated on its own training cases): no procedure-level claim, "
                     "since a training run scored on its training cases says nothing about new cases; every "
@@ -91,10 +92,15 @@ class TrainingRuns:
         else:
             note = ("training noise is not measured (a single training run per variant): every interval covers case "
                     "sampling only; to measure it, " + HOW_TO_MEASURE)
+        if partitions > 1 and not in_sample:
+            note += (f"; {partitions} partitions of the cases into {folds} folds: the procedure level averages the "
+                     f"partitions; the case level (these models on these cases) reads partition 1's out-of-fold "
+                     f"predictions, nnU-Net's own cross-validation, so each case counts once")
         if left_out:
             note += "; left out (a paired comparison needs the same replicate of every variant): " + "; ".join(left_out)
-        return cls(folds, replicates, folds * replicates, replicates > 1 and not in_sample,
-                   not in_sample and (folds > 1 or replicates > 1), note, left_out=list(left_out or []))
+        return cls(folds, replicates, partitions * folds * replicates, replicates > 1 and not in_sample,
+                   not in_sample and (folds > 1 or replicates > 1), note, left_out=list(left_out or []),
+                   partitions=partitions)
 
 
 @dataclass

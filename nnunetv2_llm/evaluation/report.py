@@ -15,11 +15,13 @@ from .cases import IN_DOMAIN, IN_SAMPLE, OWN_SETS
 from .efficiency import efficiency_table
 from .formatting import fmt
 from .metrics import METRICS
+from .partitions import NOT_INCLUDED
 from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, ProcedureComparison
 from .statistics import significance_mark
 from .summary import Comparison, CompareReport, SetSummary
 
 STARS = "(* p<0.05, ** p<0.01, *** p<0.001)"
+CASES_COLUMNS = ("set", "variant", "case", "fold", "label", "metric", "value", "replicate")
 
 
 def _mark(c: Comparison, level: str, p: float) -> str:
@@ -158,11 +160,12 @@ def procedure_lines(report: CompareReport) -> list[str]:
     shown = [primary] + [m for m in ("Dice", "NSD", "HD95") if m != primary]
     first = next(iter(entry.comparisons.values()))[primary].procedure
     lines = [f"## {PROCEDURE_TITLE}", "",
-             f"{PROCEDURE_QUESTION} {own}, {runs.runs_per_variant} runs per variant ({runs.folds} folds x "
+             f"{PROCEDURE_QUESTION} {own}, {runs.runs_per_variant} runs per variant ("
+             f"{f'P = {runs.partitions} partitions x ' if runs.partitions > 1 else ''}{runs.folds} folds x "
              f"{runs.replicates} replicate(s)). Δ = variant - {report.reference}, 95% CI; method: {first.method}; p of "
              f"{primary}: the primary endpoint (Holm over the variants); the other metrics' intervals are secondary. "
              f"Dice, IoU and NSD: higher is better; HD95 in mm: lower is better.", ""]
-    if not runs.training_noise_measured or runs.left_out:
+    if not runs.training_noise_measured or runs.left_out or runs.partitions > 1:
         lines += [_bold_lead(runs.note), ""]
     lines += ["| variant | runs | " + " | ".join(f"Δ {m}{' (mm)' if m == 'HD95' else ''} [95% CI]"
                                                 + (" | p" if m == primary else "") for m in shown)
@@ -175,6 +178,8 @@ def procedure_lines(report: CompareReport) -> list[str]:
         lines.append(f"| {label} | {x.runs} | " + " | ".join(cells) + f" | {_components(x)} |")
         said += [f"- {label}: {caveat}." for caveat in x.caveats]
     lines += [""] + (said + [""] if said else [])
+    if any(NOT_INCLUDED in c[primary].procedure.note for c in entry.comparisons.values()):
+        lines += [f"What the interval leaves out: {NOT_INCLUDED[len('the interval does not include '):]}.", ""]
     return lines + ["Variance components (with replicates; statsmodels MixedLM), each a variance of one run's mean "
                     "difference: fold = between folds (their training and validation cases; none below 3 folds), "
                     "run = between training runs of one fold, case = the per-case variance within one run over the "
@@ -185,7 +190,8 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
     """report.md: ``first`` (a sweep's "Which layer?"), the explanation, a table per case set, in-domain against the
     other sets, and accuracy against cost."""
     pairs = any(e.other_pairs() for e in report.sets.values())
-    lines = [f"# nnunetv2-llm compare: {report.dataset} {report.configuration}", "", *procedure_lines(report),
+    lines = [f"# nnunetv2-llm compare: {report.dataset} {report.configuration}", "",
+             *([f"**Re-analysis** of {report.source}.", ""] if report.source else []), *procedure_lines(report),
              primary_line(report), "", *first, f"## {CASES_TITLE}", "", CASES_QUESTION,
              f"Reference: **{report.reference}**. Folds: {' '.join(map(str, report.folds))}. Values are means "
              f"over cases (each case: mean over {report.targets_note}); Δ = variant - reference with a bootstrap "
@@ -206,27 +212,25 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
         lines += _set_table(report, set_name, entry)
     if len(report.sets) > 1:
         lines += _generalisation_table(report)
-    lines += efficiency_table(report, report.own)
+    lines += efficiency_table(report, report.own) if report.efficiency else []
     return "\n".join(lines)
 
 
-def write_cases_csv(path: Path, report_scores: dict, sets: dict[str, SetSummary], keys: list[str], case_folds: dict,
-                    replicates: dict | None = None) -> None:
-    """One row per set, variant, case, label and metric; ``replicate`` names the training replicate (1: the models
-    in nnUNet_results; r >= 2: ``replicates``' in-domain scores, from $nnUNet_results/replicates/<r>)."""
+def write_cases_csv(path: Path, blocks: list[tuple], keys: list[str]) -> None:
+    """One row per set, variant, case, label and metric. ``blocks``: (set, replicate, scores by variant, case ->
+    fold), as :func:`.compare.csv_runs` gives them; ``replicate`` names the training replicate (1: the models in
+    nnUNet_results; r >= 2: $nnUNet_results/replicates/<r>) and ``fold`` the fold index of the splits file, so
+    folds 5, 6, ... are the rows of partitions 2, 3, ..."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["set", "variant", "case", "fold", "label", "metric", "value", "replicate"])
-    own = next(s for s in report_scores if s in OWN_SETS)
-    runs = [(s, 1, by) for s, by in report_scores.items()] + [(own, r, by) for r, by in (replicates or {}).items()]
-    for set_name, replicate, by_variant in runs:
+    writer.writerow(CASES_COLUMNS)
+    for set_name, replicate, by_variant, fold_of in blocks:
         for variant, scores in by_variant.items():
-            for case in sets[set_name].cases:
-                fold = case_folds[set_name][variant][case]
+            for case in sorted(scores.cases):
                 for key in keys:
                     for metric in METRICS:
-                        writer.writerow([set_name, variant, case, fold, key, metric, scores.value(case, key, metric),
-                                         replicate])
+                        writer.writerow([set_name, variant, case, fold_of[case], key, metric,
+                                         scores.value(case, key, metric), replicate])
     with atomic_path(path) as tmp:
         Path(tmp).write_text(buffer.getvalue())
 

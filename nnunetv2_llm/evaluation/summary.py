@@ -250,6 +250,7 @@ class CompareReport:
     conventions: dict[str, str]
     timing: dict[str, float]
     layers: list | None = None
+    source: str = ""  # a re-analysis: the table it read and what it could not recompute
 
     @property
     def own(self) -> str:
