@@ -72,7 +72,7 @@ def cmd_compare(args) -> int:
                                           ("--external", args.external), ("--nsd-tolerance", args.nsd_tolerance),
                                           ("--by-layer", args.by_layer), ("--replicates", args.replicates)) if value]
         if not (args.cases and args.splits) or given:
-            raise CompareError(f"--cases re-analyses a cases.csv with the splits file its folds trained on "
+            raise CompareError("--cases re-analyses a cases.csv with the splits file its folds trained on "
                                f"(--cases CSV --splits splits_final.json -o DIR, with --reference, --primary, "
                                f"--seed, --bootstrap); "
                                + (f"{', '.join(given)} belong to a compare of trained results, leave them out."
