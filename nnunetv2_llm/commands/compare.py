@@ -73,8 +73,8 @@ def cmd_compare(args) -> int:
                                           ("--by-layer", args.by_layer), ("--replicates", args.replicates)) if value]
         if not (args.cases and args.splits) or given:
             raise CompareError("--cases re-analyses a cases.csv with the splits file its folds trained on "
-                               f"(--cases CSV --splits splits_final.json -o DIR, with --reference, --primary, "
-                               f"--seed, --bootstrap); "
+                               "(--cases CSV --splits splits_final.json -o DIR, with --reference, --primary, "
+                               "--seed, --bootstrap); "
                                + (f"{', '.join(given)} belong to a compare of trained results, leave them out."
                                   if given else f"add {'--splits' if args.cases else '--cases'}."))
         reanalyse_files(args.cases, args.splits, args.output, args.reference, args.primary, args.seed, args.bootstrap)
