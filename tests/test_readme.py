@@ -45,7 +45,7 @@ def test_the_pages_are_the_readme_and_the_docs_pages_each_saying_what_it_is_for(
     assert "](CHANGELOG.md)" in readme
 
 
-@pytest.mark.parametrize("block", ["trainers", "variants", "code-map",
+@pytest.mark.parametrize("block", ["trainers", "variants", "options", "code-map",
                                    "quality benchmarks/results/quality-quick.json",
                                    "quality benchmarks/results/quality-context-20x25.json",
                                    "quality benchmarks/results/quality-context-adaptations-20x25.json",
