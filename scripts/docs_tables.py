@@ -1,10 +1,11 @@
-"""The generated blocks of README.md and docs/*.md: the trainers, variants and code map as the code has them, and
+"""The generated blocks of README.md and docs/*.md: the trainers, variants, spec options and code map as the code has them, and
 the measured tables as the benchmark JSONs they name hold them, so no table can drift from its source.
 
 A page marks a generated block with a pair of comments; the opening one names the table and, for a measured
 table, the JSON it is printed from:
 
     <!-- trainers -->            ...  <!-- /trainers -->
+    <!-- options -->             ...  <!-- /options -->
     <!-- quality benchmarks/results/quality-context-20x25.json -->  ...  <!-- /quality -->
     <!-- calibration benchmarks/results/calibration.json -->  ...  <!-- /calibration -->
     <!-- demo-spread benchmarks/results/demo_spread-8.json -->  ...  <!-- /demo-spread -->
@@ -65,6 +66,26 @@ def variants_table(_: str | None = None) -> str:
         v = load_variant(name)
         trainer = f"`nnUNetTrainer<Model>{v.trainer}`" if v.trainer is not None else "-"
         rows.append(f"| `{name}` | {v.description} | {v.reproduces} | {trainer} |")
+    return "\n".join(rows)
+
+
+def options_table(_: str | None = None) -> str:
+    """Every option of the LLM spec as its declaration in core/spec.py has it: flag and key, what it does, its
+    values and default, and whether it changes what the trained block computes (plans and checkpoint must agree)."""
+    from nnunetv2_llm.core import spec
+    rows = ["| option (`plan` flag / variant and grid key) | what it does | values | default | affects inference |",
+            "|---|---|---|---|---|"]
+    for name, declared in spec.declared_options().items():
+        kinds = spec.field_kinds(spec.option_field(name))
+        default = spec.option_default(name)
+        if bool in kinds:
+            values, default = "on / off", {True: "on", False: "off"}[default]
+        else:
+            values = " · ".join(f"`{c}`" for c in declared.choices) or " or ".join(
+                "null" if k is type(None) else k.__name__ for k in kinds)
+            default = "-" if default is None else f"`{spec._text(default)}`"
+        rows.append(f"| `{spec.Option.flag(name)}` / `{name}` | {declared.help.replace('|', '/')} | {values} | "
+                    f"{default} | {'yes' if declared.affects_inference else 'no'} |")
     return "\n".join(rows)
 
 
@@ -136,7 +157,7 @@ def code_map(_: str | None = None) -> str:
 
 
 TABLES: dict[str, Callable[[str | None], str]] = {
-    "trainers": trainers_table, "variants": variants_table, "code-map": code_map, "quality": quality_table,
+    "trainers": trainers_table, "variants": variants_table, "options": options_table, "code-map": code_map, "quality": quality_table,
     "calibration": calibration_table, "demo-spread": demo_spread}
 
 

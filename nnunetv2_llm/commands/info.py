@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..core.models import DEFAULT_MODEL, MODELS
-from .options import DEFAULT_PLANS
+from ..core.models import DEFAULT_MODEL
+from .options import DEFAULT_PLANS, add_spec_arguments, spec_options
 
 
 def print_table(info: dict) -> None:
@@ -40,7 +40,7 @@ def print_table(info: dict) -> None:
 def cmd_info(args) -> int:
     from ..core.resolve import structure_spec
     from ..nnunet.networks import cost_report
-    fallback = structure_spec(args.llm or DEFAULT_MODEL, args.layer, trainable=args.trainable, stage=args.stage)
+    fallback = structure_spec(args.llm or DEFAULT_MODEL, args.layer, **spec_options(args))
     origin = f"--llm {args.llm}" if args.llm else f"the default model {DEFAULT_MODEL} (no --llm given)"
     info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback, origin)
     if args.json:
@@ -57,12 +57,8 @@ def register(subparsers) -> None:
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
     p.add_argument("-tr", "--trainer", help="trainer: its trained run's plans.json if it exists, and its built-in LLM")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
-    p.add_argument("--llm", metavar="MODEL|SOURCE",
-                   help=f"LLM when neither the trainer nor the plans name one: a named model "
-                        f"({', '.join(sorted(MODELS))}), a hub id, a checkpoint folder, a .gguf file or a file from "
-                        f"`nnunetv2-llm extract` (default {DEFAULT_MODEL})")
-    p.add_argument("--layer", type=int, help="0-based decoder layer of --llm (default: the model's paper layer)")
-    p.add_argument("--trainable", action="store_true", help="count the --llm layer as trainable (paper '(T)')")
-    p.add_argument("--stage", type=int, default=-1, help="encoder stage of the --llm block (default -1, the bottleneck)")
+    add_spec_arguments(p, llm_default=None, llm_use="LLM when neither the trainer nor the plans name one (default "
+                       f"{DEFAULT_MODEL}): ", layer_help="0-based decoder layer of --llm (default: the model's paper "
+                       "layer)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=cmd_info)

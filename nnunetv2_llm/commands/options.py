@@ -76,13 +76,14 @@ def _add_option(target, name: str, declared: spec.Option) -> None:
 
 def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, layer_type=int,
                        layer_help: str = "0-based decoder layer index (default: the named model's paper layer)",
-                       wiring: bool = True) -> None:
+                       wiring: bool = True, llm_use: str = "") -> None:
     """``--llm``, ``--layer``, the options that choose the tensors and (``wiring``) the flags of how the block uses
-    them: every spec option's flag, as :class:`~nnunetv2_llm.core.spec.LLMSpec` declares it."""
+    them: every spec option's flag, as :class:`~nnunetv2_llm.core.spec.LLMSpec` declares it, so a new option reaches
+    every command that takes a spec. ``llm_use`` opens --llm's help with what the command does with it."""
     default = f" (default {llm_default})" if llm_default else ""
     p.add_argument("--llm", default=llm_default, metavar="MODEL|SOURCE",
-                   help=f"a named model ({', '.join(sorted(MODELS))}), a hub id (org/name), a checkpoint folder, "
-                        f"a .gguf file or a file from `nnunetv2-llm extract`{default}")
+                   help=f"{llm_use}a named model ({', '.join(sorted(MODELS))}), a hub id (org/name), a checkpoint "
+                        f"folder, a .gguf file or a file from `nnunetv2-llm extract`{default}")
     p.add_argument("--layer", type=layer_type, help=layer_help)
     groups = {"tensors": p}
     if wiring:

@@ -31,7 +31,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import DEFAULT_PLANS, Repeatable
+from ..core.models import DEFAULT_MODEL
+from ..core.spec import Option
+from .options import DEFAULT_PLANS, Repeatable, add_spec_arguments, layers_type, spec_options
 
 
 def _options(args):
@@ -94,9 +96,15 @@ def cmd_compare(args) -> int:
 def cmd_plan(args) -> int:
     from ..sweep.grid import GRID_FILE, SweepError, check_grid, load_grid, plan_sweep, training_runs
     from ..sweep.jobs import shown_command
-    if args.grid and (args.llm or args.layer):
-        raise SweepError("--llm/--layer are flags for a grid given as flags; in a grid file write "
-                         "llm: {llm: NAME, layer: 0-15}.")
+    options = spec_options(args)
+    flags = [flag for flag, given in (("--llm", args.llm), ("--layer", args.layer)) if given] + \
+        [Option.flag(name) for name in options]
+    if args.grid and flags:
+        raise SweepError(f"{'/'.join(flags)}: the LLM flags are for a grid given as flags; in a grid file write them in its "
+                         f"llm entry, e.g. llm: {{llm: NAME, layer: 0-15}}.")
+    if not args.llm and flags:
+        raise SweepError(f"{'/'.join(flags)}: the LLM flags choose the plans of --llm; add --llm MODEL (e.g. --llm "
+                         f"{DEFAULT_MODEL}).")
     if args.grid:
         grid = load_grid(args.grid)
     else:
@@ -108,7 +116,7 @@ def cmd_plan(args) -> int:
         if args.partitions != 1:
             grid["partitions"] = args.partitions
         if args.llm:
-            grid["llm"] = {"llm": args.llm, **({"layer": args.layer} if args.layer else {})}
+            grid["llm"] = {"llm": args.llm, **({"layer": args.layer} if args.layer else {}), **options}
         check_grid(grid, "the flags")
     from ..sweep.estimate import estimate
     jobs = plan_sweep(grid, Path(args.output))
@@ -212,10 +220,11 @@ def register(subparsers) -> None:
                       help="5-fold partitions of the cases to train each fold on (default 1, nnU-Net's own split; "
                            "see the grid key)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
-    plan.add_argument("--llm", help="also write LLM plans of this model (as `nnunetv2-llm plan --llm`) and train them "
-                                    "with nnUNetTrainerLLM; the layer is fetched once into the sweep folder")
-    plan.add_argument("--layer", help="with --llm: the layer(s), e.g. 0-15 or all (one plans file and job per layer "
-                                      "x fold)")
+    add_spec_arguments(plan, llm_default=None, layer_type=layers_type,
+                       llm_use="also write LLM plans of this model (as `nnunetv2-llm plan --llm`) and train them with "
+                               "nnUNetTrainerLLM; the layer is fetched once into the sweep folder: ",
+                       layer_help="with --llm: the layer(s), e.g. 0-15 or all (one plans file and job per layer x "
+                                  "fold)")
     plan.set_defaults(func=cmd_plan)
     run = sub.add_parser("run", help="run or resume the jobs of a sweep folder",
                          description="Run every job that is not done: locally through submitit's local executor (one "

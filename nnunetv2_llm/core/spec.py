@@ -69,15 +69,18 @@ def check_model_config(config: dict, source: str) -> None:
 class Option:
     """Everything the rest of the house derives from one spec option: its command-line flag (``--name-with-dashes``)
     and help, its key in variant files and sweep grids, its range, its tag in plans names, and whether it changes
-    what the block computes. The type and default are the dataclass field's own."""
+    what the trained block computes at inference. The type and default are the dataclass field's own."""
 
     help: str
     group: str  # "tensors" (which tensors are read), "wiring" or "adaptation": where --help lists the flag
+    # True: plans and a checkpoint that differ in it hold different blocks, so predicting with the one's plans and the
+    # other's weights is refused; False: it only changes how the block trains or where its tensors come from.
+    # No default: a new option must decide.
+    affects_inference: bool
     choices: tuple = ()
     metavar: str | None = None
     check: Callable[[Any], str | None] | None = None  # the refusal of an out-of-range value, or None
     tag: Callable[["LLMSpec"], str] | None = None  # suffix in plans names when the value is not the default
-    computes: bool = True  # False: changes how the block trains or where its tensors come from, not what it computes
 
     @staticmethod
     def flag(name: str) -> str:
@@ -117,63 +120,63 @@ class LLMSpec:
     source: str
     layer: int
     init: str = option(
-        "pretrained", group="wiring", choices=INIT,
+        "pretrained", affects_inference=True, group="wiring", choices=INIT,
         tag=lambda s: {"random": "rand", "random-reference": "randref", "identity": "identity"}[s.init],
         help="pretrained (the LLM's tensors); random ('+Transformer': every tensor re-drawn); random-reference (the "
              "authors' '+Transformer': norm gains kept pretrained); identity (control: the layer replaced by "
              "identity, only the projections remain)")
     trainable: bool = option(
-        False, group="wiring", tag=lambda s: "T", computes=False,
+        False, affects_inference=False, group="wiring", tag=lambda s: "T",
         help="fine-tune the LLM layer (paper '(T)'); --no-trainable keeps it frozen")
     positions: str = option(
-        "reference", group="wiring", choices=POSITIONS,
+        "reference", affects_inference=True, group="wiring", choices=POSITIONS,
         tag=lambda s: "nopos" if s.positions == "none" else s.positions,
         help="how q/k are rotated: reference (the authors' fixed 1-rad-per-token rotation), rope (the model's own "
              "RoPE over the raster index), axial (N-D RoPE over the grid), none")
     attention: str = option(
-        "causal", group="wiring", choices=ATTENTION, tag=lambda s: "bidir",
+        "causal", affects_inference=True, group="wiring", choices=ATTENTION, tag=lambda s: "bidir",
         help="causal over the raster order (the authors', what SDPA does without a mask) or bidirectional")
     residual: bool = option(
-        False, group="wiring", tag=lambda s: "res",
+        False, affects_inference=True, group="wiring", tag=lambda s: "res",
         help="add the block's input to its output (--no-residual: the authors' plain block)")
     dtype: str = option(
-        "float32", group="wiring", choices=DTYPES, tag=lambda s: "bf16",
+        "float32", affects_inference=True, group="wiring", choices=DTYPES, tag=lambda s: "bf16",
         help="dtype the layer is stored and run in (bfloat16 halves its share of the checkpoint)")
     stage: int = option(
-        -1, group="wiring", tag=lambda s: f"stage{s.stage}",
+        -1, affects_inference=True, group="wiring", tag=lambda s: f"stage{s.stage}",
         help="encoder stage the block acts on (-1: the bottleneck)")
     revision: str | None = option(
-        None, group="tensors", computes=False, help="hub revision (branch, tag or commit; None: main)")
+        None, affects_inference=False, group="tensors", help="hub revision (branch, tag or commit; None: main)")
     depth: int = option(
-        1, group="tensors", tag=lambda s: f"d{s.depth}",
+        1, affects_inference=True, group="tensors", tag=lambda s: f"d{s.depth}",
         check=_at_least("depth", 1, "the block holds 1 or more consecutive decoder layers (default 1)."),
         help="consecutive decoder layers from --layer on in one block")
     lora_rank: int = option(
-        0, group="adaptation", metavar="R", tag=_lora_tag,
+        0, affects_inference=True, group="adaptation", metavar="R", tag=_lora_tag,
         check=_at_least("lora_rank", 0, f"a LoRA rank is >= 0 (0: no LoRA; e.g. --lora-rank {LORA_RANK})."),
         help=f"LoRA adapters of rank R (peft) inside the frozen layer; only they and the two projections train, the "
              f"layer's tensors stay bit-identical (0: none; e.g. {LORA_RANK})")
     lora_alpha: float = option(
-        LORA_ALPHA, group="adaptation", metavar="A",
+        LORA_ALPHA, affects_inference=True, group="adaptation", metavar="A",
         check=lambda v: None if v > 0 else f"lora_alpha={v}: LoRA's alpha is > 0 (its update is scaled by alpha / "
                                            f"rank; default {LORA_ALPHA:g}).",
         help="LoRA's alpha: its update is scaled by A / R")
     lora_targets: list = option(
-        default_factory=lambda: list(LORA_TARGETS), group="adaptation", metavar="NAMES",
+        default_factory=lambda: list(LORA_TARGETS), affects_inference=True, group="adaptation", metavar="NAMES",
         check=lambda v: None if v and all(isinstance(t, str) and t for t in v) and len(set(v)) == len(v) else
         f"lora_targets={v!r}: name each linear of the decoder layer once, e.g. {','.join(LORA_TARGETS)}.",
         help="comma-separated linears of the layer that get adapters (the attention projections by default; e.g. "
              "add gate_proj,up_proj,down_proj for the MLP)")
     lora_dropout: float = option(
-        0.0, group="adaptation", metavar="P", computes=False,
+        0.0, affects_inference=False, group="adaptation", metavar="P",
         check=lambda v: None if 0 <= v < 1 else f"lora_dropout={v}: a dropout probability is in [0, 1) (default 0).",
         help="dropout on LoRA's input while training")
     gate: bool = option(
-        False, group="adaptation", tag=lambda s: "gate",
+        False, affects_inference=True, group="adaptation", tag=lambda s: "gate",
         help="output = input + g * block(input) with a learnt scalar g starting at 0: the net starts exactly as the "
              "plain U-Net and adds only what training finds useful")
     final_norm: bool = option(
-        False, group="tensors", tag=lambda s: "fnorm",
+        False, affects_inference=True, group="tensors", tag=lambda s: "fnorm",
         help="the model's own final RMSNorm after the layer(s), pretrained and frozen with them, as MedVisionLlama "
              "applies it")
     sha256: str | list | None = None
@@ -369,10 +372,10 @@ def option_default(name: str, spec_class: type | None = None):
 
 
 def computation_fields() -> tuple[str, ...]:
-    """The fields that change what the block computes (trainable, say, only changes how it trains)."""
+    """The fields that change what the block computes at inference (trainable, say, only changes how it trains)."""
     declared = declared_options()
     return tuple(f.name for f in dataclasses.fields(LLMSpec)
-                 if f.name not in declared or declared[f.name].computes)
+                 if f.name not in declared or declared[f.name].affects_inference)
 
 
 def _text(value) -> str:

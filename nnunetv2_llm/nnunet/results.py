@@ -19,6 +19,7 @@ DEFAULT_PLANS = "nnUNetPlans"
 FINAL_CHECKPOINT = "checkpoint_final.pth"
 NNUNET_FOLDS = 5  # nnU-Net's default split when a dataset has no splits_final.json yet
 SPLITS_FILE = "splits_final.json"  # in nnUNet_preprocessed/<dataset>/: the split of every fold nnU-Net trains
+SPLIT_RECORD = "split.json"  # in fold_<f>/: the cases the fold trained and validated on
 
 
 class ResultsError(UserError, ValueError):
@@ -114,6 +115,29 @@ def dataset_splits(name: str) -> list[dict] | None:
     if path is None or not path.is_file():
         return None
     return read_splits(path)
+
+
+def split_clashes(results: Path, splits: list[dict], only=None) -> dict[int, str]:
+    """Fold -> what differs, for the trained folds of the results folder ``results`` (those holding a checkpoint and
+    a split record; ``only``: just these folds) whose recorded split the splits file no longer gives."""
+    clashes = {}
+    for fold_folder in sorted(results.glob("fold_*")) if results.is_dir() else []:
+        fold = fold_folder.name.removeprefix("fold_")
+        record_path = fold_folder / SPLIT_RECORD
+        if not fold.isdigit() or (only is not None and int(fold) not in only) or not record_path.is_file() \
+                or not any((fold_folder / name).is_file() for name in FOLD_CHECKPOINTS):
+            continue
+        record, index = read_json(record_path), int(fold)
+        if index >= len(splits):
+            clashes[index] = f"the file holds {len(splits)} entries, none for fold {index}"
+            continue
+        for key in ("train", "val"):
+            moved = set(record.get(key, [])) ^ set(map(str, splits[index][key]))
+            if moved:
+                shown = ", ".join(sorted(moved)[:3]) + (" ..." if len(moved) > 3 else "")
+                clashes[index] = f"its {key} cases differ from the file's entry {index} ({len(moved)} moved: {shown})"
+                break
+    return clashes
 
 
 def parse_folds(values, name: str | None = None) -> list:
@@ -374,7 +398,6 @@ class TrainedRun:
     def require_same_split(self, fold) -> None:
         """A fold that recorded its split (``fold_<f>/split.json``, our trainers) is scored on the cases the splits
         file gives it only while those are the cases it trained and validated on."""
-        from .splits import SPLIT_RECORD, split_clashes
         splits = dataset_splits(self.dataset) if fold != "all" else None
         clash = split_clashes(self.folder, splits, only={int(fold)}).get(int(fold)) if splits is not None else None
         if clash:

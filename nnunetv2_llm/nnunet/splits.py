@@ -20,9 +20,8 @@ from pathlib import Path
 
 from ..core.files import atomic_path, read_json, write_json
 from ..core.locks import exclusive
-from .results import FOLD_CHECKPOINTS, NNUNET_FOLDS, SPLITS_FILE, ResultsError, read_splits
+from .results import NNUNET_FOLDS, SPLIT_RECORD, SPLITS_FILE, ResultsError, read_splits, split_clashes
 
-SPLIT_RECORD = "split.json"  # in fold_<f>/: the cases the fold trained and validated on
 NNUNET_SPLIT_SEED = 12345  # nnU-Net's seed for its 5-fold split (nnUNetTrainer.do_split)
 MAX_PARTITIONS = 20
 
@@ -150,29 +149,6 @@ def record_split(fold_folder: str | os.PathLike, fold: int, train: list, val: li
     path = Path(fold_folder) / SPLIT_RECORD
     if not path.is_file() or read_json(path) != record:
         write_json(path, record)
-
-
-def split_clashes(results: Path, splits: list[dict], only=None) -> dict[int, str]:
-    """Fold -> what differs, for the trained folds of the results folder ``results`` (those holding a checkpoint and
-    a split record; ``only``: just these folds) whose recorded split the splits file no longer gives."""
-    clashes = {}
-    for fold_folder in sorted(results.glob("fold_*")) if results.is_dir() else []:
-        fold = fold_folder.name.removeprefix("fold_")
-        record_path = fold_folder / SPLIT_RECORD
-        if not fold.isdigit() or (only is not None and int(fold) not in only) or not record_path.is_file() \
-                or not any((fold_folder / name).is_file() for name in FOLD_CHECKPOINTS):
-            continue
-        record, index = read_json(record_path), int(fold)
-        if index >= len(splits):
-            clashes[index] = f"the file holds {len(splits)} entries, none for fold {index}"
-            continue
-        for key in ("train", "val"):
-            moved = set(record.get(key, [])) ^ set(map(str, splits[index][key]))
-            if moved:
-                shown = ", ".join(sorted(moved)[:3]) + (" ..." if len(moved) > 3 else "")
-                clashes[index] = f"its {key} cases differ from the file's entry {index} ({len(moved)} moved: {shown})"
-                break
-    return clashes
 
 
 def check_fold_split(trainer: str, preprocessed: Path, results: Path, fold) -> None:
