@@ -334,9 +334,10 @@ def test_every_trainer_class_of_the_package_pins_its_folders_plans():
     """Issue 38 #0: the pin is on every class `-tr` takes from this package, the plain length variants included
     (the refusal itself is tested end to end below for a plain and an LLM one)."""
     from nnunetv2_llm.nnunet import trainers
-    from nnunetv2_llm.nnunet.llm_trainer import PinnedPlans
+    from nnunetv2_llm.nnunet.llm_trainer import PinnedPlans, SplitPinned
     classes = [getattr(trainers, name) for name in trainers.__all__]
     assert len(classes) > 100 and [c.__name__ for c in classes if not issubclass(c, PinnedPlans)] == []
+    assert [c.__name__ for c in classes if not issubclass(c, SplitPinned)] == []  # the split is pinned too
     assert issubclass(trainers.nnUNetTrainer_2epochs_5its, PinnedPlans)
 
 

@@ -104,6 +104,10 @@ def sweep_cli(sweep_env, monkeypatch, capsys):
     (["-d", "501", "-tr", "nnUNetTrainer", "--gate"], "--gate: the LLM flags choose the plans of --llm; add --llm"),
     (["grid.yaml", "--llm", "smollm2-135m", "--depth", "2"],
      "--llm/--depth: the LLM flags are for a grid given as flags; in a grid file write them in its llm entry"),
+    (["grid.yaml", "--partitions", "3", "--replicates", "2"],
+     "--replicates/--partitions: these flags build a grid; grid.yaml is one already"),
+    (["-d", "501", "-tr", "nnUNetTrainer", "-f", "all", "--partitions", "2"],
+     "partitions: 2 with folds: ['all']: fold all trains on every case"),
 ])
 def test_plan_bad_input(sweep_cli, tmp_path, flags, message):
     rc, err = sweep_cli("sweep", "plan", "-o", tmp_path / "s", *flags)

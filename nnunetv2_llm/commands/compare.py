@@ -107,7 +107,7 @@ def register(subparsers) -> None:
     p.add_argument("-f", "--folds", action=Repeatable,
                    help="folds (default 0 1 2 3 4; 'all' alone for the fold trained on every case: its own "
                         "validation is then in-sample; folds 5, 6, ... are partitions 2, 3, ... of the splits file: "
-                        "-f 0-9 compares 2 partitions, the same folds of each)")
+                        "-f 0 1 ... 9 compares 2 partitions, the same folds of each)")
     p.add_argument("--reference", help="the variant the others are compared with (default: the first)")
     p.add_argument("--held-out", action=Repeatable, metavar="NAME=FOLDER",
                    help="held-out sets of the training distribution: an nnU-Net raw dataset or a folder with "

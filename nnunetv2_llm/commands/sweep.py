@@ -102,6 +102,15 @@ def cmd_plan(args) -> int:
     if args.grid and flags:
         raise SweepError(f"{'/'.join(flags)}: the LLM flags are for a grid given as flags; in a grid file write them in its "
                          f"llm entry, e.g. llm: {{llm: NAME, layer: 0-15}}.")
+    beside_grid = [flag for flag, given in (("-d", args.dataset), ("-tr", args.trainers), ("--device", args.device),
+                                             ("-c", args.configurations != ["2d"]),
+                                             ("-f", args.folds != [0, 1, 2, 3, 4]),
+                                             ("-p", args.plans != [DEFAULT_PLANS]), ("--replicates", args.replicates != 1),
+                                             ("--partitions", args.partitions != 1)) if given]
+    if args.grid and beside_grid:
+        raise SweepError(f"{'/'.join(beside_grid)}: these flags build a grid; {args.grid} is one already: write them "
+                         f"in it (dataset, trainers, configurations, folds, plans, replicates, partitions, train_args) "
+                         f"or leave out the grid file.")
     if not args.llm and flags:
         raise SweepError(f"{'/'.join(flags)}: the LLM flags choose the plans of --llm; add --llm MODEL (e.g. --llm "
                          f"{DEFAULT_MODEL}).")

@@ -209,7 +209,8 @@ def reanalyse_files(cases_csv: str | Path, splits_json: str | Path, output: str 
         raise CompareError(f"--cases {cases_csv}: cannot read it as a CSV table ({str(e).splitlines()[0]}); pass "
                            f"the cases.csv that compare wrote.") from None
     try:
-        splits = read_splits(Path(splits_json).expanduser())
+        splits = read_splits(Path(splits_json).expanduser(),
+                             fix="pass --splits the splits_final.json the cases.csv's folds trained on")
     except UserError as e:
         raise CompareError(f"--splits: {e}") from None
     beside = path.parent / "report.json"

@@ -97,14 +97,13 @@ def read_dataset_json(path: Path) -> dict:
 
 # ---------------------------------------------------------------- folds
 
-def read_splits(path: Path) -> list[dict]:
-    """A splits file, checked: a list of ``{'train': [...], 'val': [...]}``."""
-    splits = read_json(path, fix="restore it, or delete it so that nnU-Net writes its 5-fold split again (folds "
-                                 "trained on it then no longer match)")
+def read_splits(path: Path, fix: str = "restore it, or delete it so that nnU-Net writes its 5-fold split again "
+                                        "(folds trained on it then no longer match)") -> list[dict]:
+    """A splits file, checked: a list of ``{'train': [...], 'val': [...]}``; ``fix`` says what to do when it is not."""
+    splits = read_json(path, fix=fix)
     if not isinstance(splits, list) or not all(isinstance(s, dict) and isinstance(s.get("train"), list)
                                                and isinstance(s.get("val"), list) for s in splits):
-        raise ResultsError(f"{path} is not an nnU-Net split (a list of {{'train': [...], 'val': [...]}}); restore it "
-                           f"or delete it so that nnU-Net writes it again.")
+        raise ResultsError(f"{path} is not an nnU-Net split (a list of {{'train': [...], 'val': [...]}}); {fix}.")
     return splits
 
 

@@ -183,6 +183,9 @@ def expand(grid: dict, sweep_dir: Path) -> list[dict]:
         raise SweepError(f"folds: {folds} with partitions: {partitions}: the grid's folds are those of each "
                          f"partition, 0-{NNUNET_FOLDS - 1} (partition p's fold f trains as fold "
                          f"{NNUNET_FOLDS}(p-1)+f); list folds in 0-{NNUNET_FOLDS - 1}.")
+    if partitions > 1 and all(f == "all" for f in folds):
+        raise SweepError(f"partitions: {partitions} with folds: ['all']: fold all trains on every case, so it has no "
+                         f"partition; list folds in 0-{NNUNET_FOLDS - 1} (with or without all), or drop partitions.")
     plans = _unique("plans", _as_list(grid.get("plans", ["nnUNetPlans"])))
     available = plans_in(folder)
     for p in plans:
