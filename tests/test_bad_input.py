@@ -593,7 +593,8 @@ def test_every_list_option_keeps_every_repetition(in_process_env, dataset_2d, tm
     assert len(lists) >= 13 and [(prog, a.dest) for prog, a in lists if not isinstance(a, Repeatable)] == []
     args = cli.build_parser().parse_args(["compare", "-d", "501", "-c", "2d", "-tr", "A", "-tr", "B", "C", "-o", "o",
                                           "--held-out", "a=X", "--held-out", "b=Y"])
-    assert (args.trainers, args.held_out, args.folds) == (["A", "B", "C"], ["a=X", "b=Y"], ["0", "1", "2", "3", "4"])
+    assert (args.trainers, args.held_out) == (["A", "B", "C"], ["a=X", "b=Y"])
+    assert args.folds is None  # not given: compare's own default (folds 0-4, CompareRequest) applies
     assert cli.build_parser().parse_args(["sweep", "plan", "-o", "x", "-c", "3d_fullres"]).configurations == \
         ["3d_fullres"], "the first use replaces the default"
     in_process_env.trained(dataset_2d, "nnUNetTrainer_2epochs_5its")
