@@ -167,6 +167,14 @@ def nnunet_env(tmp_path_factory) -> NNUNetEnv:
 
 
 @pytest.fixture(scope="session")
+def shifted(nnunet_env) -> Path:
+    """A zero-shot set of dataset 501's task: new cases with lower contrast and extra noise (dataset 601)."""
+    nnunet_env.run("nnunetv2-llm", "synth", "-d", "601", "--dim", "2", "--num-train", "5", "--num-test", "3",
+                   "--seed", "5", "--contrast", "0.6", "--noise", "0.2")
+    return nnunet_env.dataset_folder(601)
+
+
+@pytest.fixture(scope="session")
 def dataset_2d(nnunet_env) -> int:
     """Dataset 501: 20 + 4 synthetic 64x64 PNG cases, planned and preprocessed for 2d."""
     nnunet_env.run("nnunetv2-llm", "synth", "-d", "501", "--dim", "2")

@@ -180,14 +180,6 @@ def trained(nnunet_env, dataset_2d):
     return {t: nnunet_env.trained(dataset_2d, t) for t in (PLAIN, SMOL)}
 
 
-@pytest.fixture(scope="module")
-def shifted(nnunet_env):
-    """A zero-shot set: new cases of the same task with lower contrast and extra noise."""
-    nnunet_env.run("nnunetv2-llm", "synth", "-d", "601", "--dim", "2", "--num-train", "5", "--num-test", "3",
-                   "--seed", "5", "--contrast", "0.6", "--noise", "0.2")
-    return nnunet_env.dataset_folder(601)
-
-
 def _compare(nnunet_env, *args):
     return nnunet_env.run("nnunetv2-llm", "compare", "-d", "501", "-c", "2d", *args, check=False)
 

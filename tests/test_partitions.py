@@ -298,3 +298,33 @@ def test_stock_nnunet_trains_partition_2_s_fold_and_our_trainer_refuses_what_the
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert f"{PLAIN}: fold 7 trained on another split than Dataset501_Synth2D's splits_final.json" in proc.stderr
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_compare_reads_partition_2_s_folds_trained_with_the_stock_cli(nnunet_env, dataset_2d, own_env, tmp_path):
+    """End to end: fold 0 of two trainers (the session's, trained on nnU-Net's own split, which is partition 1),
+    partition 2's fold 0 (fold 5) trained with stock nnUNetv2_train after `sweep plan --partitions 2`; `compare -f 0
+    5` reads two partitions of one fold each (P = 2, k = 1: no procedure interval, said why), and its case level is
+    partition 1's fold 0, each case once."""
+    smol = "nnUNetTrainerSmolLM2_2epochs_5its"
+    for trainer in (PLAIN, smol):
+        trained = nnunet_env.trained(dataset_2d, trainer)
+        shutil.copytree(trained, own_env.results_folder(501, trainer),
+                        ignore=lambda folder, names: [n for n in names if Path(folder) == trained
+                                                      and n.startswith("fold_") and n != "fold_0"])
+    shutil.copy(nnunet_env.preprocessed_folder(dataset_2d) / "splits_final.json", own_env.preprocessed_folder(501))
+    own_env.run("nnunetv2-llm", "sweep", "plan", "-o", tmp_path / "sweep", "-d", "501", "-tr", PLAIN, "-tr", smol,
+                "-f", "0", "--partitions", "2", "--device", "cpu")
+    splits = json.loads((own_env.preprocessed_folder(501) / "splits_final.json").read_text())
+    for trainer in (PLAIN, smol):
+        own_env.train("501", "2d", "5", "-tr", trainer)
+    out = tmp_path / "report"
+    own_env.run("nnunetv2-llm", "compare", "-d", "501", "-c", "2d", "-tr", PLAIN, "-tr", smol, "-f", "0", "5",
+                "-o", out, "-np", "1")
+    report = json.loads((out / "report.json").read_text())
+    runs = report["training_runs"]
+    assert (runs["partitions"], runs["folds"], runs["replicates"], runs["runs_per_variant"]) == (2, 1, 1, 2)
+    assert sorted(report["sets"]["in-domain"]["cases"]) == sorted(splits[0]["val"])
+    assert "P = 2 partitions x 1 folds" in (out / "report.md").read_text()
+    rows = (out / "cases.csv").read_text().splitlines()
+    assert {r.split(",")[3] for r in rows[1:] if r.startswith("in-domain,")} == {"0", "5"}

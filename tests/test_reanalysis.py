@@ -13,7 +13,7 @@ from nnunetv2_llm.evaluation.compare import partition_groups
 from nnunetv2_llm.evaluation.partitions import NOT_INCLUDED, partitions_comparison
 from nnunetv2_llm.evaluation.procedure import RunDifferences
 from nnunetv2_llm.nnunet.splits import partition_split
-from test_compare import PLAIN, SMOL, _replicated, shifted, trained  # noqa: F401 (test_compare's trained folds)
+from test_compare import PLAIN, SMOL, _replicated, trained  # noqa: F401 (test_compare's trained folds)
 
 CASES = [f"case_{i:03d}" for i in range(20)]
 
