@@ -89,11 +89,15 @@ class TrainingRuns:
         elif folds > 1:
             note = ("training noise is not measured apart from the folds' differences (one training run per fold; "
                     "the procedure level is the Nadeau-Bengio test over folds); to measure it, " + HOW_TO_MEASURE)
+        elif partitions > 1:
+            note = (f"training noise is not measured (one training run of one fold in each of {partitions} "
+                    f"partitions; the procedure level needs 2 or more folds of each partition): every interval covers "
+                    f"case sampling only; to measure it, " + HOW_TO_MEASURE)
         else:
             note = ("training noise is not measured (a single training run per variant): every interval covers case "
                     "sampling only; to measure it, " + HOW_TO_MEASURE)
         if partitions > 1 and not in_sample:
-            note += (f"; {partitions} partitions of the cases into {folds} folds: the procedure level averages the "
+            note += (f"; {partitions} partitions of the cases into {folds} fold(s): the procedure level averages the "
                      f"partitions; the case level (these models on these cases) reads partition 1's out-of-fold "
                      f"predictions, nnU-Net's own cross-validation, so each case counts once")
         if left_out:
