@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from nnunetv2_llm.commands import cli
 from nnunetv2_llm.submission.build import package_versions
-from nnunetv2_llm.submission.check import OfflineRun, same_labels
+from nnunetv2_llm.submission.check import OfflineRun, agrees, same_labels
 
 PLAIN = "nnUNetTrainer_2epochs_5its"
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
@@ -57,10 +57,10 @@ def test_dockerfile_pins_the_installed_versions(llm_submission):
 @pytest.mark.slow
 def test_check_of_the_llm_submission_equals_nnunet_predict(llm_submission, nnunet_env):
     proc = nnunet_env.run("nnunetv2-llm", "export", "--check", llm_submission)
-    assert "check passed: 4 case(s) identical to nnUNetv2_predict" in proc.stdout
+    assert "check passed: 4 case(s)" in proc.stdout
     report = json.loads((llm_submission / "check.json").read_text())
-    assert report["identical"] and len(report["cases"]) == 4
-    assert all(c["differing_voxels"] == 0 and c["same_geometry"] for c in report["cases"])
+    assert report["agrees"] and len(report["cases"]) == 4
+    assert all(c["differing_voxels"] == c["tied_voxels"] <= 2 and c["same_geometry"] for c in report["cases"])
     assert report["network"] in ("namespace", "audit guard") and report["seconds_per_case"] > 0
     assert f"{report['seconds_per_case']:.2f} s per case" in (llm_submission / "README.md").read_text()
 
@@ -77,8 +77,8 @@ def test_plain_nnunet_exports_in_the_folders_layout_and_checks(nnunet_env, datas
     assert record["input"]["channel_folders"] == ["image"] and record["use_mirroring"] is False
     assert "Plain nnU-Net model" in (out / "README.md").read_text()
     proc = nnunet_env.run("nnunetv2-llm", "export", "--check", out)
-    assert "identical to nnUNetv2_predict" in proc.stdout
-    assert json.loads((out / "check.json").read_text())["identical"]
+    assert "check passed" in proc.stdout
+    assert json.loads((out / "check.json").read_text())["agrees"]
 
 
 @pytest.mark.slow
@@ -286,8 +286,29 @@ def test_same_labels_sees_a_changed_voxel_and_a_moved_origin(tmp_path):
     changed = sitk.GetImageFromArray(label)
     changed.SetOrigin((1.0, 0.0, 0.0))
     sitk.WriteImage(changed, str(tmp_path / "b.nii.gz"))
-    assert same_labels(tmp_path / "a.nii.gz", tmp_path / "a.nii.gz") == {"differing_voxels": 0, "same_geometry": True}
-    assert same_labels(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz") == {"differing_voxels": 1, "same_geometry": False}
+    assert same_labels(tmp_path / "a.nii.gz", tmp_path / "a.nii.gz") == {"differing_voxels": 0, "tied_voxels": 0,
+                                                                         "same_geometry": True}
+    assert same_labels(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz") == {"differing_voxels": 1, "tied_voxels": 0,
+                                                                         "same_geometry": False}
+
+
+def test_a_differing_voxel_passes_only_where_the_stock_run_scores_a_tie(tmp_path):
+    """Two processes may flip a voxel whose top two classes are tied; a voxel the stock run is sure of fails."""
+    stock = np.zeros((1, 8, 8), dtype=np.uint8)
+    stock[0, 2:5, 2:5] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(stock), str(tmp_path / "stock.nii.gz"))
+    ours = stock.copy()
+    ours[0, 2, 2] = 0  # the stock run's 0.5002 against 0.4998: a tie
+    sitk.WriteImage(sitk.GetImageFromArray(ours), str(tmp_path / "ours.nii.gz"))
+    probabilities = np.stack([np.where(stock == 1, 0.1, 1.0), np.where(stock == 1, 0.9, 0.0)]).astype(np.float32)
+    probabilities[:, 0, 2, 2] = (0.4998, 0.5002)
+    np.savez(tmp_path / "stock.npz", probabilities=probabilities)
+    tie = same_labels(tmp_path / "ours.nii.gz", tmp_path / "stock.nii.gz", tmp_path / "stock.npz")
+    assert tie == {"differing_voxels": 1, "tied_voxels": 1, "same_geometry": True} and agrees(tie)
+    ours[0, 3, 3] = 0  # 0.9 against 0.1: a real difference
+    sitk.WriteImage(sitk.GetImageFromArray(ours), str(tmp_path / "ours.nii.gz"))
+    wrong = same_labels(tmp_path / "ours.nii.gz", tmp_path / "stock.nii.gz", tmp_path / "stock.npz")
+    assert wrong == {"differing_voxels": 2, "tied_voxels": 1, "same_geometry": True} and not agrees(wrong)
 
 
 @pytest.mark.parametrize("subfolder", ["../escaped", "/tmp/escaped-absolute", "labels/../../escaped"])

@@ -255,7 +255,9 @@ cases. It records the runtime per case in `check.json`.
 def measured(check: dict | None) -> str:
     if check is None:
         return "\nExpected runtime per case: not measured yet (run the check above).\n"
-    verdict = "identical to" if check["identical"] else "DIFFERENT from"
+    tied = sum(case.get("tied_voxels", 0) for case in check["cases"])
+    verdict = ("identical to" if check["identical"] else
+               f"equal, but for {tied} voxel(s) it scores as a tie, to" if check.get("agrees") else "DIFFERENT from")
     return (f"\nMeasured by the check: {check['seconds_per_case']:.2f} s per case on {check['machine']} "
             f"({len(check['cases'])} case(s), labels {verdict} nnUNetv2_predict's; start-up of the entry point "
             f"included in its {check['entry_point_seconds']:.1f} s in all).\n")
