@@ -32,7 +32,13 @@ def held_out(report: dict, plain: str, smol: str) -> dict:
     entry = report["sets"][HELD_OUT]
     c = entry["comparisons"][smol]["Dice"]
     return {"plain": entry["variants"][plain]["Dice"]["mean"], "smollm2": entry["variants"][smol]["Dice"]["mean"],
-            "delta": c["mean_difference"], "p_holm": c["p_holm"], "cases": len(entry["cases"])}
+            "delta": c["mean_difference"], "p_holm": c["p_holm"], "p_test": p_test(c), "cases": len(entry["cases"])}
+
+
+def p_test(comparison: dict) -> str:
+    """The case-level test behind a comparison's p: report.json has held the Wilcoxon p as ``p_wilcoxon`` since
+    ``p`` became the sign-flip permutation test (0.4)."""
+    return "sign-flip permutation" if "p_wilcoxon" in comparison else "Wilcoxon signed-rank"
 
 
 def seed_folder(first: Path, folder: Path) -> None:
@@ -71,10 +77,12 @@ def readme_figures(results: dict) -> str:
         return f"{format(d['mean'], f)} ± {d['sd']:.3f} (range {format(d['min'], f)} to {format(d['max'], f)})"
     seconds = sorted(r["seconds"] for r in runs[1:]) or [runs[0]["seconds"]]  # run 1 also plans and preprocesses
     loads = [r["load_average"][0] for r in runs]
+    tests = sorted({r.get("p_test", "Wilcoxon signed-rank") for r in runs})  # runs saved before p_test was recorded
     return (f"Over {n} runs of its protocol on this project's 2-core machine (`benchmarks/demo_spread.py`, "
             f"torch {results['machine']['torch']} on the CPU), held-out Dice was {spread(s['plain'])} for plain "
             f"nnU-Net and {spread(s['smollm2'])} with SmolLM2: Δ = {spread(s['delta'], signed=True)}, Holm p < 0.05 in "
-            f"{s['holm_p_below_0.05']} of {n} runs. Training on the CPU is not bit-reproducible, so one run lands "
+            f"{s['holm_p_below_0.05']} of {n} runs ({' and '.join(tests)} test of the {runs[0]['cases']} held-out "
+            f"cases). Training on the CPU is not bit-reproducible, so one run lands "
             f"anywhere in those ranges. A rerun's training and comparison took {seconds[0]:.0f} to {seconds[-1]:.0f} s "
             f"there (load average {min(loads):.1f} to {max(loads):.1f}: other work on the cores slows it most).")
 

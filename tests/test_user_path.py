@@ -1,9 +1,11 @@
 """The user's first commands: `nnunetv2-llm demo`, `info` and `doctor`, on generated data and real environments."""
 import csv
+import importlib.util
 import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import huggingface_hub.constants
 import numpy as np
@@ -33,6 +35,15 @@ def _nnunetv2_llm(*args, env):
 
 
 # ---------------------------------------------------------------- demo
+
+def _demo_spread():
+    """benchmarks/demo_spread.py as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_spread.py"
+    spec = importlib.util.spec_from_file_location("demo_spread_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 @pytest.mark.slow
 def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_folder(tmp_path, smollm2_gguf):
@@ -79,6 +90,9 @@ def test_demo_compares_plain_and_smollm2_on_its_held_out_cases_and_reuses_its_fo
     assert comparison["p"] == pytest.approx(flip, abs=1e-9), "the printed test: sign-flip of the mean on the cases"
     assert p == pytest.approx(comparison["p_holm"], abs=5e-5) and comparison["p_holm"] >= comparison["p"] - 1e-12
     assert json.loads((folder / "compare" / "report.json").read_text())["set_kinds"]["held-out"] == "held-out"
+    spread = _demo_spread().held_out(json.loads((folder / "compare" / "report.json").read_text()), *trainers)
+    assert spread["p_test"] == "sign-flip permutation" and spread["p_holm"] == comparison["p_holm"], \
+        "benchmarks/demo_spread.py names the test behind the README's count of small p"
     markdown = (folder / "compare" / "report.md").read_text()
     assert "## In-domain vs held-out (mean Dice)" in markdown and "| Δ held-out |" in markdown
     assert "Δ held-out (held-out)" not in markdown and f"({NUM_TEST} cases, held-out)" not in markdown, "issue 39 #7"
