@@ -12,8 +12,10 @@ import pytest
 import torch
 from tiny_llm import capture_layer_io, save_tiny
 
-from nnunetv2_llm.core.block import LLMBlock, hf_config, layer_kinds, rope_theta
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.decoder_layers import hf_config
 from nnunetv2_llm.core.families import FAMILIES, family_of
+from nnunetv2_llm.core.layer_attention import layer_kinds, rope_theta
 from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
 from nnunetv2_llm.core.weights import load_final_norm, load_layer
 
