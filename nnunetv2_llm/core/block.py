@@ -186,8 +186,8 @@ class LLMBlock(nn.Module):
         return POSITION_MODES[self.spec.positions](self, spatial, hidden, position_ids, layer)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``y = proj_out(layers(proj_in(tokens)))``, added to the input as the spec says (:meth:`around`), outside
-        autocast and in the layer's own dtype."""
+        """``y = proj_out(layers(proj_in(tokens)))``, combined with the input as the spec says
+        (:meth:`combine_with_input`), outside autocast and in the layer's own dtype."""
         batch, channels, *spatial = features.shape
         self._refuse_beyond_window(math.prod(spatial))
         with torch.autocast(device_type=features.device.type, enabled=False):
@@ -196,7 +196,7 @@ class LLMBlock(nn.Module):
             hidden = self.proj_in(tokens.to(self.proj_in.weight.dtype)).to(_DTYPES[self.spec.dtype])
             hidden = self.run_layers(hidden, spatial)
             y = self.proj_out(hidden.to(self.proj_out.weight.dtype)).transpose(1, 2).reshape(batch, channels, *spatial)
-            y = self.around(x, y)
+            y = self.combine_with_input(x, y)
         return saturate(y, features.dtype)
 
     def run_layers(self, hidden: torch.Tensor, spatial) -> torch.Tensor:
@@ -215,7 +215,7 @@ class LLMBlock(nn.Module):
                            is_causal=causal)
         return hidden if self.norm is None else self.norm(hidden)
 
-    def around(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def combine_with_input(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The block's output from its input ``x`` and the layers' ``y``: ``y`` (the authors' block), ``x + y``
         (``residual``) or ``x + g * y`` (``gate``, g learnt from 0)."""
         if self.gate is not None:
