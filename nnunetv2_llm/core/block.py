@@ -15,7 +15,7 @@ from torch import nn
 from .decoder_layers import (build_decoder_layer, build_final_norm, build_rotary, causal_mask, hf_config,
                              zeroed_decoder_layer)
 from .init_modes import INIT_MODES, IdentityLayer
-from .layer_attention import layer_type, sliding_window, window_refusal
+from .layer_attention import attention_type_of_layer, sliding_window, window_refusal
 from .lora import add_lora, base_tensors
 from .positions import POSITION_MODES
 from .spec import LLMSpec, LLMSpecError, refuse_another_block
@@ -208,7 +208,7 @@ class LLMBlock(nn.Module):
         mask = causal_mask(self.config, tokens, hidden) if causal else None
         rotations = {}
         for index, layer in enumerate(self.decoder_layers or [self.layer], start=self.spec.layer):
-            kind = layer_type(self.config, index)
+            kind = attention_type_of_layer(self.config, index)
             if kind not in rotations:
                 rotations[kind] = self.position_embeddings(spatial, hidden, position_ids, index)
             hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rotations[kind],

@@ -1,5 +1,5 @@
 """What each decoder layer of the chosen model attends to and how it rotates q/k: full or sliding-window attention,
-the kind of layer (``layer_types``), its RoPE base and head width; the description ``plan`` and ``info`` print of a
+its attention type (``layer_types``), its RoPE base and head width; the description ``plan`` and ``info`` print of a
 spec's layers, and the refusal of a token grid beyond a sliding window (the block passes no window mask).
 """
 from __future__ import annotations
@@ -47,32 +47,29 @@ def window_refusal(spec: LLMSpec, tokens: int, stage_tokens: dict[int, int] | No
             f"which the block does not apply (it passes no window mask); use {', or '.join(fits)}.")
 
 
-def layer_type(config: PretrainedConfig, layer: int) -> str | None:
-    """The kind of decoder layer ``layer`` is (``sliding_attention``/``full_attention`` in ``layer_types``: Gemma 2/3,
-    Qwen2, ...), or None for a family whose layers are all alike."""
+def attention_type_of_layer(config: PretrainedConfig, layer: int) -> str | None:
+    """The attention type of decoder layer ``layer`` as the config's ``layer_types`` names it (``sliding_attention`` or
+    ``full_attention``: Gemma 2/3, Qwen2, ...), or None for a family whose layers are all alike."""
     types = getattr(config, "layer_types", None)
     return types[layer] if types else None
 
 
 def rope_theta(config: PretrainedConfig, layer: int = 0) -> float:
-    """The RoPE base of layer ``layer``: Gemma 3 keeps one per kind of layer (``rope_parameters[layer_type]``)."""
+    """The RoPE base of layer ``layer``: Gemma 3 keeps one per attention type (``rope_parameters`` keyed by it)."""
     params = getattr(config, "rope_parameters", None) or {}
-    params = params.get(layer_type(config, layer), params)
+    params = params.get(attention_type_of_layer(config, layer), params)
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
-def layer_kind(config: PretrainedConfig, layer: int) -> str:
-    """Which kind of layer ``layer`` is (what ``info`` and ``plan`` print): its attention, full or within a sliding
-    window (Gemma 2/3's local layers, Mistral), and the RoPE base of that kind."""
-    window = sliding_window(config, layer)
-    attention = f"sliding-window attention ({window} tokens)" if window else "full attention"
-    return f"{attention}, RoPE base {rope_theta(config, layer):g}"
-
-
-def layer_kinds(spec: LLMSpec) -> str:
-    """:func:`layer_kind` of each layer of the block, once if they are all alike."""
+def describe_block_layers(spec: LLMSpec) -> str:
+    """Which kind of layer each layer of the block is (what ``info`` and ``plan`` print): its attention, full or within
+    a sliding window (Gemma 2/3's local layers, Mistral), and the RoPE base of that kind; once if they are all alike."""
     config = hf_config(spec.config)
-    kinds = {i: layer_kind(config, i) for i in range(spec.layer, spec.layer + spec.depth)}
+    kinds = {}
+    for i in range(spec.layer, spec.layer + spec.depth):
+        window = sliding_window(config, i)
+        attention = f"sliding-window attention ({window} tokens)" if window else "full attention"
+        kinds[i] = f"{attention}, RoPE base {rope_theta(config, i):g}"
     if len(set(kinds.values())) == 1:
         return next(iter(kinds.values()))
     return "; ".join(f"layer {i}: {k}" for i, k in kinds.items())
@@ -80,4 +77,4 @@ def layer_kinds(spec: LLMSpec) -> str:
 
 def describe(spec: LLMSpec) -> str:
     """The spec's summary and which kind of layer(s) it chose (what ``plan`` and ``info`` print)."""
-    return spec.summary() if spec.init == "identity" else f"{spec.summary()}; {layer_kinds(spec)}"
+    return spec.summary() if spec.init == "identity" else f"{spec.summary()}; {describe_block_layers(spec)}"

@@ -9,7 +9,7 @@ import functools
 
 import torch
 
-from .layer_attention import head_dim, layer_type, rope_theta
+from .layer_attention import attention_type_of_layer, head_dim, rope_theta
 
 
 @functools.lru_cache(maxsize=32)
@@ -45,7 +45,7 @@ def _no_rotation(block, spatial, hidden, position_ids, layer):
 
 def _model_rope(block, spatial, hidden, position_ids, layer):
     """The model's own RoPE (with its scaling) over the raster index; Gemma 3's rotary keeps one base per kind."""
-    kind = layer_type(block.config, layer)
+    kind = attention_type_of_layer(block.config, layer)
     if kind in getattr(block.rotary, "layer_types", ()):
         return block.rotary(hidden, position_ids, kind)
     return block.rotary(hidden, position_ids)
