@@ -50,7 +50,7 @@ def _tensor_plan(config: dict) -> list[tuple[str, tuple[int, ...]]]:
     """Names and shapes of the checkpoint's tensors, from the model built on the meta device."""
     import torch
     from transformers import AutoModelForCausalLM
-    from nnunetv2_llm.core.block import hf_config
+    from nnunetv2_llm.core.decoder_layers import hf_config
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(hf_config(config))
     plan = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]

@@ -10,7 +10,8 @@ import torch
 from tiny_llm import save_tiny
 from torch import nn
 
-from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.decoder_layers import build_decoder_layer, hf_config
 from nnunetv2_llm.core.cost import parameter_counts
 from nnunetv2_llm.core.spec import LLMSpec
 from nnunetv2_llm.core.resolve import model_spec
@@ -260,6 +261,7 @@ def test_weights_of_another_model_name_the_mismatch(checkpoints):
 def test_every_position_and_init_value_has_its_mode():
     """The block chooses what a spec value does from one table per option (as transformers picks its attention),
     so a value the spec accepts without a mode fails here, not in a forward pass."""
-    from nnunetv2_llm.core.block import INIT_MODES, POSITION_MODES
+    from nnunetv2_llm.core.init_modes import INIT_MODES
+    from nnunetv2_llm.core.positions import POSITION_MODES
     from nnunetv2_llm.core.spec import INIT, POSITIONS
     assert set(POSITION_MODES) == set(POSITIONS) and set(INIT_MODES) == set(INIT)

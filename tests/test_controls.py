@@ -7,8 +7,9 @@ re-drawn but RMSNorm gains kept pretrained.
 import pytest
 import torch
 
-from nnunetv2_llm.core.block import IdentityLayer, LLMBlock
+from nnunetv2_llm.core.block import LLMBlock
 from nnunetv2_llm.core.cost import parameter_counts
+from nnunetv2_llm.core.init_modes import IdentityLayer
 from nnunetv2_llm.core.resolve import model_spec, variant_spec
 from nnunetv2_llm.nnunet.trainers import (nnUNetTrainerSmolLM2, nnUNetTrainerSmolLM2FrozenRandom,
                                    nnUNetTrainerSmolLM2Identity)

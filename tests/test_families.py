@@ -12,8 +12,10 @@ import pytest
 import torch
 from tiny_llm import capture_layer_io, save_tiny
 
-from nnunetv2_llm.core.block import LLMBlock, hf_config, layer_kinds, rope_theta
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.decoder_layers import hf_config
 from nnunetv2_llm.core.families import FAMILIES, family_of
+from nnunetv2_llm.core.layer_attention import describe_block_layers, rope_theta
 from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
 from nnunetv2_llm.core.weights import load_final_norm, load_layer
 
@@ -71,7 +73,7 @@ def test_block_equals_the_layer_inside_the_hf_model(tmp_path, family, layer):
     assert (io.output - io.hidden).abs().max() > 0.1, "the layer changes its input: the comparison can fail"
 
 
-def test_gemma3_rope_and_layer_kind_follow_the_chosen_layer(tmp_path):
+def test_gemma3_rope_and_layer_description_follow_the_chosen_layer(tmp_path):
     """Gemma 3 keeps one RoPE base per kind of layer: 10 000 for its sliding-window layers, 10^6 for full attention;
     `--positions rope` and the axial positions use the chosen layer's, and info/plan name the kind."""
     folder = _checkpoint(tmp_path, "gemma3")
@@ -84,9 +86,9 @@ def test_gemma3_rope_and_layer_kind_follow_the_chosen_layer(tmp_path):
     torch.testing.assert_close(cos_full[0, 11, 7], torch.cos(torch.tensor(11 / 1e6 ** (7 / 8))))
     config = hf_config(sliding.spec.config)
     assert (rope_theta(config, 0), rope_theta(config, 1)) == (10_000.0, 1e6)
-    assert layer_kinds(sliding.spec) == "sliding-window attention (4096 tokens), RoPE base 10000"
-    assert layer_kinds(full.spec) == "full attention, RoPE base 1e+06"
-    assert layer_kinds(sliding.spec.replace(depth=2)) == ("layer 0: sliding-window attention (4096 tokens), RoPE "
+    assert describe_block_layers(sliding.spec) == "sliding-window attention (4096 tokens), RoPE base 10000"
+    assert describe_block_layers(full.spec) == "full attention, RoPE base 1e+06"
+    assert describe_block_layers(sliding.spec.replace(depth=2)) == ("layer 0: sliding-window attention (4096 tokens), RoPE "
                                                           "base 10000; layer 1: full attention, RoPE base 1e+06")
 
 

@@ -9,7 +9,9 @@ import torch
 from tiny_llm import TINY_LLAMA, save_tiny
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from nnunetv2_llm.core.block import LLMBlock, axial_rotation, build_rotary, hf_config
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.decoder_layers import build_rotary, hf_config
+from nnunetv2_llm.core.positions import axial_rotation
 from nnunetv2_llm.core.spec import LLMSpec
 from nnunetv2_llm.core.weights import load_layer
 

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from tiny_llm import hub_cache, layer_shards, save_tiny
 
 from nnunetv2_llm.core.weights import checkpoint
-from nnunetv2_llm.core.block import LLMBlock, build_decoder_layer, hf_config
+from nnunetv2_llm.core.block import LLMBlock
+from nnunetv2_llm.core.decoder_layers import build_decoder_layer, hf_config
 from nnunetv2_llm.core.spec import LLMSpec, LLMSpecError
 from nnunetv2_llm.core.resolve import model_spec
 from nnunetv2_llm.core.weights import LLMWeightsError, extract_layer, load_extracted, load_layer

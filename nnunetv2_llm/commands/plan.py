@@ -18,7 +18,7 @@ from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_option
 
 
 def cmd_plan(args) -> int:
-    from ..core.block import describe
+    from ..core.layer_attention import describe
     from ..core.files import read_json
     from ..core.spec import configurations_with_spec, spec_in_plans
     from ..nnunet.environment import cpu_advice, cuda_available

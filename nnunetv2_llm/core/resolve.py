@@ -98,7 +98,7 @@ def request_specs(llm: str | None, variant: str | None, layers, options: dict) -
         for i in sorted({j for s in specs for j in range(s.layer, s.layer + s.depth)}):
             load_extracted(source, i)  # its sha256: a damaged file is refused now, not by nnUNetv2_train
     if specs[0].lora_rank or options.get("lora_targets") is not None:  # a typo is caught with rank 0 too
-        from .block import check_lora_targets
+        from .lora import check_lora_targets
         check_lora_targets(specs[0])
     return RequestedSpecs(llm, specs, n_layers)
 

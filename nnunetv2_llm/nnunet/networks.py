@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.block import describe
+from ..core.layer_attention import describe
 from ..core.network import LLMUNet
 from ..core.spec import LLMSpec
 

@@ -89,10 +89,10 @@ def _architecture_check(plans: dict, spec: LLMSpec) -> list[str]:
 
 def _beyond_window(conf: dict, spec: LLMSpec) -> str | None:
     """Why a configuration's bottleneck grid is too large for the layer's sliding window (see
-    :func:`~nnunetv2_llm.core.block.window_refusal`), or None: known here, not only after training has started."""
+    :func:`~nnunetv2_llm.core.layer_attention.window_refusal`), or None: known here, not only after training has started."""
     import math
 
-    from ..core.block import window_refusal
+    from ..core.layer_attention import window_refusal
     from ..core.network import stage_grid
     kwargs = conf["architecture"]["arch_kwargs"]
     if "patch_size" not in conf or "strides" not in kwargs:
