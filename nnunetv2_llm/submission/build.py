@@ -27,7 +27,9 @@ from pathlib import Path
 
 from ..core.files import (disk_full_error, file_sha256, honour_umask, is_disk_full, load_checkpoint, tree_sha256,
                           write_json)
-from ..nnunet.results import TrainedRun, dataset_name, parse_folds, require_folder, resolve_run
+from ..nnunet.datasets import dataset_name, require_folder
+from ..nnunet.results import TrainedResults, resolve_trained_results
+from ..nnunet.splits import parse_folds
 from .runtime import EXPORT_FILE, EXPORT_FORMAT, IMAGE_ENDINGS, LAYOUTS, MODEL_ZIP, ExportError, inside_folder
 
 IMAGE_ROOT = "/opt/algorithm"
@@ -58,7 +60,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def check_checkpoints(variant: TrainedRun, folds: list) -> str:
+def check_checkpoints(variant: TrainedResults, folds: list) -> str:
     """Load every exported fold's checkpoint (a damaged one is refused, naming it); an LLM model must pin its tensors
     (sha256) and every fold must have trained with the plans' spec. Returns the line the submission's README states
     about the model's LLM layer."""
@@ -95,7 +97,7 @@ def check_checkpoints(variant: TrainedRun, folds: list) -> str:
             f"checkpoint was checked against it.")
 
 
-def check_exportable_folds(variant: TrainedRun, folds: list) -> None:
+def check_exportable_folds(variant: TrainedResults, folds: list) -> None:
     """What nnU-Net's exporter reads of each fold must exist; say which command writes what is missing."""
     for fold in folds:
         fold_dir = variant.fold_folder(fold)
@@ -106,7 +108,7 @@ def check_exportable_folds(variant: TrainedRun, folds: list) -> None:
                               f"retrain the fold.")
 
 
-def export_size(variant: TrainedRun, folds: list) -> int:
+def export_size(variant: TrainedResults, folds: list) -> int:
     """About the bytes a submission takes: the folds' final checkpoints (in model.zip) and this package's code."""
     package = Path(__file__).resolve().parents[1]
     code = sum(p.stat().st_size for p in package.rglob("*.py"))
@@ -263,7 +265,7 @@ def measured(check: dict | None) -> str:
 
 
 
-def _check_layout(variant: TrainedRun, layout: str, channel_folders: list[str], tile_step_size: float,
+def _check_layout(variant: TrainedResults, layout: str, channel_folders: list[str], tile_step_size: float,
                   output_subfolder: str) -> None:
     inside_folder(output_subfolder, "--output-subfolder")
     for name in channel_folders:
@@ -312,7 +314,7 @@ def export_submission(dataset, configuration: str, trainer: str, plans: str, fol
     require_folder("nnUNet_results")
     name = dataset_name(dataset)
     folds = parse_folds(folds, name)
-    variant = resolve_run(trainer, plans, name, configuration)
+    variant = resolve_trained_results(trainer, plans, name, configuration)
     conf = variant.plans_json["configurations"][configuration]
     if conf.get("previous_stage") or configuration.endswith("cascade_fullres"):
         raise ExportError(f"-c {configuration} is a cascade stage: it needs the previous stage's predictions, which "
