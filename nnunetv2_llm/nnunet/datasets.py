@@ -1,8 +1,8 @@
 """Dataset names and nnU-Net's folders: ``501`` or ``Dataset501_Name`` -> the dataset, the folder an nnU-Net variable
 names, a dataset's preprocessed folder and its dataset.json, each refused with the fix when it cannot be used.
 
-The lowest room of the results-reading modules (splits, the plans a fold trained with, trained results folders), so
-that a dataset id means the same everywhere and they share one error class.
+The modules that read splits, the plans a fold trained with and trained results folders build on this one, so that a
+dataset id means the same everywhere and they share one error class.
 """
 from __future__ import annotations
 
