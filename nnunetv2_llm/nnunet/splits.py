@@ -94,6 +94,8 @@ def validation_keys(name: str, fold) -> list[str]:
 
 
 
+# ---------------------------------------------------------------- repeated partitions
+
 @dataclass(frozen=True)
 class FoldPartition:
     """Where a fold index of the splits file sits: ``fold 7 -> partition 2, fold 2``."""
