@@ -91,9 +91,6 @@ def validation_keys(name: str, fold) -> list[str]:
     return sorted(splits[int(fold)]["val"])
 
 
-
-
-
 # ---------------------------------------------------------------- repeated partitions
 
 @dataclass(frozen=True)
