@@ -18,7 +18,6 @@ class ResultsError(UserError, ValueError):
     """A dataset, fold, variant or results folder that cannot be used; the message names it and the fix."""
 
 
-
 def _known_datasets() -> list[str]:
     names = set()
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
