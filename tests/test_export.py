@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunetv2_llm.commands import cli
-from nnunetv2_llm.submission.build import package_versions
+from nnunetv2_llm.submission.versions import package_versions
 from nnunetv2_llm.submission.check import OfflineRun, agrees, same_labels
 
 PLAIN = "nnUNetTrainer_2epochs_5its"
@@ -161,7 +161,7 @@ def test_check_fails_loudly_when_the_entry_point_reaches_out(llm_submission, nnu
 
 
 def _record_edits(submission: Path) -> None:
-    from nnunetv2_llm.submission.build import record_sha256, recorded_hashes
+    from nnunetv2_llm.submission.hashes import record_sha256, recorded_hashes
     record = json.loads((submission / "export.json").read_text())
     record["sha256"] = recorded_hashes(submission)
     record["record_sha256"] = record_sha256(record)

@@ -14,7 +14,8 @@ from batchgenerators.utilities.file_and_folder_operations import save_json
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from nnunetv2_llm.core.locks import exclusive
-from nnunetv2_llm.nnunet.results import ResultsError, trained_run
+from nnunetv2_llm.nnunet.datasets import ResultsError
+from nnunetv2_llm.nnunet.results import trained_results
 from nnunetv2_llm.nnunet.splits import (SPLIT_RECORD, FoldPartition, check_fold_split, fold_partitions,
                                         partition_split, write_partitions)
 
@@ -199,7 +200,7 @@ def test_our_trainers_refuse_a_fold_the_splits_file_lacks_and_a_split_changed_un
                                                rf"\(fold 7: its train cases differ from the file's entry 7 \(1 moved: "
                                                rf"{case}\)"):
             _trainer(own_env, nnUNetTrainer_2epochs_5its, fold)
-    run = trained_run("Dataset501_Synth2D", PLAIN, "nnUNetPlans", "2d")  # what compare and export read
+    run = trained_results("Dataset501_Synth2D", PLAIN, "nnUNetPlans", "2d")  # what compare and export read
     with pytest.raises(ResultsError, match=rf"{PLAIN}: fold 7 trained on another split than Dataset501_Synth2D's "
                                            rf"splits_final.json now gives \(its train cases differ .*{case}\)"):
         run.require_done(7)

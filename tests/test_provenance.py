@@ -299,7 +299,7 @@ def test_a_fold_with_other_plans_than_the_trained_folds_is_refused_before_traini
     """Issue 30 #1: fold 0 trained with plans A (its checkpoint's init_args hold them); fold 1 of the same results
     folder with plans B of the same name is refused by the trainer itself, before anything is loaded or written,
     naming what differs and the ways out; --c/--val of fold 0 with plans B too. The same plans pass."""
-    from nnunetv2_llm.nnunet.results import ResultsError
+    from nnunetv2_llm.nnunet.datasets import ResultsError
     plans = in_process_env.plans(dataset_2d)
     plans["plans_name"] = "nnUNetPlans_pinned"  # a results folder of its own
     folder = in_process_env.results_folder(dataset_2d, "nnUNetTrainerSmolLM2", plans=plans["plans_name"])

@@ -325,10 +325,10 @@ def test_status_writes_nothing_into_the_sweep_folder(sweep_env, tmp_path):
 def test_a_fold_without_its_full_validation_is_not_done(nnunet_env, dataset_2d, sweep_env, tmp_path):
     """#2: nnU-Net writes checkpoint_final.pth before it validates; a fold killed there is validated again (--val),
     not marked done."""
-    from nnunetv2_llm.sweep.jobs import job_status, resume_flag, train_command, job_run, write_state
+    from nnunetv2_llm.sweep.jobs import job_status, resume_flag, train_command, job_results, write_state
     out, job = _one_job_sweep(sweep_env, tmp_path)
     shutil.copytree(nnunet_env.trained(dataset_2d, PLAIN), sweep_env.results_folder(501, PLAIN))
-    v = job_run(job, sweep_env.results)
+    v = job_results(job, sweep_env.results)
     with sweep_env.in_process():
         assert job_status(job, out)[0] == "done" and resume_flag(v, 0) is None
         case = sorted((v.fold_folder(0) / "validation").glob("*.png"))[0]
@@ -530,9 +530,9 @@ def test_replicates_in_the_plan_the_dry_run_and_bad_input(sweep_env, sweep_cli, 
     assert proc.stdout.count(shown) == 2 and "4 jobs" in proc.stdout
     dry = sweep_env.run("nnunetv2-llm", "sweep", "run", out, "--backend", "slurm", "--dry-run")
     assert dry.stdout.count(shown) == 2 and "#SBATCH --array=0-3" in dry.stdout
-    from nnunetv2_llm.sweep.jobs import job_run, results_root
+    from nnunetv2_llm.sweep.jobs import job_results, results_root
     assert results_root(jobs[2], sweep_env.results) == sweep_env.results / "replicates" / "2"
-    assert job_run(jobs[3], sweep_env.results).folder == (sweep_env.results / "replicates" / "2" /
+    assert job_results(jobs[3], sweep_env.results).folder == (sweep_env.results / "replicates" / "2" /
                                                           sweep_env.results_folder(501, PLAIN).relative_to(
                                                               sweep_env.results))
     for bad in ("0", "-1"):

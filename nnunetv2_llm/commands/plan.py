@@ -23,7 +23,7 @@ def cmd_plan(args) -> int:
     from ..core.spec import configurations_with_spec, spec_in_plans
     from ..nnunet.environment import cpu_advice, cuda_available
     from ..nnunet.planning import PlanningError, PlansRequest, hub_needed, write_llm_plans
-    from ..nnunet.results import dataset_id
+    from ..nnunet.datasets import dataset_id
     if args.preset:
         raise PlanningError(f"--preset was split into --llm MODEL and --variant NAME in 0.3: --preset llama-paper is "
                             f"--llm llama-3.2-1b --variant paper (variants: {', '.join(variant_names())}).")

@@ -44,8 +44,9 @@ import numpy as np
 
 from ..core.errors import UserError, did_you_mean
 from ..core.files import atomic_path, check_checkpoint_file, write_json
-from ..nnunet.results import (TrainedRun, dataset_name, parse_folds, require_folder, trained_names, trained_run,
-                              validation_keys)
+from ..nnunet.datasets import dataset_name, require_folder
+from ..nnunet.results import TrainedResults, trained_names, trained_results
+from ..nnunet.splits import parse_folds, validation_keys
 
 THRESHOLD = 0.4
 DEFINITIONS = {
@@ -151,7 +152,7 @@ def _json_value(x):
 class Run:
     """One trained fold of a variant, and the checkpoint to analyse."""
 
-    variant: TrainedRun
+    variant: TrainedResults
     fold: int | str
     checkpoint: str
 
@@ -166,7 +167,7 @@ class Run:
 
 def find_run(name: str, trainer: str, plans: str, configuration: str, fold, checkpoint: str) -> Run:
     require_folder("nnUNet_results")
-    variant = trained_run(name, trainer, plans, configuration)
+    variant = trained_results(name, trainer, plans, configuration)
     run = Run(variant, fold, checkpoint)
     if not variant.folder.is_dir():
         found = trained_names(variant.folder.parent, configuration, plans)

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..nnunet.results import TrainedRun, validation_keys
+from ..nnunet.results import TrainedResults
+from ..nnunet.splits import validation_keys
 
 IN_DOMAIN = "in-domain"
 # Fold ``all`` trains on every case, and nnU-Net validates it on those same cases: its scores are in-sample (fit,
@@ -31,11 +32,11 @@ class Case:
     fold: object
 
 
-def validation_cases(variant: TrainedRun, folds: list, gt: Path) -> dict[str, Case]:
+def validation_cases(variant: TrainedResults, folds: list, gt: Path) -> dict[str, Case]:
     """The out-of-fold validation predictions of the requested folds (fold ``all``: its in-sample predictions of its
     own training cases), against nnU-Net's ground truth ``gt`` (``nnUNet_preprocessed/<dataset>/gt_segmentations``).
     Each fold must have finished training and validation: every case of its split is there
-    (:meth:`TrainedRun.require_done`)."""
+    (:meth:`TrainedResults.require_done`)."""
     if "all" in [str(f) for f in folds] and len(folds) > 1:
         raise CompareError(f"-f {' '.join(map(str, folds))}: fold all trained on every case, so its validation "
                            f"scores training cases (in-sample) and repeats the cases of the other folds; compare "

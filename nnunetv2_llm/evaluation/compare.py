@@ -39,8 +39,10 @@ from ..core.errors import did_you_mean
 from ..core.files import atomic_path, check_checkpoint_file, write_json
 from ..core.locks import exclusive
 from ..nnunet.environment import ensure_trainer_lookup, resolve_device
-from ..nnunet.results import (DEFAULT_PLANS, NNUNET_FOLDS, TrainedRun, dataset_name, found_replicates, parse_folds,
-                              replicate_root, require_folder, resolve_run)
+from ..nnunet.datasets import dataset_name, require_folder
+from ..nnunet.results import (DEFAULT_PLANS, TrainedResults, found_replicates, replicate_root,
+                              resolve_trained_results)
+from ..nnunet.splits import NNUNET_FOLDS, parse_folds
 from .cases import IN_SAMPLE, OWN_SETS, CompareError, check_same_cases, own_set, validation_cases
 from .external import External, check_external, external_cases, parse_external, predict_external
 from .figures import save_figures
@@ -91,7 +93,7 @@ class Prepared:
 
     request: CompareRequest
     dataset: str
-    variants: list[TrainedRun]
+    variants: list[TrainedResults]
     reference: int
     rule: LabelRule
     folds: list
@@ -133,7 +135,7 @@ def parse_tolerances(items: list[str] | None, keys: list[str]) -> dict[str, floa
     return {k: given[k][1] if k in given else default for k in keys}
 
 
-def pick_reference(variants: list[TrainedRun], reference: str | None) -> int:
+def pick_reference(variants: list[TrainedResults], reference: str | None) -> int:
     if reference is None:
         return 0
     matches = [i for i, v in enumerate(variants) if reference in (v.label, v.trainer)]
@@ -144,7 +146,7 @@ def pick_reference(variants: list[TrainedRun], reference: str | None) -> int:
     return matches[0]
 
 
-def check_labels(variants: list[TrainedRun]) -> LabelRule:
+def check_labels(variants: list[TrainedResults]) -> LabelRule:
     """Every variant must segment the same labels; returns nnU-Net's rule for them."""
     first = variants[0]
     for v in variants[1:]:
@@ -156,7 +158,7 @@ def check_labels(variants: list[TrainedRun]) -> LabelRule:
     return label_rule(first.dataset_json, str(first.folder / "dataset.json"))
 
 
-def efficiency(variant: TrainedRun) -> Cost:
+def efficiency(variant: TrainedResults) -> Cost:
     """Trainable/frozen parameters and GFLOPs of one patch, as ``nnunetv2-llm info`` counts them."""
     from ..core.cost import measure
     from ..nnunet.networks import build_unet
@@ -190,7 +192,7 @@ def prepare(request: CompareRequest) -> Prepared:
         raise CompareError(f"-p takes one plans name for all variants or one per -tr ({len(request.trainers)}); "
                            f"got {len(request.plans)}.")
     plans = request.plans * len(request.trainers) if len(request.plans) == 1 else request.plans
-    variants = [resolve_run(t, p, name, request.configuration) for t, p in zip(request.trainers, plans)]
+    variants = [resolve_trained_results(t, p, name, request.configuration) for t, p in zip(request.trainers, plans)]
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         raise CompareError(f"a variant is listed twice: {labels}.")
@@ -264,7 +266,7 @@ def partition_groups(folds: list) -> dict[int, list]:
     return {p: [groups[p][f] for f in sorted(groups[p])] for p in sorted(groups)}
 
 
-def _checked_cases(runs: list[TrainedRun], folds: list, gt: Path, where: str, also: dict | None = None) -> dict:
+def _checked_cases(runs: list[TrainedResults], folds: list, gt: Path, where: str, also: dict | None = None) -> dict:
     """Each run's validation cases by label, checked to be the same cases for every run (and ``also``), with every
     fold's checkpoint readable."""
     cases = {v.label: validation_cases(v, folds, gt) for v in runs}
@@ -275,14 +277,14 @@ def _checked_cases(runs: list[TrainedRun], folds: list, gt: Path, where: str, al
     return cases
 
 
-def replicate_of(variant: TrainedRun, replicate: int) -> TrainedRun:
+def replicate_of(variant: TrainedResults, replicate: int) -> TrainedResults:
     """The same trainer, plans and configuration in replicate ``replicate``'s results root."""
     root = replicate_root(variant.folder.parent.parent, replicate)
-    return TrainedRun(variant.dataset, variant.trainer, variant.plans, variant.configuration,
-                      root / variant.folder.parent.name / variant.folder.name, replicate)
+    return TrainedResults(variant.dataset, variant.trainer, variant.plans, variant.configuration,
+                          root / variant.folder.parent.name / variant.folder.name, replicate)
 
 
-def count_replicates(variants: list[TrainedRun], wanted: int | None) -> tuple[int, list[str]]:
+def count_replicates(variants: list[TrainedResults], wanted: int | None) -> tuple[int, list[str]]:
     """How many training replicates every variant has (``$nnUNet_results/replicates/<r>``; ``wanted``, from
     --replicates, must be there for each), and the replicates found beyond them, named with the reason."""
     found = {v.label: len(found_replicates(v.folder.parent.parent, v.folder.parent.name, v.folder.name))
@@ -447,7 +449,7 @@ def _run(p: Prepared, echo) -> CompareReport:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..core.terminal import console
-    from ..nnunet.results import dataset_splits
+    from ..nnunet.splits import dataset_splits
     start = time.monotonic()
     device = resolve_device(p.request.device) if p.externals else "cpu"
     ensure_trainer_lookup()

@@ -24,7 +24,7 @@ import numpy as np
 from ..core.files import read_json, write_json
 from ..nnunet.image_names import CHANNEL
 from ..nnunet.environment import run_nnunet
-from ..nnunet.results import TrainedRun
+from ..nnunet.results import TrainedResults
 from .cases import OWN_SETS, Case, CompareError
 from .labels import LabelRule
 
@@ -172,7 +172,7 @@ def geometry_mismatch(image_props: dict, seg_props: dict) -> tuple[str, object, 
     return None
 
 
-def checkpoint_stamp(variant: TrainedRun, folds: list) -> list:
+def checkpoint_stamp(variant: TrainedResults, folds: list) -> list:
     return [[str(f), variant.checkpoint(f).stat().st_mtime_ns] for f in folds]
 
 
@@ -195,7 +195,7 @@ class Predicted:
     seconds_per_case: float | None  # wall time of nnUNetv2_predict (its start-up included) per image it predicted
 
 
-def predict_external(variant: TrainedRun, ext: External, cases: list[str], folds: list, out_root: Path,
+def predict_external(variant: TrainedResults, ext: External, cases: list[str], folds: list, out_root: Path,
                      device: str, echo) -> Predicted:
     """The variant's ensemble prediction of ``ext`` with the stock ``nnUNetv2_predict``, run once, timed and cached.
     The caller holds the report folder's lock, so folders named ``.*.partial`` here are a killed run's: removed."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.errors import UserError, did_you_mean
 from ..core.locks import exclusive
-from ..nnunet.results import read_splits
+from ..nnunet.splits import read_splits
 from .cases import OWN_SETS, CompareError
 from .compare import OwnRuns, analyse, check_statistics, csv_runs, partition_groups, write_report
 from .metrics import METRICS

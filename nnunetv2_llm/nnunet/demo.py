@@ -58,7 +58,8 @@ class DemoPaths:
         self.data = self.preprocessed / self.dataset.name / f"nnUNetPlans_{CONFIGURATION}"
 
     def checkpoint(self, trainer: str) -> Path:
-        from .results import FINAL_CHECKPOINT, results_folder
+        from .results import results_folder
+        from .trained_plans import FINAL_CHECKPOINT
         return (results_folder(self.dataset.name, trainer, DEFAULT_PLANS, CONFIGURATION, self.results)
                 / f"fold_{FOLD}" / FINAL_CHECKPOINT)
 

@@ -30,8 +30,9 @@ from ..core.spec import (PLANS_KEY, LLMSpec, LLMSpecError, put_spec_in_configura
                          refuse_another_block, spec_in_configuration, spec_in_plans)
 from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
-from .results import ResultsError, checkpoint_plans, new_plans_fix, plans_differences, trained_plans_clashes
+from .datasets import ResultsError
 from .splits import check_fold_split, record_split
+from .trained_plans import checkpoint_plans, new_plans_fix, plans_differences, trained_plans_clashes
 
 report_user_errors_alone()  # our refusals inside nnUNetv2_train / nnUNetv2_predict: the message alone
 

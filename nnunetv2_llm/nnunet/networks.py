@@ -53,7 +53,8 @@ def load_plans(dataset, plans_identifier: str, trainer: str | None, configuratio
     from pathlib import Path
 
     from ..core.files import read_json
-    from .results import ResultsError, dataset_name, preprocessed_folder, read_dataset_json, results_folder
+    from .datasets import ResultsError, dataset_name, preprocessed_folder, read_dataset_json
+    from .results import results_folder
     name = dataset_name(dataset)
     if trainer is not None and os.environ.get("nnUNet_results"):
         run = results_folder(name, trainer, plans_identifier, configuration)
@@ -73,7 +74,7 @@ def load_plans(dataset, plans_identifier: str, trainer: str | None, configuratio
 
 
 def _with_configuration(source: PlansSource, configuration: str) -> PlansSource:
-    from .results import ResultsError
+    from .datasets import ResultsError
     configurations = source.plans.get("configurations") if isinstance(source.plans, dict) else None
     if not isinstance(configurations, dict) or configuration not in configurations:
         raise ResultsError(f"configuration {configuration!r} is not in {source.origin}; available: "
@@ -104,7 +105,7 @@ def trainer_spec(source: PlansSource, configuration: str, trainer: str) -> LLMSp
 
     from ..core.errors import did_you_mean
     from . import trainers
-    from .results import ResultsError
+    from .datasets import ResultsError
     cls = getattr(trainers, trainer, None)
     if not source.trained and not (isinstance(cls, type) and trainer in trainers.__all__):
         raise ResultsError(f"trainer {trainer!r} is neither an nnunetv2-llm trainer nor trained for these plans; "

@@ -20,7 +20,7 @@ from ..core.files import write_json
 from ..core.locks import exclusive
 from ..core.resolve import request_specs
 from ..core.spec import PLANS_KEY, LLMSpec, configurations_with_spec, put_spec_in_plans
-from .results import preprocessed_folder
+from .datasets import preprocessed_folder
 
 # Plans names nnU-Net writes itself (plus the files that share the folder): never ours to replace.
 NNUNET_NAMES = re.compile(r"^(nnUNetPlans|nnUNetResEncUNet[A-Z]*Plans|dataset|dataset_fingerprint|splits_final)$")

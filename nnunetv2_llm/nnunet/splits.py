@@ -1,4 +1,5 @@
-"""Repeated partitions through nnU-Net's own splits file, and the split each trained fold is pinned to.
+"""nnU-Net's splits file: the folds it holds and the cases each validates on, repeated partitions through it, and
+the split each trained fold is pinned to.
 
 nnU-Net trains fold ``f`` on entry ``f`` of ``nnUNet_preprocessed/<dataset>/splits_final.json``, whatever the
 number of entries. Partition ``p`` (1, 2, ...) is entries ``5(p-1)`` to ``5p-1``: partition 1 is nnU-Net's own
@@ -20,11 +21,77 @@ from pathlib import Path
 
 from ..core.files import atomic_path, read_json, write_json
 from ..core.locks import exclusive
-from .results import NNUNET_FOLDS, SPLIT_RECORD, SPLITS_FILE, ResultsError, read_splits, split_clashes
+from .datasets import ResultsError
+from .trained_plans import FOLD_CHECKPOINTS
+
+NNUNET_FOLDS = 5  # nnU-Net's default split when a dataset has no splits_final.json yet
+SPLITS_FILE = "splits_final.json"  # in nnUNet_preprocessed/<dataset>/: the split of every fold nnU-Net trains
+SPLIT_RECORD = "split.json"  # in fold_<f>/: the cases the fold trained and validated on
 
 NNUNET_SPLIT_SEED = 12345  # nnU-Net's seed for its 5-fold split (nnUNetTrainer.do_split)
 MAX_PARTITIONS = 20
 
+
+# ---------------------------------------------------------------- the folds of the splits file
+
+def read_splits(path: Path, fix: str = "restore it, or delete it so that nnU-Net writes its 5-fold split again "
+                                        "(folds trained on it then no longer match)") -> list[dict]:
+    """A splits file, checked: a list of ``{'train': [...], 'val': [...]}``; ``fix`` says what to do when it is not."""
+    splits = read_json(path, fix=fix)
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and isinstance(s.get("train"), list)
+                                               and isinstance(s.get("val"), list) for s in splits):
+        raise ResultsError(f"{path} is not an nnU-Net split (a list of {{'train': [...], 'val': [...]}}); {fix}.")
+    return splits
+
+
+def dataset_splits(name: str) -> list[dict] | None:
+    """The dataset's ``splits_final.json`` (nnU-Net writes it with the first training), or None."""
+    root = os.environ.get("nnUNet_preprocessed")
+    path = Path(root) / name / SPLITS_FILE if root else None
+    if path is None or not path.is_file():
+        return None
+    return read_splits(path)
+
+
+def parse_folds(values, name: str | None = None) -> list:
+    """Fold names -> ``[0, 1, ..., 'all']``: integers within the dataset's splits (``splits_final.json``, else
+    nnU-Net's 5), or ``all``; each at most once."""
+    splits = dataset_splits(name) if name else None
+    n = len(splits) if splits is not None else NNUNET_FOLDS
+    where = f"{name}'s splits_final.json has {n} splits" if splits is not None else "nnU-Net's default 5-fold split"
+    folds, bad = [], []
+    given = [] if values is None else [values] if isinstance(values, (str, int)) else list(values)
+    if not given:
+        raise ResultsError(f"no folds given; name one or more in 0-{n - 1} ({where}), or 'all'.")
+    for value in given:
+        text = str(value).strip()
+        if text == "all":
+            folds.append("all")
+        elif text.isdigit() and int(text) < n:
+            folds.append(int(text))
+        else:
+            bad.append(text)
+    if bad:
+        raise ResultsError(f"fold(s) {bad} outside 0-{n - 1} ({where}); use folds in 0-{n - 1}, or 'all'.")
+    if len(set(map(str, folds))) != len(folds):
+        raise ResultsError(f"-f {' '.join(map(str, folds))}: a fold is listed twice.")
+    return folds
+
+
+def validation_keys(name: str, fold) -> list[str]:
+    """The cases nnU-Net validates fold ``fold`` on (``all``: every training case)."""
+    splits = dataset_splits(name)
+    if splits is None:
+        raise ResultsError(f"{name} has no splits_final.json in nnUNet_preprocessed: nnU-Net writes it when the "
+                           f"first fold trains.")
+    if fold == "all":
+        return sorted({k for s in splits for k in s.get("train", []) + s["val"]})
+    if not 0 <= int(fold) < len(splits):
+        raise ResultsError(f"fold {fold} is not in {name}'s splits_final.json (folds 0..{len(splits) - 1}, or 'all').")
+    return sorted(splits[int(fold)]["val"])
+
+
+# ---------------------------------------------------------------- repeated partitions
 
 @dataclass(frozen=True)
 class FoldPartition:
@@ -142,6 +209,29 @@ def write_partitions(folder: str | os.PathLike, partitions: int, echo=print) -> 
 
 
 # ---------------------------------------------------------------- the split a trained fold is pinned to
+
+def split_clashes(results: Path, splits: list[dict], only=None) -> dict[int, str]:
+    """Fold -> what differs, for the trained folds of the results folder ``results`` (those holding a checkpoint and
+    a split record; ``only``: just these folds) whose recorded split the splits file no longer gives."""
+    clashes = {}
+    for fold_folder in sorted(results.glob("fold_*")) if results.is_dir() else []:
+        fold = fold_folder.name.removeprefix("fold_")
+        record_path = fold_folder / SPLIT_RECORD
+        if not fold.isdigit() or (only is not None and int(fold) not in only) or not record_path.is_file() \
+                or not any((fold_folder / name).is_file() for name in FOLD_CHECKPOINTS):
+            continue
+        record, index = read_json(record_path), int(fold)
+        if index >= len(splits):
+            clashes[index] = f"the file holds {len(splits)} entries, none for fold {index}"
+            continue
+        for key in ("train", "val"):
+            moved = set(record.get(key, [])) ^ set(map(str, splits[index][key]))
+            if moved:
+                shown = ", ".join(sorted(moved)[:3]) + (" ..." if len(moved) > 3 else "")
+                clashes[index] = f"its {key} cases differ from the file's entry {index} ({len(moved)} moved: {shown})"
+                break
+    return clashes
+
 
 def record_split(fold_folder: str | os.PathLike, fold: int, train: list, val: list) -> None:
     """Write what fold ``fold`` trains and validates on into its folder (unless it is recorded already)."""

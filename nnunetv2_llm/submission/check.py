@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..core.errors import UserError
 from ..core.files import file_sha256, read_json, write_json
-from .build import RECORDED, record_sha256, recorded_hashes, submission_readme
+from .hashes import RECORDED, record_sha256, recorded_hashes
+from .templates import submission_readme
 from ..nnunet.image_names import CHANNEL
 from .runtime import MODEL_ZIP, ExportError, load_record
 

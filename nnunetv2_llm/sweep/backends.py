@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .grid import SweepError
-from .jobs import fold_lock, is_held, job_lock, job_run, read_state, run_job, shown_command, write_state
+from .jobs import fold_lock, is_held, job_lock, job_results, read_state, run_job, shown_command, write_state
 
 
 @dataclass
@@ -130,7 +130,7 @@ def run_local(jobs: list[dict], sweep_dir: Path, options: RunOptions, echo=print
             for i, slot in enumerate(slots):
                 while i not in running and todo:
                     job = todo.pop(0)
-                    v = job_run(job)
+                    v = job_results(job)
                     if v.fold_state(job["fold"]).done or is_held(job_lock(sweep_dir, job)) \
                             or is_held(fold_lock(v, job["fold"])):
                         results[job["id"]] = run_job(job, str(sweep_dir))  # marks done, or held; starts nothing
@@ -206,7 +206,7 @@ def slurm_folder(sweep_dir: Path) -> Path:
 def array_jobs(jobs: list[dict], echo=print) -> list[dict]:
     """The jobs a SLURM array gets: those whose fold is not done (a done job's task would only skip it); the
     dry run's script and the submission list the same ones, in the same order."""
-    todo = [j for j in jobs if not job_run(j).fold_state(j["fold"]).done]
+    todo = [j for j in jobs if not job_results(j).fold_state(j["fold"]).done]
     if len(todo) < len(jobs):
         echo(f"{len(jobs) - len(todo)} job(s) already done, left out of the array")
     return todo

@@ -61,7 +61,7 @@ def seconds_per_iteration(job: dict, device: str) -> float:
     import torch
 
     from ..nnunet.networks import build_unet
-    from ..nnunet.results import preprocessed_folder, read_dataset_json
+    from ..nnunet.datasets import preprocessed_folder, read_dataset_json
     from ..core.files import read_json
     from .grid import check_trainer, job_spec
     folder = preprocessed_folder(job["dataset"])

@@ -17,8 +17,8 @@ from ..core.errors import UserError, did_you_mean
 from ..core.files import read_json, write_json
 from ..core.locks import exclusive
 from ..core import spec
-from ..nnunet.results import NNUNET_FOLDS, parse_folds, preprocessed_folder
-from ..nnunet.splits import check_partitions, fold_partitions, write_partitions
+from ..nnunet.datasets import preprocessed_folder
+from ..nnunet.splits import NNUNET_FOLDS, check_partitions, fold_partitions, parse_folds, write_partitions
 
 GRID_FILE = "sweep.json"
 GRID_KEYS = ("dataset", "configurations", "folds", "trainers", "plans", "llm", "llm_trainers", "train_args",

@@ -22,7 +22,8 @@ from pathlib import Path
 from ..core.files import read_json, write_json
 from ..core.spec import spec_in_plans
 from ..nnunet.environment import cli_path, nnunet_env
-from ..nnunet.results import TrainedRun, replicate_prefix, replicate_root, results_folder, require_folder
+from ..nnunet.datasets import require_folder
+from ..nnunet.results import TrainedResults, replicate_prefix, replicate_root, results_folder
 
 LOCKS = "locks"
 
@@ -39,11 +40,11 @@ def results_root(job: dict, results: str | os.PathLike | None = None) -> Path:
     return replicate_root(results if results is not None else require_folder("nnUNet_results"), replicate(job))
 
 
-def job_run(job: dict, results: str | os.PathLike | None = None) -> TrainedRun:
+def job_results(job: dict, results: str | os.PathLike | None = None) -> TrainedResults:
     root = results_root(job, results)
-    return TrainedRun(job["dataset"], job["trainer"], job["plans"], job["configuration"],
-                      results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], root),
-                      replicate(job))
+    return TrainedResults(job["dataset"], job["trainer"], job["plans"], job["configuration"],
+                          results_folder(job["dataset"], job["trainer"], job["plans"], job["configuration"], root),
+                          replicate(job))
 
 
 def train_command(job: dict, resume: str | None) -> list[str]:
@@ -58,7 +59,7 @@ def shown_command(job: dict, resume: str | None = None) -> str:
     return replicate_prefix(replicate(job)) + shlex.join(train_command(job, resume))
 
 
-def resume_flag(v: TrainedRun, fold) -> str | None:
+def resume_flag(v: TrainedResults, fold) -> str | None:
     state = v.fold_state(fold)
     if state.status == "unvalidated":
         return "--val"
@@ -71,7 +72,7 @@ def job_lock(sweep_dir: Path, job: dict) -> Path:
     return Path(sweep_dir) / LOCKS / f"{job['id']}.lock"
 
 
-def fold_lock(v: TrainedRun, fold) -> Path:
+def fold_lock(v: TrainedResults, fold) -> Path:
     """The lock of one trained fold, shared by every sweep and every `sweep run`: results root (its replicate),
     dataset, trainer, plans, configuration and fold. It lives beside the results folders, under
     ``<results root>/.locks`` (nnU-Net's dataset lookup skips it), so no sweep creates a results folder before
@@ -120,7 +121,7 @@ def write_state(sweep_dir: Path, job: dict, status: str, **more) -> None:
                                             "time": time.strftime("%Y-%m-%d %H:%M:%S"), **more})
 
 
-def trained_sha256(v: TrainedRun) -> str | None:
+def trained_sha256(v: TrainedResults) -> str | None:
     """The sha256 of the layer the fold trained with, as the trainer recorded it in the results folder's plans."""
     plans = v.folder / "plans.json"
     if not plans.is_file():
@@ -129,7 +130,7 @@ def trained_sha256(v: TrainedRun) -> str | None:
     return None if spec is None else spec.sha256
 
 
-def weights_changed(job: dict, v: TrainedRun) -> str | None:
+def weights_changed(job: dict, v: TrainedResults) -> str | None:
     """Why a fold trained with other tensors than `sweep plan` recorded, or None when they match (or none pinned)."""
     trained = trained_sha256(v) if job.get("llm_sha256") else None
     if trained is None or trained == job["llm_sha256"]:
@@ -138,10 +139,10 @@ def weights_changed(job: dict, v: TrainedRun) -> str | None:
             f"({job['llm_weights']}); the weights changed since `sweep plan`")
 
 
-def plans_clash(job: dict, v: TrainedRun, resume: str | None, env: dict) -> str | None:
+def plans_clash(job: dict, v: TrainedResults, resume: str | None, env: dict) -> str | None:
     """Why the job's plans (nnUNet_preprocessed/<dataset>/<plans>.json now) may not train in its results folder: other
     folds there (and the job's own fold when it resumes) trained with plans that give another network or data."""
-    from ..nnunet.results import new_plans_fix, trained_plans_clashes
+    from ..nnunet.trained_plans import new_plans_fix, trained_plans_clashes
     root = env.get("nnUNet_preprocessed")
     plans_file = Path(root) / job["dataset"] / f"{job['plans']}.json" if root else None
     if plans_file is None or not plans_file.is_file():
@@ -157,10 +158,10 @@ def plans_clash(job: dict, v: TrainedRun, resume: str | None, env: dict) -> str 
             f"{new_plans_fix(job['dataset'], job['configuration'], job['plans'])}")
 
 
-def split_clash(job: dict, v: TrainedRun, env: dict) -> str | None:
+def split_clash(job: dict, v: TrainedResults, env: dict) -> str | None:
     """Why the job's fold may not train on the splits file as it is now, for any trainer (stock nnU-Net's would train
     a fold the file lacks on a random 80:20 split): the check our trainers make themselves."""
-    from ..nnunet.results import ResultsError
+    from ..nnunet.datasets import ResultsError
     from ..nnunet.splits import check_fold_split
     root = env.get("nnUNet_preprocessed")
     try:
@@ -216,7 +217,7 @@ def run_job(job: dict, sweep_dir: str, env: dict | None = None) -> str:
     # `sweep plan` fetched the layer (llm_sha256): no job touches the hub
     env = nnunet_env(env, "cpu" if "cpu" in job["train_args"] else None, training=True,
                      offline=bool(job.get("llm_sha256")))
-    v = job_run(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
+    v = job_results(job, env.get("nnUNet_results") or None)  # unset: refused, naming the variable to export
     env["nnUNet_results"] = str(v.folder.parent.parent)  # the replicate's own results root
     sweep_dir = Path(sweep_dir)
     logs = sweep_dir / "logs"
@@ -302,7 +303,7 @@ def job_status(job: dict, sweep_dir: Path, results: str | None = None) -> tuple[
     epoch = epochs[-1] if epochs else "-"
     state = read_state(sweep_dir, job)
     held = is_held(job_lock(sweep_dir, job))
-    v = job_run(job, results)
+    v = job_results(job, results)
     if v.fold_state(job["fold"]).done and not held:
         changed = weights_changed(job, v)
         return ("failed", epoch, changed) if changed else ("done", epoch, "")
