@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..nnunet.results import TrainedRun, dataset_name, parse_folds, require_folder, resolve_run
 from .cases import CompareError, validation_set_name
-from .compare_request import CompareRequest, check_labels, check_options, parse_tolerances, pick_reference
+from .compare_request import (CompareRequest, check_labels, check_options, parse_tolerances, pick_reference,
+                              report_folder)
 from .compared_runs import checked_cases, count_replicates, partition_groups, replicate_of
 from .external import External, check_external, parse_external
 from .labels import LabelRule
@@ -81,7 +82,7 @@ def plan_compare(request: CompareRequest) -> ComparePlan:
                 [parse_external(e, dataset_json, "held-out") for e in request.held_out]
     if len({e.name for e in externals}) != len(externals):
         raise CompareError("--external / --held-out: each NAME must be unique.")
-    out = Path(request.output).expanduser().resolve()
+    out = report_folder(request.output)
     gt = gt_root / name / "gt_segmentations"
     first, *others = partitions
     where = f"{validation_set_name(folds)} validation"

@@ -109,6 +109,12 @@ def check_options(request: CompareRequest) -> None:
                            f"got {len(request.plans)}.")
     if request.replicates is not None and request.replicates < 1:
         raise CompareError(f"--replicates {request.replicates}: give 1 or more training replicates per fold.")
-    out = Path(request.output).expanduser()
+    report_folder(request.output)
+
+
+def report_folder(output: str | Path) -> Path:
+    """The report folder ``-o`` names, absolute; refused when it is a file (compare and the re-analysis)."""
+    out = Path(output).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise CompareError(f"-o {request.output} is a file; pass a folder for the report.")
+        raise CompareError(f"-o {output} is a file; pass a folder for the report.")
+    return out

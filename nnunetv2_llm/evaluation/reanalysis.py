@@ -23,7 +23,7 @@ from ..core.errors import UserError, did_you_mean
 from ..core.locks import exclusive
 from ..nnunet.results import read_splits
 from .cases import VALIDATION_SETS, CompareError
-from .compare_request import check_statistics
+from .compare_request import check_statistics, report_folder
 from .compared_runs import partition_groups
 from .metrics import METRICS
 from .report import CASES_COLUMNS, cases_csv_blocks, write_report
@@ -182,9 +182,7 @@ def reanalyse(cases, splits: list[dict], output: str | Path, reference: str | No
                                    f"need the same cases of every variant.")
     given = dict(header or {})
     tolerances = given.get("nsd_tolerance_mm") or {}
-    out = Path(output).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise CompareError(f"-o {output} is a file; pass a folder for the report.")
+    out = report_folder(output)
     fields = dict(
         dataset=given.get("dataset", "(from a cases.csv)"), configuration=given.get("configuration", ""),
         folds=folds, labels=targets, ignore_label=given.get("ignore_label"), output=str(out),

@@ -86,7 +86,7 @@ def _set_table(report: CompareReport, set_name: str, entry: SetSummary) -> list[
 
 def _generalisation_table(report: CompareReport) -> list[str]:
     """In-domain Dice next to each other set's; a zero-shot set's column of differences is its drop."""
-    own = report.own
+    own = report.validation_set
     others = [s for s in report.sets if s != own]
     kinds = report.set_kinds
     title = " and ".join(sorted({kinds[s] for s in others}, reverse=True))
@@ -142,11 +142,11 @@ def _components(x: ProcedureComparison) -> str:
 
 def primary_line(report: CompareReport) -> str:
     """The report's one primary endpoint, said once: the only test with stars."""
-    tested = len(report.sets[report.own].comparisons)
+    tested = len(report.sets[report.validation_set].comparisons)
     level = "procedure level (unit: the training run)" if report.primary_level == PROCEDURE_LEVEL else \
         "case level (unit: the case)"
-    return (f"**Primary endpoint**: {report.primary} on the {report.own} set at the {level}, each variant against "
-            f"{report.reference}, Holm over the {tested} variant(s) {STARS}. Every other p in this report is "
+    return (f"**Primary endpoint**: {report.primary} on the {report.validation_set} set at the {level}, each variant "
+            f"against {report.reference}, Holm over the {tested} variant(s) {STARS}. Every other p in this report is "
             f"secondary: shown without stars, to read as a description, not a finding (`--primary METRIC` picks "
             f"another metric).")
 
@@ -155,7 +155,7 @@ def procedure_lines(report: CompareReport) -> list[str]:
     """The headline of a report: the procedure level (unit = training run) when the runs allow one, else, once and
     plainly, why there is none (one training run, or in-sample scores) and how to get one."""
     runs = report.training_runs
-    own = report.own
+    own = report.validation_set
     entry = report.sets[own]
     if not runs.procedure_level or not entry.comparisons:
         return [_bold_lead(runs.note), ""]
@@ -207,7 +207,7 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
              f"empty in reference and prediction by one variant only counts as that metric's perfect value in the "
              f"pair. Dice, IoU and NSD: higher is better; HD95 in mm: lower is better. NSD at "
              f"{report.tolerance_note}.", ""]
-    if report.own == IN_SAMPLE:
+    if report.validation_set == IN_SAMPLE:
         lines += [f"**{IN_SAMPLE}**: fold all trained on every training case and nnU-Net validated it on those same "
                   f"cases, so these scores measure fit, not generalisation (they are not cross-validation). For "
                   f"out-of-fold scores compare folds 0-4; for unseen cases add --held-out or --external sets.", ""]
@@ -215,7 +215,7 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
         lines += _set_table(report, set_name, entry)
     if len(report.sets) > 1:
         lines += _generalisation_table(report)
-    lines += efficiency_table(report, report.own) if report.efficiency else []
+    lines += efficiency_table(report, report.validation_set) if report.efficiency else []
     return "\n".join(lines)
 
 

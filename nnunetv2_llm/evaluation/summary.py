@@ -253,6 +253,7 @@ class CompareReport:
     source: str = ""  # a re-analysis: the table it read and what it could not recompute
 
     @property
-    def own(self) -> str:
+    def validation_set(self) -> str:
+        """The name of the report's validation set (in-domain, or in-sample for fold all)."""
         from .cases import VALIDATION_SETS
         return next(s for s in self.sets if s in VALIDATION_SETS)
