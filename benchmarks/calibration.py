@@ -76,10 +76,10 @@ class Studies:
         return n / self.folds, n - n / self.folds
 
     def run_differences(self, study: int) -> list:
-        """One study as compare sees it: one RunDifferences per partition."""
-        from nnunetv2_llm.evaluation.procedure import RunDifferences
+        """One study as compare sees it: one FoldDifferences per partition."""
+        from nnunetv2_llm.evaluation.procedure import FoldDifferences
         n_test, n_train = self.split_sizes()
-        return [RunDifferences([self.differences[study, p][:, self.fold_of[study, p] == f] for f in range(self.folds)],
+        return [FoldDifferences([self.differences[study, p][:, self.fold_of[study, p] == f] for f in range(self.folds)],
                                n_test, n_train) for p in range(self.fold_of.shape[1])]
 
 

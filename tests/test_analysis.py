@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnunetv2_llm.evaluation.analysis import (activation_map, channel_spectra, concentration_iou, crop_or_pad, effective_rank,
-                                   lsvr, mean_over_spectra, singular_values)
+from nnunetv2_llm.evaluation.analysis_patches import crop_or_pad
+from nnunetv2_llm.evaluation.feature_metrics import (activation_map, channel_spectra, concentration_iou, effective_rank,
+                                                     lsvr, mean_over_spectra, singular_values)
 
 SMOL = "nnUNetTrainerSmolLM2_2epochs_5its"
 PLAIN = "nnUNetTrainer_2epochs_5its"

@@ -273,6 +273,23 @@ def test_compare_checks_the_bootstrap_range_first(in_process_env, dataset_2d, tm
     assert not (tmp_path / "report").exists()
 
 
+@pytest.mark.parametrize("option, expected", [
+    (["--primary", "Foo"], "--primary Foo: accepted are Dice, IoU, NSD, HD95"),
+    (["--bootstrap", "5"], "--bootstrap 5: accepted are 100..1000000"),
+    (["-np", "0"], "-np 0: give at least 1 process"),
+    (["--replicates", "0"], "--replicates 0: give 1 or more training replicates per fold"),
+    (["-p", "A", "B", "C"], "-p takes one plans name for all variants or one per -tr (2); got 3"),
+])
+def test_compare_checks_its_options_before_reading_any_file(in_process_env, tmp_path, capsys, option, expected):
+    """Issue 40: a bad --primary was reported only after the dataset lookup (a missing dataset came first); each
+    option value is checked before the dataset, the results or the report folder are read."""
+    rc, err = run(capsys, "compare", "-d", "987", "-c", "2d", "-tr", "nnUNetTrainer", "-tr", "nnUNetTrainerOther",
+                  *option, "-o", tmp_path / "report")
+    assert rc == 2 and expected in err and "Traceback" not in err, err
+    assert "987" not in err, err
+    assert not (tmp_path / "report").exists()
+
+
 def test_check_refuses_an_input_folder_that_does_not_exist(tmp_path, capsys):
     """Issue 21 #18: FileNotFoundError before."""
     from nnunetv2_llm.submission.runtime import EXPORT_FORMAT

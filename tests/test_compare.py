@@ -117,7 +117,7 @@ def test_the_case_level_interval_and_test_are_about_the_same_mean_and_say_when_n
 
 
 def test_nsd_tolerances_default_global_and_per_label():
-    from nnunetv2_llm.evaluation.compare import CompareError, parse_tolerances
+    from nnunetv2_llm.evaluation.compare_request import CompareError, parse_tolerances
     from nnunetv2_llm.evaluation.metrics import DEFAULT_TOLERANCE_MM
     keys = ["1", "2"]
     assert parse_tolerances(None, keys) == {"1": DEFAULT_TOLERANCE_MM, "2": DEFAULT_TOLERANCE_MM}
@@ -134,13 +134,13 @@ def test_nsd_tolerances_default_global_and_per_label():
 
 @pytest.mark.parametrize("order", [["1=3", "2"], ["2", "1=3"]])
 def test_a_per_label_nsd_tolerance_wins_over_the_global_one_in_either_order(order):
-    from nnunetv2_llm.evaluation.compare import parse_tolerances
+    from nnunetv2_llm.evaluation.compare_request import parse_tolerances
     assert parse_tolerances(order, ["1", "2"]) == {"1": 3.0, "2": 2.0}
 
 
 @pytest.mark.parametrize("items,named", [(["2", "3"], "'2' and '3'"), (["1=2", "1=3"], "'1=2' and '1=3'")])
 def test_two_nsd_tolerances_for_one_label_are_refused(items, named):
-    from nnunetv2_llm.evaluation.compare import CompareError, parse_tolerances
+    from nnunetv2_llm.evaluation.compare_request import CompareError, parse_tolerances
     with pytest.raises(CompareError, match=f"--nsd-tolerance {named} give two distances for"):
         parse_tolerances(items, ["1", "2"])
     assert parse_tolerances(["2", "2"], ["1", "2"]) == {"1": 2.0, "2": 2.0}
@@ -554,13 +554,13 @@ def _three_variant_sets(rng_seed=5, labels=("plain", "smol", "llama"), names=("i
 
 def _hand_made_report(sets, set_kinds=None, primary="Dice"):
     """A CompareReport of hand-made summaries (one run of fold 0), Holm applied as compare applies it."""
-    from nnunetv2_llm.evaluation.procedure import TrainingRuns
+    from nnunetv2_llm.evaluation.procedure import TrainingDesign
     from nnunetv2_llm.evaluation.summary import CompareReport, Cost, apply_holm, holm_families
     families = holm_families(sets, "in-domain", primary, at_procedure=False)
     apply_holm(sets, families, "in-domain", primary)
     costs = {v: Cost(7.7 + i, 3.5 * i, 1.5 + i / 10, [32, 32], i > 0) for i, v in enumerate(sets["in-domain"].variants)}
     return CompareReport("Dataset501_x", "2d", [0], ["1"], None, "out", "labels 1", "plain", 0, 200, {"1": 1.0},
-                         "label 1: 1 mm", {}, set_kinds or {}, TrainingRuns.of(1, 1), costs, primary,
+                         "label 1: 1 mm", {}, set_kinds or {}, TrainingDesign.of(1, 1), costs, primary,
                          families.primary_level, families.secondary_tests, sets, {}, {})
 
 
@@ -746,7 +746,7 @@ def test_fold_all_is_scored_in_sample_never_as_cross_validation(nnunet_env, data
 
 def test_a_procedure_level_without_interval_shows_no_p_no_star_and_its_reason():
     """Issue 37 #1: a fold whose cases are all NaN gave p = 0, Holm 0 and stars beside a "-" interval."""
-    from nnunetv2_llm.evaluation.procedure import RunDifferences, TrainingRuns, procedure_comparison
+    from nnunetv2_llm.evaluation.procedure import FoldDifferences, TrainingDesign, procedure_comparison
     from nnunetv2_llm.evaluation.report import markdown_report, report_json
     from nnunetv2_llm.evaluation.summary import apply_holm, holm_families
     sets = _three_variant_sets()
@@ -756,9 +756,9 @@ def test_a_procedure_level_without_interval_shows_no_p_no_star_and_its_reason():
             folds = [rng.normal(0.05, 0.01, (2, 6)) for _ in range(5)]
             if v == "llama":
                 folds[2][:] = np.nan
-            c.procedure = procedure_comparison(RunDifferences(folds, 6, 24))
+            c.procedure = procedure_comparison(FoldDifferences(folds, 6, 24))
     report = _hand_made_report(sets)
-    report.training_runs = TrainingRuns.of(5, 2)
+    report.training_runs = TrainingDesign.of(5, 2)
     families = holm_families(sets, "in-domain", "Dice", at_procedure=True)
     apply_holm(sets, families, "in-domain", "Dice")
     report.primary_level, report.num_comparisons = families.primary_level, families.secondary_tests

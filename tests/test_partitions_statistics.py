@@ -11,7 +11,7 @@ from scipy.stats import t
 
 from calibration_model import calibration
 from nnunetv2_llm.evaluation.partitions import NOT_INCLUDED, partitions_comparison
-from nnunetv2_llm.evaluation.procedure import RunDifferences, procedure_comparison
+from nnunetv2_llm.evaluation.procedure import FoldDifferences, procedure_comparison
 
 NAN = math.nan
 # two partitions of 6 cases into 3 folds, 2 replicate runs each (rows), 2 validation cases per fold (columns)
@@ -19,8 +19,8 @@ PARTITION_1 = [[[.01, .03], [.02, .04]], [[.00, .02], [.01, NAN]], [[.05, .03], 
 PARTITION_2 = [[[.02, .02], [.03, .01]], [[.03, .05], [.04, .04]], [[.00, .02], [.01, .01]]]
 
 
-def _diffs(partition) -> RunDifferences:
-    return RunDifferences([np.array(f) for f in partition], n_test=2, n_train=4)
+def _diffs(partition) -> FoldDifferences:
+    return FoldDifferences([np.array(f) for f in partition], n_test=2, n_train=4)
 
 
 def test_two_partitions_against_a_hand_computation():
@@ -53,7 +53,7 @@ def test_one_partition_is_compares_procedure_level_with_what_it_does_not_include
 
 
 def test_a_partition_without_two_folds_gives_no_interval_and_none_is_refused():
-    lonely = RunDifferences([np.array([[.01, .02]]), np.array([[NAN, NAN]])], n_test=2, n_train=2)
+    lonely = FoldDifferences([np.array([[.01, .02]]), np.array([[NAN, NAN]])], n_test=2, n_train=2)
     got = partitions_comparison([_diffs(PARTITION_1), lonely])
     assert math.isnan(got.ci_low) and math.isnan(got.p) and "fewer than 2 folds" in got.note
     with pytest.raises(ValueError, match=r"at least one partition \(P >= 1\)"):

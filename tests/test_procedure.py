@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from calibration_model import calibration
-from nnunetv2_llm.evaluation.procedure import RunDifferences, nadeau_bengio, procedure_comparison
+from nnunetv2_llm.evaluation.procedure import FoldDifferences, nadeau_bengio, procedure_comparison
 
 TRUE_DIFFERENCE = 0.02
 
@@ -31,7 +31,7 @@ def simulated_study(rng, folds=5, replicates=3, cases_per_fold=8, case_sd=0.08, 
             per[name] = 0.8 + shift + case[f] + interaction + training_set + runs + noise
         by_fold.append(per["A"] - per["B"])
     n = folds * cases_per_fold
-    return RunDifferences(by_fold, n_test=cases_per_fold, n_train=n - cases_per_fold)
+    return FoldDifferences(by_fold, n_test=cases_per_fold, n_train=n - cases_per_fold)
 
 
 def _nominal_band(studies: int, level: float = 0.95) -> tuple[float, float]:
@@ -120,13 +120,13 @@ def test_nadeau_bengio_against_a_hand_computation():
 
 def test_one_run_per_fold_is_nadeau_bengio_and_a_single_run_measures_nothing():
     fold_means = [0.01, 0.03, -0.02, 0.04, 0.02]
-    diffs = RunDifferences([np.array([[m - 0.01, m + 0.01]]) for m in fold_means], n_test=2, n_train=8)
+    diffs = FoldDifferences([np.array([[m - 0.01, m + 0.01]]) for m in fold_means], n_test=2, n_train=8)
     proc = procedure_comparison(diffs)
     assert proc.runs == 5 and proc.replicates == 1 and proc.variance_components is None
     assert (proc.mean_difference, proc.ci_low, proc.ci_high, proc.p) == pytest.approx(
         nadeau_bengio(np.array(fold_means), 2, 8)[:4])
     assert "training noise is not measured" in proc.note and "replicates: 3" in proc.note
-    single = procedure_comparison(RunDifferences([np.array([[0.01, 0.03]])], n_test=2, n_train=8))
+    single = procedure_comparison(FoldDifferences([np.array([[0.01, 0.03]])], n_test=2, n_train=8))
     assert math.isnan(single.ci_low) and "training noise is not measured" in single.note
 
 
@@ -148,16 +148,16 @@ def test_an_empty_fold_or_zero_variance_gives_no_p_and_says_why():
     rng = np.random.default_rng(0)
     folds = [rng.normal(0.01, 0.02, (3, 8)) for _ in range(5)]
     folds[2][:] = np.nan
-    empty = procedure_comparison(RunDifferences(folds, 8, 32))
+    empty = procedure_comparison(FoldDifferences(folds, 8, 32))
     assert math.isnan(empty.p) and math.isnan(empty.ci_low) and "no case with a value" in empty.note
-    flat = procedure_comparison(RunDifferences([np.full((3, 8), .01) for _ in range(5)], 8, 32))
+    flat = procedure_comparison(FoldDifferences([np.full((3, 8), .01) for _ in range(5)], 8, 32))
     assert math.isnan(flat.p) and math.isnan(flat.ci_low) and "zero variance" in flat.note
     assert "zero variance" in flat.caveats[0]
 
 
 def test_one_case_on_one_fold_is_not_significant():
     """#2: one fold, one case, two replicates: t = 21 on 1 df, p = 0.03 (the case variance taken as 0)."""
-    one = procedure_comparison(RunDifferences([np.array([[0.02], [0.021]])], 1, 4))
+    one = procedure_comparison(FoldDifferences([np.array([[0.02], [0.021]])], 1, 4))
     assert math.isnan(one.p) and math.isnan(one.ci_low) and "1 case(s)" in one.note
 
 
@@ -165,7 +165,7 @@ def test_one_fold_uses_welch_satterthwaite_degrees_of_freedom():
     """#10: a well-estimated case variance added to a run variance got R - 1 df."""
     rng = np.random.default_rng(1)
     runs = rng.normal(0, 0.002, (3, 1)) + rng.normal(0.01, 0.05, (1, 40)) + rng.normal(0, 0.01, (3, 40))
-    diffs = RunDifferences([runs], 40, 160)
+    diffs = FoldDifferences([runs], 40, 160)
     result = procedure_comparison(diffs)
     a = np.nanvar(runs.mean(axis=1), ddof=1) / 3
     b = runs.mean(axis=0).var(ddof=1) / 40
@@ -181,7 +181,7 @@ def test_unequal_folds_are_named_with_the_case_weighted_difference():
     """#6: folds weigh equally whatever their size (0.009 vs 0.023 with a one-case fold): the rule (the unit is the
     training run) is said, with the case-weighted difference beside it."""
     folds = [np.array([[0.03, 0.02, 0.025, 0.03]]), np.array([[0.02, 0.03, 0.025, 0.02]]), np.array([[-0.04]])]
-    result = procedure_comparison(RunDifferences(folds, 3, 6))
+    result = procedure_comparison(FoldDifferences(folds, 3, 6))
     cases = np.concatenate([f[0] for f in folds])
     assert result.mean_difference == pytest.approx(np.mean([f.mean() for f in folds]))
     assert result.case_weighted_difference == pytest.approx(cases.mean())

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from nnunetv2_llm.commands import cli
-from nnunetv2_llm.evaluation.compare import partition_groups
+from nnunetv2_llm.evaluation.compared_runs import partition_groups
 from nnunetv2_llm.evaluation.partitions import NOT_INCLUDED, partitions_comparison
-from nnunetv2_llm.evaluation.procedure import RunDifferences
+from nnunetv2_llm.evaluation.procedure import FoldDifferences
 from nnunetv2_llm.nnunet.splits import partition_split
 from test_compare import PLAIN, SMOL, _replicated, trained  # noqa: F401 (test_compare's trained folds)
 
@@ -68,7 +68,7 @@ def test_a_partitioned_cases_csv_gets_the_statistic_over_partitions(tmp_path, ca
     for p in (1, 2):
         folds = range(5 * (p - 1), 5 * p)
         by_fold = [np.array([difference.loc[f, r].sort_index().to_numpy() for r in (1, 2)]) for f in folds]
-        parts.append(RunDifferences(by_fold, 4, 16))
+        parts.append(FoldDifferences(by_fold, 4, 16))
     expected = partitions_comparison(parts)
     procedure = report["sets"]["in-domain"]["comparisons"]["smol"]["Dice"]["procedure"]
     for key in ("mean_difference", "ci_low", "ci_high", "p"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation.analysis import THRESHOLD
+from ..evaluation.feature_metrics import THRESHOLD
 from .options import DEFAULT_PLANS, DEVICES, Repeatable
 
 

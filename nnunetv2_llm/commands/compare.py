@@ -64,7 +64,8 @@ A second run into the same -o waits for the first, then reuses its predictions a
 
 def cmd_compare(args) -> int:
     from ..evaluation.cases import CompareError
-    from ..evaluation.compare import CompareRequest, run_compare
+    from ..evaluation.compare import run_compare
+    from ..evaluation.compare_request import CompareRequest
     if args.cases or args.splits:
         from ..evaluation.reanalysis import reanalyse_files
         given = [flag for flag, value in (("-d", args.dataset), ("-c", args.configuration), ("-tr", args.trainers),

@@ -50,7 +50,7 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
     Fold ``all`` gets a report of its own (``compare_<c>_all``, its set in-sample) when the grid also has folds 0-4:
     it validates on the very cases the other folds validate on, out of fold. A grid's ``partitions: P`` trained folds
     5, 6, ...: they go to one compare with partition 1's, which reads them as P partitions, not one 5P-fold CV."""
-    from ..evaluation.compare import CompareRequest
+    from ..evaluation.compare_request import CompareRequest
     from ..sweep.jobs import replicate
     requests = []
     for c in dict.fromkeys(j["configuration"] for j in jobs):
@@ -71,7 +71,8 @@ def compare_requests(sweep_dir: Path, jobs: list[dict], grid: dict | None = None
 
 def compare_sweep(sweep_dir: Path) -> int:
     """`nnunetv2-llm compare` of the sweep's variants, in this process (one report per configuration)."""
-    from ..evaluation.compare import partition_groups, run_compare
+    from ..evaluation.compare import run_compare
+    from ..evaluation.compared_runs import partition_groups
     from ..sweep.grid import load_meta
     meta = load_meta(sweep_dir)
     for request in compare_requests(sweep_dir, meta["jobs"], meta["grid"]):

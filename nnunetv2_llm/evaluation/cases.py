@@ -12,11 +12,11 @@ IN_DOMAIN = "in-domain"
 # Fold ``all`` trains on every case, and nnU-Net validates it on those same cases: its scores are in-sample (fit,
 # not generalisation), so that set is never called in-domain or cross-validation.
 IN_SAMPLE = "in-sample"
-OWN_SETS = (IN_DOMAIN, IN_SAMPLE)
+VALIDATION_SETS = (IN_DOMAIN, IN_SAMPLE)  # the report's validation set is one of these
 
 
-def own_set(folds: list) -> str:
-    """The name of the set of nnU-Net's own validation predictions for these folds."""
+def validation_set_name(folds: list) -> str:
+    """The name of the report's validation set (nnU-Net's own validation predictions) for these folds."""
     return IN_SAMPLE if "all" in [str(f) for f in folds] else IN_DOMAIN
 
 

@@ -25,7 +25,7 @@ from ..core.files import read_json, write_json
 from ..nnunet.image_names import CHANNEL
 from ..nnunet.environment import run_nnunet
 from ..nnunet.results import TrainedResults
-from .cases import OWN_SETS, Case, CompareError
+from .cases import VALIDATION_SETS, Case, CompareError
 from .labels import LabelRule
 
 MARKER = ".nnunetv2-llm-prediction.json"
@@ -51,9 +51,9 @@ def parse_external(item: str, dataset_json: dict, kind: str = "zero-shot") -> Ex
     name, sep, folder = item.partition("=")
     if not sep or not name or not folder:
         raise CompareError(f"{flag} {item!r}: write NAME=FOLDER, e.g. {flag} shifted=/data/Dataset601_X.")
-    if name in OWN_SETS or not all(c.isalnum() or c in "-_." for c in name):
+    if name in VALIDATION_SETS or not all(c.isalnum() or c in "-_." for c in name):
         raise CompareError(f"{flag} {item!r}: NAME must use letters, digits, '-', '_', '.' and not be "
-                           f"{' or '.join(map(repr, OWN_SETS))}.")
+                           f"{' or '.join(map(repr, VALIDATION_SETS))}.")
     root = Path(folder).expanduser().resolve()
     pairs = [(root / f"images{s}", root / f"labels{s}") for s in ("Ts", "Tr")]
     found = next(((i, lab) for i, lab in pairs if i.is_dir() and lab.is_dir()), None)

@@ -35,7 +35,7 @@ def save_figures(out: Path, report: CompareReport, report_scores: dict) -> list[
         if len(entry.variants) > 2:
             written.append(significance(out / f"significance_{tag}.png", set_name, entry, report.num_comparisons))
     if report.efficiency:  # a re-analysis of a cases.csv has no networks to count
-        written.append(efficiency_figure(out / "efficiency.png", report, report.own))
+        written.append(efficiency_figure(out / "efficiency.png", report, report.validation_set))
     return written
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from nnunetv2_llm.evaluation.procedure import ProcedureComparison, RunDifferences, procedure_comparison, t_interval
+from nnunetv2_llm.evaluation.procedure import ProcedureComparison, FoldDifferences, procedure_comparison, t_interval
 
 NOT_INCLUDED = ("the interval does not include what all partitions share: their one dataset (a strong dependence "
                 "of the result on the training cases is not measurable within one dataset, Bengio & Grandvalet 2004; "
@@ -31,7 +31,7 @@ class PartitionStatistics:
     folds: int
 
 
-def partition_statistics(diffs: RunDifferences) -> PartitionStatistics:
+def partition_statistics(diffs: FoldDifferences) -> PartitionStatistics:
     """One partition's fold means (each the mean of the fold's replicate runs), with variance
     (1/k + n_test/n_train) s^2; no variance below 2 folds."""
     with warnings.catch_warnings():
@@ -45,8 +45,8 @@ def partition_statistics(diffs: RunDifferences) -> PartitionStatistics:
     return PartitionStatistics(float(fold_means.mean()), variance, k)
 
 
-def partitions_comparison(partitions: list[RunDifferences], components: bool = True) -> ProcedureComparison:
-    """The procedure-level interval and test over P partitions (one RunDifferences each, k folds x R replicates).
+def partitions_comparison(partitions: list[FoldDifferences], components: bool = True) -> ProcedureComparison:
+    """The procedure-level interval and test over P partitions (one FoldDifferences each, k folds x R replicates).
     One partition is compare's usual procedure level (``components``: its variance components; over several
     partitions none are estimated); every interval over folds notes what it does not include."""
     if not partitions:

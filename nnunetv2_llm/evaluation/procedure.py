@@ -62,9 +62,10 @@ class ProcedureComparison:
 
 
 @dataclass
-class TrainingRuns:
-    """What a report's runs allow (report.json: ``training_runs``): folds, replicates and whether training noise
-    was measured, with the sentence the report prints, and the replicate runs found but left out (no pair)."""
+class TrainingDesign:
+    """The design of a report's training runs and what it allows (report.json: ``training_runs``): partitions,
+    folds, replicates and whether training noise was measured, with the sentence the report prints, and the
+    replicate runs found but left out (no pair)."""
 
     folds: int
     replicates: int
@@ -78,7 +79,7 @@ class TrainingRuns:
 
     @classmethod
     def of(cls, folds: int, replicates: int, in_sample: bool = False,
-           left_out: list[str] | None = None, partitions: int = 1) -> "TrainingRuns":
+           left_out: list[str] | None = None, partitions: int = 1) -> "TrainingDesign":
         if in_sample:
             note = ("in-sample scores (fold all, validated on its own training cases): no procedure-level claim, "
                     "since a training run scored on its training cases says nothing about new cases; every "
@@ -108,7 +109,7 @@ class TrainingRuns:
 
 
 @dataclass
-class RunDifferences:
+class FoldDifferences:
     """Per fold, a replicates x cases array of paired differences (variant - reference); NaN cases left out of
     means. ``n_test``/``n_train``: the mean validation and training split sizes of the folds."""
 
@@ -156,7 +157,7 @@ MIN_FOLDS_FOR_FOLD_COMPONENT = 3  # with 2 folds the REML fold component is nois
 BOUNDARY = 1e-4  # a fold component this small against run + case is a fit on the boundary (REML stops near 0)
 
 
-def variance_components(diffs: RunDifferences) -> tuple[dict[str, float] | None, bool]:
+def variance_components(diffs: FoldDifferences) -> tuple[dict[str, float] | None, bool]:
     """(fold, run and case components, all variances of a run's mean difference; whether the fold component sits on
     the boundary). fold and run: statsmodels MixedLM on the run-level differences (REML; one fold: the runs' sample
     variance; no fold component below 3 folds); case: the per-case difference's variance within a run over the
@@ -190,7 +191,7 @@ def _no_interval(reason: str) -> str:
     return f"no interval and no p: {reason}"
 
 
-def procedure_comparison(diffs: RunDifferences, components: bool = True) -> ProcedureComparison:
+def procedure_comparison(diffs: FoldDifferences, components: bool = True) -> ProcedureComparison:
     """The procedure-level interval and test for one variant against the reference on one metric."""
     k, r = len(diffs.by_fold), diffs.replicates
     runs = diffs.run_means()

@@ -22,10 +22,13 @@ import numpy as np
 from ..core.errors import UserError, did_you_mean
 from ..core.locks import exclusive
 from ..nnunet.splits import read_splits
-from .cases import OWN_SETS, CompareError
-from .compare import OwnRuns, analyse, check_statistics, csv_runs, partition_groups, write_report
+from .cases import VALIDATION_SETS, CompareError
+from .compare_request import check_statistics, report_folder
+from .compared_runs import partition_groups
 from .metrics import METRICS
-from .report import CASES_COLUMNS
+from .report import CASES_COLUMNS, cases_csv_blocks, write_report
+from .report_statistics import report_from_scores
+from .run_scores import TrainingRunScores
 from .scoring import CaseScores
 from .summary import DEFAULT_PRIMARY, CompareReport
 
@@ -113,10 +116,10 @@ def reanalyse(cases, splits: list[dict], output: str | Path, reference: str | No
     if primary not in set(table["metric"]):
         raise CompareError(f"--primary {primary}: {source} has no {primary} rows (it has "
                            f"{', '.join(m for m in METRICS if m in set(table['metric']))}); pass one of those.")
-    own_names = [s for s in dict.fromkeys(table["set"]) if s in OWN_SETS]
+    own_names = [s for s in dict.fromkeys(table["set"]) if s in VALIDATION_SETS]
     if len(own_names) != 1:
         raise CompareError(f"{source}: sets {list(dict.fromkeys(table['set']))} hold {len(own_names)} of compare's own "
-                           f"validation sets ({' or '.join(OWN_SETS)}); a re-analysis needs exactly one.")
+                           f"validation sets ({' or '.join(VALIDATION_SETS)}); a re-analysis needs exactly one.")
     own_name = own_names[0]
     variants = list(dict.fromkeys(table["variant"]))
     matches = [i for i, v in enumerate(variants) if v == reference] if reference is not None else [0]
@@ -179,22 +182,20 @@ def reanalyse(cases, splits: list[dict], output: str | Path, reference: str | No
                                    f"need the same cases of every variant.")
     given = dict(header or {})
     tolerances = given.get("nsd_tolerance_mm") or {}
-    out = Path(output).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise CompareError(f"-o {output} is a file; pass a folder for the report.")
+    out = report_folder(output)
     fields = dict(
         dataset=given.get("dataset", "(from a cases.csv)"), configuration=given.get("configuration", ""),
         folds=folds, labels=targets, ignore_label=given.get("ignore_label"), output=str(out),
         targets_note=given.get("targets_note", f"labels {', '.join(targets)}"), nsd_tolerance_mm=tolerances,
         tolerance_note=given.get("tolerance_note", "the tolerance of the run that wrote the table"),
         variants={v: (given.get("variants") or {}).get(v, {}) for v in variants},
-        set_kinds={s: (given.get("set_kinds") or {}).get(s, "other set") for s in scores if s not in OWN_SETS},
+        set_kinds={s: (given.get("set_kinds") or {}).get(s, "other set") for s in scores if s not in VALIDATION_SETS},
         source=f"{source} ({LEFT_OUT})")
-    own_runs = OwnRuns(runs, partitions, splits)
-    report = analyse(fields, variants, matches[0], scores, case_folds, own_runs, seed, bootstrap, primary, left_out,
-                     {}, {"seconds_total": time.monotonic() - start})
+    run_scores = TrainingRunScores(runs, partitions, splits)
+    report = report_from_scores(fields, variants, matches[0], scores, case_folds, run_scores, seed, bootstrap, primary,
+                                left_out, {}, {"seconds_total": time.monotonic() - start})
     with exclusive(out / ".compare.lock", f"the report folder {out}", echo):
-        write_report(out, report, scores, csv_runs(scores, case_folds, own_runs), [], echo)
+        write_report(out, report, scores, cases_csv_blocks(scores, case_folds, run_scores), [], echo)
     return report
 
 

@@ -1,5 +1,5 @@
 """How a compare report is written: report.md from the :class:`CompareReport`, report.json (the one place that
-turns the objects into report.json's keys) and cases.csv."""
+turns the objects into report.json's keys) and cases.csv, written with the figures into the report folder."""
 from __future__ import annotations
 
 import csv
@@ -10,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.files import atomic_path
-from .cases import IN_DOMAIN, IN_SAMPLE, OWN_SETS
+from ..core.files import atomic_path, write_json
+from .cases import IN_DOMAIN, IN_SAMPLE, VALIDATION_SETS
 from .efficiency import efficiency_table
+from .figures import save_figures
 from .formatting import fmt
 from .metrics import METRICS
 from .partitions import NOT_INCLUDED
 from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, ProcedureComparison
+from .run_scores import TrainingRunScores
+from .scoring import CaseScores
 from .statistics import significance_mark
 from .summary import Comparison, CompareReport, SetSummary
 
@@ -74,7 +77,7 @@ def _set_table(report: CompareReport, set_name: str, entry: SetSummary) -> list[
     if notes:
         lines += [""] + notes
     folds = sorted({f for v in entry.variants.values() for f in v.metrics["Dice"].per_fold})
-    if set_name in OWN_SETS and len(folds) > 1:
+    if set_name in VALIDATION_SETS and len(folds) > 1:
         lines += ["", "Dice per fold: " + "; ".join(
             f"{label} " + " ".join(fmt(v.metrics['Dice'].per_fold.get(f)) for f in folds)
             for label, v in entry.variants.items())]
@@ -83,7 +86,7 @@ def _set_table(report: CompareReport, set_name: str, entry: SetSummary) -> list[
 
 def _generalisation_table(report: CompareReport) -> list[str]:
     """In-domain Dice next to each other set's; a zero-shot set's column of differences is its drop."""
-    own = report.own
+    own = report.validation_set
     others = [s for s in report.sets if s != own]
     kinds = report.set_kinds
     title = " and ".join(sorted({kinds[s] for s in others}, reverse=True))
@@ -139,11 +142,11 @@ def _components(x: ProcedureComparison) -> str:
 
 def primary_line(report: CompareReport) -> str:
     """The report's one primary endpoint, said once: the only test with stars."""
-    tested = len(report.sets[report.own].comparisons)
+    tested = len(report.sets[report.validation_set].comparisons)
     level = "procedure level (unit: the training run)" if report.primary_level == PROCEDURE_LEVEL else \
         "case level (unit: the case)"
-    return (f"**Primary endpoint**: {report.primary} on the {report.own} set at the {level}, each variant against "
-            f"{report.reference}, Holm over the {tested} variant(s) {STARS}. Every other p in this report is "
+    return (f"**Primary endpoint**: {report.primary} on the {report.validation_set} set at the {level}, each variant "
+            f"against {report.reference}, Holm over the {tested} variant(s) {STARS}. Every other p in this report is "
             f"secondary: shown without stars, to read as a description, not a finding (`--primary METRIC` picks "
             f"another metric).")
 
@@ -152,7 +155,7 @@ def procedure_lines(report: CompareReport) -> list[str]:
     """The headline of a report: the procedure level (unit = training run) when the runs allow one, else, once and
     plainly, why there is none (one training run, or in-sample scores) and how to get one."""
     runs = report.training_runs
-    own = report.own
+    own = report.validation_set
     entry = report.sets[own]
     if not runs.procedure_level or not entry.comparisons:
         return [_bold_lead(runs.note), ""]
@@ -204,7 +207,7 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
              f"empty in reference and prediction by one variant only counts as that metric's perfect value in the "
              f"pair. Dice, IoU and NSD: higher is better; HD95 in mm: lower is better. NSD at "
              f"{report.tolerance_note}.", ""]
-    if report.own == IN_SAMPLE:
+    if report.validation_set == IN_SAMPLE:
         lines += [f"**{IN_SAMPLE}**: fold all trained on every training case and nnU-Net validated it on those same "
                   f"cases, so these scores measure fit, not generalisation (they are not cross-validation). For "
                   f"out-of-fold scores compare folds 0-4; for unseen cases add --held-out or --external sets.", ""]
@@ -212,13 +215,13 @@ def markdown_report(report: CompareReport, first: list[str] = ()) -> str:
         lines += _set_table(report, set_name, entry)
     if len(report.sets) > 1:
         lines += _generalisation_table(report)
-    lines += efficiency_table(report, report.own) if report.efficiency else []
+    lines += efficiency_table(report, report.validation_set) if report.efficiency else []
     return "\n".join(lines)
 
 
 def write_cases_csv(path: Path, blocks: list[tuple], keys: list[str]) -> None:
     """One row per set, variant, case, label and metric. ``blocks``: (set, replicate, scores by variant, case ->
-    fold), as :func:`.compare.csv_runs` gives them; ``replicate`` names the training replicate (1: the models in
+    fold), as :func:`cases_csv_blocks` gives them; ``replicate`` names the training replicate (1: the models in
     nnUNet_results; r >= 2: $nnUNet_results/replicates/<r>) and ``fold`` the fold index of the splits file, so
     folds 5, 6, ... are the rows of partitions 2, 3, ..."""
     buffer = io.StringIO()
@@ -286,3 +289,29 @@ def report_json(report: CompareReport) -> dict:
     if report.layers is not None:
         out["layers"] = [asdict(r) for r in report.layers]
     return json_safe(out)
+
+
+def cases_csv_blocks(scores: dict[str, dict[str, CaseScores]], case_folds: dict,
+                     runs: TrainingRunScores) -> list[tuple]:
+    """cases.csv's blocks: (set, replicate, scores by variant, case -> fold); the validation set once per partition
+    and replicate, each case with its fold of that partition."""
+    validation = next(s for s in scores if s in VALIDATION_SETS)
+    blocks = [(s, 1, by, next(iter(case_folds[s].values()))) for s, by in scores.items()]
+    for (p, r), by in runs.scores.items():
+        if (p, r) != (next(iter(runs.partitions)), 1):
+            blocks.append((validation, r, by, runs.fold_of(p)))
+    return blocks
+
+
+def write_report(out: Path, report: CompareReport, scores: dict, blocks: list[tuple], first: list[str], echo,
+                 also: str = "", figures_before: int = 0) -> None:
+    """report.md, report.json, cases.csv and the figures, each written atomically."""
+    markdown = markdown_report(report, first)
+    write_json(out / "report.json", report_json(report), indent=2)
+    with atomic_path(out / "report.md") as tmp:
+        Path(tmp).write_text(markdown + "\n")
+    write_cases_csv(out / "cases.csv", blocks, report.labels)
+    figures = save_figures(out, report, scores)
+    echo(markdown)
+    echo(f"wrote {out / 'report.md'}, report.json, cases.csv{also} and {figures_before + len(figures)} figures in "
+         f"{out}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .metrics import HIGHER_IS_BETTER, METRICS
-from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, ProcedureComparison, TrainingRuns
+from .procedure import CASE_LEVEL, PROCEDURE_LEVEL, ProcedureComparison, TrainingDesign
 from .statistics import (PairedResult, bootstrap_ci, holm, mean_of_present, paired_comparison, paired_values, present,
                          rank_stability, sign_flip_p, std_of_present)
 
@@ -241,7 +241,7 @@ class CompareReport:
     tolerance_note: str
     variants: dict[str, dict[str, str]]  # label -> trainer, plans, folder
     set_kinds: dict[str, str]  # the other sets: name -> held-out / zero-shot
-    training_runs: TrainingRuns
+    training_runs: TrainingDesign
     efficiency: dict[str, Cost]
     primary: str
     primary_level: str
@@ -253,6 +253,7 @@ class CompareReport:
     source: str = ""  # a re-analysis: the table it read and what it could not recompute
 
     @property
-    def own(self) -> str:
-        from .cases import OWN_SETS
-        return next(s for s in self.sets if s in OWN_SETS)
+    def validation_set(self) -> str:
+        """The name of the report's validation set (in-domain, or in-sample for fold all)."""
+        from .cases import VALIDATION_SETS
+        return next(s for s in self.sets if s in VALIDATION_SETS)
