@@ -194,7 +194,7 @@ def network_plans(plans: dict, configuration: str) -> dict:
 
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from ..core.spec import PLANS_KEY
+    from ..core.plans_entry import PLANS_KEY
     try:
         resolved = dict(PlansManager(copy.deepcopy(plans)).get_configuration(configuration).configuration)
     except (KeyError, TypeError, AttributeError):
@@ -364,7 +364,7 @@ class TrainedRun:
 
     def llm_spec(self):
         """The LLM spec the folder's plans.json records (None: plain nnU-Net)."""
-        from ..core.spec import spec_in_plans
+        from ..core.resolve import spec_in_plans
         return spec_in_plans(self.plans_json, self.configuration, str(self.folder / "plans.json"))
 
     def fold_state(self, fold) -> FoldState:

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..core.errors import UserError, did_you_mean
 from ..core.files import read_json, write_json
 from ..core.locks import exclusive
-from ..core import spec
+from ..core import spec_options
 from ..nnunet.results import NNUNET_FOLDS, parse_folds, preprocessed_folder
 from ..nnunet.splits import check_partitions, fold_partitions, write_partitions
 
@@ -29,7 +29,7 @@ MAX_REPLICATES = 100
 def llm_keys() -> tuple[str, ...]:
     """The keys of one `llm` entry: what `nnunetv2-llm plan` takes (spec options may be lists: one plans file per
     value)."""
-    return ("llm", "variant", "layer", "output", *spec.option_names())
+    return ("llm", "variant", "layer", "output", *spec_options.option_names())
 
 
 class SweepError(UserError, ValueError):
@@ -122,7 +122,7 @@ def llm_requests(value) -> list:
         if not isinstance(entry, dict):
             raise SweepError(f"llm: each entry must be a mapping of {', '.join(llm_keys())}; got {entry!r}.")
         _check_keys(entry, llm_keys(), "llm: an entry")
-        options = {k: entry[k] for k in spec.option_names() if k in entry}
+        options = {k: entry[k] for k in spec_options.option_names() if k in entry}
         grid = [[(k, v) for v in _option_values(k, vals)] for k, vals in options.items()]
         layer = entry.get("layer")
         layers = None if layer is None else ",".join(map(str, _as_list(layer)))  # [0, 3] as plan's --layer 0,3
@@ -133,22 +133,17 @@ def llm_requests(value) -> list:
 
 
 def job_spec(trainer: type, plans_file: Path, configuration: str):
-    """The LLM spec a job trains with (the trainer's own ``llm_spec`` hook, as in training), or None for plain
-    nnU-Net and for nnUNetTrainerLLM on plans without a spec."""
+    """The LLM spec a job trains with (as in training), or None for plain nnU-Net and for nnUNetTrainerLLM on plans
+    without a spec."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from ..core.spec import LLMSpecError, spec_in_configuration
+    from ..core.resolve import spec_for_trainer
     from ..nnunet.trainers import nnUNetTrainerLLM
     if not issubclass(trainer, nnUNetTrainerLLM):
         return None
     plans_manager = PlansManager(str(plans_file))
-    configuration_manager = plans_manager.get_configuration(configuration)
-    try:
-        return trainer.llm_spec(plans_manager, configuration_manager)
-    except LLMSpecError:
-        if spec_in_configuration(configuration_manager.configuration, f"plans {plans_file}") is None:
-            return None  # a trainer that takes its spec from plans that carry none: the job itself refuses them
-        raise
+    return spec_for_trainer(trainer, plans_manager.plans, plans_manager.get_configuration(configuration).configuration,
+                            required=False)
 
 
 def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:
