@@ -91,3 +91,12 @@ def test_a_checkpoint_without_a_record_of_its_block_falls_back_to_its_plans_only
     assert spec_of_checkpoint(checkpoint, plans_too=True).layer == 5
     plain = {"network_weights": {}, "init_args": {"plans": plans_with(), "configuration": "2d"}}
     assert spec_of_checkpoint(plain, plans_too=True) is None
+
+
+def test_a_trainer_of_your_own_names_a_model_and_a_variant_file(tmp_path):
+    """What CHANGELOG.md tells authors of a trainer subclass: set ``model`` and ``variant`` (a file of your own)."""
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"description": "mine", "layer": 3, "gate": true}')
+    trainer = type("nnUNetTrainerMine", (), {"model": "smollm2-135m", "variant": str(mine)})
+    spec = spec_for_trainer(trainer, plans_with(), {})
+    assert (spec.source, spec.layer, spec.gate) == (model_spec("smollm2-135m").source, 3, True)
