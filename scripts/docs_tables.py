@@ -75,9 +75,9 @@ def options_table(_: str | None = None) -> str:
     from nnunetv2_llm.core import spec, spec_options
     rows = ["| option (`plan` flag / variant and grid key) | what it does | values | default | affects inference |",
             "|---|---|---|---|---|"]
-    for name, declared in spec_options.declared_options().items():
-        kinds = spec_options.field_kinds(spec_options.option_field(name))
-        default = spec_options.option_default(name)
+    for name, declared in spec.declared_options().items():
+        kinds = spec_options.field_kinds(spec.option_field(name))
+        default = spec.option_default(name)
         if bool in kinds:
             values, default = "on / off", {True: "on", False: "off"}[default]
         else:

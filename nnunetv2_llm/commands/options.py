@@ -7,7 +7,8 @@ from ..core.models import MODELS
 from ..nnunet.results import DEFAULT_PLANS  # noqa: F401 (the commands' -p default, from its one home)
 from ..core import spec
 from ..core.spec import LORA_TARGETS, LLMSpecError
-from ..core.spec_options import Option, declared_options, field_kinds, option_default, option_field, option_names
+from ..core.spec import declared_options, option_default, option_field, option_names
+from ..core.spec_options import Option, field_kinds
 from ..nnunet.environment import DEVICES  # noqa: F401 (the commands' --device choices, from their one home)
 
 

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from .errors import UserError
-from .spec_options import declared_options, field_kinds, option, option_default
+from .spec_options import Option, field_kinds, option
 
 POSITIONS = ("reference", "rope", "axial", "none")
 ATTENTION = ("causal", "bidirectional")
@@ -246,6 +246,33 @@ class LLMSpec:
 
     def replace(self, **changes) -> "LLMSpec":
         return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------- what is derived from the declarations
+
+def declared_options(spec_class: type | None = None) -> dict[str, Option]:
+    """Every user option of :class:`LLMSpec` (or a subclass), in declaration order."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(spec_class or LLMSpec) if "option" in f.metadata}
+
+
+def option_names() -> tuple[str, ...]:
+    return tuple(declared_options())
+
+
+def option_field(name: str, spec_class: type | None = None) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(spec_class or LLMSpec) if f.name == name)
+
+
+def option_default(name: str, spec_class: type | None = None):
+    f = option_field(name, spec_class)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def computation_fields() -> tuple[str, ...]:
+    """The fields that change what the block computes at inference (trainable, say, only changes how it trains)."""
+    declared = declared_options()
+    return tuple(f.name for f in dataclasses.fields(LLMSpec)
+                 if f.name not in declared or declared[f.name].affects_inference)
 
 
 def _text(value) -> str:

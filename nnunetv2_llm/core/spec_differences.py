@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .spec import LLMSpec, LLMSpecError
-from .spec_options import computation_fields
+from .spec import LLMSpec, LLMSpecError, computation_fields
 
 
 def spec_differences(a: LLMSpec, b: LLMSpec) -> list[tuple[str, Any, Any]]:

@@ -1,15 +1,12 @@
-"""How a spec option is declared, and what is derived from the declarations: an :class:`Option` (a field made with
-:func:`option`) is a user option of :class:`~nnunetv2_llm.core.spec.LLMSpec`; its flag, variant and grid key, range,
-plans-name tag and whether it changes the trained block are read from here, never listed elsewhere.
+"""How a spec option is declared: an :class:`Option` (a field made with :func:`option`) is a user option of
+:class:`~nnunetv2_llm.core.spec.LLMSpec`, and its flag, variant and grid key, range, plans-name tag and whether it
+changes the trained block are read from that declaration (``core.spec.declared_options``), never listed elsewhere.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
-
-if TYPE_CHECKING:
-    from .spec import LLMSpec
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,7 @@ class Option:
     choices: tuple = ()
     metavar: str | None = None
     check: Callable[[Any], str | None] | None = None  # the refusal of an out-of-range value, or None
-    tag: Callable[["LLMSpec"], str] | None = None  # suffix in plans names when the value is not the default
+    tag: Callable[[Any], str] | None = None  # of the spec  # suffix in plans names when the value is not the default
 
     @staticmethod
     def flag(name: str) -> str:
@@ -47,37 +44,3 @@ def field_kinds(f: dataclasses.Field) -> tuple:
     """The JSON types a field accepts, from its annotation (``str | None`` -> str or null; a float takes an int)."""
     annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
     return tuple(k for part in annotation.split("|") for k in _KINDS[part.strip()])
-
-
-def declared_options(spec_class: type | None = None) -> dict[str, Option]:
-    """Every user option of :class:`LLMSpec` (or a subclass), in declaration order."""
-    return {f.name: f.metadata["option"] for f in dataclasses.fields(_spec_class(spec_class)) if "option" in f.metadata}
-
-
-def option_names() -> tuple[str, ...]:
-    return tuple(declared_options())
-
-
-def option_field(name: str, spec_class: type | None = None) -> dataclasses.Field:
-    return next(f for f in dataclasses.fields(_spec_class(spec_class)) if f.name == name)
-
-
-def option_default(name: str, spec_class: type | None = None):
-    f = option_field(name, spec_class)
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def computation_fields() -> tuple[str, ...]:
-    """The fields that change what the block computes at inference (trainable, say, only changes how it trains)."""
-    declared = declared_options()
-    return tuple(f.name for f in dataclasses.fields(_spec_class(None))
-                 if f.name not in declared or declared[f.name].affects_inference)
-
-
-def _spec_class(spec_class: type | None) -> type:
-    """``spec_class``, else :class:`~nnunetv2_llm.core.spec.LLMSpec` (looked up when asked: the spec declares its
-    options with this module's :func:`option`)."""
-    if spec_class is not None:
-        return spec_class
-    from . import spec
-    return spec.LLMSpec

@@ -14,22 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError, did_you_mean
-from . import spec_options
+from . import spec
+from .spec_options import field_kinds
 
 DESCRIPTIVE_KEYS = ("description", "reproduces", "trainer", "llm", "layer")
 
 
 def variant_keys() -> tuple[str, ...]:
     """What a variant file may hold: its descriptive keys and every spec option."""
-    return (*DESCRIPTIVE_KEYS, *spec_options.option_names())
+    return (*DESCRIPTIVE_KEYS, *spec.option_names())
 
 
 def key_kinds(key: str) -> tuple:
     """The JSON types of a variant file's key: a spec option's own (not null), ``layer`` an index or a text."""
     if key == "layer":
         return (int, str)
-    if key in spec_options.option_names():
-        return tuple(k for k in spec_options.field_kinds(spec_options.option_field(key)) if k is not type(None))
+    if key in spec.option_names():
+        return tuple(k for k in field_kinds(spec.option_field(key)) if k is not type(None))
     return (str,)
 
 
@@ -84,4 +85,4 @@ def load_variant(name_or_path: str) -> Variant:
                                f"{' or '.join(k.__name__ for k in kinds)}; fix the file.")
     return Variant(name=path.stem, description=data.get("description", ""), reproduces=data.get("reproduces", ""),
                    trainer=data.get("trainer"), llm=data.get("llm"), layer=data.get("layer"),
-                   options={k: data[k] for k in spec_options.option_names() if k in data})
+                   options={k: data[k] for k in spec.option_names() if k in data})

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from ..core.files import atomic_path
 from ..core.models import MODELS
-from ..core.spec import LLMSpec
-from ..core.spec_options import option_names
+from ..core.spec import LLMSpec, option_names
 from .cases import CompareError
 from .formatting import fmt
 from .plotting import savefig, wrapped

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..core.errors import UserError, did_you_mean
 from ..core.files import read_json, write_json
 from ..core.locks import exclusive
-from ..core import spec_options
+from ..core import spec
 from ..nnunet.results import NNUNET_FOLDS, parse_folds, preprocessed_folder
 from ..nnunet.splits import check_partitions, fold_partitions, write_partitions
 
@@ -29,7 +29,7 @@ MAX_REPLICATES = 100
 def llm_keys() -> tuple[str, ...]:
     """The keys of one `llm` entry: what `nnunetv2-llm plan` takes (spec options may be lists: one plans file per
     value)."""
-    return ("llm", "variant", "layer", "output", *spec_options.option_names())
+    return ("llm", "variant", "layer", "output", *spec.option_names())
 
 
 class SweepError(UserError, ValueError):
@@ -122,7 +122,7 @@ def llm_requests(value) -> list:
         if not isinstance(entry, dict):
             raise SweepError(f"llm: each entry must be a mapping of {', '.join(llm_keys())}; got {entry!r}.")
         _check_keys(entry, llm_keys(), "llm: an entry")
-        options = {k: entry[k] for k in spec_options.option_names() if k in entry}
+        options = {k: entry[k] for k in spec.option_names() if k in entry}
         grid = [[(k, v) for v in _option_values(k, vals)] for k, vals in options.items()]
         layer = entry.get("layer")
         layers = None if layer is None else ",".join(map(str, _as_list(layer)))  # [0, 3] as plan's --layer 0,3
