@@ -13,6 +13,7 @@ random: sizes do not depend on values. ``--real`` also breaks down checkpoints f
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import tempfile
@@ -54,7 +55,7 @@ def checkpoint_like_nnunet(plans: dict, configuration: str, spec) -> dict:
     """The dict nnUNetTrainer.save_checkpoint writes, for a fresh network after one SGD step."""
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-    from nnunetv2_llm.core.spec import PLANS_KEY
+    from nnunetv2_llm.core.plans_entry import put_spec_in_plans
     from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
     net = build_network(plans, configuration, spec)
     trainer = nnUNetTrainer if spec is None else nnUNetTrainerLLM
@@ -64,9 +65,9 @@ def checkpoint_like_nnunet(plans: dict, configuration: str, spec) -> dict:
         if p.requires_grad:
             p.grad = torch.zeros_like(p)
     optimizer.step()
-    saved_plans = plans if spec is None else {**plans, "configurations": {
-        **plans["configurations"], configuration: {**plans["configurations"][configuration],
-                                                   PLANS_KEY: spec.to_dict()}}}
+    saved_plans = copy.deepcopy(plans)
+    if spec is not None:
+        put_spec_in_plans(saved_plans, configuration, spec)
     dim = len(plans["configurations"][configuration]["patch_size"])
     return {
         "network_weights": net.state_dict(),

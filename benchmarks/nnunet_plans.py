@@ -107,8 +107,8 @@ def managers(plans: dict, configuration: str, llm_spec=None):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     plans = copy.deepcopy(plans)
     if llm_spec is not None:
-        from nnunetv2_llm.core.spec import PLANS_KEY
-        plans["configurations"][configuration][PLANS_KEY] = llm_spec.to_dict()
+        from nnunetv2_llm.core.plans_entry import put_spec_in_plans
+        put_spec_in_plans(plans, configuration, llm_spec)
     pm = PlansManager(plans)
     return pm, pm.get_configuration(configuration)
 

@@ -72,11 +72,11 @@ def variants_table(_: str | None = None) -> str:
 def options_table(_: str | None = None) -> str:
     """Every option of the LLM spec as its declaration in core/spec.py has it: flag and key, what it does, its
     values and default, and whether it changes what the trained block computes (plans and checkpoint must agree)."""
-    from nnunetv2_llm.core import spec
+    from nnunetv2_llm.core import spec, spec_options
     rows = ["| option (`plan` flag / variant and grid key) | what it does | values | default | affects inference |",
             "|---|---|---|---|---|"]
     for name, declared in spec.declared_options().items():
-        kinds = spec.field_kinds(spec.option_field(name))
+        kinds = spec_options.field_kinds(spec.option_field(name))
         default = spec.option_default(name)
         if bool in kinds:
             values, default = "on / off", {True: "on", False: "off"}[default]
@@ -84,7 +84,7 @@ def options_table(_: str | None = None) -> str:
             values = " · ".join(f"`{c}`" for c in declared.choices) or " or ".join(
                 "null" if k is type(None) else k.__name__ for k in kinds)
             default = "-" if default is None else f"`{spec._text(default)}`"
-        rows.append(f"| `{spec.Option.flag(name)}` / `{name}` | {declared.help.replace('|', '/')} | {values} | "
+        rows.append(f"| `{spec_options.Option.flag(name)}` / `{name}` | {declared.help.replace('|', '/')} | {values} | "
                     f"{default} | {'yes' if declared.affects_inference else 'no'} |")
     return "\n".join(rows)
 

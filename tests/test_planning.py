@@ -13,7 +13,8 @@ import torch
 
 from nnunetv2_llm.commands import cli
 from nnunetv2_llm.core.variants import load_variant, variant_names
-from nnunetv2_llm.core.spec import PLANS_KEY, LLMSpec
+from nnunetv2_llm.core.plans_entry import PLANS_KEY
+from nnunetv2_llm.core.spec import LLMSpec
 from nnunetv2_llm.core.models import MODELS
 
 

@@ -10,7 +10,10 @@ import torch
 
 from nnunetv2_llm.core import resolve
 from nnunetv2_llm.core import spec as spec_module
-from nnunetv2_llm.core.spec import LLMSpec, option
+from nnunetv2_llm.core.plans_entry import put_spec_in_plans
+from nnunetv2_llm.core.spec import LLMSpec
+from nnunetv2_llm.core.spec_differences import spec_differences
+from nnunetv2_llm.core.spec_options import option
 
 
 @dataclasses.dataclass
@@ -70,7 +73,7 @@ def test_a_declared_option_names_plans_and_is_checked(shimmer):
 def test_a_declared_option_that_affects_inference_refuses_a_mismatch(shimmer):
     a, b = SpecWithShimmer(source="x", layer=0), SpecWithShimmer(source="x", layer=0, shimmer=0.5)
     assert "shimmer" in spec_module.computation_fields()
-    assert spec_module.spec_differences(a, b) == [("shimmer", 0.0, 0.5)]
+    assert spec_differences(a, b) == [("shimmer", 0.0, 0.5)]
 
 
 def test_a_declared_option_is_a_row_of_the_docs_options_table(shimmer):
@@ -84,7 +87,7 @@ def test_a_declared_option_is_in_the_training_log(shimmer, in_process_env, datas
     from nnunetv2_llm.nnunet.trainers import nnUNetTrainerLLM
     env = in_process_env
     plans = env.plans(dataset_2d)
-    spec_module.put_spec_in_plans(plans, "2d", resolve.model_spec("smollm2-135m", shimmer=0.5))
+    put_spec_in_plans(plans, "2d", resolve.model_spec("smollm2-135m", shimmer=0.5))
     trainer = nnUNetTrainerLLM(plans, "2d", 0, env.dataset_json(dataset_2d), torch.device("cpu"))
     trainer.initialize()
     assert "shimmer=0.5" in open(trainer.log_file).read()

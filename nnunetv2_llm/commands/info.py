@@ -38,9 +38,9 @@ def print_table(info: dict) -> None:
 
 
 def cmd_info(args) -> int:
-    from ..core.resolve import structure_spec
+    from ..core.resolve import source_spec
     from ..nnunet.networks import cost_report
-    fallback = structure_spec(args.llm or DEFAULT_MODEL, args.layer, **spec_options(args))
+    fallback = source_spec(args.llm or DEFAULT_MODEL, args.layer, any_layer=True, **spec_options(args))
     origin = f"--llm {args.llm}" if args.llm else f"the default model {DEFAULT_MODEL} (no --llm given)"
     info = cost_report(args.dataset, args.configuration, args.trainer, args.plans, fallback, origin)
     if args.json:

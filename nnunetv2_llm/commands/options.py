@@ -7,6 +7,8 @@ from ..core.models import MODELS
 from ..nnunet.results import DEFAULT_PLANS  # noqa: F401 (the commands' -p default, from its one home)
 from ..core import spec
 from ..core.spec import LORA_TARGETS, LLMSpecError
+from ..core.spec import declared_options, option_default, option_field, option_names
+from ..core.spec_options import Option, field_kinds
 from ..nnunet.environment import DEVICES  # noqa: F401 (the commands' --device choices, from their one home)
 
 
@@ -26,7 +28,7 @@ class Repeatable(argparse.Action):
 
 def layers_type(text: str) -> str:
     """``14``, ``0-15``, ``0,3,7-9``, ``last`` or ``all``: checked for form here, against the model when planned."""
-    from ..core.spec import parse_layers
+    from ..core.layer_indices import parse_layers
     if str(text).strip() in ("last", "all"):
         return str(text).strip()
     try:
@@ -47,17 +49,17 @@ def targets_type(text: str) -> list[str]:
 
 def spec_options(args) -> dict:
     """The spec options set by flags (see :func:`add_spec_arguments`); flags not given are left out."""
-    return {k: getattr(args, k) for k in spec.option_names() if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in option_names() if getattr(args, k, None) is not None}
 
 
 _GROUPS = {"wiring": "wiring of the block (default: the authors' code, or the variant's)",
            "adaptation": "adaptations (what peers use after a frozen layer shows no gain)"}
 
 
-def _add_option(target, name: str, declared: spec.Option) -> None:
+def _add_option(target, name: str, declared: Option) -> None:
     """One spec option's flag, all from its declaration in :class:`~nnunetv2_llm.core.spec.LLMSpec`."""
-    kinds = spec.field_kinds(spec.option_field(name))
-    default = spec.option_default(name)
+    kinds = field_kinds(option_field(name))
+    default = option_default(name)
     shown = {False: "off", True: "on"}.get(default, default) if isinstance(default, bool) else default
     help_text = declared.help + ("" if default is None else f" (default {spec._text(shown)})")
     kw = {"help": help_text, "metavar": declared.metavar}
@@ -71,7 +73,7 @@ def _add_option(target, name: str, declared: spec.Option) -> None:
         kw["type"] = float
     elif int in kinds:
         kw["type"] = int
-    target.add_argument(spec.Option.flag(name), **{k: v for k, v in kw.items() if v is not None})
+    target.add_argument(Option.flag(name), **{k: v for k, v in kw.items() if v is not None})
 
 
 def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, layer_type=int,
@@ -88,6 +90,6 @@ def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, laye
     groups = {"tensors": p}
     if wiring:
         groups.update({name: p.add_argument_group(title) for name, title in _GROUPS.items()})
-    for name, declared in spec.declared_options().items():
+    for name, declared in declared_options().items():
         if declared.group in groups:
             _add_option(groups[declared.group], name, declared)

@@ -20,7 +20,8 @@ from .options import DEFAULT_PLANS, add_spec_arguments, layers_type, spec_option
 def cmd_plan(args) -> int:
     from ..core.layer_attention import describe
     from ..core.files import read_json
-    from ..core.spec import configurations_with_spec, spec_in_plans
+    from ..core.plans_entry import configurations_with_spec
+    from ..core.resolve import spec_in_plans
     from ..nnunet.environment import cpu_advice, cuda_available
     from ..nnunet.planning import PlanningError, PlansRequest, hub_needed, write_llm_plans
     from ..nnunet.datasets import dataset_id

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from ..core.models import DEFAULT_MODEL
-from ..core.spec import Option
+from ..core.spec_options import Option
 from .options import DEFAULT_PLANS, Repeatable, add_spec_arguments, layers_type, spec_options
 
 

@@ -18,7 +18,8 @@ from .init_modes import INIT_MODES, IdentityLayer
 from .layer_attention import attention_type_of_layer, sliding_window, window_refusal
 from .lora import add_lora, base_tensors
 from .positions import POSITION_MODES
-from .spec import LLMSpec, LLMSpecError, refuse_another_block
+from .spec import LLMSpec, LLMSpecError
+from .spec_differences import refuse_spec_mismatch
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 EXTRA_STATE = "_extra_state"  # torch's state-dict key suffix of a module's extra state
@@ -150,7 +151,7 @@ class LLMBlock(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         """Refuse weights trained with a different computation than the spec this block was built from."""
         trained = self.recorded_spec(state)
-        refuse_another_block(
+        refuse_spec_mismatch(
             self.spec, trained,
             "these weights were trained with a different LLM block than the plans describe ({differences}). The "
             "results folder's plans.json was edited or replaced after training, or folds of different plans are "

@@ -1,7 +1,19 @@
-"""Specs from each kind of input: a named model, a model with a variant (the built-in trainers), a command line's
-``--llm``/``--layer`` and flags, and a planning request (several layers). Plans and checkpoints hold a spec as a
-dict: :func:`~nnunetv2_llm.core.spec.spec_in_plans` and :meth:`~nnunetv2_llm.core.block.LLMBlock.recorded_spec`
-read it back.
+"""Every way to get a spec: one function per kind of input, and no spec is decided anywhere else.
+
+=====================================================  =========================================================
+you have                                               call
+=====================================================  =========================================================
+a named model (and option values)                      ``model_spec(name, **options)``
+a built-in model and variant (a built-in trainer's)    ``variant_spec(model, variant)``
+a command line's ``--llm``, ``--layer``, option flags  ``source_spec(llm, layer, **options)``
+a planning request: model or variant, layers, options  ``request_specs(llm, variant, layers, options)``
+plans and a configuration name (None: plain plans)     ``spec_in_plans(plans, configuration, where)``
+an LLM trainer class, its plans and configuration      ``spec_for_trainer(trainer_class, plans, configuration)``
+a checkpoint nnU-Net saved (None: no LLM block)        ``spec_of_checkpoint(checkpoint)``
+=====================================================  =========================================================
+
+Writing a spec into plans is :mod:`.plans_entry`'s job; the block writes its own record into every checkpoint
+(``LLMBlock.get_extra_state``).
 """
 from __future__ import annotations
 
@@ -9,10 +21,13 @@ import copy
 import json
 from dataclasses import dataclass
 
-
+from .layer_indices import parse_block_starts
 from .models import DEFAULT_MODEL, MODELS, unknown_model
-from .spec import LLMSpec, LLMSpecError, check_layers, parse_block_starts
+from .plans_entry import PLANS_KEY
+from .spec import LLMSpec, LLMSpecError, check_layers
+from .spec_differences import refuse_spec_mismatch
 from .variants import load_variant
+
 
 def model_spec(name: str, **options) -> LLMSpec:
     """The spec of a named model, with its config embedded (no download); ``options`` override the defaults."""
@@ -33,9 +48,14 @@ def variant_spec(model: str, variant: str) -> LLMSpec:
     return model_spec(model, layer=layer, **v.options)
 
 
-def source_spec(llm: str, layer: int | None = None, **options) -> LLMSpec:
+def source_spec(llm: str, layer: int | None = None, *, any_layer: bool = False, **options) -> LLMSpec:
     """A spec from a command line's ``--llm`` (a named model, hub id, folder or file), ``--layer`` and option flags;
-    any other source than a named model needs its layer."""
+    any other source than a named model needs its layer. With ``any_layer`` (counting a block's parameters and
+    FLOPs: ``info``) it needs none: it gets the first layer an extracted file holds, else layer 0 (a model's decoder
+    layers share one shape)."""
+    if any_layer and layer is None and llm not in MODELS:
+        from .weights import extracted_layers, source_kind
+        layer = extracted_layers(llm)[0] if source_kind(llm) == "extracted" else 0
     if layer is not None:
         options["layer"] = layer
     if llm in MODELS:
@@ -47,16 +67,6 @@ def source_spec(llm: str, layer: int | None = None, **options) -> LLMSpec:
                            f"(named models: {', '.join(sorted(MODELS))}).")
     from .weights import resolve_spec
     return resolve_spec(LLMSpec(source=llm, **options))
-
-
-def structure_spec(llm: str, layer: int | None = None, **options) -> LLMSpec:
-    """As :func:`source_spec`, for counting a block's parameters and FLOPs (``info``): without ``--layer`` a source
-    other than a named model gets the first layer an extracted file holds, else layer 0 (a model's decoder layers
-    share one shape)."""
-    if layer is None and llm not in MODELS:
-        from .weights import extracted_layers, source_kind
-        layer = extracted_layers(llm)[0] if source_kind(llm) == "extracted" else 0
-    return source_spec(llm, layer, **options)
 
 
 @dataclass
@@ -122,3 +132,67 @@ def _model(llm: str, revision: str | None) -> tuple[str, dict]:
         return MODELS[llm].source, copy.deepcopy(MODELS[llm].config)
     from .weights import canonical_source, read_config
     return canonical_source(llm), read_config(llm, revision)
+
+
+def spec_in_plans(plans: dict, configuration: str, where: str) -> LLMSpec | None:
+    """The spec stored in ``plans`` for ``configuration``, as written (None: plain nnU-Net); a bad entry is an error
+    that says ``where`` it is. An inheriting configuration's spec is found by :func:`spec_for_trainer`, which takes
+    the configuration as nnU-Net resolves it."""
+    return _spec_in_configuration((plans.get("configurations") or {}).get(configuration), where)
+
+
+def spec_for_trainer(trainer_class: type, plans: dict, configuration: dict, required: bool = True) -> LLMSpec | None:
+    """The spec an LLM trainer class trains with these plans: its built-in ``model`` and ``variant`` (class
+    attributes; plans that carry another spec are refused rather than silently ignored), else the plans' own.
+    ``configuration`` is the configuration's entry as nnU-Net resolves it (``ConfigurationManager.configuration``):
+    plain dicts and class attributes, so this stays free of nnU-Net. Plans without a spec are refused, or give None
+    when not ``required`` (a sweep lists such jobs; the job itself then refuses them)."""
+    name = plans.get("plans_name")
+    dataset = plans.get("dataset_name")
+    where = (f"plans {name!r} of {dataset} (nnUNet_preprocessed/{dataset}/{name}.json for training, the results "
+             f"folder's plans.json for prediction)")
+    planned = _spec_in_configuration(configuration, where)
+    if getattr(trainer_class, "variant", ""):
+        spec = variant_spec(trainer_class.model, trainer_class.variant)
+        if planned is not None:
+            refuse_spec_mismatch(
+                spec, planned,
+                f"{trainer_class.__name__} trains its built-in {trainer_class.model} layer, but plans {name!r} carry "
+                f"another LLM spec ({{differences}}). Train these plans with -tr nnUNetTrainerLLM -p {name}, or drop "
+                f"-p to train the built-in spec.", "built-in", "plans")
+        return spec
+    if planned is None and required:
+        raise LLMSpecError(
+            f"{where} carry no LLM spec (configurations[...]['{PLANS_KEY}']). Write LLM plans with "
+            "`nnunetv2-llm plan -d DATASET --llm MODEL` and pass them with -p, or use a built-in trainer such as "
+            "nnUNetTrainerSmolLM2 or nnUNetTrainerLLaMA (`nnunetv2-llm trainers` lists them).")
+    return planned
+
+
+def spec_of_checkpoint(checkpoint: dict, plans_too: bool = False) -> LLMSpec | None:
+    """The spec a checkpoint's LLM block recorded (its ``llm._extra_state``; None: no LLM block, or a block of 0.1
+    that recorded none). With ``plans_too`` a checkpoint without that record gives the spec of the plans in its
+    ``init_args`` (what ``-pretrained_weights`` compares a file of any version with)."""
+    from .block import EXTRA_STATE, LLMBlock
+    record = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
+    if record is not None:
+        return LLMBlock.recorded_spec(record)
+    if not plans_too:
+        return None
+    init = checkpoint.get("init_args") or {}
+    return spec_in_plans(init.get("plans") or {}, init.get("configuration"), "the checkpoint's init_args")
+
+
+def _spec_in_configuration(configuration: dict | None, where: str) -> LLMSpec | None:
+    """The spec stored in one configuration of nnU-Net plans (None: plain nnU-Net); a bad entry is an error that
+    says ``where`` it is."""
+    entry = (configuration or {}).get(PLANS_KEY)
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where} is {entry!r}, not a JSON object; rewrite it with "
+                           f"`nnunetv2-llm plan`.")
+    try:
+        return LLMSpec.from_dict(entry)
+    except LLMSpecError as e:
+        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where}: {e}") from None

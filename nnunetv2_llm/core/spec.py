@@ -1,21 +1,19 @@
-"""What LLM layer goes into the bottleneck, and how it is wired: a plain, JSON-serialisable spec.
+"""What LLM layer goes into the bottleneck, and how it is wired: a plain, JSON-serialisable spec, its validation and
+its error.
 
-The spec lives in nnU-Net plans (``configurations[c]['llm']``), so the network structure can be
-rebuilt at inference from ``plans.json`` alone, with no download.
+The spec lives in nnU-Net plans (``configurations[c]['llm']``, :mod:`.plans_entry`), so the network structure can be
+rebuilt at inference from ``plans.json`` alone, with no download. How its options are declared is
+:mod:`.spec_options`; every way to get a spec (from a model, flags, plans, a checkpoint) is :mod:`.resolve`.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
 from .errors import UserError
+from .spec_options import Option, field_kinds, option
 
-# Where the spec lives in nnU-Net plans: configurations[c][PLANS_KEY] (read and written by spec_in_plans and
-# put_spec_in_plans below, nowhere else).
-PLANS_KEY = "llm"
 POSITIONS = ("reference", "rope", "axial", "none")
 ATTENTION = ("causal", "bidirectional")
 # pretrained: the LLM's tensors; random: the '+Transformer' baseline, every tensor re-drawn (norm gains at 1);
@@ -61,35 +59,6 @@ def check_model_config(config: dict, source: str) -> None:
     if heads and kv_heads and heads % kv_heads:
         raise LLMSpecError(f"config num_attention_heads={heads} of {source} is not a multiple of "
                            f"num_key_value_heads={kv_heads}; restore the model's own config.json values.")
-
-
-# ---------------------------------------------------------------- how an option is declared
-
-@dataclass(frozen=True)
-class Option:
-    """Everything the rest of the house derives from one spec option: its command-line flag (``--name-with-dashes``)
-    and help, its key in variant files and sweep grids, its range, its tag in plans names, and whether it changes
-    what the trained block computes at inference. The type and default are the dataclass field's own."""
-
-    help: str
-    group: str  # "tensors" (which tensors are read), "wiring" or "adaptation": where --help lists the flag
-    # True: plans and a checkpoint that differ in it hold different blocks, so predicting with the one's plans and the
-    # other's weights is refused; False: it only changes how the block trains or where its tensors come from.
-    # No default: a new option must decide.
-    affects_inference: bool
-    choices: tuple = ()
-    metavar: str | None = None
-    check: Callable[[Any], str | None] | None = None  # the refusal of an out-of-range value, or None
-    tag: Callable[["LLMSpec"], str] | None = None  # suffix in plans names when the value is not the default
-
-    @staticmethod
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
-
-
-def option(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, **declaration):
-    """A spec field that is a user option (see :class:`Option`)."""
-    return field(default=default, default_factory=default_factory, metadata={"option": Option(**declaration)})
 
 
 def _lora_tag(spec: "LLMSpec") -> str:
@@ -279,79 +248,7 @@ class LLMSpec:
         return dataclasses.replace(self, **changes)
 
 
-def spec_differences(a: LLMSpec, b: LLMSpec) -> list[tuple[str, Any, Any]]:
-    """(field, a's value, b's value) for every computation field that differs; a missing sha256 matches any."""
-    out = []
-    for name in computation_fields():
-        x, y = getattr(a, name), getattr(b, name)
-        if name == "sha256" and (x is None or y is None):
-            continue
-        if x != y:
-            out.append((name, x, y))
-    return out
-
-
-def describe_differences(differences, first: str, second: str) -> str:
-    def short(value):
-        text = repr(value)
-        return text if len(text) <= 120 else text[:117] + "..."
-    return "; ".join(f"{name}: {first} {short(x)}, {second} {short(y)}" for name, x, y in differences)
-
-
-def refuse_another_block(expected: LLMSpec, other: LLMSpec, message: str, first: str = "plans",
-                         second: str = "trained", error=LLMSpecError) -> None:
-    """Raise ``message`` (its ``{differences}`` filled in) when the two specs compute different blocks."""
-    differences = spec_differences(expected, other)
-    if differences:
-        raise error(message.replace("{differences}", describe_differences(differences, first, second)))
-
-
-def spec_from_entry(entry, where: str) -> LLMSpec:
-    """The spec stored in a plans file's ``llm`` entry; a bad entry is an error that says ``where`` it is."""
-    if not isinstance(entry, dict):
-        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where} is {entry!r}, not a JSON object; rewrite it with "
-                           f"`nnunetv2-llm plan`.")
-    try:
-        return LLMSpec.from_dict(entry)
-    except LLMSpecError as e:
-        raise LLMSpecError(f"the '{PLANS_KEY}' entry of {where}: {e}") from None
-
-
-def parse_block_starts(text, num_layers: int | None, depth: int = 1) -> list[int]:
-    """As :func:`parse_layers`, for the first layer of blocks of ``depth`` layers: ``last`` is the last block that
-    fits (``num_layers - depth``), ``all`` every start of one."""
-    return parse_layers(text, None if num_layers is None else num_layers - depth + 1)
-
-
-def parse_layers(text, num_layers: int | None = None) -> list[int]:
-    """``14``, ``0-15``, ``0,3,7-9``, or (with the model's ``num_layers``) ``last`` and ``all`` -> sorted indices."""
-    words = {"last": f"{num_layers - 1}", "all": f"0-{num_layers - 1}"} if num_layers else {}
-    layers = set()
-    for part in str(text).split(","):
-        part = words.get(part.strip(), part)
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if m is None:
-            named = " or 'last' / 'all'" if num_layers else ""
-            raise LLMSpecError(f"layer {text!r} is not understood; write an index (14), a range (0-15) or a comma "
-                               f"list (0,3,7-9){named}.")
-        first, last = int(m.group(1)), int(m.group(2) or m.group(1))
-        if last < first:
-            raise LLMSpecError(f"layer range {part.strip()!r} runs backwards; write {last}-{first}.")
-        layers.update(range(first, last + 1))
-    return sorted(layers)
-
-
 # ---------------------------------------------------------------- what is derived from the declarations
-
-_KINDS = {"str": (str,), "int": (int,), "bool": (bool,), "float": (int, float), "list": (list,), "dict": (dict,),
-          "None": (type(None),)}
-
-
-def field_kinds(f: dataclasses.Field) -> tuple:
-    """The JSON types a field accepts, from its annotation (``str | None`` -> str or null; a float takes an int)."""
-    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    return tuple(k for part in annotation.split("|") for k in _KINDS[part.strip()])
-
 
 def declared_options(spec_class: type | None = None) -> dict[str, Option]:
     """Every user option of :class:`LLMSpec` (or a subclass), in declaration order."""
@@ -382,31 +279,3 @@ def _text(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) \
         else str(value)
 
-
-# ---------------------------------------------------------------- the spec in nnU-Net plans
-
-def spec_in_configuration(configuration: dict, where: str) -> LLMSpec | None:
-    """The spec stored in one configuration of nnU-Net plans (None: plain nnU-Net); ``where`` names the file."""
-    entry = (configuration or {}).get(PLANS_KEY)
-    return None if entry is None else spec_from_entry(entry, where)
-
-
-def spec_in_plans(plans: dict, configuration: str, where: str) -> LLMSpec | None:
-    """The spec stored in ``plans`` for ``configuration`` (as written; an inheriting configuration's spec is found
-    through nnU-Net's ConfigurationManager and :func:`spec_in_configuration`)."""
-    return spec_in_configuration((plans.get("configurations") or {}).get(configuration), where)
-
-
-def configurations_with_spec(plans: dict) -> list[str]:
-    """The configurations of ``plans`` that carry an LLM spec (none: plain nnU-Net plans)."""
-    return [name for name, conf in (plans.get("configurations") or {}).items()
-            if isinstance(conf, dict) and PLANS_KEY in conf]
-
-
-def put_spec_in_configuration(configuration: dict, spec: LLMSpec) -> None:
-    configuration[PLANS_KEY] = spec.to_dict()
-
-
-def put_spec_in_plans(plans: dict, configuration: str, spec: LLMSpec) -> None:
-    """Write ``spec`` into ``plans`` for ``configuration``."""
-    put_spec_in_configuration(plans["configurations"][configuration], spec)

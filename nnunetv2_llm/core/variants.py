@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import UserError, did_you_mean
 from . import spec
+from .spec_options import field_kinds
 
 DESCRIPTIVE_KEYS = ("description", "reproduces", "trainer", "llm", "layer")
 
@@ -29,7 +30,7 @@ def key_kinds(key: str) -> tuple:
     if key == "layer":
         return (int, str)
     if key in spec.option_names():
-        return tuple(k for k in spec.field_kinds(spec.option_field(key)) if k is not type(None))
+        return tuple(k for k in field_kinds(spec.option_field(key)) if k is not type(None))
     return (str,)
 
 

@@ -20,14 +20,14 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from ..core.block import EXTRA_STATE, LLMBlock
 from ..core.cost import parameter_counts
 from ..core.errors import report_user_errors_alone
 from ..core.files import load_checkpoint, read_json, write_json
 from ..core.network import LLMUNet, unwrap
-from ..core.resolve import variant_spec
-from ..core.spec import (PLANS_KEY, LLMSpec, LLMSpecError, put_spec_in_configuration, put_spec_in_plans,
-                         refuse_another_block, spec_in_configuration, spec_in_plans)
+from ..core.plans_entry import put_spec_in_configuration, put_spec_in_plans
+from ..core.resolve import spec_for_trainer, spec_in_plans, spec_of_checkpoint
+from ..core.spec import LLMSpec, LLMSpecError
+from ..core.spec_differences import refuse_spec_mismatch
 from ..core.weights import LLMWeightsError, load_pinned
 from . import pretrained
 from .datasets import ResultsError
@@ -35,20 +35,6 @@ from .splits import check_fold_split, record_split
 from .trained_plans import checkpoint_plans, new_plans_fix, plans_differences, trained_plans_clashes
 
 report_user_errors_alone()  # our refusals inside nnUNetv2_train / nnUNetv2_predict: the message alone
-
-
-def spec_from_configuration(plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
-    """The configuration's LLM spec; a bad entry is an error that names the plans it came from."""
-    where = (f"plans {plans_manager.plans_name!r} of {plans_manager.dataset_name} (nnUNet_preprocessed/"
-             f"{plans_manager.dataset_name}/{plans_manager.plans_name}.json for training, the results folder's "
-             f"plans.json for prediction)")
-    spec = spec_in_configuration(configuration_manager.configuration, where)
-    if spec is None:
-        raise LLMSpecError(
-            f"{where} carry no LLM spec (configurations[...]['{PLANS_KEY}']). Write LLM plans with "
-            "`nnunetv2-llm plan -d DATASET --llm MODEL` and pass them with -p, or use a built-in trainer such as "
-            "nnUNetTrainerSmolLM2 or nnUNetTrainerLLaMA (`nnunetv2-llm trainers` lists them).")
-    return spec
 
 
 class PinnedPlans(nnUNetTrainer):
@@ -137,17 +123,12 @@ class nnUNetTrainerLLM(SplitPinned, PinnedPlans):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         pretrained.install()
-        self.planned_spec = self.llm_spec(self.plans_manager, self.configuration_manager)
+        self.planned_spec = spec_for_trainer(type(self), self.plans_manager.plans,
+                                             self.configuration_manager.configuration)
         if self.planned_spec.config is None:
             raise LLMSpecError(f"the LLM spec for {self.planned_spec.source!r} carries no model config; write the "
                                f"plans with `nnunetv2-llm plan` so the structure can be built offline.")
         self._checkpoint_spec: LLMSpec | None = None
-
-    @classmethod
-    def llm_spec(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
-        """The spec this trainer trains with these plans: the one hook a trainer class overrides (the built-in
-        trainers return their own and refuse plans that ask for another). ``info`` and ``sweep`` ask it too."""
-        return spec_from_configuration(plans_manager, configuration_manager)
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager,
@@ -157,7 +138,8 @@ class nnUNetTrainerLLM(SplitPinned, PinnedPlans):
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         unet = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                         num_output_channels, enable_deep_supervision)
-        return LLMUNet(unet, spec_from_configuration(plans_manager, configuration_manager))
+        return LLMUNet(unet, spec_for_trainer(nnUNetTrainerLLM, plans_manager.plans,
+                                              configuration_manager.configuration))
 
     def initialize(self):
         """Settle the spec this run trains with (a checkpoint's record, or the planned spec with the loaded tensors'
@@ -208,7 +190,7 @@ class nnUNetTrainerLLM(SplitPinned, PinnedPlans):
                     if results_plans.is_file() else None)
         if recorded is None:
             return
-        refuse_another_block(
+        refuse_spec_mismatch(
             spec, recorded,
             f"{results_plans} records folds trained with a different LLM block ({{differences}}); all folds of a run "
             f"must train with the same tensors and wiring. Restore the weights and plans the first folds used, or "
@@ -221,10 +203,9 @@ class nnUNetTrainerLLM(SplitPinned, PinnedPlans):
         results folder's plans.json stays intact and no pretrained layer is read again."""
         checkpoint = (load_checkpoint(filename_or_checkpoint, mmap=True)  # a peek at the record: tensors stay on disk
                       if isinstance(filename_or_checkpoint, (str, Path)) else filename_or_checkpoint)
-        record = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
-        if record is not None and not self.was_initialized:
-            trained = LLMBlock.recorded_spec(record)
-            refuse_another_block(
+        trained = None if self.was_initialized else spec_of_checkpoint(checkpoint)
+        if trained is not None:
+            refuse_spec_mismatch(
                 self.planned_spec, trained,
                 "the checkpoint was trained with a different LLM block than the plans describe ({differences}); "
                 "resume or validate it with the plans it trained with (its init_args hold them), or train these "
@@ -275,24 +256,12 @@ class nnUNetTrainerLLM(SplitPinned, PinnedPlans):
 # ---------------------------------------------------------------- built-in trainers: one model, one variant
 
 class BuiltinTrainer(nnUNetTrainerLLM):
-    """A built-in model and variant: the spec comes from them and is written into the plans."""
+    """A built-in model and variant: the spec comes from them (``core.resolve.spec_for_trainer``; plans that carry
+    another are refused) and is written into the plans. A trainer of your own sets both: a named model, and a shipped
+    variant or a variant file of your own."""
 
     model: str = ""
     variant: str = ""
-
-    @classmethod
-    def llm_spec(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager) -> LLMSpec:
-        """The built-in spec. Plans that carry another LLM spec are refused rather than silently ignored."""
-        spec = variant_spec(cls.model, cls.variant)
-        plans = plans_manager.plans_name
-        planned = spec_in_configuration(configuration_manager.configuration, f"plans {plans!r}")
-        if planned is not None:
-            refuse_another_block(
-                spec, planned,
-                f"{cls.__name__} trains its built-in {cls.model} layer, but plans {plans!r} carry another LLM "
-                f"spec ({{differences}}). Train these plans with -tr nnUNetTrainerLLM -p {plans}, or drop -p to train "
-                f"the built-in spec.", "built-in", "plans")
-        return spec
 
 
 class ShortRun(SplitPinned):

@@ -84,9 +84,10 @@ def _with_configuration(source: PlansSource, configuration: str) -> PlansSource:
 
 def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec,
                 fallback_origin: str) -> tuple[LLMSpec, str]:
-    """The spec the trainer would use: a trained run's, the trainer's own (its ``llm_spec`` hook, as in training),
-    the plans', else ``fallback`` (said to come from ``fallback_origin``)."""
-    from ..core.spec import spec_in_plans
+    """The spec the trainer would use: a trained run's, the trainer's own (as in training),
+    the plans', else ``fallback`` (said to come from ``fallback_origin``). Each spec comes from
+    :mod:`~nnunetv2_llm.core.resolve`; this picks which one ``info`` counts and says where it came from."""
+    from ..core.resolve import spec_in_plans
     planned = spec_in_plans(source.plans, configuration, source.origin)
     if source.trained and planned is not None:
         return planned, f"the trained run's plans ({source.origin})"
@@ -104,6 +105,7 @@ def trainer_spec(source: PlansSource, configuration: str, trainer: str) -> LLMSp
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from ..core.errors import did_you_mean
+    from ..core.resolve import spec_for_trainer
     from . import trainers
     from .datasets import ResultsError
     cls = getattr(trainers, trainer, None)
@@ -113,7 +115,7 @@ def trainer_spec(source: PlansSource, configuration: str, trainer: str) -> LLMSp
                            f"--llm.{did_you_mean(trainer, trainers.__all__)}")
     if cls is not None and issubclass(cls, trainers.nnUNetTrainerLLM):
         plans_manager = PlansManager(source.plans)
-        return cls.llm_spec(plans_manager, plans_manager.get_configuration(configuration))
+        return spec_for_trainer(cls, plans_manager.plans, plans_manager.get_configuration(configuration).configuration)
     return None
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from ..core.errors import UserError, did_you_mean
 from ..core.files import write_json
 from ..core.locks import exclusive
+from ..core.plans_entry import PLANS_KEY, configurations_with_spec, put_spec_in_plans
 from ..core.resolve import request_specs
-from ..core.spec import PLANS_KEY, LLMSpec, configurations_with_spec, put_spec_in_plans
+from ..core.spec import LLMSpec
 from .datasets import preprocessed_folder
 
 # Plans names nnU-Net writes itself (plus the files that share the folder): never ours to replace.

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from ..core.block import EXTRA_STATE, LLMBlock
+from ..core.block import EXTRA_STATE
 from ..core.files import check_checkpoint_file, load_checkpoint
 from ..core.network import LLMUNet, unwrap
-from ..core.spec import LLMSpec, LLMSpecError, describe_differences, spec_differences, spec_in_plans
+from ..core.resolve import spec_of_checkpoint
+from ..core.spec import LLMSpecError
+from ..core.spec_differences import describe_differences, spec_differences
 
 _previous_loader = None
 
@@ -25,15 +27,6 @@ def install() -> None:
         return
     _previous_loader = current
     run_training.load_pretrained_weights = load_pretrained_weights
-
-
-def checkpoint_spec(checkpoint: dict) -> LLMSpec | None:
-    """The LLM spec a checkpoint was trained with: its block's extra state, else the plans in its init_args."""
-    state = checkpoint["network_weights"].get(f"llm.{EXTRA_STATE}")
-    if state is not None:
-        return LLMBlock.recorded_spec(state)
-    init = checkpoint.get("init_args") or {}
-    return spec_in_plans(init.get("plans") or {}, init.get("configuration"), "the checkpoint's init_args")
 
 
 def _input_channels_differ(key: str, theirs: tuple, ours: tuple) -> bool:
@@ -59,7 +52,7 @@ def load_pretrained_weights(network: torch.nn.Module, fname: str, verbose: bool 
         return _previous_loader(network, fname, verbose)
     checkpoint = load_checkpoint(fname)
     pretrained = checkpoint["network_weights"]
-    file_spec = checkpoint_spec(checkpoint)
+    file_spec = spec_of_checkpoint(checkpoint, plans_too=True)
     differences = None if file_spec is None else spec_differences(mod.llm.spec, file_spec)
     take_llm = file_spec is not None and not differences
     own = mod.state_dict()

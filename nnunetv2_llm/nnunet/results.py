@@ -116,7 +116,7 @@ class TrainedResults:
 
     def llm_spec(self):
         """The LLM spec the folder's plans.json records (None: plain nnU-Net)."""
-        from ..core.spec import spec_in_plans
+        from ..core.resolve import spec_in_plans
         return spec_in_plans(self.plans_json, self.configuration, str(self.folder / "plans.json"))
 
     def fold_state(self, fold) -> FoldState:

@@ -25,7 +25,7 @@ def network_plans(plans: dict, configuration: str) -> dict:
 
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from ..core.spec import PLANS_KEY
+    from ..core.plans_entry import PLANS_KEY
     try:
         resolved = dict(PlansManager(copy.deepcopy(plans)).get_configuration(configuration).configuration)
     except (KeyError, TypeError, AttributeError):

@@ -86,7 +86,7 @@ def network_namespace_prefix() -> list[str]:
 
 def llm_sources(record: dict, model_folder: Path) -> list[str]:
     """The local LLM files the plans name (what the image must not need)."""
-    from ..core.spec import spec_in_plans
+    from ..core.resolve import spec_in_plans
     plans = model_folder / "plans.json"
     spec = spec_in_plans(read_json(plans), record["configuration"], str(plans))
     if spec is None:

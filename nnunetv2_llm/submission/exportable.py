@@ -12,8 +12,8 @@ def check_checkpoints(variant: TrainedResults, folds: list) -> str:
     """Load every exported fold's checkpoint (a damaged one is refused, naming it); an LLM model must pin its tensors
     (sha256) and every fold must have trained with the plans' spec. Returns the line the submission's README states
     about the model's LLM layer."""
-    from ..core.block import EXTRA_STATE, LLMBlock
-    from ..core.spec import refuse_another_block
+    from ..core.resolve import spec_of_checkpoint
+    from ..core.spec_differences import refuse_spec_mismatch
     plans_file = variant.folder / "plans.json"
     spec = variant.llm_spec()
     if spec is not None and spec.loads_pretrained and spec.sha256 is None:
@@ -31,11 +31,11 @@ def check_checkpoints(variant: TrainedResults, folds: list) -> str:
                               f"another trainer's); retrain fold {fold} (`{variant.train_command(fold)}`).")
         if spec is None:
             continue
-        record = state.get(f"llm.{EXTRA_STATE}")
-        if record is None:
+        trained = spec_of_checkpoint(checkpoint)
+        if trained is None:
             raise ExportError(f"{path} carries no LLM block: it was not trained with the plans in {plans_file}. "
                               f"Retrain fold {fold} (`{variant.train_command(fold)}`).")
-        refuse_another_block(spec, LLMBlock.recorded_spec(record),
+        refuse_spec_mismatch(spec, trained,
                              f"fold {fold} trained another LLM block than {plans_file} describes ({{differences}}); "
                              f"retrain the fold or restore the plans it trained with.", "plans", "checkpoint",
                              error=ExportError)

@@ -133,22 +133,17 @@ def llm_requests(value) -> list:
 
 
 def job_spec(trainer: type, plans_file: Path, configuration: str):
-    """The LLM spec a job trains with (the trainer's own ``llm_spec`` hook, as in training), or None for plain
-    nnU-Net and for nnUNetTrainerLLM on plans without a spec."""
+    """The LLM spec a job trains with (as in training), or None for plain nnU-Net and for nnUNetTrainerLLM on plans
+    without a spec."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from ..core.spec import LLMSpecError, spec_in_configuration
+    from ..core.resolve import spec_for_trainer
     from ..nnunet.trainers import nnUNetTrainerLLM
     if not issubclass(trainer, nnUNetTrainerLLM):
         return None
     plans_manager = PlansManager(str(plans_file))
-    configuration_manager = plans_manager.get_configuration(configuration)
-    try:
-        return trainer.llm_spec(plans_manager, configuration_manager)
-    except LLMSpecError:
-        if spec_in_configuration(configuration_manager.configuration, f"plans {plans_file}") is None:
-            return None  # a trainer that takes its spec from plans that carry none: the job itself refuses them
-        raise
+    return spec_for_trainer(trainer, plans_manager.plans, plans_manager.get_configuration(configuration).configuration,
+                            required=False)
 
 
 def fetch_weights(spec, cache: dict) -> tuple[str | None, str | None]:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..core.files import read_json, write_json
-from ..core.spec import spec_in_plans
+from ..core.resolve import spec_in_plans
 from ..nnunet.environment import cli_path, nnunet_env
 from ..nnunet.datasets import require_folder
 from ..nnunet.results import TrainedResults, replicate_prefix, replicate_root, results_folder
