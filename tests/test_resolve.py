@@ -100,3 +100,12 @@ def test_a_trainer_of_your_own_names_a_model_and_a_variant_file(tmp_path):
     trainer = type("nnUNetTrainerMine", (), {"model": "smollm2-135m", "variant": str(mine)})
     spec = spec_for_trainer(trainer, plans_with(), {})
     assert (spec.source, spec.layer, spec.gate) == (model_spec("smollm2-135m").source, 3, True)
+
+
+def test_a_trainer_of_0_3_that_overrides_llm_spec_is_refused_not_ignored():
+    """0.3's hook is gone; a subclass that still defines it would otherwise train another spec without a word."""
+    old = type("nnUNetTrainerOld", (), {"llm_spec": classmethod(lambda cls, plans_manager, configuration_manager:
+                                                                 model_spec("smollm2-135m", layer=3))})
+    with pytest.raises(LLMSpecError, match=r"nnUNetTrainerOld defines llm_spec, which nnunetv2-llm 0.4 no longer "
+                                           r"calls .* Set the class attributes model .* and variant"):
+        spec_for_trainer(old, plans_with(model_spec("smollm2-135m", layer=5)), {})

@@ -151,6 +151,12 @@ def spec_for_trainer(trainer_class: type, plans: dict, configuration: dict, requ
     dataset = plans.get("dataset_name")
     where = (f"plans {name!r} of {dataset} (nnUNet_preprocessed/{dataset}/{name}.json for training, the results "
              f"folder's plans.json for prediction)")
+    if hasattr(trainer_class, "llm_spec"):
+        raise LLMSpecError(
+            f"{trainer_class.__name__} defines llm_spec, which nnunetv2-llm 0.4 no longer calls (it would train "
+            f"another spec than yours without a word). Set the class attributes model (a named model) and variant "
+            f"(a variant name or a variant file of your own) instead, or write the spec into plans with "
+            f"`nnunetv2-llm plan` and train nnUNetTrainerLLM with -p.")
     planned = _spec_in_configuration(configuration, where)
     if getattr(trainer_class, "variant", ""):
         spec = variant_spec(trainer_class.model, trainer_class.variant)
