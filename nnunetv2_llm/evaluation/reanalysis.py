@@ -5,10 +5,10 @@ DataFrame), for another reference, another primary metric, or a statistician who
 The table has compare's cases.csv columns (``replicate`` may be left out: replicate 1), any subset of the metrics,
 and fold numbers as in the splits file: folds 5, 6, ... are partitions 2, 3, ... (:mod:`..nnunet.splits`). The
 splits file gives each fold's cases and sizes (the Nadeau-Bengio correction). The statistics are compare's own
-(:func:`.compare.analyse`), so a cases.csv re-analysed with compare's options gives compare's numbers. What needs
-the networks (parameters, GFLOPs, wall time, the by-layer table) is left out, and the report says so. A report.json
-beside the table, when there is one, gives the descriptive fields (dataset, configuration, variants' folders, the
-kinds of the other sets, NSD tolerances).
+(:func:`.report_statistics.report_from_scores`), so a cases.csv re-analysed with compare's options gives compare's
+numbers. What needs the networks (parameters, GFLOPs, wall time, the by-layer table) is left out, and the report
+says so. A report.json beside the table, when there is one, gives the descriptive fields (dataset, configuration,
+variants' folders, the kinds of the other sets, NSD tolerances).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The compare report as objects: per set the variants' summaries and their comparisons with the reference (case
-level and, for the own set, procedure level), Holm's correction as a pure function of them, and the primary
+level and, for the validation set, procedure level), Holm's correction as a pure function of them, and the primary
 endpoint. Data flows one way: typed per-case scores -> :class:`PairedResult` / :class:`ProcedureComparison` ->
 :class:`SetSummary` -> :class:`CompareReport`; report.json is written from it once, in :mod:`.report`."""
 from __future__ import annotations
@@ -74,7 +74,7 @@ class VariantSummary:
 
 @dataclass
 class Comparison:
-    """One variant against the reference on one metric: over cases, and (own set) over training runs."""
+    """One variant against the reference on one metric: over cases, and (validation set) over training runs."""
 
     case: PairedResult
     p_holm: float = math.nan  # of the case-level test, in its family (primary or secondary)
@@ -153,7 +153,7 @@ def pairwise_matrix(values: list[np.ndarray], seed: int, metric: str = "Dice") -
 
 @dataclass(frozen=True)
 class HolmFamilies:
-    """Holm-adjusted p of the report's two families. Primary: the primary metric on the own set, one test per
+    """Holm-adjusted p of the report's two families. Primary: the primary metric on the validation set, one test per
     variant against the reference, at the procedure level where the runs allow it (else the case level). Secondary:
     every other case-level comparison and every Dice pair of two other variants, reported without stars."""
 
