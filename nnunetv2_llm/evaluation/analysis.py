@@ -28,9 +28,13 @@ What is measured, for every validation case of the fold (``splits_final.json``):
   All-zero maps are left out (null when every map is zero).
 
 Outputs (written atomically): ``analysis.json`` (definitions, per-case values, means),
-``cases/<case>.png`` (image, ground-truth contour and the maps; one row per compared run),
-``distributions.png`` (ER and LSVR violins, concentration IoU bars) and ``features/<run>/<case>.npz``
+``cases/<case>.png`` (image, ground-truth contour and the maps; one row per analysed fold),
+``distributions.png`` (ER and LSVR violins, concentration IoU bars) and ``features/<label>/<case>.npz``
 (the raw before/after feature maps, the patch and the mask) from which every number can be recomputed.
+
+This module runs those steps (:func:`analyse`) and keeps their definitions: the fold comes from
+:mod:`.analysed_fold`, the patches from :mod:`.analysis_patches`, the features from :mod:`.feature_probe`, the
+numbers from :mod:`.feature_metrics` and the figures from :mod:`.analysis_figures`.
 """
 from __future__ import annotations
 
@@ -109,7 +113,7 @@ def analyse_fold(analysed: AnalysedFold, name: str, keys: list[str], out: Path, 
 def analyse(dataset, configuration: str, trainers: list[tuple[str, str]], fold, out: Path | None,
             checkpoint: str = "checkpoint_final.pth", device: str = "auto", threshold: float = THRESHOLD,
             echo=print) -> dict:
-    """Analyse every (trainer, plans) run's fold; write the JSON and figures; return the JSON dict."""
+    """Analyse the fold of every (trainer, plans) pair; write the JSON and figures; return the JSON dict."""
     import torch
 
     from ..nnunet.environment import resolve_device
@@ -147,7 +151,7 @@ def analyse(dataset, configuration: str, trainers: list[tuple[str, str]], fold, 
 
 
 def format_summary(entries: list[dict], threshold: float = THRESHOLD) -> str:
-    """The means per run, with a legend: what each column is and which direction the paper reads as better."""
+    """The means per analysed fold, with a legend: what each column is and which direction the paper reads as better."""
     fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
     width = max(len(e["label"]) for e in entries)
     lines = [f"{'run':<{width}}  IoU before  IoU after      ER    LSVR  ER (CxN)  LSVR (CxN)"]

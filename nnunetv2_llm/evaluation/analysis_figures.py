@@ -19,7 +19,7 @@ def _display_slice(case: Patch) -> tuple[int, ...] | None:
 
 def save_case_figure(path: Path, case_id: str, rows: list[tuple[str, Patch, np.ndarray, np.ndarray | None]],
                      threshold: float, metrics: list[dict]) -> None:
-    """One row per run: image with ground-truth contour, Act. Before overlay, Act. After overlay."""
+    """One row per analysed fold: image with ground-truth contour, Act. Before overlay, Act. After overlay."""
     from matplotlib.figure import Figure
 
     from .plotting import wrap_name
@@ -53,7 +53,7 @@ def save_case_figure(path: Path, case_id: str, rows: list[tuple[str, Patch, np.n
 
 
 def save_distributions(path: Path, runs: list[dict], threshold: float) -> None:
-    """ER and LSVR violins with per-case dots and the mean (red), and mean concentration IoU bars per run."""
+    """ER and LSVR violins with per-case dots and the mean (red), and mean concentration IoU bars per analysed fold."""
     from matplotlib.figure import Figure
 
     from .plotting import wrap_title, wrapped

@@ -24,6 +24,10 @@ procedure level (:mod:`.procedure`). One primary endpoint (``--primary``) carrie
 
 Everything is checked before anything is written or predicted; the report folder is locked while a run writes it
 (a second run into the same folder waits, then reuses the first one's predictions and scores).
+
+This module runs the steps (:func:`run_compare`): the request and its checks are :mod:`.compare_request`, what is
+found before any scoring :mod:`.compare_plan`, the scores :mod:`.scoring` and :mod:`.run_scores`, the statistics
+:mod:`.report_statistics`, and the files :mod:`.report`.
 """
 from __future__ import annotations
 

@@ -11,6 +11,10 @@ frozen layer from the checkpoints, so the image needs neither the hub nor the LL
   predict.py    the entry point (:mod:`.runtime`)
   Dockerfile    a PyTorch CUDA runtime base with those exact versions pinned
   README.md     build, run, expected runtime
+
+This module writes the folder (:func:`export_submission`); what a model must pass first is :mod:`.exportable`, the
+pinned versions :mod:`.versions`, the sha256 pins :mod:`.hashes`, and the Dockerfile, predict.py and README
+:mod:`.templates`.
 """
 from __future__ import annotations
 
