@@ -27,10 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("-tr", "--trainer", required=True, help="trainer of the run to analyse")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
     p.add_argument("-f", "--fold", default="0", help="fold (0..4 or all; default 0)")
-    p.add_argument("-o", "--output", help="output folder (default: the run's fold_F/analysis, "
+    p.add_argument("-o", "--output", help="output folder (default: fold_F/analysis of the trained results, "
                                           "or fold_F/analysis_compare with --compare)")
     p.add_argument("--compare", action=Repeatable, metavar="TRAINER[__PLANS]",
-                   help="further trained runs of the same dataset, configuration and fold, e.g. "
+                   help="further trained results (trainer and plans) of the same dataset, configuration and fold, e.g. "
                         "nnUNetTrainerSmolLM2Transformer nnUNetTrainer")
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth", help="checkpoint file in the fold folder")
     p.add_argument("--device", default="auto", choices=DEVICES, help="default: cuda if available")

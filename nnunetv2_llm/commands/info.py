@@ -1,7 +1,7 @@
 """nnunetv2-llm info: parameters and FLOPs of a configured nnU-Net with and without the LLM block.
 
 The paper's "Param(M) / GFLOPs" columns for your own plans. The net is built from the preprocessed
-plans, or from a trained run's plans.json when -tr names one; the LLM layer gets random
+plans, or from the trained results' plans.json when -tr names them; the LLM layer gets random
 weights (its structure is all that counts), so nothing is downloaded.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name, as for nnUNetv2_train")
     p.add_argument("-c", "--configuration", required=True, help="nnU-Net configuration, e.g. 2d or 3d_fullres")
-    p.add_argument("-tr", "--trainer", help="trainer: its trained run's plans.json if it exists, and its built-in LLM")
+    p.add_argument("-tr", "--trainer", help="trainer: its trained results' plans.json if they exist, and its built-in LLM")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS, help="plans identifier (default nnUNetPlans)")
     add_spec_arguments(p, llm_default=None, llm_use="LLM when neither the trainer nor the plans name one (default "
                        f"{DEFAULT_MODEL}): ", layer_help="0-based decoder layer of --llm (default: the model's paper "

@@ -51,7 +51,7 @@ def find_analysed_fold(name: str, trainer: str, plans: str, configuration: str, 
                                                                                       f"{checkpoint}"))
         raise AnalysisError(
             f"no {checkpoint} in {analysed.fold_folder}: train it first ({variant.train_command(fold)}) or pick a "
-            f"trained run (found: {found or 'none'}).")
+            f"trained fold (found: {found or 'none'}).")
     return analysed
 
 

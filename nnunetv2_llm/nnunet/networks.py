@@ -48,7 +48,7 @@ class PlansSource:
 
 
 def load_plans(dataset, plans_identifier: str, trainer: str | None, configuration: str) -> PlansSource:
-    """A trained run's plans.json when ``trainer`` has one, else the preprocessed plans."""
+    """The trained results' plans.json when ``trainer`` has them, else the preprocessed plans."""
     import os
     from pathlib import Path
 
@@ -84,13 +84,13 @@ def _with_configuration(source: PlansSource, configuration: str) -> PlansSource:
 
 def choose_spec(source: PlansSource, configuration: str, trainer: str | None, fallback: LLMSpec,
                 fallback_origin: str) -> tuple[LLMSpec, str]:
-    """The spec the trainer would use: a trained run's, the trainer's own (as in training),
+    """The spec the trainer would use: its trained results', the trainer's own (as in training),
     the plans', else ``fallback`` (said to come from ``fallback_origin``). Each spec comes from
     :mod:`~nnunetv2_llm.core.resolve`; this picks which one ``info`` counts and says where it came from."""
     from ..core.resolve import spec_in_plans
     planned = spec_in_plans(source.plans, configuration, source.origin)
     if source.trained and planned is not None:
-        return planned, f"the trained run's plans ({source.origin})"
+        return planned, f"the trained results' plans ({source.origin})"
     own = trainer_spec(source, configuration, trainer) if trainer else None
     if own is not None:
         return own, f"trainer {trainer}"
