@@ -14,7 +14,7 @@ from ..nnunet.results import TrainedResults, trained_names, trained_results
 
 
 class AnalysisError(UserError, ValueError):
-    """A run, fold or split cannot be analysed; the message says what exists and how to fix it."""
+    """Trained results, a fold or a split cannot be analysed; the message says what exists and how to fix it."""
 
 
 @dataclass
@@ -42,7 +42,7 @@ def find_analysed_fold(name: str, trainer: str, plans: str, configuration: str, 
     analysed = AnalysedFold(variant, fold, checkpoint)
     if not variant.folder.is_dir():
         found = trained_names(variant.folder.parent, configuration, plans)
-        raise AnalysisError(f"-tr {trainer} -p {plans}: no results of that run in {variant.folder}. Runs of -c "
+        raise AnalysisError(f"-tr {trainer} -p {plans}: no trained results in {variant.folder}. Trained results of -c "
                             f"{configuration} that finished an epoch: {', '.join(found) or 'none'}."
                             f"{did_you_mean(trainer, found)}")
     if not variant.checkpoint(fold, checkpoint).is_file():

@@ -124,7 +124,7 @@ def analyse(dataset, configuration: str, trainers: list[tuple[str, str]], fold, 
     (fold,) = parse_folds([fold], name)
     device = torch.device(resolve_device(device))
     if len(set(trainers)) != len(trainers):
-        raise AnalysisError(f"a run is listed twice: {trainers}; list each trainer (and plans) once.")
+        raise AnalysisError(f"a trainer (and plans) is listed twice: {trainers}; list each trainer (and plans) once.")
     analysed = [find_analysed_fold(name, t, p, configuration, fold, checkpoint) for t, p in trainers]
     if out is None:
         out = analysed[0].fold_folder / ("analysis" if len(analysed) == 1 else "analysis_compare")

@@ -191,14 +191,14 @@ def trained_results(name: str, trainer: str, plans: str, configuration: str) -> 
 
 def finished_an_epoch(folder: Path) -> bool:
     """Whether a results folder holds a fold that finished at least one epoch (nnU-Net draws progress.png after
-    every epoch and writes a checkpoint at the end); the folder of a run that failed at its start does not."""
+    every epoch and writes a checkpoint at the end); the folder of a training that failed at its start does not."""
     return any((fold / name).is_file() for fold in folder.glob("fold_*")
                for name in (FINAL_CHECKPOINT, "checkpoint_latest.pth", "progress.png"))
 
 
 def trained_names(dataset_results: Path, configuration: str, plans: str) -> list[str]:
-    """What ``-tr`` accepts for the runs of ``configuration`` that finished an epoch: ``TRAINER`` for runs of the
-    ``-p`` plans, ``TRAINER__PLANS`` for the others."""
+    """What ``-tr`` accepts for the trained results of ``configuration`` that finished an epoch: ``TRAINER`` for those
+    of the ``-p`` plans, ``TRAINER__PLANS`` for the others."""
     if not dataset_results.is_dir():
         return []
     names = []
@@ -228,7 +228,7 @@ def resolve_trained_results(item: str, plans: str, name: str, configuration: str
     if not (folder / "plans.json").is_file() or not (folder / "dataset.json").is_file():
         found = trained_names(folder.parent, configuration, plans)
         raise ResultsError(f"-tr {item}: no trained results in {folder} (plans.json and dataset.json missing). "
-                           f"Train it with nnUNetv2_train, or pick one of the runs of -c {configuration} that "
-                           f"finished an epoch: {', '.join(found) or 'none'}.{did_you_mean(item, found)}")
+                           f"Train it with nnUNetv2_train, or pick one of the trained results of -c {configuration} "
+                           f"that finished an epoch: {', '.join(found) or 'none'}.{did_you_mean(item, found)}")
     variant.plans_json, variant.dataset_json  # read and checked now, before any work
     return variant
