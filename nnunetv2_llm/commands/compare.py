@@ -42,8 +42,8 @@ Two questions, two levels of numbers, each labelled in the report:
       permutation test of the same mean (Wilcoxon as an extra column), rank-biserial r, wins/ties/losses;
       ranks with bootstrap stability; parameters and GFLOPs.
 
-One primary endpoint (--primary, default Dice): each variant against the reference on the own set, at the
-procedure level where the runs allow it, Holm over the variants; only it carries stars. Every other p is
+One primary endpoint (--primary, default Dice): each variant against the reference on the validation set,
+at the procedure level where the runs allow it, Holm over the variants; only it carries stars. Every other p is
 secondary (Holm over the report's other case-level tests, no stars). No interval and no p where the data
 cannot support one (one case, zero variance, a fold without values), with the reason.
 
@@ -132,8 +132,8 @@ def register(subparsers) -> None:
                         "r >= 2 in $nnUNet_results/replicates/<r> (default: as many as every variant has)")
     p.add_argument("--primary", default=DEFAULT_PRIMARY, metavar="METRIC",
                    help=f"the metric of the primary endpoint, the one test with stars: each variant against the "
-                        f"reference on the own set, at the procedure level where the runs allow it, Holm over the "
-                        f"variants; Dice, IoU, NSD or HD95 (default {DEFAULT_PRIMARY}). Every other p is secondary")
+                        f"reference on the validation set, at the procedure level where the runs allow it, Holm over "
+                        f"the variants; Dice, IoU, NSD or HD95 (default {DEFAULT_PRIMARY}). Every other p is secondary")
     p.add_argument("--cases", metavar="CSV",
                    help="re-analyse a cases.csv (compare's columns, any subset of the metrics) instead of trained "
                         "results: every statistic, report and figure, e.g. for another --reference or --primary; "
