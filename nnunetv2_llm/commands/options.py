@@ -76,7 +76,7 @@ def _add_option(target, name: str, declared: Option) -> None:
     target.add_argument(Option.flag(name), **{k: v for k, v in kw.items() if v is not None})
 
 
-def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, layer_type=int,
+def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, layer_parser=int,
                        layer_help: str = "0-based decoder layer index (default: the named model's paper layer)",
                        wiring: bool = True, llm_use: str = "") -> None:
     """``--llm``, ``--layer``, the options that choose the tensors and (``wiring``) the flags of how the block uses
@@ -86,7 +86,7 @@ def add_spec_arguments(p: argparse.ArgumentParser, llm_default: str | None, laye
     p.add_argument("--llm", default=llm_default, metavar="MODEL|SOURCE",
                    help=f"{llm_use}a named model ({', '.join(sorted(MODELS))}), a hub id (org/name), a checkpoint "
                         f"folder, a .gguf file or a file from `nnunetv2-llm extract`{default}")
-    p.add_argument("--layer", type=layer_type, help=layer_help)
+    p.add_argument("--layer", type=layer_parser, help=layer_help)
     groups = {"tensors": p}
     if wiring:
         groups.update({name: p.add_argument_group(title) for name, title in _GROUPS.items()})

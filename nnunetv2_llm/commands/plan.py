@@ -84,7 +84,7 @@ def register(subparsers) -> None:
     p.add_argument("-d", "--dataset", required=True, help="dataset id (501) or name (Dataset501_Synth2D)")
     p.add_argument("-p", "--plans", default=DEFAULT_PLANS,
                    help="source plans, e.g. nnUNetPlans or nnUNetResEncUNetMPlans (default: nnUNetPlans)")
-    add_spec_arguments(p, llm_default=None, layer_type=layers_type,
+    add_spec_arguments(p, llm_default=None, layer_parser=layers_type,
                        layer_help="0-based decoder layer: 14, a range 0-15, a list 0,3,7-9, last or all (one plans "
                                   "file per layer; default: the variant's, else the named model's paper layer)")
     p.add_argument("--variant", metavar="NAME|FILE",

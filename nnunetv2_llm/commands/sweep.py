@@ -95,7 +95,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from ..sweep.grid import GRID_FILE, SweepError, check_grid, load_grid, plan_sweep, training_runs
+    from ..sweep.grid import GRID_FILE, SweepError, check_grid, load_grid, plan_sweep, training_runs_line
     from ..sweep.jobs import shown_command
     options = spec_options(args)
     flags = [flag for flag, given in (("--llm", args.llm), ("--layer", args.layer)) if given] + \
@@ -132,7 +132,7 @@ def cmd_plan(args) -> int:
     jobs = plan_sweep(grid, Path(args.output))
     for job in jobs:
         print(shown_command(job))
-    print(f"{training_runs(jobs)}; written to {Path(args.output) / GRID_FILE}")
+    print(f"{training_runs_line(jobs)}; written to {Path(args.output) / GRID_FILE}")
     for line in estimate(jobs).lines():
         print(line, flush=True)
     return 0
@@ -230,7 +230,7 @@ def register(subparsers) -> None:
                       help="5-fold partitions of the cases to train each fold on (default 1, nnU-Net's own split; "
                            "see the grid key)")
     plan.add_argument("--device", choices=["cuda", "cpu", "mps"], help="nnUNetv2_train -device for every job")
-    add_spec_arguments(plan, llm_default=None, layer_type=layers_type,
+    add_spec_arguments(plan, llm_default=None, layer_parser=layers_type,
                        llm_use="also write LLM plans of this model (as `nnunetv2-llm plan --llm`) and train them with "
                                "nnUNetTrainerLLM; the layer is fetched once into the sweep folder: ",
                        layer_help="with --llm: the layer(s), e.g. 0-15 or all (one plans file and job per layer x "

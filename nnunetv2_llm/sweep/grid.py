@@ -227,7 +227,7 @@ def job_id(configuration: str, trainer: str, plans: str, fold, replicate: int) -
     return f"{configuration}__{trainer}__{plans}__fold{fold}" + (f"__replicate{replicate}" if replicate > 1 else "")
 
 
-def training_runs(jobs: list[dict]) -> str:
+def training_runs_line(jobs: list[dict]) -> str:
     """What a sweep costs, in nnUNetv2_train runs, with the factors they come from."""
     def distinct(values) -> int:
         return len(set(map(str, values)))
