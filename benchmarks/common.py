@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import multiprocessing
 import os
 import platform
@@ -136,6 +137,8 @@ def save(results: dict, name: str, mode: str, out: Path | None) -> Path:
     """Record the load at the end next to the load at the start, write the JSON and say where."""
     if "machine" in results:
         results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    home = json.dumps(str(Path.home()) + "/")[1:-1]
+    results = json.loads(json.dumps(results).replace(home, "~/"))  # the results name no user's home folder
     path = write_json(out or default_out(name, mode), results, indent=2)
     print(f"\nwrote {path}")
     return path
