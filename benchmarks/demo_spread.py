@@ -35,10 +35,13 @@ def held_out(report: dict, plain: str, smol: str) -> dict:
             "delta": c["mean_difference"], "p_holm": c["p_holm"], "p_test": p_test(c), "cases": len(entry["cases"])}
 
 
+WILCOXON = "Wilcoxon signed-rank"  # compare's case-level test before 0.4, and so of runs saved without p_test
+
+
 def p_test(comparison: dict) -> str:
     """The case-level test behind a comparison's p: report.json has held the Wilcoxon p as ``p_wilcoxon`` since
     ``p`` became the sign-flip permutation test (0.4)."""
-    return "sign-flip permutation" if "p_wilcoxon" in comparison else "Wilcoxon signed-rank"
+    return "sign-flip permutation" if "p_wilcoxon" in comparison else WILCOXON
 
 
 def seed_folder(first: Path, folder: Path) -> None:
@@ -77,7 +80,7 @@ def readme_figures(results: dict) -> str:
         return f"{format(d['mean'], f)} ± {d['sd']:.3f} (range {format(d['min'], f)} to {format(d['max'], f)})"
     seconds = sorted(r["seconds"] for r in runs[1:]) or [runs[0]["seconds"]]  # run 1 also plans and preprocesses
     loads = [r["load_average"][0] for r in runs]
-    tests = sorted({r.get("p_test", "Wilcoxon signed-rank") for r in runs})  # runs saved before p_test was recorded
+    tests = sorted({r.get("p_test", WILCOXON) for r in runs})
     return (f"Over {n} runs of its protocol on this project's 2-core machine (`benchmarks/demo_spread.py`, "
             f"torch {results['machine']['torch']} on the CPU), held-out Dice was {spread(s['plain'])} for plain "
             f"nnU-Net and {spread(s['smollm2'])} with SmolLM2: Δ = {spread(s['delta'], signed=True)}, Holm p < 0.05 in "
